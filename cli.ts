@@ -1,0 +1,306 @@
+#!/usr/bin/env node
+/**
+ * The `graph` command line: parses arguments, runs the engine's stages, sets the exit code.
+ * Exit codes: 0 success; 1 a node failed; 2 bad usage or bad declarations; 130 interrupted.
+ */
+import { availableParallelism } from 'node:os';
+import { readFileSync, renameSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ActionCache } from './engine/cache.js';
+import { affectedSince, ChangedSinceError } from './engine/changed.js';
+import { DiagnosticError, formatDiagnostic } from './engine/diagnostics.js';
+import { executePlan } from './engine/execute.js';
+import { FileDigester } from './engine/files.js';
+import { planBuild, planSummary, type Plan } from './engine/plan.js';
+import { ExecaRunner } from './engine/process.js';
+import { reportJson, reportJunit, writeReport } from './engine/report/files.js';
+import { PLAN_FORMATS, renderPlan, type PlanFormat } from './engine/report/plan.js';
+import { progressReporter } from './engine/report/progress.js';
+import type { NodeId } from './engine/rule.js';
+import { ContentStore } from './engine/store.js';
+import { matchTargets, TargetError } from './engine/targets.js';
+import { openWorkspace, type Workspace } from './engine/workspace.js';
+import { defaultRules } from './rules/index.js';
+
+const EXIT_OK = 0;
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
+const EXIT_INTERRUPTED = 130;
+
+class UsageError extends Error {}
+
+const common = {
+  directory: { type: 'string', short: 'C' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+const selection = {
+  'changed-since': { type: 'string' },
+  only: { type: 'string' },
+} as const;
+
+interface Command {
+  readonly summary: string;
+  readonly usage: string;
+  readonly options: NonNullable<ParseArgsConfig['options']>;
+  run(ws: () => Workspace, values: Record<string, unknown>, positionals: string[]): Promise<number>;
+}
+
+const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), image:NAME, group:NAME, or globs
+(test:CpGenie/*). A target pulls in its dependencies. No target means every node.
+  --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
+  --only KIND,...      keep only nodes of these kinds (build, convert, test, publish)
+  -C DIR               work on DIR/images.yaml and DIR/models.yaml`;
+
+const commands: Record<string, Command> = {
+  plan: {
+    summary: 'show what a build would run and why (a dry run)',
+    usage: `graph plan [TARGET...] [--changed-since REF] [--only KIND,...] [--format text|json|dot|mermaid|matrix] [-v]
+
+For each selected node: will it run or is it cached, and why (no previous record; input X
+changed, old -> new digest; dependency Y will run; output missing). Reads, never builds.
+  --format F     text (default), json (stable: {version, nodes:[{id,kind,deps,key,status,reasons}], summary}),
+                 dot, mermaid (draw the graph), matrix (a GitHub Actions matrix, one entry per image)
+  -v, --verbose  list cached nodes too (text)
+${targetHelp}`,
+    options: { ...common, ...selection, format: { type: 'string', default: 'text' }, verbose: { type: 'boolean', short: 'v' } },
+    async run(open, values, positionals) {
+      const format = values.format as PlanFormat;
+      if (!PLAN_FORMATS.includes(format)) throw new UsageError(`unknown --format '${format}' (one of: ${PLAN_FORMATS.join(', ')})`);
+      const ws = open();
+      const { plan, digester } = await makePlan(ws, values, positionals);
+      digester.save();
+      process.stdout.write(renderPlan(plan, format, values.verbose === true));
+      return EXIT_OK;
+    },
+  },
+  build: {
+    summary: 'run every selected node that is not cached',
+    usage: `graph build [TARGET...] [--changed-since REF] [--only KIND,...] [--jobs N] [--limit KIND=N]
+            [--keep-going | --fail-fast] [--report FILE.json] [--junit FILE.xml]
+
+Runs the nodes that are not cached, in parallel, longest remaining chain first. A failed node's
+dependents are skipped; independent nodes go on (--keep-going, the default) or nothing new starts
+(--fail-fast). Ctrl-C stops cleanly: finished nodes stay cached, the next build resumes.
+  -j, --jobs N       most nodes at once (default: number of cores)
+  --limit KIND=N     most nodes of KIND at once (repeatable; overrides settings.concurrency)
+  --report FILE      write the JSON report (per node: id, kind, status, duration_ms, reasons, outputs)
+  --junit FILE       write JUnit XML (one testcase per node)
+Exit status: 0 all succeeded or cached, 1 a node failed, 2 bad usage or declarations, 130 interrupted.
+${targetHelp}`,
+    options: {
+      ...common,
+      ...selection,
+      jobs: { type: 'string', short: 'j' },
+      limit: { type: 'string', multiple: true },
+      'keep-going': { type: 'boolean' },
+      'fail-fast': { type: 'boolean' },
+      report: { type: 'string' },
+      junit: { type: 'string' },
+    },
+    async run(open, values, positionals) {
+      const jobs = values.jobs === undefined ? availableParallelism() : positiveInt(values.jobs as string, '--jobs');
+      if (values['keep-going'] && values['fail-fast']) throw new UsageError('--keep-going and --fail-fast exclude each other');
+      const cliLimits: Record<string, number> = {};
+      for (const l of (values.limit as string[] | undefined) ?? []) {
+        const m = /^([a-z]+)=(.+)$/.exec(l);
+        if (!m) throw new UsageError(`--limit takes KIND=N, got '${l}'`);
+        cliLimits[m[1]] = positiveInt(m[2], `--limit ${m[1]}`);
+      }
+      const ws = open();
+      for (const kind of Object.keys(cliLimits)) {
+        if (!ws.graph.rules.has(kind)) throw new UsageError(`--limit: unknown node kind '${kind}' (kinds: ${[...ws.graph.rules.keys()].join(', ')})`);
+      }
+      const { plan, digester, cache, store } = await makePlan(ws, values, positionals);
+      digester.save();
+      cache.compact();
+      const interrupt = new AbortController();
+      const onSignal = () => {
+        if (interrupt.signal.aborted) process.exit(EXIT_INTERRUPTED);
+        process.stderr.write('\ninterrupt: stopping running nodes (again to quit at once)\n');
+        interrupt.abort();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      const live = process.stderr.isTTY === true && !process.env.CI;
+      const summary = await executePlan(plan, {
+        decls: ws.decls,
+        jobs,
+        limits: { ...ws.decls.settings.concurrency, ...cliLimits },
+        resources: ws.decls.settings.resources,
+        failFast: values['fail-fast'] === true,
+        signal: interrupt.signal,
+        runner: new ExecaRunner(),
+        cache,
+        store,
+        stateDir: ws.stateDir,
+        emit: progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root }),
+      });
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      if (values.report) writeReport(values.report as string, reportJson(summary, ws.root));
+      if (values.junit) writeReport(values.junit as string, reportJunit(summary));
+      if (summary.interrupted) return EXIT_INTERRUPTED;
+      return summary.counts.failed > 0 ? EXIT_FAILED : EXIT_OK;
+    },
+  },
+  validate: {
+    summary: 'check images.yaml and models.yaml and report every problem',
+    usage: `graph validate [-C DIR]
+
+Loads, validates and compiles the declarations; prints every problem as file:line:col with the
+line and a caret, and exits 2 if there is any. Touches nothing in .graph/.`,
+    options: { ...common },
+    async run(open) {
+      const ws = open();
+      const models = [...ws.decls.groups.values()].reduce((n, g) => n + g.models.length, 0);
+      process.stdout.write(`ok: ${ws.decls.images.size} images, ${ws.decls.groups.size} groups, ${models} models, ${ws.graph.size} nodes\n`);
+      return EXIT_OK;
+    },
+  },
+  query: {
+    summary: 'list targets: nodes, images and groups',
+    usage: `graph query [TARGET...] [--only KIND,...] [--deps] [--format text|json]
+
+Lists the nodes the targets select (every node without targets), one id per line.
+  --deps          include the dependencies the targets pull in
+  --format json   [{id, kind, deps, image, group}]
+${targetHelp}`,
+    options: { ...common, only: { type: 'string' }, deps: { type: 'boolean' }, format: { type: 'string', default: 'text' } },
+    async run(open, values, positionals) {
+      const format = values.format as string;
+      if (format !== 'text' && format !== 'json') throw new UsageError(`unknown --format '${format}' (one of: text, json)`);
+      const ws = open();
+      let selected: ReadonlySet<NodeId> = matchTargets(ws.graph, positionals, splitList(values.only));
+      if (values.deps) selected = ws.graph.withDependencies(selected);
+      const nodes = ws.graph.order.filter((id) => selected.has(id)).map((id) => ws.graph.node(id));
+      if (format === 'json') {
+        const rows = nodes.map((n) => ({ id: n.id, kind: n.kind, deps: n.deps.map((d) => d.id).sort(), image: n.image ?? null, group: n.group ?? null }));
+        process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      } else {
+        process.stdout.write(nodes.map((n) => `${n.id}\n`).join(''));
+      }
+      return EXIT_OK;
+    },
+  },
+  clean: {
+    summary: 'delete the local state in .graph/ (cache, store, logs)',
+    usage: `graph clean [-C DIR]
+
+Deletes .graph/: the action cache, the content-addressed store, logs and the file memo. The next
+build runs everything. Declarations and outputs outside .graph/ are not touched.`,
+    options: { ...common },
+    async run(_open, values) {
+      const root = path.resolve((values.directory as string | undefined) ?? '.');
+      const state = path.join(root, '.graph');
+      // Rename first, so a concurrent reader sees the whole state or none of it.
+      const trash = `${state}.trash-${process.pid}`;
+      try {
+        renameSync(state, trash);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+          process.stdout.write('nothing to clean\n');
+          return EXIT_OK;
+        }
+        throw e;
+      }
+      rmSync(trash, { recursive: true, force: true });
+      process.stdout.write(`removed ${path.relative(process.cwd(), state) || state}\n`);
+      return EXIT_OK;
+    },
+  },
+};
+
+function splitList(v: unknown): string[] | undefined {
+  return typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
+}
+
+function positiveInt(text: string, what: string): number {
+  if (!/^[1-9][0-9]*$/.test(text)) throw new UsageError(`${what} takes a positive integer, got '${text}'`);
+  return Number(text);
+}
+
+async function makePlan(ws: Workspace, values: Record<string, unknown>, positionals: string[]) {
+  let selected: ReadonlySet<NodeId> = matchTargets(ws.graph, positionals, splitList(values.only));
+  if (typeof values['changed-since'] === 'string') {
+    const { affected } = await affectedSince(ws, values['changed-since'], defaultRules);
+    selected = new Set([...selected].filter((id) => affected.has(id)));
+  }
+  const cache = new ActionCache(ws.stateDir);
+  const store = new ContentStore(path.join(ws.stateDir, 'cas'));
+  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
+  const plan: Plan = planBuild(ws.graph, ws.graph.withDependencies(selected), { root: ws.root, cache, store, digester, env: process.env });
+  return { plan, cache, store, digester, summary: planSummary(plan) };
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function mainHelp(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length));
+  return `graph ${version()}: a build graph for model container images (build, convert to SIF, test, publish)
+
+Usage: graph <command> [options]
+
+Commands:
+${Object.entries(commands)
+  .map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`)
+  .join('\n')}
+
+Every command works on images.yaml and models.yaml in the current directory, or in -C DIR.
+Run 'graph <command> --help' for a command's options.
+`;
+}
+
+/** Run the CLI with `argv` (without node and script); resolves to the exit code. */
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    const topic = name === 'help' ? rest[0] : undefined;
+    process.stdout.write(topic && commands[topic] ? `${commands[topic].usage}\n` : mainHelp());
+    return EXIT_OK;
+  }
+  if (name === '--version' || name === '-V') {
+    process.stdout.write(`${version()}\n`);
+    return EXIT_OK;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`graph: unknown command '${name}' (commands: ${Object.keys(commands).join(', ')})\n`);
+    return EXIT_USAGE;
+  }
+  try {
+    const { values, positionals } = parseArgs({ args: rest, options: command.options, allowPositionals: true, strict: true });
+    if (values.help) {
+      process.stdout.write(`${command.usage}\n`);
+      return EXIT_OK;
+    }
+    if (name === 'validate' || name === 'clean') {
+      if (positionals.length) throw new UsageError(`graph ${name} takes no targets`);
+    }
+    const dir = path.resolve((values.directory as string | undefined) ?? '.');
+    return await command.run(() => openWorkspace(dir, defaultRules), values, positionals);
+  } catch (e) {
+    if (e instanceof DiagnosticError) {
+      process.stderr.write(`${e.diagnostics.map(formatDiagnostic).join('\n\n')}\n\n${e.diagnostics.length} error${e.diagnostics.length === 1 ? '' : 's'}\n`);
+      return EXIT_USAGE;
+    }
+    if (e instanceof UsageError || e instanceof TargetError || e instanceof ChangedSinceError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`graph ${name}: ${(e as Error).message}\nRun 'graph ${name} --help' for usage.\n`);
+      return EXIT_USAGE;
+    }
+    throw e;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e) => {
+    process.stderr.write(`graph: internal error: ${(e as Error).stack ?? e}\n`);
+    process.exitCode = 70;
+  },
+);

@@ -1,0 +1,209 @@
+/**
+ * Input files: expanding a node's declared inputs (files, directories with .dockerignore, globs)
+ * into workspace-relative file lists, and digesting them with a stat memo so that a no-op run
+ * reads no unchanged file's bytes.
+ *
+ * A file's fingerprint is `sha256:<hex>` of its bytes, with `+x` appended when any execute bit is
+ * set (a copied file's mode is part of the image), or `symlink:<target>` for a symbolic link.
+ * The memo maps path → (size, mtime, inode, fingerprint) and is trusted only for files whose mtime
+ * is older than the moment they were hashed (git's "racy clean" rule): a file rewritten within the
+ * same clock tick is hashed again.
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import type { Ignore as Dockerignore } from '@balena/dockerignore';
+import fg from 'fast-glob';
+import { readJsonFile, writeFileAtomic } from './atomic.js';
+
+// @balena/dockerignore is CommonJS with `module.exports = factory`; its types say `export default`.
+const createDockerignore = createRequire(import.meta.url)('@balena/dockerignore') as () => Dockerignore;
+
+/** One declared input of a node; paths are workspace-relative, POSIX separators. */
+export type InputSpec =
+  | { readonly kind: 'file'; readonly path: string }
+  /** Every file under `path`; `ignoreFile` (e.g. `.dockerignore`, relative to `path`) excludes some. */
+  | { readonly kind: 'dir'; readonly path: string; readonly ignoreFile?: string }
+  /** Files matching a glob (a directory match brings in every file under it). */
+  | { readonly kind: 'glob'; readonly pattern: string };
+
+/** The directory of graph's own state, never an input. */
+export const STATE_DIR = '.graph';
+
+/** Does a workspace-relative path name something on disk? */
+export function inputExists(root: string, spec: InputSpec): boolean {
+  if (spec.kind === 'glob') return globFiles(root, spec.pattern).length > 0;
+  try {
+    const st = lstatSync(path.join(root, spec.path));
+    return spec.kind === 'dir' ? st.isDirectory() : !st.isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function globFiles(root: string, pattern: string): string[] {
+  if (!fg.isDynamicPattern(pattern)) {
+    try {
+      const st = lstatSync(path.join(root, pattern));
+      return st.isDirectory() ? walk(root, pattern, undefined) : [path.posix.normalize(pattern)];
+    } catch {
+      return [];
+    }
+  }
+  const matches = fg.sync(pattern, { cwd: root, dot: true, onlyFiles: false, markDirectories: true, followSymbolicLinks: false });
+  const out: string[] = [];
+  for (const m of matches) {
+    if (m.endsWith('/')) out.push(...walk(root, m.slice(0, -1), undefined));
+    else out.push(path.posix.normalize(m));
+  }
+  return out;
+}
+
+function walk(root: string, dir: string, ignore: Dockerignore | undefined): string[] {
+  const out: string[] = [];
+  const prune = ignore !== undefined;
+  const visit = (rel: string) => {
+    const abs = path.join(root, dir, rel);
+    for (const entry of readdirSync(abs, { withFileTypes: true })) {
+      const child = rel ? `${rel}/${entry.name}` : entry.name;
+      if (!rel && entry.name === STATE_DIR && path.resolve(root, dir) === path.resolve(root)) continue;
+      if (entry.isDirectory()) {
+        // A directory excluded by .dockerignore may still have re-included files ("!dir/keep"),
+        // so it is descended into; its files are tested one by one.
+        visit(child);
+      } else if (!prune || !ignore.ignores(child)) {
+        out.push(dir === '.' ? child : `${path.posix.normalize(dir)}/${child}`);
+      }
+    }
+  };
+  visit('');
+  return out;
+}
+
+/**
+ * Expand input specs into the sorted, de-duplicated list of workspace-relative files they cover.
+ * Missing inputs expand to nothing (validation reports them earlier).
+ */
+export function expandInputs(root: string, specs: readonly InputSpec[]): string[] {
+  const files = new Set<string>();
+  for (const spec of specs) {
+    try {
+      if (spec.kind === 'file') files.add(path.posix.normalize(spec.path));
+      else if (spec.kind === 'glob') for (const f of globFiles(root, spec.pattern)) files.add(f);
+      else {
+        let ignore: Dockerignore | undefined;
+        if (spec.ignoreFile) {
+          try {
+            ignore = createDockerignore().add(readFileSync(path.join(root, spec.path, spec.ignoreFile), 'utf8'));
+          } catch {
+            ignore = undefined;
+          }
+        }
+        for (const f of walk(root, spec.path, ignore)) files.add(f);
+      }
+    } catch {
+      // Unreadable or vanished: contributes nothing; the rule's own checks report it.
+    }
+  }
+  return [...files].sort();
+}
+
+/** Counters for tests and benchmarks: proof that a warm run reads no file bytes. */
+export interface DigestStats {
+  filesHashed: number;
+  bytesRead: number;
+  memoHits: number;
+}
+
+type MemoEntry = [size: number, mtimeMs: number, ino: number, fingerprint: string, hashedAtMs: number];
+
+const MEMO_VERSION = 1;
+const CHUNK = 1 << 20;
+
+/**
+ * Digests workspace files, memoized by (path, size, mtime, inode) across runs in
+ * `.graph/stat-memo.json`. Not safe for concurrent use by two objects in one process; two
+ * processes may share the memo file (writes are atomic, last writer wins, entries are re-verified).
+ */
+export class FileDigester {
+  readonly stats: DigestStats = { filesHashed: 0, bytesRead: 0, memoHits: 0 };
+  private readonly memo: Map<string, MemoEntry>;
+  private readonly run = new Map<string, string>();
+  private dirty = false;
+  private readonly buffer = Buffer.allocUnsafe(CHUNK);
+
+  /**
+   * @param root absolute workspace directory.
+   * @param memoPath absolute path of the memo file, or undefined for no persistent memo.
+   */
+  constructor(
+    private readonly root: string,
+    private readonly memoPath: string | undefined,
+  ) {
+    const loaded = memoPath ? readJsonFile(memoPath) : undefined;
+    const valid =
+      loaded && typeof loaded === 'object' && (loaded as { version?: unknown }).version === MEMO_VERSION;
+    this.memo = new Map(valid ? Object.entries((loaded as { entries: Record<string, MemoEntry> }).entries ?? {}) : []);
+  }
+
+  /**
+   * Fingerprint of one workspace-relative file (see the module comment), or `missing` if it does
+   * not exist. Never throws for a missing file; rethrows other I/O errors (EACCES, EIO).
+   */
+  fingerprint(rel: string): string {
+    const cached = this.run.get(rel);
+    if (cached !== undefined) return cached;
+    const abs = path.join(this.root, rel);
+    let st: Stats;
+    try {
+      st = lstatSync(abs);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') {
+        this.run.set(rel, 'missing');
+        return 'missing';
+      }
+      throw e;
+    }
+    const m = this.memo.get(rel);
+    let fp: string;
+    if (m && m[0] === st.size && m[1] === st.mtimeMs && m[2] === st.ino && st.mtimeMs < m[4]) {
+      this.stats.memoHits++;
+      fp = m[3];
+    } else {
+      const hashedAt = Date.now();
+      if (st.isSymbolicLink()) fp = `symlink:${readlinkSync(abs)}`;
+      else fp = `sha256:${this.hashFile(abs)}${st.mode & 0o111 ? '+x' : ''}`;
+      this.memo.set(rel, [st.size, st.mtimeMs, st.ino, fp, hashedAt]);
+      this.dirty = true;
+    }
+    this.run.set(rel, fp);
+    return fp;
+  }
+
+  private hashFile(abs: string): string {
+    const hash = createHash('sha256');
+    const fd = openSync(abs, 'r');
+    try {
+      for (;;) {
+        const n = readSync(fd, this.buffer, 0, CHUNK, null);
+        if (n === 0) break;
+        this.stats.bytesRead += n;
+        hash.update(n === CHUNK ? this.buffer : this.buffer.subarray(0, n));
+      }
+    } finally {
+      closeSync(fd);
+    }
+    this.stats.filesHashed++;
+    return hash.digest('hex');
+  }
+
+  /** Persist the memo if anything changed (atomic write). */
+  save(): void {
+    if (!this.memoPath || !this.dirty) return;
+    const entries: Record<string, MemoEntry> = {};
+    for (const [k, v] of this.memo) entries[k] = v;
+    writeFileAtomic(this.memoPath, JSON.stringify({ version: MEMO_VERSION, entries }));
+    this.dirty = false;
+  }
+}

@@ -1,0 +1,184 @@
+/**
+ * Compile stage: the rules' nodes become one directed acyclic graph (graphlib), checked for
+ * duplicate ids, dangling edges and cycles, then sealed. Only a sealed `BuildGraph` is planned and
+ * executed. Edges point from a node to what it depends on.
+ */
+import { Graph, alg } from '@dagrejs/graphlib';
+import type { Declarations } from './declarations.js';
+import { DiagnosticError, type Diagnostic } from './diagnostics.js';
+import type { NodeDef, NodeId, Rule } from './rule.js';
+
+export class BuildGraph {
+  /** Nodes in a topological order: every node after all of its dependencies (ties by id). */
+  readonly order: readonly NodeId[];
+  private readonly byId: ReadonlyMap<NodeId, NodeDef>;
+  private readonly dependentsOf = new Map<NodeId, NodeId[]>();
+
+  private constructor(
+    private readonly g: Graph,
+    nodes: Map<NodeId, NodeDef>,
+    readonly rules: ReadonlyMap<string, Rule>,
+  ) {
+    this.byId = nodes;
+    for (const n of nodes.values()) {
+      for (const d of n.deps) {
+        let list = this.dependentsOf.get(d.id);
+        if (!list) this.dependentsOf.set(d.id, (list = []));
+        list.push(n.id);
+      }
+    }
+    this.order = topologicalOrder(nodes);
+    Object.freeze(this);
+  }
+
+  /**
+   * Expand every rule over the declarations and seal the graph.
+   * @throws DiagnosticError for duplicate node ids and for cycles (with the whole path).
+   */
+  static compile(decls: Declarations, rules: readonly Rule[]): BuildGraph {
+    const diagnostics: Diagnostic[] = [];
+    const nodes = new Map<NodeId, NodeDef>();
+    const g = new Graph({ directed: true });
+    for (const rule of rules) {
+      for (const node of rule.expand(decls)) {
+        const prior = nodes.get(node.id);
+        if (prior) {
+          diagnostics.push({ code: 'duplicate', message: `two declarations make node '${node.id}'`, span: node.span, related: [{ span: prior.span, note: 'also made here' }] });
+          continue;
+        }
+        nodes.set(node.id, node);
+        g.setNode(node.id);
+      }
+    }
+    for (const node of nodes.values()) {
+      for (const d of node.deps) {
+        if (!nodes.has(d.id)) {
+          diagnostics.push({ code: 'unknown-node', message: `node '${node.id}' depends on '${d.id}', which no declaration makes`, span: d.span ?? node.span });
+        } else g.setEdge(node.id, d.id);
+      }
+    }
+    if (!diagnostics.length) diagnostics.push(...cycleDiagnostics(g, nodes));
+    if (diagnostics.length) throw new DiagnosticError(diagnostics);
+    return new BuildGraph(g, nodes, new Map(rules.map((r) => [r.kind, r])));
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  node(id: NodeId): NodeDef {
+    const n = this.byId.get(id);
+    if (!n) throw new Error(`no node '${id}'`);
+    return n;
+  }
+
+  has(id: string): id is NodeId {
+    return this.byId.has(id as NodeId);
+  }
+
+  nodes(): IterableIterator<NodeDef> {
+    return this.byId.values();
+  }
+
+  /** Nodes that depend directly on `id`. */
+  dependents(id: NodeId): readonly NodeId[] {
+    return this.dependentsOf.get(id) ?? [];
+  }
+
+  /** `ids` plus everything they depend on, transitively. */
+  withDependencies(ids: Iterable<NodeId>): Set<NodeId> {
+    return this.closure(ids, (id) => this.node(id).deps.map((d) => d.id));
+  }
+
+  /** `ids` plus everything that depends on them, transitively. */
+  withDependents(ids: Iterable<NodeId>): Set<NodeId> {
+    return this.closure(ids, (id) => this.dependents(id));
+  }
+
+  private closure(ids: Iterable<NodeId>, next: (id: NodeId) => readonly NodeId[]): Set<NodeId> {
+    const seen = new Set<NodeId>();
+    const stack = [...ids];
+    while (stack.length) {
+      const id = stack.pop() as NodeId;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      for (const n of next(id)) if (!seen.has(n)) stack.push(n);
+    }
+    return seen;
+  }
+
+  /** The underlying graphlib graph (read-only use: drawing, algorithms). */
+  get graphlib(): Graph {
+    return this.g;
+  }
+}
+
+/** Kahn's algorithm with ids sorted at each step, so the order is deterministic. */
+function topologicalOrder(nodes: ReadonlyMap<NodeId, NodeDef>): NodeId[] {
+  const pending = new Map<NodeId, number>();
+  const dependents = new Map<NodeId, NodeId[]>();
+  for (const n of nodes.values()) {
+    pending.set(n.id, n.deps.length);
+    for (const d of n.deps) {
+      const list = dependents.get(d.id);
+      if (list) list.push(n.id);
+      else dependents.set(d.id, [n.id]);
+    }
+  }
+  let ready = [...nodes.keys()].filter((id) => pending.get(id) === 0).sort();
+  const order: NodeId[] = [];
+  while (ready.length) {
+    const next: NodeId[] = [];
+    for (const id of ready) {
+      order.push(id);
+      for (const dep of dependents.get(id) ?? []) {
+        const left = (pending.get(dep) as number) - 1;
+        pending.set(dep, left);
+        if (left === 0) next.push(dep);
+      }
+    }
+    ready = next.sort();
+  }
+  return order;
+}
+
+function cycleDiagnostics(g: Graph, nodes: ReadonlyMap<NodeId, NodeDef>): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  for (const component of alg.findCycles(g)) {
+    const members = new Set(component);
+    const start = [...component].sort()[0] as NodeId;
+    // Shortest way around the cycle from its smallest member, by breadth-first search.
+    const parent = new Map<string, string>();
+    const queue: string[] = [start];
+    let closing: string | undefined;
+    while (queue.length && closing === undefined) {
+      const v = queue.shift() as string;
+      for (const w of [...(g.successors(v) ?? [])].sort()) {
+        if (!members.has(w)) continue;
+        if (w === start) {
+          closing = v;
+          break;
+        }
+        if (!parent.has(w)) {
+          parent.set(w, v);
+          queue.push(w);
+        }
+      }
+    }
+    const path: NodeId[] = [];
+    for (let v: string | undefined = closing; v !== undefined && v !== start; v = parent.get(v)) path.unshift(v as NodeId);
+    path.unshift(start);
+    const hops = path.map((id, i) => {
+      const to = path[(i + 1) % path.length];
+      const dep = (nodes.get(id) as NodeDef).deps.find((d) => d.id === to);
+      return { from: id, to, span: dep?.span ?? (nodes.get(id) as NodeDef).span };
+    });
+    out.push({
+      code: 'cycle',
+      message: `dependency cycle: ${[...path, start].join(' -> ')}`,
+      span: hops[0].span,
+      related: hops.slice(1).map((h) => ({ span: h.span, note: `${h.from} depends on ${h.to}` })),
+    });
+  }
+  return out;
+}

@@ -1,0 +1,127 @@
+/**
+ * Action keys. A node's key is the SHA-256 of the canonical JSON of its key record: every input
+ * that can change its output, kept as data so a later plan can say which one changed.
+ *
+ * Key record fields, in this fixed order, and why each is there:
+ * - `rule`, `ruleVersion`: a new rule implementation invalidates every key of its kind.
+ * - `decl`:  the normalized declaration the node depends on (only the fields it reads).
+ * - `files`: workspace-relative path → fingerprint (files.ts) of every input file.
+ * - `env`:   allow-listed environment variables → value, or null when unset.
+ * - `tool`:  identity and version of the tool that produces the output.
+ * - `deps`:  dependency node id → that dependency's key. Keys (not output digests) make a plan
+ *            exact before anything runs: a dependency that will run changes its dependents' keys.
+ */
+import { createHash } from 'node:crypto';
+import type { FileDigester } from './files.js';
+import type { Json, NodeDef, NodeId } from './rule.js';
+
+export interface KeyRecord {
+  readonly rule: string;
+  readonly ruleVersion: number;
+  readonly decl: Json;
+  readonly files: Readonly<Record<string, string>>;
+  readonly env: Readonly<Record<string, string | null>>;
+  readonly tool: string;
+  readonly deps: Readonly<Record<string, string>>;
+}
+
+/** JSON with object keys sorted at every level and no whitespace: equal data, equal bytes. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') {
+    if (typeof value === 'number' && !Number.isFinite(value)) throw new TypeError(`cannot key non-finite number ${value}`);
+    return value === undefined ? 'null' : JSON.stringify(value);
+  }
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const keys = Object.keys(value).filter((k) => (value as Record<string, unknown>)[k] !== undefined).sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
+}
+
+/** The action key of a record: 64 lowercase hex digits. */
+export function keyOf(record: KeyRecord): string {
+  return createHash('sha256').update(canonicalJson(record)).digest('hex');
+}
+
+/**
+ * Build a node's key record.
+ * @param files the node's expanded input files (workspace-relative, sorted).
+ * @param depKeys the key of every dependency, already computed (callers go in topological order).
+ * @param env the environment to read allow-listed variables from.
+ */
+export function keyRecord(
+  node: NodeDef,
+  ruleVersion: number,
+  files: readonly string[],
+  digester: FileDigester,
+  depKeys: ReadonlyMap<NodeId, string>,
+  env: NodeJS.ProcessEnv,
+): KeyRecord {
+  const fileMap: Record<string, string> = {};
+  for (const f of files) fileMap[f] = digester.fingerprint(f);
+  const envMap: Record<string, string | null> = {};
+  for (const name of [...node.env].sort()) envMap[name] = env[name] ?? null;
+  const deps: Record<string, string> = {};
+  for (const d of node.deps) deps[d.id] = depKeys.get(d.id) as string;
+  return { rule: node.kind, ruleVersion, decl: node.decl, files: fileMap, env: envMap, tool: node.tool, deps };
+}
+
+/** `sha256:0123456789ab`: a digest shortened for messages. */
+export function shortDigest(fp: string): string {
+  const m = /^(sha256:)?([a-f0-9]{64})(.*)$/.exec(fp);
+  return m ? `${m[1] ?? ''}${m[2].slice(0, 12)}${m[3]}` : fp;
+}
+
+function show(v: Json | undefined): string {
+  if (v === undefined) return 'absent';
+  const s = JSON.stringify(v);
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+/** Paths (`env.PATH`, `layers[0].to`) where two JSON values differ, with old and new values. */
+function diffJson(a: Json | undefined, b: Json | undefined, at: string, out: string[]): void {
+  if (canonicalJson(a) === canonicalJson(b)) return;
+  const isObj = (x: unknown): x is Record<string, Json> => x !== null && typeof x === 'object' && !Array.isArray(x);
+  if (isObj(a) && isObj(b)) {
+    for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
+      diffJson(a[k], b[k], at ? `${at}.${k}` : k, out);
+    }
+  } else if (Array.isArray(a) && Array.isArray(b) && a.length === b.length) {
+    a.forEach((x, i) => diffJson(x, (b as Json[])[i], `${at}[${i}]`, out));
+  } else {
+    out.push(`declaration ${at || 'value'} changed (${show(a)} → ${show(b)})`);
+  }
+}
+
+/**
+ * Explain why `current` differs from `previous`, most basic cause first: one line per changed
+ * input, e.g. `input file models/x.pwm changed (sha256:0a1b… → sha256:9f8e…)`.
+ * @param depWillRun tells whether a dependency is going to run in this plan.
+ */
+export function explainChange(previous: KeyRecord, current: KeyRecord, depWillRun: (id: string) => boolean): string[] {
+  const out: string[] = [];
+  if (previous.rule !== current.rule || previous.ruleVersion !== current.ruleVersion) {
+    out.push(`rule ${current.rule} changed version (${previous.ruleVersion} → ${current.ruleVersion})`);
+  }
+  if (previous.tool !== current.tool) out.push(`tool changed (${previous.tool} → ${current.tool})`);
+  diffJson(previous.decl, current.decl, '', out);
+  for (const f of [...new Set([...Object.keys(previous.files), ...Object.keys(current.files)])].sort()) {
+    const a = previous.files[f];
+    const b = current.files[f];
+    if (a === b) continue;
+    if (a === undefined) out.push(`input file ${f} added`);
+    else if (b === undefined || b === 'missing') out.push(`input file ${f} removed`);
+    else out.push(`input file ${f} changed (${shortDigest(a)} → ${shortDigest(b)})`);
+  }
+  for (const name of [...new Set([...Object.keys(previous.env), ...Object.keys(current.env)])].sort()) {
+    const a = previous.env[name] ?? null;
+    const b = current.env[name] ?? null;
+    if (a !== b) out.push(`environment variable ${name} changed (${a === null ? 'unset' : JSON.stringify(a)} → ${b === null ? 'unset' : JSON.stringify(b)})`);
+  }
+  for (const id of [...new Set([...Object.keys(previous.deps), ...Object.keys(current.deps)])].sort()) {
+    if (previous.deps[id] === current.deps[id]) continue;
+    if (!(id in current.deps)) out.push(`dependency ${id} removed`);
+    else if (!(id in previous.deps)) out.push(`dependency ${id} added`);
+    else if (depWillRun(id)) out.push(`dependency ${id} will run`);
+    else out.push(`dependency ${id} changed (key ${current.deps[id].slice(0, 12)}, was ${previous.deps[id].slice(0, 12)})`);
+  }
+  return out;
+}

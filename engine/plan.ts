@@ -1,0 +1,100 @@
+/**
+ * Plan stage: for every selected node, decide before anything runs whether it is cached or will
+ * run, and record why, the way ninja's `-d explain` does: no previous record; input X changed
+ * (old → new digest); dependency Y will run; output missing.
+ */
+import type { ActionCache, CacheEntry } from './cache.js';
+import { expandInputs, type FileDigester } from './files.js';
+import type { BuildGraph } from './graph.js';
+import { canonicalJson, explainChange, keyOf, keyRecord, shortDigest, type KeyRecord } from './key.js';
+import type { NodeDef, NodeId } from './rule.js';
+import type { ContentStore } from './store.js';
+
+export type PlanStatus = 'run' | 'cached';
+
+export interface PlannedNode {
+  readonly node: NodeDef;
+  readonly key: string;
+  readonly record: KeyRecord;
+  readonly status: PlanStatus;
+  /** Why it runs (empty when cached). */
+  readonly reasons: readonly string[];
+  /** The cache entry that makes it cached. */
+  readonly cached?: CacheEntry;
+}
+
+export interface Plan {
+  readonly graph: BuildGraph;
+  /** Selected nodes in topological order. */
+  readonly nodes: readonly PlannedNode[];
+  readonly byId: ReadonlyMap<NodeId, PlannedNode>;
+}
+
+export interface PlanContext {
+  readonly root: string;
+  readonly cache: ActionCache;
+  readonly store: ContentStore;
+  readonly digester: FileDigester;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+/** Most reasons listed for one node before "and N more". */
+const MAX_REASONS = 8;
+
+/**
+ * Plan `selection` (which must be closed under dependencies; see `BuildGraph.withDependencies`).
+ * Reads the action cache and digests inputs (through the stat memo); writes nothing.
+ */
+export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx: PlanContext): Plan {
+  const keys = new Map<NodeId, string>();
+  const byId = new Map<NodeId, PlannedNode>();
+  const nodes: PlannedNode[] = [];
+  const lastKeys = ctx.cache.lastKeys();
+  // Many nodes share one input spec (every test of a group reads its inputs); expand each once.
+  const expanded = new Map<string, string[]>();
+
+  for (const id of graph.order) {
+    if (!selection.has(id)) continue;
+    const node = graph.node(id);
+    const specKey = canonicalJson(node.inputs);
+    let files = expanded.get(specKey);
+    if (!files) expanded.set(specKey, (files = expandInputs(ctx.root, node.inputs)));
+    const rule = graph.rules.get(node.kind);
+    const record = keyRecord(node, rule?.version ?? 0, files, ctx.digester, keys, ctx.env);
+    const key = keyOf(record);
+    keys.set(id, key);
+
+    const entry = ctx.cache.get(key);
+    let status: PlanStatus = 'run';
+    let reasons: string[] = [];
+    if (entry) {
+      const missing = entry.result.artifacts.filter((d) => !ctx.store.has(d));
+      if (missing.length === 0) status = 'cached';
+      else reasons = [`output missing: ${missing.map(shortDigest).join(', ')} no longer in the store`];
+    } else {
+      const lastKey = lastKeys.get(id);
+      const previous = lastKey === undefined ? undefined : lastKey === key ? undefined : ctx.cache.get(lastKey);
+      if (lastKey === undefined) reasons = ['no previous record'];
+      else if (lastKey === key) reasons = ['cache entry missing or corrupt'];
+      else if (!previous) reasons = ['previous record missing or corrupt'];
+      else {
+        reasons = explainChange(previous.record, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
+        if (reasons.length === 0) reasons = ['key changed'];
+      }
+    }
+    if (reasons.length > MAX_REASONS) {
+      reasons = [...reasons.slice(0, MAX_REASONS - 1), `and ${reasons.length - MAX_REASONS + 1} more changes`];
+    }
+    const planned: PlannedNode = { node, key, record, status, reasons, cached: status === 'cached' ? entry : undefined };
+    byId.set(id, planned);
+    nodes.push(planned);
+  }
+  return { graph, nodes, byId };
+}
+
+/** Counts for summaries. */
+export function planSummary(plan: Plan): { total: number; run: number; cached: number } {
+  let run = 0;
+  for (const p of plan.nodes) if (p.status === 'run') run++;
+  return { total: plan.nodes.length, run, cached: plan.nodes.length - run };
+}

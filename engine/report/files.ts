@@ -1,0 +1,93 @@
+/**
+ * Report files written after a build: `--report FILE.json` and `--junit FILE.xml`.
+ *
+ * JSON report (stable, documented in the README):
+ *
+ *     {"version": 1,
+ *      "summary": {"ran", "cached", "failed", "skipped", "duration_ms", "interrupted"},
+ *      "nodes": [{"id", "kind", "status": "ran"|"cached"|"failed"|"skipped",
+ *                 "duration_ms", "reasons": [..], "outputs": {..}|null, "log": path|null}]}
+ *
+ * JUnit: one `<testsuite>` per node kind that has nodes, one `<testcase>` per node (classname =
+ * the kind, name = the node id, time in seconds), `<failure>` with the reason and the end of the
+ * log, `<skipped>` with the reason.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { writeFileAtomic } from '../atomic.js';
+import type { RunSummary } from '../events.js';
+
+/** Characters of a failed node's log embedded in JUnit. */
+const JUNIT_LOG_TAIL = 8000;
+
+export function reportJson(s: RunSummary, root: string): string {
+  return `${JSON.stringify(
+    {
+      version: 1,
+      summary: { ...s.counts, duration_ms: s.duration_ms, interrupted: s.interrupted },
+      nodes: s.results.map((r) => ({
+        id: r.id,
+        kind: r.kind,
+        status: r.status,
+        duration_ms: r.duration_ms,
+        reasons: r.reasons,
+        outputs: r.outputs ?? null,
+        log: r.log ? path.relative(root, r.log) : null,
+      })),
+    },
+    null,
+    2,
+  )}\n`;
+}
+
+function xml(s: string): string {
+  // XML 1.0 cannot carry most control characters, even escaped.
+  return s
+    .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, '')
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;');
+}
+
+function tail(file: string | undefined): string {
+  if (!file) return '';
+  try {
+    const text = readFileSync(file, 'utf8');
+    return text.length > JUNIT_LOG_TAIL ? `…${text.slice(-JUNIT_LOG_TAIL)}` : text;
+  } catch {
+    return '';
+  }
+}
+
+export function reportJunit(s: RunSummary): string {
+  const kinds = [...new Set(s.results.map((r) => r.kind))];
+  const out = ['<?xml version="1.0" encoding="UTF-8"?>'];
+  const seconds = (ms: number) => (ms / 1000).toFixed(3);
+  out.push(`<testsuites name="graph" tests="${s.results.length}" failures="${s.counts.failed}" skipped="${s.counts.skipped}" time="${seconds(s.duration_ms)}">`);
+  for (const kind of kinds) {
+    const rs = s.results.filter((r) => r.kind === kind);
+    const failures = rs.filter((r) => r.status === 'failed').length;
+    const skipped = rs.filter((r) => r.status === 'skipped').length;
+    const time = rs.reduce((t, r) => t + r.duration_ms, 0);
+    out.push(`  <testsuite name="${xml(kind)}" tests="${rs.length}" failures="${failures}" skipped="${skipped}" time="${seconds(time)}">`);
+    for (const r of rs) {
+      const open = `    <testcase classname="${xml(kind)}" name="${xml(r.id)}" time="${seconds(r.duration_ms)}"`;
+      if (r.status === 'failed') {
+        out.push(`${open}>`, `      <failure message="${xml(r.reasons.join('; '))}">${xml(tail(r.log))}</failure>`, '    </testcase>');
+      } else if (r.status === 'skipped') {
+        out.push(`${open}>`, `      <skipped message="${xml(r.reasons.join('; '))}"/>`, '    </testcase>');
+      } else {
+        out.push(`${open}/>`);
+      }
+    }
+    out.push('  </testsuite>');
+  }
+  out.push('</testsuites>');
+  return `${out.join('\n')}\n`;
+}
+
+/** Write a report file atomically (the user's file is never left half-written). */
+export function writeReport(file: string, text: string): void {
+  writeFileAtomic(path.resolve(file), text);
+}

@@ -1,0 +1,104 @@
+/**
+ * Plan reporters: `graph plan --format text|json|dot|mermaid|matrix`.
+ *
+ * The JSON form is a stable, documented contract (README "Plan JSON"):
+ *
+ *     {"version": 1,
+ *      "nodes": [{"id", "kind", "deps": [ids, sorted], "key": "<64 hex>",
+ *                 "status": "run" | "cached", "reasons": [strings]}],   // topological order
+ *      "summary": {"total", "run", "cached"}}
+ */
+import type { Plan, PlannedNode } from '../plan.js';
+import { planSummary } from '../plan.js';
+
+export type PlanFormat = 'text' | 'json' | 'dot' | 'mermaid' | 'matrix';
+export const PLAN_FORMATS: readonly PlanFormat[] = ['text', 'json', 'dot', 'mermaid', 'matrix'];
+
+/** Render a plan in one of the formats. `verbose` lists cached nodes in text form too. */
+export function renderPlan(plan: Plan, format: PlanFormat, verbose = false): string {
+  switch (format) {
+    case 'text':
+      return planText(plan, verbose);
+    case 'json':
+      return `${JSON.stringify(planJson(plan), null, 2)}\n`;
+    case 'dot':
+      return planDot(plan);
+    case 'mermaid':
+      return planMermaid(plan);
+    case 'matrix':
+      return `${JSON.stringify(planMatrix(plan))}\n`;
+  }
+}
+
+function plural(n: number, word: string): string {
+  return `${n.toLocaleString('en-US')} ${word}${n === 1 ? '' : 's'}`;
+}
+
+function planText(plan: Plan, verbose: boolean): string {
+  const s = planSummary(plan);
+  const lines = [`${plural(s.run, 'node')} to run, ${s.cached.toLocaleString('en-US')} cached (${plural(s.total, 'node')} selected)`];
+  for (const p of plan.nodes) {
+    if (p.status === 'cached' && !verbose) continue;
+    lines.push(`  ${p.status === 'run' ? 'run   ' : 'cached'} ${p.node.id}`);
+    for (const r of p.reasons) lines.push(`           ${r}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** The JSON plan object (see the module comment). */
+export function planJson(plan: Plan) {
+  return {
+    version: 1,
+    nodes: plan.nodes.map((p: PlannedNode) => ({
+      id: p.node.id,
+      kind: p.node.kind,
+      deps: p.node.deps.map((d) => d.id).sort(),
+      key: p.key,
+      status: p.status,
+      reasons: p.reasons,
+    })),
+    summary: planSummary(plan),
+  };
+}
+
+function quote(s: string): string {
+  return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+}
+
+function planDot(plan: Plan): string {
+  const lines = ['digraph graph {', '  rankdir=LR;', '  node [shape=box, fontname="monospace"];'];
+  for (const p of plan.nodes) {
+    const style = p.status === 'run' ? ', style=filled, fillcolor="#ffd8a8"' : ', color="#868e96"';
+    lines.push(`  ${quote(p.node.id)} [label=${quote(`${p.node.id}\\n${p.status}`)}${style}];`);
+  }
+  for (const p of plan.nodes) for (const d of p.node.deps) lines.push(`  ${quote(d.id)} -> ${quote(p.node.id)};`);
+  lines.push('}');
+  return `${lines.join('\n')}\n`;
+}
+
+function planMermaid(plan: Plan): string {
+  const ids = new Map(plan.nodes.map((p, i) => [p.node.id, `n${i}`]));
+  const lines = ['flowchart LR'];
+  for (const p of plan.nodes) {
+    lines.push(`  ${ids.get(p.node.id)}["${p.node.id.replace(/"/g, '#quot;')}"]:::${p.status}`);
+  }
+  for (const p of plan.nodes) for (const d of p.node.deps) lines.push(`  ${ids.get(d.id)} --> ${ids.get(p.node.id)}`);
+  lines.push('  classDef run fill:#ffd8a8,stroke:#e8590c', '  classDef cached fill:#f1f3f5,stroke:#868e96');
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * A GitHub Actions matrix: one entry per image with nodes to run, `targets` being those nodes'
+ * ids (space-separated) for `graph build $targets`; `{"include": []}` when nothing runs.
+ */
+export function planMatrix(plan: Plan): { include: Array<{ image: string; targets: string }> } {
+  const byImage = new Map<string, string[]>();
+  for (const p of plan.nodes) {
+    if (p.status !== 'run') continue;
+    const image = p.node.image ?? '-';
+    const list = byImage.get(image) ?? [];
+    list.push(p.node.id);
+    byImage.set(image, list);
+  }
+  return { include: [...byImage].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([image, targets]) => ({ image, targets: targets.join(' ') })) };
+}

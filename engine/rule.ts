@@ -1,0 +1,98 @@
+/**
+ * The rule interface: how a node kind plugs into the engine. A rule says which nodes it expands
+ * the declarations into (with their dependencies, key inputs and limits) and how one of its nodes
+ * executes. The engine never switches on a rule's kind.
+ */
+import type { Declarations } from './declarations.js';
+import type { Span } from './diagnostics.js';
+import type { InputSpec } from './files.js';
+import type { ProcessRunner } from './process.js';
+import type { ContentStore } from './store.js';
+
+/** A node id such as `build:base`, `test:CpGenie/A549_ENCSR000DDI@oci`. */
+export type NodeId = string & { readonly __brand: 'NodeId' };
+
+/** JSON-compatible data, the only kind that goes into an action key. */
+export type Json = null | boolean | number | string | readonly Json[] | { readonly [k: string]: Json };
+
+/** One node of the build graph, as a rule expands it. Immutable once the graph is sealed. */
+export interface NodeDef {
+  readonly id: NodeId;
+  /** The kind of the rule that made it: `build`, `convert`, `test`, `publish`. */
+  readonly kind: string;
+  /** Nodes that must succeed first; `span` points at the declaration that creates the edge. */
+  readonly deps: ReadonlyArray<{ readonly id: NodeId; readonly span?: Span }>;
+  /** The normalized declaration this node depends on; goes into the key verbatim. */
+  readonly decl: Json;
+  /** Workspace files whose contents go into the key. */
+  readonly inputs: readonly InputSpec[];
+  /** Environment variables whose values go into the key (an allow-list; others never do). */
+  readonly env: readonly string[];
+  /** Identity and version of the tool that produces the output, e.g. `graph-layers/1`. */
+  readonly tool: string;
+  /** Wall-clock limit in milliseconds; undefined for none. */
+  readonly timeoutMs?: number;
+  /** Named resource tokens held while running, e.g. `{gpu: 1}`. */
+  readonly resources: Readonly<Record<string, number>>;
+  /** The image this node belongs to (`image:NAME` targets), if any. */
+  readonly image?: string;
+  /** The model group this node belongs to (`group:NAME` targets), if any. */
+  readonly group?: string;
+  /** Where the node is declared. */
+  readonly span: Span;
+}
+
+/** What a node produced; recorded in the action cache. */
+export interface NodeOutputs {
+  /** Rule-specific JSON outputs (digests, paths, sizes) shown in the `--report` JSON. */
+  readonly outputs: { readonly [k: string]: Json };
+  /**
+   * Digests (`sha256:<hex>`) of blobs in the content-addressed store that the result needs; a
+   * cached result whose artifact is gone is a miss ("output missing").
+   */
+  readonly artifacts: readonly string[];
+}
+
+/** Sink for a node's log: everything its tools print, and the rule's own notes. */
+export interface LogSink {
+  /** Append text to the node's log file. */
+  write(text: string): void;
+  /** Absolute path of the log file (child processes may append to it directly). */
+  readonly path: string;
+}
+
+/** Everything a rule's `execute` may use; rules touch nothing else. */
+export interface ExecContext {
+  readonly decls: Declarations;
+  /** Aborted on SIGINT/SIGTERM, on `--fail-fast` stop, and when the node's timeout passes. */
+  readonly signal: AbortSignal;
+  readonly log: LogSink;
+  readonly runner: ProcessRunner;
+  readonly store: ContentStore;
+  /** Outputs of this node's dependencies (all succeeded), by node id. */
+  readonly deps: ReadonlyMap<NodeId, NodeOutputs>;
+  /** Absolute path of a scratch directory private to this run of this node, removed afterwards. */
+  readonly tmpDir: string;
+}
+
+/** A node kind. */
+export interface Rule {
+  readonly kind: string;
+  /** Bump when the rule's output for the same inputs changes: every key of this kind changes. */
+  readonly version: number;
+  /** Nodes for the validated declarations; edges may point at other rules' nodes. */
+  expand(decls: Declarations): NodeDef[];
+  /**
+   * Produce the node's outputs.
+   * @throws NodeFailure (or any Error) when the node fails; the message is shown as its reason.
+   */
+  execute(node: NodeDef, ctx: ExecContext): Promise<NodeOutputs>;
+}
+
+/** A failure a rule expects (a failing command, a missing tool): shown without a stack trace. */
+export class NodeFailure extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NodeFailure';
+  }
+}

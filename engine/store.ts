@@ -1,0 +1,93 @@
+/**
+ * The content-addressed store: blobs under `.graph/cas/sha256/<hex>`, named by the SHA-256 of
+ * their bytes (the same digest form as OCI descriptors, `sha256:<64 hex>`). Blobs are written to a
+ * temp file, digested while written, and renamed into place, so a blob path always holds exactly
+ * the bytes its name promises; `verify` re-reads to prove it.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { tempPathFor, writeFileAtomic } from './atomic.js';
+
+const DIGEST = /^sha256:([a-f0-9]{64})$/;
+
+/** Thrown for a malformed digest or a blob whose bytes do not match its digest. */
+export class DigestError extends Error {}
+
+export class ContentStore {
+  /** @param dir absolute directory of the store (`.graph/cas`). */
+  constructor(readonly dir: string) {}
+
+  /** Absolute path of a blob. @throws DigestError for a malformed digest. */
+  pathOf(digest: string): string {
+    const m = DIGEST.exec(digest);
+    if (!m) throw new DigestError(`malformed digest '${digest}': expected sha256:<64 hex digits>`);
+    return path.join(this.dir, 'sha256', m[1]);
+  }
+
+  /** Is the blob present? (A cheap stat; `verify` checks its bytes.) */
+  has(digest: string): boolean {
+    try {
+      return existsSync(this.pathOf(digest));
+    } catch {
+      return false;
+    }
+  }
+
+  /** Store bytes; returns `{digest, size}` with size in bytes. */
+  putBytes(data: Uint8Array | string): { digest: string; size: number } {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    const target = this.pathOf(digest);
+    if (!existsSync(target)) writeFileAtomic(target, bytes);
+    return { digest, size: bytes.byteLength };
+  }
+
+  /**
+   * Move or copy a finished file into the store by streaming it once through SHA-256.
+   * @param expected when given, the digest the content must have.
+   * @throws DigestError when `expected` does not match; nothing is stored then.
+   */
+  async putFile(file: string, expected?: string): Promise<{ digest: string; size: number }> {
+    mkdirSync(path.join(this.dir, 'sha256'), { recursive: true });
+    const tmp = tempPathFor(path.join(this.dir, 'sha256', 'blob'));
+    const hash = createHash('sha256');
+    let size = 0;
+    try {
+      await pipeline(
+        createReadStream(file),
+        async function* (source: AsyncIterable<Buffer>) {
+          for await (const chunk of source) {
+            hash.update(chunk);
+            size += chunk.length;
+            yield chunk;
+          }
+        },
+        createWriteStream(tmp),
+      );
+      const digest = `sha256:${hash.digest('hex')}`;
+      if (expected !== undefined && expected !== digest) {
+        throw new DigestError(`content of ${file} has digest ${digest}, expected ${expected}`);
+      }
+      renameSync(tmp, this.pathOf(digest));
+      return { digest, size };
+    } finally {
+      rmSync(tmp, { force: true });
+    }
+  }
+
+  /** Re-read a blob and check its digest; false when missing or corrupt. */
+  async verify(digest: string): Promise<boolean> {
+    let file: string;
+    try {
+      file = this.pathOf(digest);
+      statSync(file);
+    } catch {
+      return false;
+    }
+    const hash = createHash('sha256');
+    for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+    return `sha256:${hash.digest('hex')}` === digest;
+  }
+}

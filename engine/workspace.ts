@@ -1,0 +1,50 @@
+/**
+ * A workspace: the directory holding `images.yaml` (required) and `models.yaml` (optional), and
+ * its `.graph/` state. `openWorkspace` runs load → validate → compile and returns the sealed graph.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { Declarations } from './declarations.js';
+import { DiagnosticError } from './diagnostics.js';
+import { STATE_DIR } from './files.js';
+import { BuildGraph } from './graph.js';
+import { loadYamlFile, type LoadedFile } from './load.js';
+import type { Rule } from './rule.js';
+import { validateDeclarations } from './validate.js';
+
+export const IMAGES_FILE = 'images.yaml';
+export const MODELS_FILE = 'models.yaml';
+
+export interface Workspace {
+  /** Absolute workspace directory. */
+  readonly root: string;
+  /** Absolute `.graph` directory. */
+  readonly stateDir: string;
+  readonly decls: Declarations;
+  readonly graph: BuildGraph;
+}
+
+/**
+ * Load, validate and compile the declarations in `root`.
+ * @throws DiagnosticError for a missing images.yaml and for every problem in the declarations.
+ */
+export function openWorkspace(root: string, rules: readonly Rule[]): Workspace {
+  const abs = path.resolve(root);
+  const imagesPath = path.join(abs, IMAGES_FILE);
+  if (!existsSync(imagesPath)) {
+    throw new DiagnosticError([
+      { code: 'no-workspace', message: `no ${IMAGES_FILE} in ${abs}`, hint: 'run graph in the directory that holds images.yaml, or pass -C DIR' },
+    ]);
+  }
+  const imagesFile = loadYamlFile(imagesPath, IMAGES_FILE);
+  const modelsPath = path.join(abs, MODELS_FILE);
+  const modelsFile = existsSync(modelsPath) ? loadYamlFile(modelsPath, MODELS_FILE) : undefined;
+  return compileWorkspace(abs, imagesFile, modelsFile, rules);
+}
+
+/** As `openWorkspace`, for files already loaded (e.g. from another git revision). */
+export function compileWorkspace(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined, rules: readonly Rule[]): Workspace {
+  const decls = validateDeclarations(root, imagesFile, modelsFile);
+  const graph = BuildGraph.compile(decls, rules);
+  return { root, stateDir: path.join(root, STATE_DIR), decls, graph };
+}
