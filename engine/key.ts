@@ -84,8 +84,12 @@ function diffJson(a: Json | undefined, b: Json | undefined, at: string, out: str
     for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
       diffJson(a[k], b[k], at ? `${at}.${k}` : k, out);
     }
-  } else if (Array.isArray(a) && Array.isArray(b) && a.length === b.length) {
-    a.forEach((x, i) => diffJson(x, (b as Json[])[i], `${at}[${i}]`, out));
+  } else if (Array.isArray(a) && Array.isArray(b)) {
+    for (let i = 0; i < Math.max(a.length, b.length); i++) {
+      if (i >= a.length) out.push(`declaration ${at}[${i}] added (${show(b[i])})`);
+      else if (i >= b.length) out.push(`declaration ${at}[${i}] removed (was ${show(a[i])})`);
+      else diffJson(a[i], b[i], `${at}[${i}]`, out);
+    }
   } else {
     out.push(`declaration ${at || 'value'} changed (${show(a)} → ${show(b)})`);
   }

@@ -54,12 +54,13 @@ export function describePath(p: DataPath): string {
   return out || 'the document';
 }
 
-function pointerToPath(pointer: string): string[] {
+function pointerToPath(pointer: string): Array<string | number> {
   if (!pointer) return [];
   return pointer
     .slice(1)
     .split('/')
-    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((s) => (/^(0|[1-9][0-9]*)$/.test(s) ? Number(s) : s));
 }
 
 /** Messages for `oneOf` choices, by the last schema keyword before `/oneOf`. */
@@ -84,8 +85,9 @@ function schemaDiagnostics(file: LoadedFile, errors: readonly ErrorObject[]): Di
     const p = pointerToPath(e.instancePath);
     switch (e.keyword) {
       case 'oneOf': {
-        const owner = e.schemaPath.replace(/\/oneOf$/, '').split('/').pop() ?? '';
-        const message = (oneOfMessages[owner] ?? oneOfMessages[String(p[p.length - 1])])?.(p, e.data) ?? `${describePath(p)} ${e.message}`;
+        // An image entry is `images.NAME`; other choices are named by their key.
+        const owner = p.length === 2 && p[0] === 'images' ? 'image' : String(p[p.length - 1]);
+        const message = oneOfMessages[owner]?.(p, e.data) ?? `${describePath(p)} ${e.message}`;
         out.push({ code: 'schema', message, span: file.spanAt(p, owner === 'image' ? 'key' : 'value') });
         break;
       }

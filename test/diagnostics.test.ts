@@ -1,0 +1,200 @@
+/** Bad declarations: the exact text users see, every problem at once, exit 2, .graph untouched. */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { didYouMean, formatDiagnostic, lineColumn } from '../engine/diagnostics.js';
+import { graph, workspace } from './helpers.js';
+
+const test = suite('diagnostics');
+
+function validate(files: Record<string, string>): { code: number; stderr: string; dir: string } {
+  const dir = workspace(files);
+  const r = graph(dir, 'validate');
+  return { code: r.code, stderr: r.stderr, dir };
+}
+
+test('schema errors: unknown key with a suggestion, relative path, recipes, durations', () => {
+  const r = validate({
+    'm/a': 'x',
+    'images.yaml': `version: 1
+images:
+  base:
+    debian: {packages: [python3]}
+    form: scratch
+  app:
+    from: base
+    layers: [{copy: m/a, to: opt/a}]
+  two:
+    dockerfile: Dockerfile
+    layers: [{copy: m/a, to: /a}]
+`,
+    'models.yaml': `version: 1
+groups:
+  g:
+    image: app
+    models: [m]
+    test: {command: [x], timeout: 10 minutes}
+`,
+  });
+  assert.is(r.code, 2);
+  assert.fixture(
+    r.stderr,
+    `images.yaml:5:5: error[unknown-key]: unknown key 'form' in images.base (did you mean 'from'?)
+    5 |     form: scratch
+      |     ^^^^
+
+images.yaml:8:30: error[schema]: images.app.layers[0].to must be an absolute path (starting with /)
+    8 |     layers: [{copy: m/a, to: opt/a}]
+      |                              ^^^^^
+
+images.yaml:9:3: error[schema]: image 'two' has 2 recipes (dockerfile, layers): give exactly one
+    9 |   two:
+      |   ^^^
+
+models.yaml:6:35: error[schema]: groups.g.test.timeout must be a number of seconds or a duration such as 90s, 10m or 1h
+    6 |     test: {command: [x], timeout: 10 minutes}
+      |                                   ^^^^^^^^^^
+
+4 errors
+`,
+  );
+  assert.not.ok(existsSync(path.join(r.dir, '.graph')), 'nothing written to .graph');
+});
+
+test('references, files, duplicates and resources are checked together', () => {
+  const r = validate({
+    'm/a': 'x',
+    'images.yaml': `version: 1
+settings:
+  resources: {gpu: 1}
+images:
+  base:
+    debian: {packages: [python3]}
+  app:
+    from: bsae
+    layers: [{copy: m/missing, to: /opt/a}]
+`,
+    'models.yaml': `version: 1
+groups:
+  g1:
+    image: ap
+    models: [m1, m1]
+    test: {command: [x], resources: {gpus: 1}}
+  g2:
+    image: base
+    models: [x]
+    test: {command: [x], runtimes: [oci, sif]}
+`,
+  });
+  assert.is(r.code, 2);
+  assert.fixture(
+    r.stderr,
+    `images.yaml:8:11: error[unknown-image]: image 'bsae' is not declared in images.yaml
+    8 |     from: bsae
+      |           ^^^^
+  hint: did you mean 'base'?
+
+images.yaml:9:21: error[missing-file]: 'm/missing' matches no file
+    9 |     layers: [{copy: m/missing, to: /opt/a}]
+      |                     ^^^^^^^^^
+
+models.yaml:4:12: error[unknown-image]: group 'g1' names image 'ap', which images.yaml does not declare (did you mean 'app'?)
+    4 |     image: ap
+      |            ^^
+
+models.yaml:5:18: error[duplicate]: model 'm1' is listed twice in group 'g1'
+    5 |     models: [m1, m1]
+      |                  ^^
+  models.yaml:5:14: note: first listed here
+    5 |     models: [m1, m1]
+      |              ^^
+
+models.yaml:6:38: error[unknown-resource]: resource 'gpus' is not declared in images.yaml settings.resources (did you mean 'gpu'?)
+    6 |     test: {command: [x], resources: {gpus: 1}}
+      |                                      ^^^^
+
+models.yaml:10:42: error[no-sif]: group 'g2' tests the sif runtime, but image 'base' has no 'convert: [sif]'
+    10 |     test: {command: [x], runtimes: [oci, sif]}
+       |                                          ^^^
+  hint: add 'convert: [sif]' to image 'base' in images.yaml, or name another image with 'sif:'
+
+6 errors
+`,
+  );
+});
+
+test('a cycle is printed as its whole path, one location per hop', () => {
+  const r = validate({
+    'm/a': 'x',
+    'images.yaml': `version: 1
+images:
+  a:
+    from: b
+    layers: [{copy: m/a, to: /x}]
+  b:
+    from: c
+    layers: [{copy: m/a, to: /x}]
+  c:
+    from: a
+    layers: [{copy: m/a, to: /x}]
+`,
+  });
+  assert.is(r.code, 2);
+  assert.fixture(
+    r.stderr,
+    `images.yaml:4:11: error[cycle]: dependency cycle: build:a -> build:b -> build:c -> build:a
+    4 |     from: b
+      |           ^
+  images.yaml:7:11: note: build:b depends on build:c
+    7 |     from: c
+      |           ^
+  images.yaml:10:11: note: build:c depends on build:a
+    10 |     from: a
+       |           ^
+
+1 error
+`,
+  );
+});
+
+test('YAML syntax errors and duplicate keys point at the spot', () => {
+  const r = validate({ 'images.yaml': 'version: 1\nimages:\n  a:\n    debian: {packages: [x1]}\n  a:\n    debian: {packages: [x2]}\n' });
+  assert.is(r.code, 2);
+  assert.fixture(
+    r.stderr,
+    `images.yaml:5:3: error[yaml-syntax]: Map keys must be unique
+    5 |   a:
+      |   ^
+
+1 error
+`,
+  );
+  const tab = validate({ 'images.yaml': 'version: 1\nimages:\n  a: [unclosed\n' });
+  assert.is(tab.code, 2);
+  assert.match(tab.stderr, /^images\.yaml:\d+:\d+: error\[yaml-syntax\]: /);
+});
+
+test('no images.yaml: a clear error naming the directory', () => {
+  const dir = workspace({});
+  const r = graph(dir, 'plan');
+  assert.is(r.code, 2);
+  assert.is(r.stderr, `error[no-workspace]: no images.yaml in ${dir}\n  hint: run graph in the directory that holds images.yaml, or pass -C DIR\n\n1 error\n`);
+});
+
+test('lineColumn and the caret use 1-based lines and columns', () => {
+  const source = { path: 'f.yaml', text: 'a: 1\nbb: 22\n' };
+  assert.equal(lineColumn(source, 0), { line: 1, column: 1 });
+  assert.equal(lineColumn(source, 9), { line: 2, column: 5 });
+  assert.is(
+    formatDiagnostic({ code: 'x', message: 'bad value', span: { source, start: 9, end: 11 } }),
+    'f.yaml:2:5: error[x]: bad value\n    2 | bb: 22\n      |     ^^',
+  );
+});
+
+test('didYouMean picks the closest name within reach, or nothing', () => {
+  assert.is(didYouMean('sharedpy3keras2tf', ['sharedpy3keras2tf1', 'sharedpy3keras2tf2', 'mmsplice']), 'sharedpy3keras2tf1');
+  assert.is(didYouMean('zzz', ['build', 'test']), undefined);
+});
+
+test.run();

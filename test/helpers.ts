@@ -1,0 +1,193 @@
+/**
+ * Test helpers: temp workspaces, the CLI as a child process, and the engine's fakes — a fake
+ * process runner that records what ran and when, and fake rules that keep the real rules'
+ * expansion (nodes, edges, key inputs) but execute through that runner.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ActionCache } from '../engine/cache.js';
+import type { EngineEvent } from '../engine/events.js';
+import { executePlan } from '../engine/execute.js';
+import { FileDigester } from '../engine/files.js';
+import { planBuild } from '../engine/plan.js';
+import type { ProcessRunner, RunOptions, RunResult } from '../engine/process.js';
+import { NodeFailure, type NodeId, type Rule } from '../engine/rule.js';
+import { ContentStore } from '../engine/store.js';
+import { openWorkspace, type Workspace } from '../engine/workspace.js';
+import { defaultRules } from '../rules/index.js';
+
+/** The compiled CLI (tests run from out/test/). */
+export const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+/** The repository root. */
+export const REPO = fileURLToPath(new URL('../../', import.meta.url));
+
+/** Create a temp directory holding `files` (path → content). */
+export function workspace(files: Record<string, string>): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'graph-test-'));
+  writeFiles(dir, files);
+  return dir;
+}
+
+export function writeFiles(dir: string, files: Record<string, string>): void {
+  for (const [rel, content] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
+    writeFileSync(path.join(dir, rel), content);
+  }
+}
+
+/** Run `graph ARGS` in `cwd`; never throws. */
+export function graph(cwd: string, ...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env: { ...process.env, CI: 'true' } });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A small zoo: a Debian base, a layered model image with SIF, a group tested in both runtimes. */
+export const SMALL_ZOO: Record<string, string> = {
+  'images.yaml': `version: 1
+settings:
+  concurrency: {build: 2, test: 2}
+images:
+  base:
+    debian: {packages: [python3]}
+  pwm:
+    from: base
+    layers:
+      - {copy: zoo/pwm/predict.py, to: /opt/bin/predict, mode: 0o755}
+      - {copy: zoo/pwm/motifs, to: /opt/motifs}
+    convert: [sif]
+`,
+  'models.yaml': `version: 1
+groups:
+  pwm:
+    image: pwm
+    models: [CTCF, GATA1]
+    test:
+      command: [predict, "{model}", /input/seqs.fa, /output/scores.tsv]
+      inputs: zoo/pwm/test/input
+      expect: zoo/pwm/test/expect
+      runtimes: [oci, sif]
+`,
+  'zoo/pwm/predict.py': 'print("scores")\n',
+  'zoo/pwm/motifs/CTCF.pwm': 'A 0.1 0.2\n',
+  'zoo/pwm/motifs/GATA1.pwm': 'A 0.3 0.4\n',
+  'zoo/pwm/test/input/seqs.fa': '>s1\nACGT\n',
+  'zoo/pwm/test/expect/scores.tsv': 's1\t0.5\n',
+};
+
+/** One call of the fake runner. */
+export interface FakeCall {
+  readonly id: string;
+  readonly start: number;
+  end?: number;
+}
+
+/**
+ * A fake process runner. `run(['fake', NODE_ID])` waits `durations[NODE_ID]` ms (default 5),
+ * fails with exit 1 for ids in `failing`, hangs until aborted for ids in `hanging`, and records
+ * every call, the most concurrent calls overall and per kind.
+ */
+export class FakeRunner implements ProcessRunner {
+  readonly calls: FakeCall[] = [];
+  readonly running = new Set<string>();
+  maxRunning = 0;
+  readonly maxByKind = new Map<string, number>();
+  private seq = 0;
+
+  constructor(
+    readonly options: { durations?: Record<string, number>; failing?: Set<string>; hanging?: Set<string> } = {},
+  ) {}
+
+  async run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    const id = argv[1];
+    const call: FakeCall = { id, start: this.seq++ };
+    this.calls.push(call);
+    this.running.add(id);
+    this.maxRunning = Math.max(this.maxRunning, this.running.size);
+    const kind = id.split(':')[0];
+    const sameKind = [...this.running].filter((r) => r.startsWith(`${kind}:`)).length;
+    this.maxByKind.set(kind, Math.max(this.maxByKind.get(kind) ?? 0, sameKind));
+    const ms = this.options.hanging?.has(id) ? 1e9 : (this.options.durations?.[id] ?? 5);
+    const aborted = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), ms);
+      opts.signal?.addEventListener('abort', () => {
+        clearTimeout(t);
+        resolve(true);
+      });
+    });
+    this.running.delete(id);
+    call.end = this.seq++;
+    if (aborted) return { aborted: true, signal: 'SIGTERM' };
+    return { exitCode: this.options.failing?.has(id) ? 1 : 0, aborted: false };
+  }
+
+  /** Ids in the order they started. */
+  get started(): string[] {
+    return this.calls.map((c) => c.id);
+  }
+
+  call(id: string): FakeCall {
+    const c = this.calls.find((x) => x.id === id);
+    if (!c) throw new Error(`${id} did not run`);
+    return c;
+  }
+}
+
+/** The real rules' expansion, executing through `ctx.runner` and storing one blob per node. */
+export function fakeRules(): Rule[] {
+  return defaultRules.map((r) => ({
+    ...r,
+    async execute(node, ctx) {
+      const res = await ctx.runner.run(['fake', node.id], { signal: ctx.signal, logFile: ctx.log.path });
+      if (res.exitCode !== 0) throw new NodeFailure(`fake command exited with ${res.exitCode ?? res.signal}`);
+      ctx.log.write(`built ${node.id}\n`);
+      const blob = ctx.store.putBytes(`output of ${node.id}`);
+      return { outputs: { digest: blob.digest }, artifacts: [blob.digest] };
+    },
+  }));
+}
+
+export interface EngineRun {
+  readonly ws: Workspace;
+  readonly runner: FakeRunner;
+  readonly events: EngineEvent[];
+  readonly digester: FileDigester;
+  readonly summary: Awaited<ReturnType<typeof executePlan>>;
+}
+
+/** Plan and execute a workspace in-process with fake rules and `runner`. */
+export async function runEngine(
+  dir: string,
+  runner: FakeRunner,
+  opts: { targets?: NodeId[]; jobs?: number; limits?: Record<string, number>; failFast?: boolean; signal?: AbortSignal; resources?: Record<string, number> } = {},
+): Promise<EngineRun> {
+  const ws = openWorkspace(dir, fakeRules());
+  const cache = new ActionCache(ws.stateDir);
+  const store = new ContentStore(path.join(ws.stateDir, 'cas'));
+  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
+  const selected = opts.targets ? ws.graph.withDependencies(opts.targets) : new Set(ws.graph.order);
+  const plan = planBuild(ws.graph, selected, { root: ws.root, cache, store, digester, env: {} });
+  digester.save();
+  const events: EngineEvent[] = [];
+  const summary = await executePlan(plan, {
+    decls: ws.decls,
+    jobs: opts.jobs ?? 4,
+    limits: opts.limits ?? ws.decls.settings.concurrency,
+    resources: opts.resources ?? ws.decls.settings.resources,
+    failFast: opts.failFast ?? false,
+    signal: opts.signal,
+    runner,
+    cache,
+    store,
+    stateDir: ws.stateDir,
+    emit: (e) => events.push(e),
+  });
+  return { ws, runner, events, digester, summary };
+}
+
+/** Status of each node in a run, as `{id: status}`. */
+export function statuses(run: EngineRun): Record<string, string> {
+  return Object.fromEntries(run.summary.results.map((r) => [r.id, r.status]));
+}

@@ -1,0 +1,178 @@
+/** Keys and explanations: what a change makes run, and the exact words for why. */
+import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ActionCache } from '../engine/cache.js';
+import { FileDigester } from '../engine/files.js';
+import { canonicalJson, keyOf } from '../engine/key.js';
+import { planBuild, type Plan } from '../engine/plan.js';
+import { renderPlan } from '../engine/report/plan.js';
+import { ContentStore } from '../engine/store.js';
+import { openWorkspace } from '../engine/workspace.js';
+import { FakeRunner, fakeRules, REPO, runEngine, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
+
+const test = suite('plan');
+
+function plan(dir: string, env: NodeJS.ProcessEnv = {}): Plan & { digester: FileDigester } {
+  const ws = openWorkspace(dir, fakeRules());
+  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
+  const p = planBuild(ws.graph, new Set(ws.graph.order), {
+    root: ws.root,
+    cache: new ActionCache(ws.stateDir),
+    store: new ContentStore(path.join(ws.stateDir, 'cas')),
+    digester,
+    env,
+  });
+  return Object.assign(p, { digester });
+}
+
+/** `{id: reasons}` of the nodes that will run. */
+function toRun(p: Plan): Record<string, readonly string[]> {
+  return Object.fromEntries(p.nodes.filter((n) => n.status === 'run').map((n) => [n.node.id, n.reasons]));
+}
+
+const short = (text: string) => `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 12)}`;
+
+test('a fresh workspace: every node runs for want of a record', () => {
+  const p = plan(workspace(SMALL_ZOO));
+  assert.equal(p.nodes.length, 9);
+  for (const n of p.nodes) assert.equal(n.reasons, ['no previous record']);
+});
+
+test('editing one motif file re-runs exactly its image and what is downstream, naming the file', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  writeFiles(dir, { 'zoo/pwm/motifs/CTCF.pwm': 'A 0.9 0.9\n' });
+  assert.equal(toRun(plan(dir)), {
+    'build:pwm': [`input file zoo/pwm/motifs/CTCF.pwm changed (${short('A 0.1 0.2\n')} → ${short('A 0.9 0.9\n')})`],
+    'convert:pwm': ['dependency build:pwm will run'],
+    'test:pwm/CTCF@oci': ['dependency build:pwm will run'],
+    'test:pwm/GATA1@oci': ['dependency build:pwm will run'],
+    'test:pwm/CTCF@sif': ['dependency convert:pwm will run'],
+    'test:pwm/GATA1@sif': ['dependency convert:pwm will run'],
+    'publish:pwm': [
+      'dependency build:pwm will run',
+      'dependency convert:pwm will run',
+      'dependency test:pwm/CTCF@oci will run',
+      'dependency test:pwm/CTCF@sif will run',
+      'dependency test:pwm/GATA1@oci will run',
+      'dependency test:pwm/GATA1@sif will run',
+    ],
+  });
+});
+
+test('a test expectation change re-runs only the tests and the publish', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  writeFiles(dir, { 'zoo/pwm/test/expect/scores.tsv': 's1\t0.6\n', 'zoo/pwm/test/expect/new.tsv': 'x\n' });
+  const run = toRun(plan(dir));
+  assert.equal(Object.keys(run).sort(), ['publish:pwm', 'test:pwm/CTCF@oci', 'test:pwm/CTCF@sif', 'test:pwm/GATA1@oci', 'test:pwm/GATA1@sif']);
+  assert.equal(run['test:pwm/CTCF@oci'], [
+    'input file zoo/pwm/test/expect/new.tsv added',
+    `input file zoo/pwm/test/expect/scores.tsv changed (${short('s1\t0.5\n')} → ${short('s1\t0.6\n')})`,
+  ]);
+});
+
+test('a declaration change names the field, old and new value', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  writeFiles(dir, { 'images.yaml': SMALL_ZOO['images.yaml'].replace('    convert: [sif]', '    env: {MODE: fast}\n    convert: [sif]') });
+  assert.equal(toRun(plan(dir))['build:pwm'], ['declaration env.MODE changed (absent → "fast")']);
+  writeFiles(dir, { 'models.yaml': SMALL_ZOO['models.yaml'].replace('/output/scores.tsv]', '/output/scores.tsv, --fast]') });
+  const reasons = toRun(plan(dir))['test:pwm/GATA1@oci'];
+  assert.equal(reasons, ['declaration command[4] added ("--fast")', 'dependency build:pwm will run']);
+});
+
+test('an allow-listed environment variable is part of the build key', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  const run = toRun(plan(dir, { SOURCE_DATE_EPOCH: '1700000000', HOME: '/elsewhere' }));
+  assert.equal(run['build:base'], ['environment variable SOURCE_DATE_EPOCH changed (unset → "1700000000")']);
+  // HOME is not allow-listed: it changes nothing by itself.
+  assert.equal(toRun(plan(dir, { HOME: '/elsewhere' })), {});
+});
+
+test('.dockerignore: an ignored file in the build context changes nothing', async () => {
+  const files = {
+    'images.yaml': 'version: 1\nimages:\n  app:\n    dockerfile: app/Dockerfile\n',
+    'app/Dockerfile': 'FROM scratch\nCOPY . /\n',
+    'app/.dockerignore': 'notes/\n*.tmp\n!keep.tmp\n',
+    'app/model.bin': 'weights',
+    'app/notes/todo.md': 'later',
+    'app/scratch.tmp': 'x',
+    'app/keep.tmp': 'k',
+  };
+  const dir = workspace(files);
+  await runEngine(dir, new FakeRunner());
+  writeFiles(dir, { 'app/notes/todo.md': 'sooner', 'app/scratch.tmp': 'y' });
+  assert.equal(toRun(plan(dir)), {});
+  writeFiles(dir, { 'app/keep.tmp': 'changed' });
+  assert.equal(Object.keys(toRun(plan(dir))), ['build:app', 'publish:app']);
+  const record = plan(dir).byId.get('build:app' as never)?.record;
+  assert.equal(Object.keys(record?.files ?? {}), ['app/.dockerignore', 'app/Dockerfile', 'app/keep.tmp', 'app/model.bin']);
+});
+
+test('a no-op plan reads no file bytes; touching a file without changing it re-hashes only that file', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  const warm = plan(dir);
+  assert.equal(warm.digester.stats.bytesRead, 0);
+  assert.equal(toRun(warm), {});
+  const later = new Date(Date.now() - 5000);
+  utimesSync(path.join(dir, 'zoo/pwm/predict.py'), later, later);
+  const touched = plan(dir);
+  assert.equal(touched.digester.stats.filesHashed, 1);
+  assert.equal(touched.digester.stats.bytesRead, SMALL_ZOO['zoo/pwm/predict.py'].length);
+  assert.equal(toRun(touched), {});
+});
+
+test('a torn or edited cache entry is a miss, never served', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  const p = plan(dir);
+  const key = p.byId.get('build:base' as never)?.key as string;
+  const file = path.join(dir, '.graph', 'ac', key.slice(0, 2), `${key}.json`);
+  const whole = readFileSync(file, 'utf8');
+  writeFileSync(file, whole.slice(0, whole.length / 2));
+  assert.equal(toRun(plan(dir))['build:base'], ['cache entry missing or corrupt']);
+  const edited = JSON.parse(whole);
+  edited.record.tool = 'something-else';
+  writeFileSync(file, JSON.stringify(edited));
+  assert.equal(toRun(plan(dir))['build:base'], ['cache entry missing or corrupt']);
+  writeFileSync(file, whole);
+  assert.equal(toRun(plan(dir)), {});
+});
+
+test('a result whose output blob is gone runs again: output missing', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  const digest = `sha256:${createHash('sha256').update('output of build:pwm').digest('hex')}`;
+  rmSync(path.join(dir, '.graph', 'cas', 'sha256', digest.slice(7)));
+  assert.equal(toRun(plan(dir))['build:pwm'], [`output missing: sha256:${digest.slice(7, 19)} no longer in the store`]);
+});
+
+test('a key is the SHA-256 of the canonical record, independent of key order', () => {
+  const a = { rule: 'build', ruleVersion: 1, decl: { b: 1, a: [1, { y: 2, x: 1 }] }, files: {}, env: {}, tool: 't', deps: {} };
+  const b = { deps: {}, tool: 't', env: {}, files: {}, decl: { a: [1, { x: 1, y: 2 }], b: 1 }, ruleVersion: 1, rule: 'build' };
+  assert.is(canonicalJson(a), canonicalJson(b));
+  assert.is(keyOf(a), keyOf(b));
+  assert.is(keyOf(a), createHash('sha256').update(canonicalJson(a)).digest('hex'));
+});
+
+test('plan --format json matches the golden file', () => {
+  const dir = workspace(SMALL_ZOO);
+  const actual = renderPlan(plan(dir), 'json');
+  const golden = path.join(REPO, 'test', 'golden', 'small-zoo.plan.json');
+  if (process.env.UPDATE_GOLDEN) writeFileSync(golden, actual);
+  assert.fixture(actual, readFileSync(golden, 'utf8'));
+});
+
+test('planning writes nothing into .graph', () => {
+  const dir = workspace(SMALL_ZOO);
+  plan(dir);
+  assert.equal(readdirSync(dir).includes('.graph'), false);
+});
+
+test.run();
