@@ -160,18 +160,19 @@ line and a caret, and exits 2 if there is any. Touches nothing in .graph/.`,
   },
   query: {
     summary: 'list targets: nodes, images and groups',
-    usage: `graph query [TARGET...] [--only KIND,...] [--deps] [--format text|json]
+    usage: `graph query [TARGET...] [--changed-since REF] [--only KIND,...] [--deps] [--format text|json]
 
-Lists the nodes the targets select (every node without targets), one id per line.
+Lists the nodes the targets select (every node without targets), one id per line; with
+--changed-since, only those affected by the changes (not the dependencies a build pulls in).
   --deps          include the dependencies the targets pull in
   --format json   [{id, kind, deps, image, group}]
 ${targetHelp}`,
-    options: { ...common, only: { type: 'string' }, deps: { type: 'boolean' }, format: { type: 'string', default: 'text' } },
+    options: { ...common, ...selection, deps: { type: 'boolean' }, format: { type: 'string', default: 'text' } },
     async run(open, values, positionals) {
       const format = values.format as string;
       if (format !== 'text' && format !== 'json') throw new UsageError(`unknown --format '${format}' (one of: text, json)`);
       const ws = open();
-      let selected: ReadonlySet<NodeId> = matchTargets(ws.graph, positionals, splitList(values.only));
+      let selected = await selectTargets(ws, values, positionals);
       if (values.deps) selected = ws.graph.withDependencies(selected);
       const nodes = ws.graph.order.filter((id) => selected.has(id)).map((id) => ws.graph.node(id));
       if (format === 'json') {
@@ -220,12 +221,16 @@ function positiveInt(text: string, what: string): number {
   return Number(text);
 }
 
+/** The nodes targets, --only and --changed-since select (before dependencies are pulled in). */
+async function selectTargets(ws: Workspace, values: Record<string, unknown>, positionals: string[]): Promise<ReadonlySet<NodeId>> {
+  const selected = matchTargets(ws.graph, positionals, splitList(values.only));
+  if (typeof values['changed-since'] !== 'string') return selected;
+  const { affected } = await affectedSince(ws, values['changed-since'], defaultRules);
+  return new Set([...selected].filter((id) => affected.has(id)));
+}
+
 async function makePlan(ws: Workspace, values: Record<string, unknown>, positionals: string[]) {
-  let selected: ReadonlySet<NodeId> = matchTargets(ws.graph, positionals, splitList(values.only));
-  if (typeof values['changed-since'] === 'string') {
-    const { affected } = await affectedSince(ws, values['changed-since'], defaultRules);
-    selected = new Set([...selected].filter((id) => affected.has(id)));
-  }
+  const selected = await selectTargets(ws, values, positionals);
   const cache = new ActionCache(ws.stateDir);
   const store = new ContentStore(path.join(ws.stateDir, 'cas'));
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
@@ -256,7 +261,18 @@ Run 'graph <command> --help' for a command's options.
 
 /** Run the CLI with `argv` (without node and script); resolves to the exit code. */
 async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  // Like make and ninja, `-C DIR` may come before the command.
+  const leading: string[] = [];
+  while (argv[0] === '-C' || argv[0] === '--directory') {
+    if (argv[1] === undefined) {
+      process.stderr.write(`graph: ${argv[0]} needs a directory\n`);
+      return EXIT_USAGE;
+    }
+    leading.push('-C', argv[1]);
+    argv = argv.slice(2);
+  }
+  const [name, ...afterName] = argv;
+  const rest = [...leading, ...afterName];
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     const topic = name === 'help' ? rest[0] : undefined;
     process.stdout.write(topic && commands[topic] ? `${commands[topic].usage}\n` : mainHelp());

@@ -1,11 +1,12 @@
 /**
  * The action cache, in the workspace's `.graph/`:
  *
- * - `ac/<2 hex>/<key>.json`: one entry per action key, written (atomically) only after the node
- *   succeeded: `{format: 1, id, key, record, result}` where `result` is
- *   `{outputs, artifacts, log, duration_ms}`. An entry is served only if it parses, its `key`
- *   equals the SHA-256 of its canonical `record`, and its result has the right shape; a torn or
- *   edited entry is a miss, never served.
+ * - `ac/<2 hex>/<key>`: one entry per action key, written (atomically) only after the node
+ *   succeeded. Three lines: the key record as canonical JSON (so its SHA-256 is the key), the
+ *   result `{"format": 1, "id", "outputs", "artifacts", "log", "duration_ms"}` as JSON, and the
+ *   SHA-256 (hex) of that result line. An entry is served only if both digests match and the
+ *   result has the right shape, so a torn or edited entry is a miss, never served. Checking needs
+ *   only two hashes over the bytes read, no re-serialization: this is on every plan's path.
  * - `actions.log`: append-only JSON lines `{"id": NODE, "key": KEY}`, one per success, the last
  *   line for an id wins. It exists so the next plan can find a node's previous record and explain
  *   what changed. A torn last line (a crash mid-append) is skipped. Appends of one short line are
@@ -13,8 +14,9 @@
  */
 import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { readJsonFile, writeFileAtomic } from './atomic.js';
-import { keyOf, type KeyRecord } from './key.js';
+import { createHash } from 'node:crypto';
+import { writeFileAtomic } from './atomic.js';
+import { canonicalJson, type KeyRecord } from './key.js';
 import type { Json, NodeId } from './rule.js';
 
 export interface CachedResult {
@@ -35,6 +37,8 @@ export interface CacheEntry {
 
 const FORMAT = 1;
 
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
 export class ActionCache {
   private lastKeysCache?: Map<string, string>;
 
@@ -42,7 +46,7 @@ export class ActionCache {
   constructor(readonly dir: string) {}
 
   private entryPath(key: string): string {
-    return path.join(this.dir, 'ac', key.slice(0, 2), `${key}.json`);
+    return path.join(this.dir, 'ac', key.slice(0, 2), key);
   }
 
   private get logPath(): string {
@@ -52,18 +56,34 @@ export class ActionCache {
   /** The entry for `key` if present and intact; undefined otherwise (missing, torn, tampered). */
   get(key: string): CacheEntry | undefined {
     if (!/^[a-f0-9]{64}$/.test(key)) return undefined;
-    const e = readJsonFile(this.entryPath(key)) as Partial<CacheEntry & { format: number }> | undefined;
-    if (!e || e.format !== FORMAT || e.key !== key || typeof e.id !== 'string' || !e.record || !e.result) return undefined;
-    const r = e.result;
-    if (typeof r.outputs !== 'object' || r.outputs === null || !Array.isArray(r.artifacts) || typeof r.duration_ms !== 'number') {
-      return undefined;
-    }
+    let text: string;
     try {
-      if (keyOf(e.record) !== key) return undefined;
+      text = readFileSync(this.entryPath(key), 'utf8');
     } catch {
       return undefined;
     }
-    return e as CacheEntry;
+    const lines = text.split('\n');
+    if (lines.length !== 4 || lines[3] !== '') return undefined;
+    const [recordLine, resultLine, resultSum] = lines;
+    if (sha256(resultLine) !== resultSum || sha256(recordLine) !== key) return undefined;
+    let r: Partial<CachedResult & { format: number; id: string }>;
+    try {
+      r = JSON.parse(resultLine);
+    } catch {
+      return undefined;
+    }
+    if (r.format !== FORMAT || typeof r.id !== 'string' || typeof r.outputs !== 'object' || r.outputs === null) return undefined;
+    if (!Array.isArray(r.artifacts) || typeof r.duration_ms !== 'number') return undefined;
+    let record: KeyRecord | undefined;
+    return {
+      id: r.id as NodeId,
+      key,
+      // Parsed only when asked for (explanations); most plans never need it.
+      get record(): KeyRecord {
+        return (record ??= JSON.parse(recordLine) as KeyRecord);
+      },
+      result: { outputs: r.outputs, artifacts: r.artifacts, log: r.log, duration_ms: r.duration_ms },
+    };
   }
 
   /** The key each node last succeeded with, from `actions.log`. */
@@ -94,7 +114,10 @@ export class ActionCache {
    * written by this process.
    */
   put(id: NodeId, key: string, record: KeyRecord, result: CachedResult): void {
-    writeFileAtomic(this.entryPath(key), JSON.stringify({ format: FORMAT, id, key, record, result }));
+    const recordLine = canonicalJson(record);
+    if (sha256(recordLine) !== key) throw new Error(`internal error: record of ${id} does not hash to its key`);
+    const resultLine = JSON.stringify({ format: FORMAT, id, ...result });
+    writeFileAtomic(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
     mkdirSync(this.dir, { recursive: true });
     appendFileSync(this.logPath, `${JSON.stringify({ id, key })}\n`);
     this.lastKeysCache?.set(id, key);

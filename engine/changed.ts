@@ -94,7 +94,7 @@ export async function affectedSince(ws: Workspace, ref: string, rules: readonly 
   const expanded = new Map<string, string[]>();
   for (const node of ws.graph.nodes()) {
     if (!node.inputs.length) continue;
-    const specKey = canonicalJson(node.inputs);
+    const specKey = JSON.stringify(node.inputs);
     let list = expanded.get(specKey);
     if (!list) expanded.set(specKey, (list = expandInputs(ws.root, node.inputs)));
     if (list.some((f) => changed.has(f)) || deleted.some((f) => node.inputs.some((s) => specCovers(s, f)))) affected.add(node.id);

@@ -1,6 +1,6 @@
 /**
- * Compile stage: the rules' nodes become one directed acyclic graph (graphlib), checked for
- * duplicate ids, dangling edges and cycles, then sealed. Only a sealed `BuildGraph` is planned and
+ * Compile stage: the rules' nodes become one directed acyclic graph, checked for duplicate ids,
+ * dangling edges and cycles (graphlib's strongly connected components name them), then sealed. Only a sealed `BuildGraph` is planned and
  * executed. Edges point from a node to what it depends on.
  */
 import { Graph, alg } from '@dagrejs/graphlib';
@@ -9,57 +9,53 @@ import { DiagnosticError, type Diagnostic } from './diagnostics.js';
 import type { NodeDef, NodeId, Rule } from './rule.js';
 
 export class BuildGraph {
-  /** Nodes in a topological order: every node after all of its dependencies (ties by id). */
-  readonly order: readonly NodeId[];
-  private readonly byId: ReadonlyMap<NodeId, NodeDef>;
   private readonly dependentsOf = new Map<NodeId, NodeId[]>();
 
   private constructor(
-    private readonly g: Graph,
-    nodes: Map<NodeId, NodeDef>,
+    private readonly byId: ReadonlyMap<NodeId, NodeDef>,
+    /** Nodes in a topological order: every node after all of its dependencies (ties by id). */
+    readonly order: readonly NodeId[],
     readonly rules: ReadonlyMap<string, Rule>,
   ) {
-    this.byId = nodes;
-    for (const n of nodes.values()) {
+    for (const n of byId.values()) {
       for (const d of n.deps) {
         let list = this.dependentsOf.get(d.id);
         if (!list) this.dependentsOf.set(d.id, (list = []));
         list.push(n.id);
       }
     }
-    this.order = topologicalOrder(nodes);
     Object.freeze(this);
   }
 
   /**
    * Expand every rule over the declarations and seal the graph.
-   * @throws DiagnosticError for duplicate node ids and for cycles (with the whole path).
+   * @throws DiagnosticError for duplicate node ids, dangling edges and cycles (with the whole path).
    */
   static compile(decls: Declarations, rules: readonly Rule[]): BuildGraph {
     const diagnostics: Diagnostic[] = [];
     const nodes = new Map<NodeId, NodeDef>();
-    const g = new Graph({ directed: true });
     for (const rule of rules) {
       for (const node of rule.expand(decls)) {
         const prior = nodes.get(node.id);
         if (prior) {
-          diagnostics.push({ code: 'duplicate', message: `two declarations make node '${node.id}'`, span: node.span, related: [{ span: prior.span, note: 'also made here' }] });
+          diagnostics.push({ code: 'duplicate', message: `two declarations make node '${node.id}'`, span: node.at(), related: [{ span: prior.at(), note: 'also made here' }] });
           continue;
         }
         nodes.set(node.id, node);
-        g.setNode(node.id);
       }
     }
     for (const node of nodes.values()) {
       for (const d of node.deps) {
         if (!nodes.has(d.id)) {
-          diagnostics.push({ code: 'unknown-node', message: `node '${node.id}' depends on '${d.id}', which no declaration makes`, span: d.span ?? node.span });
-        } else g.setEdge(node.id, d.id);
+          diagnostics.push({ code: 'unknown-node', message: `node '${node.id}' depends on '${d.id}', which no declaration makes`, span: (d.at ?? node.at)() });
+        }
       }
     }
-    if (!diagnostics.length) diagnostics.push(...cycleDiagnostics(g, nodes));
     if (diagnostics.length) throw new DiagnosticError(diagnostics);
-    return new BuildGraph(g, nodes, new Map(rules.map((r) => [r.kind, r])));
+    const order = topologicalOrder(nodes);
+    // Nodes left out of the order sit on or behind a cycle; only then is graphlib's SCC search needed.
+    if (order.length < nodes.size) throw new DiagnosticError(cycleDiagnostics(nodes));
+    return new BuildGraph(nodes, order, new Map(rules.map((r) => [r.kind, r])));
   }
 
   get size(): number {
@@ -106,11 +102,6 @@ export class BuildGraph {
     }
     return seen;
   }
-
-  /** The underlying graphlib graph (read-only use: drawing, algorithms). */
-  get graphlib(): Graph {
-    return this.g;
-  }
 }
 
 /** Kahn's algorithm with ids sorted at each step, so the order is deterministic. */
@@ -142,7 +133,12 @@ function topologicalOrder(nodes: ReadonlyMap<NodeId, NodeDef>): NodeId[] {
   return order;
 }
 
-function cycleDiagnostics(g: Graph, nodes: ReadonlyMap<NodeId, NodeDef>): Diagnostic[] {
+function cycleDiagnostics(nodes: ReadonlyMap<NodeId, NodeDef>): Diagnostic[] {
+  const g = new Graph({ directed: true });
+  for (const n of nodes.values()) {
+    g.setNode(n.id);
+    for (const d of n.deps) g.setEdge(n.id, d.id);
+  }
   const out: Diagnostic[] = [];
   for (const component of alg.findCycles(g)) {
     const members = new Set(component);
@@ -171,7 +167,7 @@ function cycleDiagnostics(g: Graph, nodes: ReadonlyMap<NodeId, NodeDef>): Diagno
     const hops = path.map((id, i) => {
       const to = path[(i + 1) % path.length];
       const dep = (nodes.get(id) as NodeDef).deps.find((d) => d.id === to);
-      return { from: id, to, span: dep?.span ?? (nodes.get(id) as NodeDef).span };
+      return { from: id, to, span: (dep?.at ?? (nodes.get(id) as NodeDef).at)() };
     });
     out.push({
       code: 'cycle',

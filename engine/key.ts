@@ -27,13 +27,42 @@ export interface KeyRecord {
 
 /** JSON with object keys sorted at every level and no whitespace: equal data, equal bytes. */
 export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') {
-    if (typeof value === 'number' && !Number.isFinite(value)) throw new TypeError(`cannot key non-finite number ${value}`);
-    return value === undefined ? 'null' : JSON.stringify(value);
+  const parts: string[] = [];
+  writeCanonical(value, parts);
+  return parts.join('');
+}
+
+// Appends to one array rather than joining per level: this runs for every node of every plan.
+function writeCanonical(value: unknown, out: string[]): void {
+  if (value === null || value === undefined) {
+    out.push('null');
+  } else if (typeof value === 'string') {
+    out.push(JSON.stringify(value));
+  } else if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new TypeError(`cannot key non-finite number ${value}`);
+    out.push(String(value));
+  } else if (typeof value === 'boolean') {
+    out.push(value ? 'true' : 'false');
+  } else if (Array.isArray(value)) {
+    out.push('[');
+    for (let i = 0; i < value.length; i++) {
+      if (i) out.push(',');
+      writeCanonical(value[i], out);
+    }
+    out.push(']');
+  } else {
+    const obj = value as Record<string, unknown>;
+    const keys = Object.keys(obj).sort();
+    out.push('{');
+    let first = true;
+    for (const k of keys) {
+      if (obj[k] === undefined) continue;
+      out.push(first ? '' : ',', JSON.stringify(k), ':');
+      first = false;
+      writeCanonical(obj[k], out);
+    }
+    out.push('}');
   }
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const keys = Object.keys(value).filter((k) => (value as Record<string, unknown>)[k] !== undefined).sort();
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
 }
 
 /** The action key of a record: 64 lowercase hex digits. */

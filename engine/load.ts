@@ -2,10 +2,14 @@
  * Load stage: read a YAML declaration file into plain data, keeping a way back to source spans.
  *
  * Parsing with locations (yaml's Document API) is the slow part of planning a large zoo, so the
- * document is kept and asked for spans only when a later stage reports a problem.
+ * data of a validated file is cached by the digest of its text, and the document is parsed for
+ * spans only when a later stage reports a problem.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import { readJsonFile, writeFileAtomic } from './atomic.js';
 import type { Diagnostic, SourceText, Span } from './diagnostics.js';
 
 /** A path into parsed data: map keys and sequence indexes, as ajv's instancePath segments. */
@@ -16,6 +20,10 @@ export interface LoadedFile {
   readonly source: SourceText;
   /** Absolute path of the file. */
   readonly absPath: string;
+  /** SHA-256 (hex) identifying the text for the parse cache; empty when not cacheable. */
+  readonly digest: string;
+  /** Whether `data` came from the parse cache. */
+  readonly fromCache: boolean;
   /** The file's content as plain JSON-compatible data (undefined for an empty file). */
   readonly data: unknown;
   /** Syntax errors and warnings; `data` is undefined when there are errors. */
@@ -27,15 +35,21 @@ export interface LoadedFile {
 /**
  * Read and parse `absPath` (YAML 1.2 core schema, duplicate keys rejected).
  * @param displayPath the path diagnostics show, usually relative to the workspace.
+ * @param cache parsed data of earlier runs: when the file's text is unchanged its data comes from
+ *   there and the YAML is parsed only if a span is asked for.
  * @throws the fs error (ENOENT, EACCES…) when the file cannot be read; syntax errors are returned
  *   as diagnostics, not thrown.
  */
-export function loadYamlFile(absPath: string, displayPath: string): LoadedFile {
-  return parseYamlText(readFileSync(absPath, 'utf8'), absPath, displayPath);
+export function loadYamlFile(absPath: string, displayPath: string, cache?: ParseCache): LoadedFile {
+  const text = readFileSync(absPath, 'utf8');
+  const digest = createHash('sha256').update(PARSE_FORMAT).update(text).digest('hex');
+  const hit = cache?.get(displayPath, digest);
+  if (hit !== undefined) return lazyFile(text, absPath, displayPath, digest, hit.data);
+  return parseYamlText(text, absPath, displayPath, digest);
 }
 
 /** As `loadYamlFile`, for text already in memory (e.g. a file read from git at another revision). */
-export function parseYamlText(text: string, absPath: string, displayPath: string): LoadedFile {
+export function parseYamlText(text: string, absPath: string, displayPath: string, digest = ''): LoadedFile {
   const source: SourceText = { path: displayPath, text };
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
   const diagnostics: Diagnostic[] = doc.errors.map((e) => ({
@@ -47,10 +61,54 @@ export function parseYamlText(text: string, absPath: string, displayPath: string
   return {
     source,
     absPath,
+    digest,
     data,
     diagnostics,
+    fromCache: false,
     spanAt: (path, which = 'value') => spanAt(doc, source, path, which),
   };
+}
+
+function lazyFile(text: string, absPath: string, displayPath: string, digest: string, data: unknown): LoadedFile {
+  const source: SourceText = { path: displayPath, text };
+  let doc: Document | undefined;
+  return {
+    source,
+    absPath,
+    digest,
+    data,
+    diagnostics: [],
+    fromCache: true,
+    spanAt: (path, which = 'value') => spanAt((doc ??= parseDocument(text, { uniqueKeys: true, prettyErrors: false })), source, path, which),
+  };
+}
+
+/** Bumped when what the cache holds changes meaning. */
+const PARSE_FORMAT = 'graph-parse-1\0';
+
+/**
+ * Parsed declaration data from earlier runs, one JSON file per declaration file
+ * (`.graph/parsed/<name>.json`: `{digest, data}`), so an unchanged 1 MB models.yaml costs a
+ * JSON.parse instead of a YAML parse. Only data that passed validation is stored.
+ */
+export class ParseCache {
+  /** @param dir absolute directory of the cache. */
+  constructor(private readonly dir: string) {}
+
+  private file(name: string): string {
+    return path.join(this.dir, `${name.replace(/[^A-Za-z0-9._-]/g, '_')}.json`);
+  }
+
+  get(name: string, digest: string): { data: unknown } | undefined {
+    const entry = readJsonFile(this.file(name)) as { digest?: string; data?: unknown } | undefined;
+    return entry && entry.digest === digest && entry.data !== undefined ? { data: entry.data } : undefined;
+  }
+
+  /** Remember a validated file's data (atomic write; a no-op for data that came from here). */
+  put(file: LoadedFile): void {
+    if (file.fromCache || !file.digest || file.data === undefined) return;
+    writeFileAtomic(this.file(file.source.path), JSON.stringify({ digest: file.digest, data: file.data }));
+  }
 }
 
 function cleanYamlMessage(message: string): string {

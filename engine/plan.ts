@@ -6,7 +6,7 @@
 import type { ActionCache, CacheEntry } from './cache.js';
 import { expandInputs, type FileDigester } from './files.js';
 import type { BuildGraph } from './graph.js';
-import { canonicalJson, explainChange, keyOf, keyRecord, shortDigest, type KeyRecord } from './key.js';
+import { explainChange, keyOf, keyRecord, shortDigest, type KeyRecord } from './key.js';
 import type { NodeDef, NodeId } from './rule.js';
 import type { ContentStore } from './store.js';
 
@@ -56,7 +56,8 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
   for (const id of graph.order) {
     if (!selection.has(id)) continue;
     const node = graph.node(id);
-    const specKey = canonicalJson(node.inputs);
+    // Rules build input specs in a fixed order, so plain JSON identifies them.
+    const specKey = JSON.stringify(node.inputs);
     let files = expanded.get(specKey);
     if (!files) expanded.set(specKey, (files = expandInputs(ctx.root, node.inputs)));
     const rule = graph.rules.get(node.kind);

@@ -4,7 +4,11 @@
  * the node's log, and the whole group ended (SIGTERM, then SIGKILL after a grace period) when the
  * node's signal aborts.
  */
-import { execa } from 'execa';
+import type { execa as Execa } from 'execa';
+
+// execa costs ~130 ms to import; plan and validate never start a process, so load it on first use.
+let execaPromise: Promise<typeof Execa> | undefined;
+const loadExeca = () => (execaPromise ??= import('execa').then((m) => m.execa));
 
 export interface RunOptions {
   readonly cwd?: string;
@@ -39,6 +43,7 @@ export const KILL_GRACE_MS = 2000;
 export class ExecaRunner implements ProcessRunner {
   async run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
     const [file, ...args] = argv;
+    const execa = await loadExeca();
     const output = options.logFile ? { file: options.logFile, append: true } : 'ignore';
     const child = execa(file, args, {
       cwd: options.cwd,
@@ -92,6 +97,7 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
  */
 export async function captureOutput(argv: readonly string[], cwd?: string): Promise<string> {
   const [file, ...args] = argv;
+  const execa = await loadExeca();
   const r = await execa(file, args, { cwd, reject: false, stdin: 'ignore' });
   if (r.exitCode !== 0) {
     const why = String(r.stderr || r.shortMessage || '').trim();

@@ -20,8 +20,11 @@ export interface NodeDef {
   readonly id: NodeId;
   /** The kind of the rule that made it: `build`, `convert`, `test`, `publish`. */
   readonly kind: string;
-  /** Nodes that must succeed first; `span` points at the declaration that creates the edge. */
-  readonly deps: ReadonlyArray<{ readonly id: NodeId; readonly span?: Span }>;
+  /**
+   * Nodes that must succeed first; `at` finds the declaration that creates the edge. Spans are
+   * looked up lazily (only a diagnostic needs one, and finding one may mean parsing the YAML).
+   */
+  readonly deps: ReadonlyArray<{ readonly id: NodeId; readonly at?: () => Span }>;
   /** The normalized declaration this node depends on; goes into the key verbatim. */
   readonly decl: Json;
   /** Workspace files whose contents go into the key. */
@@ -38,8 +41,8 @@ export interface NodeDef {
   readonly image?: string;
   /** The model group this node belongs to (`group:NAME` targets), if any. */
   readonly group?: string;
-  /** Where the node is declared. */
-  readonly span: Span;
+  /** Where the node is declared (looked up lazily). */
+  readonly at: () => Span;
 }
 
 /** What a node produced; recorded in the action cache. */

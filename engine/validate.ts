@@ -1,14 +1,15 @@
 /**
- * Validate stage: JSON Schema checks (ajv, against schema/*.schema.json) and the semantic checks a
+ * Validate stage: JSON Schema checks (ajv, against schema/*.schema.json, compiled to code at build
+ * time) and the semantic checks a
  * schema cannot express (references between images and groups, files that must exist, resources
  * that must be declared), turning loaded YAML into typed `Declarations`.
  *
  * Every problem becomes a `Diagnostic` pointing at its span; all are collected, then thrown at
  * once as a `DiagnosticError`.
  */
-import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
-import AjvModule, { type ErrorObject, type ValidateFunction } from 'ajv';
+import type { ErrorObject, ValidateFunction } from 'ajv';
 import {
   DEFAULT_TEST_TIMEOUT_MS,
   type BaseImage,
@@ -25,23 +26,8 @@ import { inputExists } from './files.js';
 import type { DataPath, LoadedFile } from './load.js';
 import { parseReference } from './reference.js';
 
-const Ajv = AjvModule.default;
-
-// Compiled output lives in out/engine/, the schemas in schema/ at the package root.
-const schemaDir = new URL('../../schema/', import.meta.url);
-
-let compiled: { images: ValidateFunction; models: ValidateFunction } | undefined;
-function validators() {
-  if (!compiled) {
-    const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, strictRequired: false, allowUnionTypes: true });
-    const load = (name: string) => JSON.parse(readFileSync(new URL(name, schemaDir), 'utf8'));
-    compiled = {
-      images: ajv.compile(load('images.schema.json')),
-      models: ajv.compile(load('models.schema.json')),
-    };
-  }
-  return compiled;
-}
+// The schemas are compiled to code at build time (scripts/compile-schemas.ts), next to out/engine/.
+const validators = createRequire(import.meta.url)('../schema/validators.cjs') as { images: ValidateFunction; models: ValidateFunction };
 
 /** `images.base.layers[0].to`-style text for a data path. */
 export function describePath(p: DataPath): string {
@@ -172,7 +158,7 @@ function stringMap(v: unknown): Record<string, string> {
  */
 export function validateDeclarations(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined): Declarations {
   const diagnostics: Diagnostic[] = [...imagesFile.diagnostics, ...(modelsFile?.diagnostics ?? [])];
-  const v = validators();
+  const v = validators;
   const emptyDoc = (f: LoadedFile) =>
     diagnostics.push({ code: 'schema', message: `${f.source.path} is empty: it needs 'version: 1'`, span: f.spanAt([]) });
   if (!imagesFile.diagnostics.length) {

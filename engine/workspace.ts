@@ -8,7 +8,7 @@ import type { Declarations } from './declarations.js';
 import { DiagnosticError } from './diagnostics.js';
 import { STATE_DIR } from './files.js';
 import { BuildGraph } from './graph.js';
-import { loadYamlFile, type LoadedFile } from './load.js';
+import { loadYamlFile, ParseCache, type LoadedFile } from './load.js';
 import type { Rule } from './rule.js';
 import { validateDeclarations } from './validate.js';
 
@@ -36,10 +36,15 @@ export function openWorkspace(root: string, rules: readonly Rule[]): Workspace {
       { code: 'no-workspace', message: `no ${IMAGES_FILE} in ${abs}`, hint: 'run graph in the directory that holds images.yaml, or pass -C DIR' },
     ]);
   }
-  const imagesFile = loadYamlFile(imagesPath, IMAGES_FILE);
+  const parseCache = new ParseCache(path.join(abs, STATE_DIR, 'parsed'));
+  const imagesFile = loadYamlFile(imagesPath, IMAGES_FILE, parseCache);
   const modelsPath = path.join(abs, MODELS_FILE);
-  const modelsFile = existsSync(modelsPath) ? loadYamlFile(modelsPath, MODELS_FILE) : undefined;
-  return compileWorkspace(abs, imagesFile, modelsFile, rules);
+  const modelsFile = existsSync(modelsPath) ? loadYamlFile(modelsPath, MODELS_FILE, parseCache) : undefined;
+  const ws = compileWorkspace(abs, imagesFile, modelsFile, rules);
+  // Only declarations that compiled are remembered: bad input leaves .graph/ untouched.
+  parseCache.put(imagesFile);
+  if (modelsFile) parseCache.put(modelsFile);
+  return ws;
 }
 
 /** As `openWorkspace`, for files already loaded (e.g. from another git revision). */

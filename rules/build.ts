@@ -47,7 +47,7 @@ export const buildRule: Rule = {
   version: 1,
   expand(decls: Declarations): NodeDef[] {
     return [...decls.images.values()].map((image) => {
-      const deps = image.from?.kind === 'image' ? [{ id: buildId(image.from.name), span: image.at(['from']) }] : [];
+      const deps = image.from?.kind === 'image' ? [{ id: buildId(image.from.name), at: () => image.at(['from']) }] : [];
       const { at: _at, name: _name, convert: _convert, publish: _publish, ...rest } = image;
       const decl = {
         from: baseDecl(image.from),
@@ -68,7 +68,7 @@ export const buildRule: Rule = {
         tool: tools[image.recipe.kind],
         resources: {},
         image: image.name,
-        span: image.at([], 'key'),
+        at: () => image.at([], 'key'),
       };
     });
   },

@@ -18,14 +18,14 @@ export const convertRule: Rule = {
       .map((image) => ({
         id: convertId(image.name),
         kind: 'convert',
-        deps: [{ id: buildId(image.name), span: image.at(['convert']) }],
+        deps: [{ id: buildId(image.name), at: () => image.at(['convert']) }],
         decl: { format: 'sif' },
         inputs: [],
         env: ['SOURCE_DATE_EPOCH'],
         tool: 'graph-sif/1',
         resources: {},
         image: image.name,
-        span: image.at(['convert']),
+        at: () => image.at(['convert']),
       }));
   },
   async execute() {

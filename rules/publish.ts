@@ -18,13 +18,13 @@ export const publishRule: Rule = {
   version: 1,
   expand(decls: Declarations): NodeDef[] {
     return [...decls.images.values()].map((image) => {
-      const deps: Array<{ id: NodeId; span?: ReturnType<typeof image.at> }> = [{ id: buildId(image.name) }];
+      const deps: NodeDef['deps'][number][] = [{ id: buildId(image.name) }];
       if (image.convert.includes('sif')) deps.push({ id: convertId(image.name) });
       for (const group of decls.groups.values()) {
         if (!group.test) continue;
         for (const runtime of group.test.runtimes) {
           if ((runtime === 'oci' ? group.image : group.sif) !== image.name) continue;
-          for (const model of sampledModels(group)) deps.push({ id: testId(group.name, model.name, runtime), span: group.at(['image']) });
+          for (const model of sampledModels(group)) deps.push({ id: testId(group.name, model.name, runtime), at: () => group.at(['image']) });
         }
       }
       return {
@@ -37,7 +37,7 @@ export const publishRule: Rule = {
         tool: 'graph-publish/1',
         resources: {},
         image: image.name,
-        span: image.at(image.publish.length ? ['publish'] : [], image.publish.length ? 'value' : 'key'),
+        at: () => (image.publish.length ? image.at(['publish']) : image.at([], 'key')),
       };
     });
   },

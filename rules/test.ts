@@ -41,7 +41,7 @@ export const testRule: Rule = {
           nodes.push({
             id: testId(group.name, model.name, runtime),
             kind: 'test',
-            deps: [{ id: runtime === 'oci' ? buildId(runsIn) : convertId(runsIn), span: group.at([runtime === 'oci' ? 'image' : 'sif']) }],
+            deps: [{ id: runtime === 'oci' ? buildId(runsIn) : convertId(runsIn), at: () => group.at([runtime === 'oci' ? 'image' : 'sif']) }],
             decl: {
               image: runsIn,
               runtime,
@@ -57,7 +57,7 @@ export const testRule: Rule = {
             resources: test.resources,
             image: group.image,
             group: group.name,
-            span: group.at(['models'], 'key'),
+            at: () => group.at(['models'], 'key'),
           });
         }
       }

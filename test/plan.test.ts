@@ -133,14 +133,16 @@ test('a torn or edited cache entry is a miss, never served', async () => {
   await runEngine(dir, new FakeRunner());
   const p = plan(dir);
   const key = p.byId.get('build:base' as never)?.key as string;
-  const file = path.join(dir, '.graph', 'ac', key.slice(0, 2), `${key}.json`);
+  const file = path.join(dir, '.graph', 'ac', key.slice(0, 2), key);
   const whole = readFileSync(file, 'utf8');
   writeFileSync(file, whole.slice(0, whole.length / 2));
   assert.equal(toRun(plan(dir))['build:base'], ['cache entry missing or corrupt']);
-  const edited = JSON.parse(whole);
-  edited.record.tool = 'something-else';
-  writeFileSync(file, JSON.stringify(edited));
-  assert.equal(toRun(plan(dir))['build:base'], ['cache entry missing or corrupt']);
+  // Valid JSON, edited: the record or the result no longer matches its digest.
+  for (const [from, to] of [['"tool":"graph-debian/1"', '"tool":"graph-debian/2"'], ['"duration_ms":', '"duration_ms":1']]) {
+    assert.ok(whole.includes(from));
+    writeFileSync(file, whole.replace(from, to));
+    assert.equal(toRun(plan(dir))['build:base'], ['cache entry missing or corrupt']);
+  }
   writeFileSync(file, whole);
   assert.equal(toRun(plan(dir)), {});
 });
@@ -169,10 +171,22 @@ test('plan --format json matches the golden file', () => {
   assert.fixture(actual, readFileSync(golden, 'utf8'));
 });
 
-test('planning writes nothing into .graph', () => {
+test('planning writes nothing into .graph but the parsed declarations', () => {
   const dir = workspace(SMALL_ZOO);
   plan(dir);
-  assert.equal(readdirSync(dir).includes('.graph'), false);
+  assert.equal(readdirSync(path.join(dir, '.graph')), ['parsed']);
+  assert.equal(readdirSync(path.join(dir, '.graph', 'parsed')).sort(), ['images.yaml.json', 'models.yaml.json']);
+});
+
+test('declarations from the parse cache give the same plan, and spans still resolve', () => {
+  const dir = workspace(SMALL_ZOO);
+  const first = renderPlan(plan(dir), 'json');
+  const second = renderPlan(plan(dir), 'json');
+  assert.is(second, first);
+  const ws = openWorkspace(dir, fakeRules());
+  assert.ok(ws.decls.imagesFile.fromCache);
+  const span = ws.graph.node('build:pwm' as never).deps[0].at?.();
+  assert.is(span && ws.decls.imagesFile.source.text.slice(span.start, span.end), 'base');
 });
 
 test.run();

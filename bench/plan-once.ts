@@ -1,0 +1,57 @@
+/**
+ * `node out/bench/plan-once.js DIR NODES`: write a synthetic zoo of about NODES nodes into DIR and
+ * fill its action cache by running every node with a fake rule (a success that stores one blob),
+ * so `graph build` in DIR afterwards is a no-op. Used by bench/run.ts; prints the node count.
+ */
+import path from 'node:path';
+import { ActionCache } from '../engine/cache.js';
+import { executePlan } from '../engine/execute.js';
+import { FileDigester } from '../engine/files.js';
+import { planBuild } from '../engine/plan.js';
+import type { ProcessRunner } from '../engine/process.js';
+import type { Rule } from '../engine/rule.js';
+import { ContentStore } from '../engine/store.js';
+import { openWorkspace } from '../engine/workspace.js';
+import { defaultRules } from '../rules/index.js';
+import { modelsForNodes, writeZoo } from './zoo.js';
+
+/** Rules that succeed at once, for filling a cache. */
+export const instantRules: Rule[] = defaultRules.map((r) => ({
+  ...r,
+  async execute(node, ctx) {
+    const blob = ctx.store.putBytes(node.id);
+    return { outputs: { digest: blob.digest }, artifacts: [blob.digest] };
+  },
+}));
+
+/** Run every node of the zoo in `dir` with `rules`; returns the wall time of the execution (ms). */
+export async function fillCache(dir: string, rules: Rule[], jobs = 8): Promise<{ nodes: number; executeMs: number }> {
+  const ws = openWorkspace(dir, rules);
+  const cache = new ActionCache(ws.stateDir);
+  const store = new ContentStore(path.join(ws.stateDir, 'cas'));
+  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
+  const plan = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache, store, digester, env: process.env });
+  digester.save();
+  const runner: ProcessRunner = { run: async () => ({ exitCode: 0, aborted: false }) };
+  const t0 = performance.now();
+  await executePlan(plan, {
+    decls: ws.decls,
+    jobs,
+    limits: {},
+    resources: {},
+    failFast: false,
+    runner,
+    cache,
+    store,
+    stateDir: ws.stateDir,
+    emit: () => {},
+  });
+  return { nodes: ws.graph.size, executeMs: performance.now() - t0 };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const [dir, nodes] = process.argv.slice(2);
+  writeZoo(dir, { models: modelsForNodes(Number(nodes)) });
+  const r = await fillCache(dir, instantRules);
+  process.stdout.write(`${r.nodes}\n`);
+}
