@@ -3,24 +3,29 @@
  *
  * - `ac/<2 hex>/<key>`: one entry per action key, written (atomically) only after the node
  *   succeeded. Three lines: the key record as canonical JSON (so its SHA-256 is the key), the
- *   result `{"format": 1, "id", "outputs", "artifacts", "log", "duration_ms"}` as JSON, and the
- *   SHA-256 (hex) of that result line. An entry is served only if both digests match and the
- *   result has the right shape, so a torn or edited entry is a miss, never served. Checking needs
- *   only two hashes over the bytes read, no re-serialization: this is on every plan's path.
- * - `actions.log`: append-only JSON lines `{"id": NODE, "key": KEY}`, one per success, the last
- *   line for an id wins. It exists so the next plan can find a node's previous record and explain
- *   what changed. A torn last line (a crash mid-append) is skipped. Appends of one short line are
- *   atomic between processes (O_APPEND), so two `graph` processes can share it.
+ *   result line, and the SHA-256 (hex) of the result line. The result line is JSON
+ *   `{"format": 1, "id", "outputs", "artifacts", "log", "duration_ms"}`. An entry is served only
+ *   if both digests match and the result has the right shape: a torn or edited entry is a miss,
+ *   never served.
+ * - `actions.log`: the index, append-only. One line per success:
+ *   `<sha256 of the rest, 64 hex> <key> <result line>`, the last line for a node id wins. A plan
+ *   reads this one file instead of one entry per node: a node whose key equals its last logged key
+ *   is served from the log line (after checking that line's digest). Entries are read only for
+ *   other keys (a revert, a branch switch) and for explanations. A torn last line (a crash
+ *   mid-append) or an edited line fails its digest and is skipped. Appends of one line are atomic
+ *   between processes (O_APPEND), so two `graph` processes can share it; `compact` rewrites it
+ *   (atomic rename) to one line per node when it has grown past twice that.
  */
+import { createHash } from 'node:crypto';
 import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
 import { writeFileAtomic } from './atomic.js';
-import { canonicalJson, type KeyRecord } from './key.js';
+import type { KeyRecord } from './key.js';
 import type { Json, NodeId } from './rule.js';
 
 export interface CachedResult {
   readonly outputs: { readonly [k: string]: Json };
+  /** Digests (`sha256:<hex>`) of blobs in the content-addressed store the result needs. */
   readonly artifacts: readonly string[];
   /** Digest of the node's log in the content-addressed store. */
   readonly log?: string;
@@ -31,16 +36,31 @@ export interface CachedResult {
 export interface CacheEntry {
   readonly id: NodeId;
   readonly key: string;
-  readonly record: KeyRecord;
+  /** The key record, read on demand; undefined when its entry file is gone or corrupt. */
+  readonly record: KeyRecord | undefined;
   readonly result: CachedResult;
 }
 
 const FORMAT = 1;
+const KEY = /^[a-f0-9]{64}$/;
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
+/** Parse and check a result line; undefined when it is not a result of this format. */
+function parseResult(line: string): (CachedResult & { id: NodeId }) | undefined {
+  let r: Partial<CachedResult & { format: number; id: string }>;
+  try {
+    r = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (r.format !== FORMAT || typeof r.id !== 'string' || typeof r.outputs !== 'object' || r.outputs === null) return undefined;
+  if (!Array.isArray(r.artifacts) || typeof r.duration_ms !== 'number') return undefined;
+  return { id: r.id as NodeId, outputs: r.outputs, artifacts: r.artifacts, log: r.log, duration_ms: r.duration_ms };
+}
+
 export class ActionCache {
-  private lastKeysCache?: Map<string, string>;
+  private index?: Map<string, { key: string; resultLine: string }>;
 
   /** @param dir absolute `.graph` directory. */
   constructor(readonly dir: string) {}
@@ -53,9 +73,13 @@ export class ActionCache {
     return path.join(this.dir, 'actions.log');
   }
 
-  /** The entry for `key` if present and intact; undefined otherwise (missing, torn, tampered). */
-  get(key: string): CacheEntry | undefined {
-    if (!/^[a-f0-9]{64}$/.test(key)) return undefined;
+  /** Read the record of an entry file, checking it hashes to `key`. */
+  private readRecord(key: string): KeyRecord | undefined {
+    const entry = this.readEntryFile(key);
+    return entry ? (JSON.parse(entry.recordLine) as KeyRecord) : undefined;
+  }
+
+  private readEntryFile(key: string): { recordLine: string; resultLine: string } | undefined {
     let text: string;
     try {
       text = readFileSync(this.entryPath(key), 'utf8');
@@ -66,77 +90,115 @@ export class ActionCache {
     if (lines.length !== 4 || lines[3] !== '') return undefined;
     const [recordLine, resultLine, resultSum] = lines;
     if (sha256(resultLine) !== resultSum || sha256(recordLine) !== key) return undefined;
-    let r: Partial<CachedResult & { format: number; id: string }>;
-    try {
-      r = JSON.parse(resultLine);
-    } catch {
-      return undefined;
-    }
-    if (r.format !== FORMAT || typeof r.id !== 'string' || typeof r.outputs !== 'object' || r.outputs === null) return undefined;
-    if (!Array.isArray(r.artifacts) || typeof r.duration_ms !== 'number') return undefined;
-    let record: KeyRecord | undefined;
+    return { recordLine, resultLine };
+  }
+
+  private entry(key: string, resultLine: string, recordLine?: string): CacheEntry | undefined {
+    const result = parseResult(resultLine);
+    if (!result) return undefined;
+    const { id, ...rest } = result;
+    let record: KeyRecord | undefined | null = recordLine === undefined ? null : (JSON.parse(recordLine) as KeyRecord);
+    const read = () => (record === null ? (record = this.readRecord(key)) : record);
     return {
-      id: r.id as NodeId,
+      id,
       key,
-      // Parsed only when asked for (explanations); most plans never need it.
-      get record(): KeyRecord {
-        return (record ??= JSON.parse(recordLine) as KeyRecord);
+      get record() {
+        return read();
       },
-      result: { outputs: r.outputs, artifacts: r.artifacts, log: r.log, duration_ms: r.duration_ms },
+      result: rest,
     };
+  }
+
+  /**
+   * The intact entry for `key`, or undefined (missing, torn, tampered).
+   * @param id when given and the log's last line for `id` has this key, that line serves it
+   *   without opening the entry file.
+   */
+  get(key: string, id?: NodeId): CacheEntry | undefined {
+    if (!KEY.test(key)) return undefined;
+    if (id !== undefined) {
+      const last = this.lastEntries().get(id);
+      if (last?.key === key) {
+        const e = this.entry(key, last.resultLine);
+        if (e) return e;
+      }
+    }
+    const file = this.readEntryFile(key);
+    return file ? this.entry(key, file.resultLine, file.recordLine) : undefined;
   }
 
   /** The key each node last succeeded with, from `actions.log`. */
   lastKeys(): ReadonlyMap<string, string> {
-    if (this.lastKeysCache) return this.lastKeysCache;
-    const map = new Map<string, string>();
+    return new Map([...this.lastEntries()].map(([id, e]) => [id, e.key]));
+  }
+
+  /** The last logged success of `id`, if any. */
+  last(id: NodeId): CacheEntry | undefined {
+    const e = this.lastEntries().get(id);
+    return e ? this.entry(e.key, e.resultLine) : undefined;
+  }
+
+  private lastEntries(): Map<string, { key: string; resultLine: string }> {
+    if (this.index) return this.index;
+    const map = new Map<string, { key: string; resultLine: string }>();
     let text = '';
     try {
       text = readFileSync(this.logPath, 'utf8');
     } catch {
       // no log yet
     }
-    for (const line of text.split('\n')) {
-      if (!line) continue;
-      try {
-        const { id, key } = JSON.parse(line) as { id: unknown; key: unknown };
-        if (typeof id === 'string' && typeof key === 'string') map.set(id, key);
-      } catch {
-        // a torn line from an interrupted append
-      }
+    let start = 0;
+    while (start < text.length) {
+      let end = text.indexOf('\n', start);
+      if (end === -1) end = text.length; // a torn last line fails its digest below
+      const line = text.slice(start, end);
+      start = end + 1;
+      // `<64 hex sum> <64 hex key> <result line>`
+      if (line.length < 131 || line[64] !== ' ' || line[129] !== ' ') continue;
+      const rest = line.slice(65);
+      if (sha256(rest) !== line.slice(0, 64)) continue;
+      const key = rest.slice(0, 64);
+      const resultLine = rest.slice(65);
+      const idMatch = /^\{"format":1,"id":("(?:[^"\\]|\\.)*")/.exec(resultLine);
+      if (!idMatch) continue;
+      map.set(JSON.parse(idMatch[1]) as string, { key, resultLine });
     }
-    this.lastKeysCache = map;
+    this.index = map;
     return map;
   }
 
   /**
    * Record a success: the entry first, then the log line, so the log never names a missing entry
    * written by this process.
+   * @param recordLine the record as canonical JSON, whose SHA-256 must be `key`.
    */
-  put(id: NodeId, key: string, record: KeyRecord, result: CachedResult): void {
-    const recordLine = canonicalJson(record);
+  put(id: NodeId, key: string, recordLine: string, result: CachedResult): void {
     if (sha256(recordLine) !== key) throw new Error(`internal error: record of ${id} does not hash to its key`);
     const resultLine = JSON.stringify({ format: FORMAT, id, ...result });
     writeFileAtomic(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
     mkdirSync(this.dir, { recursive: true });
-    appendFileSync(this.logPath, `${JSON.stringify({ id, key })}\n`);
-    this.lastKeysCache?.set(id, key);
+    appendFileSync(this.logPath, logLine(key, resultLine));
+    this.index?.set(id, { key, resultLine });
   }
 
-  /**
-   * Rewrite `actions.log` with one line per node when it has grown past twice that (atomic
-   * rename; a line appended by another process during the rewrite can be lost, which only costs
-   * that node's explanation, never correctness).
-   */
+  /** Rewrite `actions.log` with one line per node when it has grown past twice that. */
   compact(): void {
     let lines = 0;
     try {
-      lines = readFileSync(this.logPath, 'utf8').split('\n').length - 1;
+      const text = readFileSync(this.logPath, 'utf8');
+      for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) lines++;
     } catch {
       return;
     }
-    const last = this.lastKeys();
+    const last = this.lastEntries();
     if (lines <= 2 * last.size + 1000) return;
-    writeFileAtomic(this.logPath, [...last].map(([id, key]) => `${JSON.stringify({ id, key })}\n`).join(''));
+    // A line appended by another process during the rewrite can be lost: that costs the node's
+    // fast path and its explanation (the entry file still serves it), never correctness.
+    writeFileAtomic(this.logPath, [...last.values()].map((e) => logLine(e.key, e.resultLine)).join(''));
   }
+}
+
+function logLine(key: string, resultLine: string): string {
+  const rest = `${key} ${resultLine}`;
+  return `${sha256(rest)} ${rest}\n`;
 }

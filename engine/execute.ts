@@ -243,7 +243,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       if (signal.aborted) throw signal.reason;
       const duration_ms = now() - t0;
       const log = options.store.putBytes(readFileSync(logPath)).digest;
-      options.cache.put(node.id, p.key, p.record, { outputs: out.outputs, artifacts: out.artifacts, log, duration_ms });
+      options.cache.put(node.id, p.key, p.recordText, { outputs: out.outputs, artifacts: out.artifacts, log, duration_ms });
       outputs.set(node.id, out);
       return { id: node.id, kind: node.kind, status: 'ran', duration_ms, reasons: p.reasons, outputs: out.outputs, log: logPath };
     } catch (e) {
@@ -298,9 +298,8 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
 }
 
 function estimateMs(p: PlannedNode, cache: ActionCache): number {
-  const last = cache.lastKeys().get(p.node.id);
-  const entry = last === undefined ? undefined : cache.get(last);
-  return entry ? Math.max(1, entry.result.duration_ms) : DEFAULT_ESTIMATE_MS;
+  const last = cache.last(p.node.id);
+  return last ? Math.max(1, last.result.duration_ms) : DEFAULT_ESTIMATE_MS;
 }
 
 /** `1h2m`, `10m`, `1.5s`, `250ms`. */

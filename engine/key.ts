@@ -70,27 +70,52 @@ export function keyOf(record: KeyRecord): string {
   return createHash('sha256').update(canonicalJson(record)).digest('hex');
 }
 
+/** A key record with its canonical JSON text and its key (SHA-256 of the text). */
+export interface KeyedRecord {
+  readonly record: KeyRecord;
+  readonly text: string;
+  readonly key: string;
+}
+
 /**
- * Build a node's key record.
- * @param files the node's expanded input files (workspace-relative, sorted).
- * @param depKeys the key of every dependency, already computed (callers go in topological order).
- * @param env the environment to read allow-listed variables from.
+ * Computes key records for one plan. The canonical text is assembled from its parts (same bytes as
+ * `canonicalJson(record)`), and the part for a list of input files is computed once per list:
+ * every test of a group shares its inputs, and this runs for every node of every plan.
  */
-export function keyRecord(
-  node: NodeDef,
-  ruleVersion: number,
-  files: readonly string[],
-  digester: FileDigester,
-  depKeys: ReadonlyMap<NodeId, string>,
-  env: NodeJS.ProcessEnv,
-): KeyRecord {
-  const fileMap: Record<string, string> = {};
-  for (const f of files) fileMap[f] = digester.fingerprint(f);
-  const envMap: Record<string, string | null> = {};
-  for (const name of [...node.env].sort()) envMap[name] = env[name] ?? null;
-  const deps: Record<string, string> = {};
-  for (const d of node.deps) deps[d.id] = depKeys.get(d.id) as string;
-  return { rule: node.kind, ruleVersion, decl: node.decl, files: fileMap, env: envMap, tool: node.tool, deps };
+export class Keyer {
+  private readonly fileParts = new Map<string, { map: Record<string, string>; text: string }>();
+
+  /** @param env the environment allow-listed variables are read from. */
+  constructor(
+    private readonly digester: FileDigester,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  /**
+   * Key one node.
+   * @param files the node's expanded input files (workspace-relative, sorted); `filesId`
+   *   identifies that list (equal ids, equal lists).
+   * @param depKeys the key of every dependency, already computed (callers go in topological order).
+   */
+  key(node: NodeDef, ruleVersion: number, files: readonly string[], filesId: string, depKeys: ReadonlyMap<NodeId, string>): KeyedRecord {
+    let part = this.fileParts.get(filesId);
+    if (!part) {
+      const map: Record<string, string> = {};
+      for (const f of files) map[f] = this.digester.fingerprint(f);
+      part = { map, text: canonicalJson(map) };
+      this.fileParts.set(filesId, part);
+    }
+    const envMap: Record<string, string | null> = {};
+    for (const name of [...node.env].sort()) envMap[name] = this.env[name] ?? null;
+    const deps: Record<string, string> = {};
+    for (const id of node.deps.map((d) => d.id).sort()) deps[id] = depKeys.get(id) as string;
+    const record: KeyRecord = { rule: node.kind, ruleVersion, decl: node.decl, files: part.map, env: envMap, tool: node.tool, deps };
+    // Fields in sorted order, as canonicalJson writes them.
+    const text =
+      `{"decl":${canonicalJson(node.decl)},"deps":${canonicalJson(deps)},"env":${canonicalJson(envMap)},` +
+      `"files":${part.text},"rule":${JSON.stringify(node.kind)},"ruleVersion":${canonicalJson(ruleVersion)},"tool":${JSON.stringify(node.tool)}}`;
+    return { record, text, key: createHash('sha256').update(text).digest('hex') };
+  }
 }
 
 /** `sha256:0123456789ab`: a digest shortened for messages. */

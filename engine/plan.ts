@@ -6,7 +6,7 @@
 import type { ActionCache, CacheEntry } from './cache.js';
 import { expandInputs, type FileDigester } from './files.js';
 import type { BuildGraph } from './graph.js';
-import { explainChange, keyOf, keyRecord, shortDigest, type KeyRecord } from './key.js';
+import { explainChange, Keyer, shortDigest, type KeyRecord } from './key.js';
 import type { NodeDef, NodeId } from './rule.js';
 import type { ContentStore } from './store.js';
 
@@ -16,6 +16,8 @@ export interface PlannedNode {
   readonly node: NodeDef;
   readonly key: string;
   readonly record: KeyRecord;
+  /** `record` as canonical JSON (what the cache stores). */
+  readonly recordText: string;
   readonly status: PlanStatus;
   /** Why it runs (empty when cached). */
   readonly reasons: readonly string[];
@@ -50,6 +52,14 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
   const byId = new Map<NodeId, PlannedNode>();
   const nodes: PlannedNode[] = [];
   const lastKeys = ctx.cache.lastKeys();
+  const keyer = new Keyer(ctx.digester, ctx.env);
+  // One directory listing of the store beats a stat per artifact once there are many.
+  let storeChecks = 0;
+  let present: Set<string> | undefined;
+  const inStore = (digest: string) => {
+    if (!present && ++storeChecks > 64) present = ctx.store.digests();
+    return present ? present.has(digest) : ctx.store.has(digest);
+  };
   // Many nodes share one input spec (every test of a group reads its inputs); expand each once.
   const expanded = new Map<string, string[]>();
 
@@ -61,32 +71,31 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     let files = expanded.get(specKey);
     if (!files) expanded.set(specKey, (files = expandInputs(ctx.root, node.inputs)));
     const rule = graph.rules.get(node.kind);
-    const record = keyRecord(node, rule?.version ?? 0, files, ctx.digester, keys, ctx.env);
-    const key = keyOf(record);
+    const { record, text: recordText, key } = keyer.key(node, rule?.version ?? 0, files, specKey, keys);
     keys.set(id, key);
 
-    const entry = ctx.cache.get(key);
+    const entry = ctx.cache.get(key, id);
     let status: PlanStatus = 'run';
     let reasons: string[] = [];
     if (entry) {
-      const missing = entry.result.artifacts.filter((d) => !ctx.store.has(d));
+      const missing = entry.result.artifacts.filter((d) => !inStore(d));
       if (missing.length === 0) status = 'cached';
       else reasons = [`output missing: ${missing.map(shortDigest).join(', ')} no longer in the store`];
     } else {
       const lastKey = lastKeys.get(id);
-      const previous = lastKey === undefined ? undefined : lastKey === key ? undefined : ctx.cache.get(lastKey);
+      const previous = lastKey === undefined || lastKey === key ? undefined : ctx.cache.get(lastKey)?.record;
       if (lastKey === undefined) reasons = ['no previous record'];
       else if (lastKey === key) reasons = ['cache entry missing or corrupt'];
       else if (!previous) reasons = ['previous record missing or corrupt'];
       else {
-        reasons = explainChange(previous.record, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
+        reasons = explainChange(previous, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
         if (reasons.length === 0) reasons = ['key changed'];
       }
     }
     if (reasons.length > MAX_REASONS) {
       reasons = [...reasons.slice(0, MAX_REASONS - 1), `and ${reasons.length - MAX_REASONS + 1} more changes`];
     }
-    const planned: PlannedNode = { node, key, record, status, reasons, cached: status === 'cached' ? entry : undefined };
+    const planned: PlannedNode = { node, key, record, recordText, status, reasons, cached: status === 'cached' ? entry : undefined };
     byId.set(id, planned);
     nodes.push(planned);
   }

@@ -5,7 +5,7 @@
  * the bytes its name promises; `verify` re-reads to prove it.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { tempPathFor, writeFileAtomic } from './atomic.js';
@@ -32,6 +32,15 @@ export class ContentStore {
       return existsSync(this.pathOf(digest));
     } catch {
       return false;
+    }
+  }
+
+  /** Digests of every blob present (one directory listing). */
+  digests(): Set<string> {
+    try {
+      return new Set(readdirSync(path.join(this.dir, 'sha256')).filter((n) => /^[a-f0-9]{64}$/.test(n)).map((n) => `sha256:${n}`));
+    } catch {
+      return new Set();
     }
   }
 

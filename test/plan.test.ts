@@ -128,22 +128,33 @@ test('a no-op plan reads no file bytes; touching a file without changing it re-h
   assert.equal(toRun(touched), {});
 });
 
-test('a torn or edited cache entry is a miss, never served', async () => {
+test('a torn or edited cache entry or log line is a miss, never served', async () => {
   const dir = workspace(SMALL_ZOO);
   await runEngine(dir, new FakeRunner());
   const p = plan(dir);
   const key = p.byId.get('build:base' as never)?.key as string;
-  const file = path.join(dir, '.graph', 'ac', key.slice(0, 2), key);
-  const whole = readFileSync(file, 'utf8');
-  writeFileSync(file, whole.slice(0, whole.length / 2));
-  assert.equal(toRun(plan(dir))['build:base'], ['cache entry missing or corrupt']);
-  // Valid JSON, edited: the record or the result no longer matches its digest.
+  const entryFile = path.join(dir, '.graph', 'ac', key.slice(0, 2), key);
+  const logFile = path.join(dir, '.graph', 'actions.log');
+  const entry = readFileSync(entryFile, 'utf8');
+  const log = readFileSync(logFile, 'utf8');
+  const line = log.split('\n').find((l) => l.includes('"id":"build:base"')) as string;
+
+  // The log line serves a node whose key is unchanged, even with its entry file torn.
+  writeFileSync(entryFile, entry.slice(0, entry.length / 2));
+  assert.equal(toRun(plan(dir)), {});
+  // An edited log line fails its digest; the intact entry file still serves.
+  writeFileSync(entryFile, entry);
+  writeFileSync(logFile, log.replace(line, line.replace('"duration_ms":', '"duration_ms":1')));
+  assert.equal(toRun(plan(dir)), {});
+  // Both gone bad: a miss.
   for (const [from, to] of [['"tool":"graph-debian/1"', '"tool":"graph-debian/2"'], ['"duration_ms":', '"duration_ms":1']]) {
-    assert.ok(whole.includes(from));
-    writeFileSync(file, whole.replace(from, to));
-    assert.equal(toRun(plan(dir))['build:base'], ['cache entry missing or corrupt']);
+    assert.ok(entry.includes(from));
+    writeFileSync(entryFile, entry.replace(from, to));
+    assert.equal(toRun(plan(dir))['build:base'], ['no previous record']);
   }
-  writeFileSync(file, whole);
+  // A torn last log line (a crash mid-append) is skipped; earlier lines still count.
+  writeFileSync(entryFile, entry);
+  writeFileSync(logFile, `${log}0123abc`);
   assert.equal(toRun(plan(dir)), {});
 });
 
@@ -161,6 +172,14 @@ test('a key is the SHA-256 of the canonical record, independent of key order', (
   assert.is(canonicalJson(a), canonicalJson(b));
   assert.is(keyOf(a), keyOf(b));
   assert.is(keyOf(a), createHash('sha256').update(canonicalJson(a)).digest('hex'));
+});
+
+test("the keyer's assembled record text is the canonical JSON of its record", () => {
+  const p = plan(workspace(SMALL_ZOO), { SOURCE_DATE_EPOCH: '0' });
+  for (const n of p.nodes) {
+    assert.is(n.recordText, canonicalJson(n.record));
+    assert.is(n.key, keyOf(n.record));
+  }
 });
 
 test('plan --format json matches the golden file', () => {
