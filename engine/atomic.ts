@@ -17,10 +17,16 @@ export function tempPathFor(target: string): string {
  * @throws the fs error if the write or rename fails; the temp file is removed first.
  */
 export function writeFileAtomic(target: string, data: string | Uint8Array): void {
-  mkdirSync(path.dirname(target), { recursive: true });
   const tmp = tempPathFor(target);
   try {
-    writeFileSync(tmp, data);
+    try {
+      writeFileSync(tmp, data);
+    } catch (e) {
+      // The directory is usually there; create it only when it is not (saves a syscall per write).
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      mkdirSync(path.dirname(target), { recursive: true });
+      writeFileSync(tmp, data);
+    }
     renameSync(tmp, target);
   } catch (e) {
     rmSync(tmp, { force: true });

@@ -17,7 +17,7 @@
  *   (atomic rename) to one line per node when it has grown past twice that.
  */
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from './atomic.js';
 import type { KeyRecord } from './key.js';
@@ -176,7 +176,6 @@ export class ActionCache {
     if (sha256(recordLine) !== key) throw new Error(`internal error: record of ${id} does not hash to its key`);
     const resultLine = JSON.stringify({ format: FORMAT, id, ...result });
     writeFileAtomic(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
-    mkdirSync(this.dir, { recursive: true });
     appendFileSync(this.logPath, logLine(key, resultLine));
     this.index?.set(id, { key, resultLine });
   }

@@ -150,6 +150,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     if (n === 0) makeReady(p);
   }
 
+  mkdirSync(path.join(options.stateDir, 'logs'), { recursive: true });
   const running = new Map<NodeId, AbortController>();
   const kindRunning = new Map<string, number>();
   const tokensFree = new Map(Object.entries(options.resources));
@@ -217,10 +218,8 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     const { node } = p;
     const rule = plan.graph.rules.get(node.kind);
     const logPath = path.join(options.stateDir, 'logs', logFileName(node.id));
-    mkdirSync(path.dirname(logPath), { recursive: true });
     writeFileSync(logPath, `# ${node.id}\n# key ${p.key}\n# why: ${p.reasons.join('; ')}\n`);
-    const tmpDir = path.join(options.stateDir, 'tmp', `${process.pid}-${randomBytes(6).toString('hex')}`);
-    mkdirSync(tmpDir, { recursive: true });
+    let tmpDir: string | undefined;
     options.emit({ type: 'node-start', id: node.id, kind: node.kind, log: logPath });
     const t0 = now();
     const signals = [controller.signal];
@@ -235,7 +234,13 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       runner: options.runner,
       store: options.store,
       deps,
-      tmpDir,
+      scratchDir: () => {
+        if (!tmpDir) {
+          tmpDir = path.join(options.stateDir, 'tmp', `${process.pid}-${randomBytes(6).toString('hex')}`);
+          mkdirSync(tmpDir, { recursive: true });
+        }
+        return tmpDir;
+      },
     };
     try {
       if (!rule) throw new Error(`no rule for node kind '${node.kind}'`);
@@ -255,7 +260,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       appendFileSync(logPath, `\n# failed: ${why}\n`);
       return { id: node.id, kind: node.kind, status: 'failed', duration_ms, reasons: [why], log: logPath };
     } finally {
-      rmSync(tmpDir, { recursive: true, force: true });
+      if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
     }
   };
 

@@ -74,8 +74,9 @@ export interface ExecContext {
   readonly store: ContentStore;
   /** Outputs of this node's dependencies (all succeeded), by node id. */
   readonly deps: ReadonlyMap<NodeId, NodeOutputs>;
-  /** Absolute path of a scratch directory private to this run of this node, removed afterwards. */
-  readonly tmpDir: string;
+  /** Absolute path of a scratch directory private to this run of this node: created on the first
+   * call, removed when the node ends. */
+  scratchDir(): string;
 }
 
 /** A node kind. */
