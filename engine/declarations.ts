@@ -63,7 +63,9 @@ export interface ModelDecl {
 
 export interface TestDecl {
   readonly command: readonly string[];
+  /** Directory mounted at /input; may contain `{model}` and vars (see `substituteVars`). */
   readonly inputs?: string;
+  /** Directory of expected outputs; may contain `{model}` and vars. */
   readonly expect?: string;
   readonly runtimes: readonly Runtime[];
   /** Milliseconds. */
@@ -105,3 +107,17 @@ export interface Declarations {
 
 /** Default per-test time limit when `test.timeout` is absent: 30 minutes. */
 export const DEFAULT_TEST_TIMEOUT_MS = 30 * 60 * 1000;
+
+/** The models of a group that are tested: all, or the first N by name. */
+export function sampledModels(group: GroupDecl): readonly ModelDecl[] {
+  const sample = group.test?.sample ?? 'all';
+  return sample === 'all' ? group.models : group.models.slice(0, sample);
+}
+
+/**
+ * Substitute `{model}` and the model's vars into a test command argument or a test path
+ * (`expect: tests/expect/{model}`); unknown names stay as written.
+ */
+export function substituteVars(text: string, model: ModelDecl): string {
+  return text.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (all, name: string) => (name === 'model' ? model.name : (model.vars[name] ?? all)));
+}

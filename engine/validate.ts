@@ -12,6 +12,8 @@ import path from 'node:path';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import {
   DEFAULT_TEST_TIMEOUT_MS,
+  sampledModels,
+  substituteVars,
   type BaseImage,
   type Declarations,
   type GroupDecl,
@@ -265,9 +267,14 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
         sample: (rawTest.sample as 'all' | number | undefined) ?? 'all',
       };
       for (const key of ['inputs', 'expect'] as const) {
-        const dir = test[key];
-        if (dir !== undefined && !inputExists(root, { kind: 'dir', path: dir })) {
-          diagnostics.push({ code: 'missing-file', message: `test ${key} directory '${dir}' does not exist`, span: at(['test', key]) });
+        const pattern = test[key];
+        if (pattern === undefined) continue;
+        // With {model} in the path each sampled model has its own directory; report the first missing.
+        const sampled = sampledModels({ name, image, sif, models, test, at });
+        const missing = [...new Set(sampled.map((m) => substituteVars(pattern, m)))].filter((dir) => !inputExists(root, { kind: 'dir', path: dir }));
+        if (missing.length) {
+          const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : '';
+          diagnostics.push({ code: 'missing-file', message: `test ${key} directory '${missing[0]}' does not exist${more}`, span: at(['test', key]) });
         }
       }
       for (const [token, amount] of Object.entries(resources)) {

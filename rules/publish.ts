@@ -4,11 +4,11 @@
  * on every test of every model that runs in the image: an image whose tests fail is never
  * published. The pusher arrives with the publish rule's issue.
  */
-import type { Declarations } from '../engine/declarations.js';
+import { sampledModels, type Declarations } from '../engine/declarations.js';
 import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { buildId } from './build.js';
 import { convertId } from './convert.js';
-import { sampledModels, testId } from './test.js';
+import { testId } from './test.js';
 
 /** Node id of an image's publication. */
 export const publishId = (image: string) => `publish:${image}` as NodeId;

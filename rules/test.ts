@@ -3,7 +3,7 @@
  * (the unpacked image) or the `sif` runtime (the SIF's partition). One node per sampled model and
  * runtime. The runtime backends arrive with the test rule's issue.
  */
-import type { Declarations, GroupDecl, ModelDecl, Runtime } from '../engine/declarations.js';
+import { sampledModels, substituteVars, type Declarations, type Runtime } from '../engine/declarations.js';
 import type { InputSpec } from '../engine/files.js';
 import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { buildId } from './build.js';
@@ -12,17 +12,6 @@ import { convertId } from './convert.js';
 /** Node id of one model's test in one runtime. */
 export const testId = (group: string, model: string, runtime: Runtime) => `test:${group}/${model}@${runtime}` as NodeId;
 
-/** The models of a group that are tested: all, or the first N by name. */
-export function sampledModels(group: GroupDecl): readonly ModelDecl[] {
-  const sample = group.test?.sample ?? 'all';
-  return sample === 'all' ? group.models : group.models.slice(0, sample);
-}
-
-/** Substitute `{model}` and the model's vars into each argument; unknown names stay as written. */
-export function substitute(command: readonly string[], model: ModelDecl): string[] {
-  const vars: Record<string, string> = { ...model.vars, model: model.name };
-  return command.map((arg) => arg.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (all, name: string) => vars[name] ?? all));
-}
 
 export const testRule: Rule = {
   kind: 'test',
@@ -32,10 +21,12 @@ export const testRule: Rule = {
     for (const group of decls.groups.values()) {
       const test = group.test;
       if (!test) continue;
-      const inputs: InputSpec[] = [];
-      if (test.inputs) inputs.push({ kind: 'dir', path: test.inputs });
-      if (test.expect) inputs.push({ kind: 'dir', path: test.expect });
       for (const model of sampledModels(group)) {
+        const inputsDir = test.inputs === undefined ? undefined : substituteVars(test.inputs, model);
+        const expectDir = test.expect === undefined ? undefined : substituteVars(test.expect, model);
+        const inputs: InputSpec[] = [];
+        if (inputsDir) inputs.push({ kind: 'dir', path: inputsDir });
+        if (expectDir) inputs.push({ kind: 'dir', path: expectDir });
         for (const runtime of test.runtimes) {
           const runsIn = runtime === 'oci' ? group.image : group.sif;
           nodes.push({
@@ -45,9 +36,9 @@ export const testRule: Rule = {
             decl: {
               image: runsIn,
               runtime,
-              command: substitute(test.command, model),
-              inputs: test.inputs ?? null,
-              expect: test.expect ?? null,
+              command: test.command.map((arg) => substituteVars(arg, model)),
+              inputs: inputsDir ?? null,
+              expect: expectDir ?? null,
               timeout_ms: test.timeoutMs,
             },
             inputs,
