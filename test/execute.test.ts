@@ -147,4 +147,12 @@ test('events: one finish per node, and run-finish last', async () => {
   assert.equal(run.events[run.events.length - 1].type, 'run-finish');
 });
 
+test('two processes building one workspace at once leave a valid cache', async () => {
+  const dir = workspace(wideZoo(6));
+  const [a, b] = await Promise.all([runEngine(dir, new FakeRunner()), runEngine(dir, new FakeRunner())]);
+  assert.is(a.summary.counts.failed + b.summary.counts.failed, 0);
+  const third = await runEngine(dir, new FakeRunner());
+  assert.equal(third.summary.counts, { ran: 0, cached: 18, failed: 0, skipped: 0 });
+});
+
 test.run();

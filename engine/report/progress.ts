@@ -17,6 +17,8 @@ export interface ProgressOptions {
   readonly columns?: number;
   /** Workspace root, to show log paths relative to it. */
   readonly root: string;
+  /** Milliseconds clock for redraw throttling (injectable for tests). */
+  readonly now?: () => number;
 }
 
 /** Redraws of the live line at most this often (ms). */
@@ -40,7 +42,7 @@ export function progressReporter(options: ProgressOptions): EventSink {
   };
   const draw = (force = false) => {
     if (!options.live) return;
-    const t = Date.now();
+    const t = (options.now ?? Date.now)();
     if (!force && t - lastDraw < REDRAW_MS) return;
     lastDraw = t;
     const head = `[${done + cached + failed + skipped}/${total}] running ${running.size} · done ${done} · cached ${cached} · failed ${failed}`;
