@@ -1,10 +1,11 @@
 /** The `graph` binary end to end in temp workspaces (and a temp git repository). */
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { graph, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
+import { FakeRunner, graph, runEngine, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
 
 const test = suite('cli');
 
@@ -116,6 +117,18 @@ test('build: exit 1 on a failed node, reports written, dependents skipped, exit 
   assert.is(graph(dir, 'build', '--jobs', '0').code, 2);
   assert.is(graph(dir, 'build', '--limit', 'bogus=2').code, 2);
   assert.is(graph(dir, 'build', '--keep-going', '--fail-fast').code, 2);
+});
+
+test('build: everything cached is exit 0, a one-line summary, and the outputs in the report', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  const r = graph(dir, 'build', '--report', 'report.json');
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^0 to run, 9 cached, 9 nodes; jobs \d+\nok: 0 ran, 9 cached, 0 failed, 0 skipped in \d+ms\n$/);
+  const report = JSON.parse(readFileSync(path.join(dir, 'report.json'), 'utf8'));
+  assert.equal(report.summary, { ran: 0, cached: 9, failed: 0, skipped: 0, duration_ms: report.summary.duration_ms, interrupted: false });
+  const node = report.nodes.find((n: { id: string }) => n.id === 'convert:pwm');
+  assert.equal(node.outputs, { digest: `sha256:${createHash('sha256').update('output of convert:pwm').digest('hex')}` });
 });
 
 test('--changed-since: exactly the nodes a file or a declaration change affects', () => {

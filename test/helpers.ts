@@ -40,7 +40,9 @@ export function writeFiles(dir: string, files: Record<string, string>): void {
 
 /** Run `graph ARGS` in `cwd`; never throws. */
 export function graph(cwd: string, ...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env: { ...process.env, CI: 'true' } });
+  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' };
+  delete env.SOURCE_DATE_EPOCH; // in-process runs key with an empty environment; match them
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
