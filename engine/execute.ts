@@ -233,6 +233,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       log: { path: logPath, write: (text) => appendFileSync(logPath, text) },
       runner: options.runner,
       store: options.store,
+      outDir: path.join(options.stateDir, 'out'),
       deps,
       scratchDir: () => {
         if (!tmpDir) {

@@ -82,6 +82,20 @@ function walk(root: string, dir: string, ignore: Dockerignore | undefined): stri
 }
 
 /**
+ * What a glob (or a plain path) matches, workspace-relative, sorted, directories not expanded;
+ * for copying with Dockerfile COPY semantics.
+ */
+export function matchPaths(root: string, pattern: string): string[] {
+  if (!fg.isDynamicPattern(pattern)) return inputExists(root, { kind: 'file', path: pattern }) || inputExists(root, { kind: 'dir', path: pattern }) ? [path.posix.normalize(pattern)] : [];
+  return fg.sync(pattern, { cwd: root, dot: true, onlyFiles: false, followSymbolicLinks: false }).sort();
+}
+
+/** Whether a copy source is a glob (several matches land in a directory). */
+export function isGlob(pattern: string): boolean {
+  return fg.isDynamicPattern(pattern);
+}
+
+/**
  * Expand input specs into the sorted, de-duplicated list of workspace-relative files they cover.
  * Missing inputs expand to nothing (validation reports them earlier).
  */

@@ -74,6 +74,8 @@ export interface ExecContext {
   readonly store: ContentStore;
   /** Outputs of this node's dependencies (all succeeded), by node id. */
   readonly deps: ReadonlyMap<NodeId, NodeOutputs>;
+  /** Absolute directory where rules keep user-visible outputs (`.graph/out`): image layouts, SIFs. */
+  readonly outDir: string;
   /** Absolute path of a scratch directory private to this run of this node: created on the first
    * call, removed when the node ends. */
   scratchDir(): string;

@@ -1,12 +1,16 @@
 /**
  * build:IMAGE — produces an OCI image (image spec v1.1) from one of three recipes: `layers:`
  * (the embedded daemonless builder), `debian:` (a base from Debian packages) or `dockerfile:`
- * (an external builder). This module declares the nodes and their key inputs; the builders that
- * execute them arrive with the build rule's own issue.
+ * (an external builder). Outputs (in the `--report` JSON): `manifest` (digest), `config`,
+ * `layers` (digests), `layout` (an OCI image layout directory, workspace-relative) and its `tag`.
  */
-import type { BaseImage, Declarations, ImageDecl } from '../engine/declarations.js';
-import type { InputSpec } from '../engine/files.js';
-import { NodeFailure, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import path from 'node:path';
+import type { BaseImage, Declarations, ImageDecl, LayerCopy } from '../engine/declarations.js';
+import { isGlob, matchPaths, type InputSpec } from '../engine/files.js';
+import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, type NodeOutputs, type Rule } from '../engine/rule.js';
+import { composeImage, imageBlobs, loadImage, type ConfigChanges, type StoredImage } from './oci/image.js';
+import { entriesForCopy, writeLayer, type LayerEntry } from './oci/layer.js';
+import { importLayout, writeLayout } from './oci/layout.js';
 
 /** Node id of an image's build. */
 export const buildId = (image: string) => `build:${image}` as NodeId;
@@ -42,21 +46,79 @@ function inputsOf(image: ImageDecl): InputSpec[] {
 
 const tools = { layers: 'graph-layers/1', debian: 'graph-debian/1', dockerfile: 'dockerfile-builder:auto' } as const;
 
+/** Seconds since the epoch for layer times and config dates: SOURCE_DATE_EPOCH, else 0. */
+export function sourceDateEpoch(): number {
+  const v = Number(process.env.SOURCE_DATE_EPOCH ?? 0);
+  return Number.isFinite(v) && v >= 0 ? Math.floor(v) : 0;
+}
+
+/** The base image of a build, loaded into the store (undefined for scratch and Debian bases). */
+async function resolveBase(image: ImageDecl, ctx: ExecContext): Promise<StoredImage | undefined> {
+  const from = image.from;
+  if (!from || from.kind === 'scratch') return undefined;
+  if (from.kind === 'image') {
+    const dep = ctx.deps.get(buildId(from.name));
+    const manifest = dep?.outputs.manifest;
+    if (typeof manifest !== 'string') throw new NodeFailure(`base image '${from.name}' has no manifest output`);
+    return loadImage(ctx.store, manifest);
+  }
+  if (from.kind === 'oci-layout') return importLayout(ctx.store, path.join(ctx.decls.root, from.dir), from.tag);
+  throw new NodeFailure(`pulling base image '${from.ref}' from a registry is not implemented yet`);
+}
+
+/**
+ * The `layers:` recipe's entries, with Dockerfile COPY semantics: a glob's matches, or any source
+ * copied to a destination ending in '/', land in that directory under their own names; a single
+ * file or directory otherwise lands at the destination itself (a directory's contents under it).
+ */
+export function layerEntries(root: string, copies: readonly LayerCopy[]): LayerEntry[] {
+  const entries: LayerEntry[] = [];
+  for (const c of copies) {
+    const matches = matchPaths(root, c.copy);
+    if (!matches.length) throw new NodeFailure(`layers: '${c.copy}' matches no file`);
+    const intoDir = isGlob(c.copy) || c.to.endsWith('/');
+    for (const m of matches) {
+      const dest = intoDir ? path.posix.join(c.to, path.posix.basename(m)) : c.to;
+      entries.push(...entriesForCopy(path.join(root, m), dest, c.mode));
+    }
+  }
+  return entries;
+}
+
+function configChanges(image: ImageDecl): ConfigChanges {
+  return { env: image.env, entrypoint: image.entrypoint, cmd: image.cmd, workdir: image.workdir, labels: image.labels };
+}
+
+/** Store the image as an OCI image layout under `.graph/out/oci/NAME` and describe it. */
+function imageOutputs(ctx: ExecContext, name: string, image: StoredImage): NodeOutputs {
+  const layout = path.join(ctx.outDir, 'oci', name);
+  writeLayout(ctx.store, layout, [{ tag: 'latest', image }]);
+  return {
+    outputs: {
+      manifest: image.manifestDescriptor.digest,
+      config: image.manifest.config.digest,
+      layers: image.manifest.layers.map((l) => l.digest),
+      layout: path.relative(ctx.decls.root, layout),
+      tag: 'latest',
+    },
+    artifacts: imageBlobs(image),
+  };
+}
+
 export const buildRule: Rule = {
   kind: 'build',
   version: 1,
   expand(decls: Declarations): NodeDef[] {
     return [...decls.images.values()].map((image) => {
       const deps = image.from?.kind === 'image' ? [{ id: buildId(image.from.name), at: () => image.at(['from']) }] : [];
-      const { at: _at, name: _name, convert: _convert, publish: _publish, ...rest } = image;
       const decl = {
         from: baseDecl(image.from),
-        recipe: rest.recipe as unknown as Json,
-        env: rest.env,
-        entrypoint: (rest.entrypoint as Json) ?? null,
-        cmd: (rest.cmd as Json) ?? null,
-        workdir: rest.workdir ?? null,
-        labels: rest.labels,
+        recipe: image.recipe as unknown as Json,
+        env: image.env,
+        entrypoint: (image.entrypoint as Json) ?? null,
+        cmd: (image.cmd as Json) ?? null,
+        workdir: image.workdir ?? null,
+        labels: image.labels,
       };
       return {
         id: buildId(image.name),
@@ -72,7 +134,23 @@ export const buildRule: Rule = {
       };
     });
   },
-  async execute() {
-    throw new NodeFailure(`building images is not implemented yet (the build rule lands with issue #3)`);
+  async execute(node, ctx) {
+    const name = node.image as string;
+    const image = ctx.decls.images.get(name) as ImageDecl;
+    const recipe = image.recipe;
+    const epoch = sourceDateEpoch();
+    if (recipe.kind === 'layers') {
+      const base = await resolveBase(image, ctx);
+      const entries = layerEntries(ctx.decls.root, recipe.layers);
+      ctx.log.write(`layers: ${entries.length} entries from ${recipe.layers.map((l) => l.copy).join(', ')}\n`);
+      const blob = await writeLayer(entries, ctx.store, { mtime: epoch, signal: ctx.signal });
+      ctx.log.write(`layer ${blob.digest} (${blob.size} bytes), diff_id ${blob.diffId}\n`);
+      const createdBy = `graph layers: ${recipe.layers.map((l) => `${l.copy} -> ${l.to}`).join(', ')}`;
+      const built = composeImage(ctx.store, base, [{ descriptor: blob, diffId: blob.diffId, createdBy }], configChanges(image), epoch);
+      ctx.log.write(`image ${built.manifestDescriptor.digest}\n`);
+      return imageOutputs(ctx, name, built);
+    }
+    if (recipe.kind === 'debian') throw new NodeFailure('the debian recipe is not implemented yet');
+    throw new NodeFailure('the dockerfile recipe is not implemented yet');
   },
 };

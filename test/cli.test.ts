@@ -96,24 +96,32 @@ test('-C DIR works from anywhere; validate counts', () => {
 });
 
 test('build: exit 1 on a failed node, reports written, dependents skipped, exit codes for usage', () => {
-  const dir = workspace(SMALL_ZOO);
+  // A base directory that is not an OCI image layout: the build fails at run time.
+  const dir = workspace({
+    'not-a-layout/readme.txt': 'nothing here',
+    'f.txt': 'x',
+    'images.yaml': 'version: 1\nimages:\n  base:\n    from: oci-layout:not-a-layout\n    layers: [{copy: f.txt, to: /f}]\n',
+  });
   const r = graph(dir, 'build', 'image:base', '--report', 'out/report.json', '--junit', 'out/junit.xml');
   assert.is(r.code, 1);
   assert.match(r.stderr, 'FAILED: 0 ran, 0 cached, 1 failed, 1 skipped');
   assert.match(r.stderr, 'log: .graph/logs/build:base.log');
+  const why = `OCI image layout ${path.join(dir, 'not-a-layout')}: cannot read ${path.join(dir, 'not-a-layout', 'oci-layout')}: ENOENT: no such file or directory, open '${path.join(dir, 'not-a-layout', 'oci-layout')}'`;
   const report = JSON.parse(readFileSync(path.join(dir, 'out/report.json'), 'utf8'));
   assert.equal(
     report.nodes.map((n: { id: string; status: string; reasons: string[] }) => [n.id, n.status, n.reasons[0]]),
     [
-      ['build:base', 'failed', 'building images is not implemented yet (the build rule lands with issue #3)'],
+      ['build:base', 'failed', why],
       ['publish:base', 'skipped', 'dependency build:base failed'],
     ],
   );
   assert.equal(Object.keys(report.nodes[0]), ['id', 'kind', 'status', 'duration_ms', 'reasons', 'outputs', 'log']);
+  assert.match(readFileSync(path.join(dir, '.graph/logs/build:base.log'), 'utf8'), `# failed: ${why}`);
   const junit = readFileSync(path.join(dir, 'out/junit.xml'), 'utf8');
   assert.match(junit, '<testcase classname="build" name="build:base"');
-  assert.match(junit, '<failure message="building images is not implemented yet');
+  assert.match(junit, '<failure message="OCI image layout ');
   assert.match(junit, '<skipped message="dependency build:base failed"/>');
+  assert.not.ok(existsSync(path.join(dir, '.graph/out/oci/base')), 'nothing half-written');
   assert.is(graph(dir, 'build', '--jobs', '0').code, 2);
   assert.is(graph(dir, 'build', '--limit', 'bogus=2').code, 2);
   assert.is(graph(dir, 'build', '--keep-going', '--fail-fast').code, 2);

@@ -1,0 +1,191 @@
+/**
+ * Image layers: deterministic gzip-compressed tar archives (OCI image spec v1.1, "Image Layer
+ * Filesystem Changeset", media type `application/vnd.oci.image.layer.v1.tar+gzip`).
+ *
+ * Determinism: entries sorted by path, parents before children; every parent directory present;
+ * mtime from SOURCE_DATE_EPOCH (or 0); uid/gid 0 and empty user/group names; modes normalized
+ * (directories 0755, files 0644 or 0755 when executable, unless declared). The same inputs give
+ * the same bytes, hence the same digests, on any machine with the same zlib (gzip header mtime 0).
+ *
+ * The layer's diff_id (SHA-256 of the uncompressed tar, for the config's rootfs) and its digest
+ * (SHA-256 of the compressed blob, for the manifest) are computed in one streaming pass while the
+ * blob is written into the content-addressed store.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, lstatSync, readdirSync, readlinkSync, renameSync, rmSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import tar from 'tar-stream';
+import { tempPathFor } from '../../engine/atomic.js';
+import type { ContentStore } from '../../engine/store.js';
+
+export const MEDIA_TYPE_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
+export const MEDIA_TYPE_LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';
+
+/** One entry of a layer. `path` is relative to the image root, POSIX, no leading '/'. */
+export type LayerEntry =
+  | { readonly type: 'file'; readonly path: string; readonly mode: number; readonly source: string; readonly size: number }
+  | { readonly type: 'data'; readonly path: string; readonly mode: number; readonly data: Buffer }
+  | { readonly type: 'directory'; readonly path: string; readonly mode: number }
+  | { readonly type: 'symlink'; readonly path: string; readonly target: string };
+
+/** A layer written into the store. */
+export interface LayerBlob {
+  readonly mediaType: string;
+  /** `sha256:<hex>` of the compressed blob (the manifest's layer descriptor). */
+  readonly digest: string;
+  /** Size of the compressed blob in bytes. */
+  readonly size: number;
+  /** `sha256:<hex>` of the uncompressed tar (the config's rootfs.diff_ids). */
+  readonly diffId: string;
+}
+
+/** Thrown for a layer entry that cannot be placed in an image (bad path, unreadable source). */
+export class LayerError extends Error {}
+
+/** Normalize an in-image path: absolute or relative in, relative POSIX out; rejects `..`. */
+export function imagePath(p: string): string {
+  const norm = path.posix.normalize(`/${p}`).slice(1);
+  if (norm.split('/').includes('..')) throw new LayerError(`path '${p}' leaves the image root`);
+  return norm.replace(/\/$/, '');
+}
+
+/**
+ * Entries for copying `source` (a file, symlink or directory tree) to `dest` in the image.
+ * @param mode for files: the declared mode, or undefined for 0755 if any execute bit is set, else
+ *   0644. Directories are 0755.
+ * @throws LayerError when `source` does not exist.
+ */
+export function entriesForCopy(source: string, dest: string, mode?: number): LayerEntry[] {
+  const out: LayerEntry[] = [];
+  const visit = (abs: string, rel: string) => {
+    let st;
+    try {
+      st = lstatSync(abs);
+    } catch {
+      throw new LayerError(`cannot read '${abs}'`);
+    }
+    if (st.isSymbolicLink()) out.push({ type: 'symlink', path: rel, target: readlinkSync(abs) });
+    else if (st.isDirectory()) {
+      if (rel) out.push({ type: 'directory', path: rel, mode: 0o755 });
+      for (const name of readdirSync(abs).sort()) visit(path.join(abs, name), rel ? `${rel}/${name}` : name);
+    } else if (st.isFile()) {
+      out.push({ type: 'file', path: rel, mode: mode ?? (st.mode & 0o111 ? 0o755 : 0o644), source: abs, size: st.size });
+    }
+    // sockets, fifos and devices are not copied into images
+  };
+  visit(source, imagePath(dest));
+  return out;
+}
+
+/**
+ * Sort entries (parents first), add missing parent directories (0755), and let a later entry for
+ * the same path replace an earlier one (the last copy wins, as in a Dockerfile).
+ */
+export function normalizeEntries(entries: readonly LayerEntry[]): LayerEntry[] {
+  const byPath = new Map<string, LayerEntry>();
+  for (const e of entries) {
+    if (!e.path) continue; // the root itself
+    const p = imagePath(e.path);
+    byPath.set(p, { ...e, path: p });
+    for (let dir = path.posix.dirname(p); dir !== '.' && !byPath.has(dir); dir = path.posix.dirname(dir)) {
+      byPath.set(dir, { type: 'directory', path: dir, mode: 0o755 });
+    }
+  }
+  // Byte order of the path components, so a directory comes right before its contents.
+  return [...byPath.values()].sort((a, b) => comparePaths(a.path, b.path));
+}
+
+function comparePaths(a: string, b: string): number {
+  const pa = a.split('/');
+  const pb = b.split('/');
+  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
+    if (pa[i] !== pb[i]) return pa[i] < pb[i] ? -1 : 1;
+  }
+  return pa.length - pb.length;
+}
+
+type TarHeader = Partial<tar.Header> & { name: string };
+
+/** A transform that hashes and counts what passes through. */
+class Digester extends Transform {
+  private readonly hash = createHash('sha256');
+  size = 0;
+  _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.hash.update(chunk);
+    this.size += chunk.length;
+    done(null, chunk);
+  }
+  digest(): string {
+    return `sha256:${this.hash.digest('hex')}`;
+  }
+}
+
+export interface WriteLayerOptions {
+  /** Seconds since the epoch for every entry's mtime (SOURCE_DATE_EPOCH); default 0. */
+  readonly mtime?: number;
+  /** gzip level, 1–9; default 6 (as `gzip -6`). */
+  readonly level?: number;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Write entries as a gzip-compressed tar layer into the store.
+ * @returns the layer's media type, digest, size and diff_id.
+ * @throws LayerError for unsafe paths; fs errors for unreadable sources. Nothing is left in the
+ *   store on failure (the blob is renamed into place only when complete).
+ */
+export async function writeLayer(entries: readonly LayerEntry[], store: ContentStore, options: WriteLayerOptions = {}): Promise<LayerBlob> {
+  const mtime = new Date((options.mtime ?? 0) * 1000);
+  const pack = tar.pack();
+  const uncompressed = new Digester();
+  const compressed = new Digester();
+  const blobDir = path.join(store.dir, 'sha256');
+  mkdirSync(blobDir, { recursive: true });
+  const tmp = tempPathFor(path.join(blobDir, 'layer'));
+  const header = { uid: 0, gid: 0, uname: '', gname: '', mtime };
+
+  const feed = (async () => {
+    for (const e of normalizeEntries(entries)) {
+      options.signal?.throwIfAborted();
+      if (e.type === 'directory') await addEntry(pack, { ...header, name: `${e.path}/`, type: 'directory', mode: e.mode });
+      else if (e.type === 'symlink') await addEntry(pack, { ...header, name: e.path, type: 'symlink', linkname: e.target, mode: 0o777 });
+      else if (e.type === 'data') await addEntry(pack, { ...header, name: e.path, type: 'file', mode: e.mode, size: e.data.length }, e.data);
+      else await addFile(pack, { ...header, name: e.path, type: 'file', mode: e.mode, size: e.size }, e.source);
+    }
+    pack.finalize();
+  })();
+  feed.catch((err) => pack.destroy(err));
+
+  try {
+    await Promise.all([
+      pipeline(pack, uncompressed, createGzip({ level: options.level ?? 6 }), compressed, createWriteStream(tmp), { signal: options.signal }),
+      feed,
+    ]);
+    const digest = compressed.digest();
+    renameSync(tmp, store.pathOf(digest));
+    return { mediaType: MEDIA_TYPE_LAYER_GZIP, digest, size: compressed.size, diffId: uncompressed.digest() };
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+function addEntry(pack: tar.Pack, header: TarHeader, data?: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    pack.entry(header, data ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+function addFile(pack: tar.Pack, header: TarHeader, source: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+    const src = createReadStream(source, { highWaterMark: 1 << 20 });
+    src.on('error', (err) => {
+      sink.destroy(err);
+      reject(err);
+    });
+    src.pipe(sink);
+  });
+}

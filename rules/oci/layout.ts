@@ -1,0 +1,125 @@
+/**
+ * OCI image layouts (image spec v1.1, `image-layout.md`): a directory with `oci-layout`,
+ * `index.json` and `blobs/sha256/<hex>`. graph writes one for every image it builds (so skopeo,
+ * umoci, buildah and podman can read it) and imports them as bases (`from: oci-layout:DIR[:TAG]`)
+ * or from external builders.
+ */
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { ContentStore } from '../../engine/store.js';
+import {
+  ImageError,
+  hostArchitecture,
+  imageBlobs,
+  loadImage,
+  MEDIA_TYPE_DOCKER_LIST,
+  MEDIA_TYPE_DOCKER_MANIFEST,
+  MEDIA_TYPE_INDEX,
+  MEDIA_TYPE_MANIFEST,
+  type Descriptor,
+  type StoredImage,
+} from './image.js';
+
+/** Annotation naming a manifest's tag in an image layout's index.json. */
+export const REF_NAME = 'org.opencontainers.image.ref.name';
+
+interface Index {
+  readonly schemaVersion: 2;
+  readonly mediaType?: string;
+  readonly manifests: readonly Descriptor[];
+}
+
+/**
+ * Write an image layout at `dir` holding `images` under their tags. Blobs are hard links into the
+ * store when it is on the same file system (else copies). The layout is assembled in a temp
+ * directory and renamed into place, replacing any previous one: readers never see half of it.
+ */
+export function writeLayout(store: ContentStore, dir: string, images: ReadonlyArray<{ tag: string; image: StoredImage }>): void {
+  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+  rmSync(tmp, { recursive: true, force: true });
+  const blobs = path.join(tmp, 'blobs', 'sha256');
+  mkdirSync(blobs, { recursive: true });
+  try {
+    for (const { image } of images) {
+      for (const digest of imageBlobs(image)) {
+        const target = path.join(blobs, digest.slice('sha256:'.length));
+        if (existsSync(target)) continue;
+        try {
+          linkSync(store.pathOf(digest), target);
+        } catch {
+          copyFileSync(store.pathOf(digest), target);
+        }
+      }
+    }
+    writeFileSync(path.join(tmp, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    const index: Index = {
+      schemaVersion: 2,
+      mediaType: MEDIA_TYPE_INDEX,
+      manifests: images.map(({ tag, image }) => ({ ...image.manifestDescriptor, annotations: { [REF_NAME]: tag } })),
+    };
+    writeFileSync(path.join(tmp, 'index.json'), JSON.stringify(index));
+    const old = `${dir}.old-${process.pid}-${Date.now()}`;
+    if (existsSync(dir)) renameSync(dir, old);
+    renameSync(tmp, dir);
+    rmSync(old, { recursive: true, force: true });
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+function readJson<T>(file: string, what: string): T {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as T;
+  } catch (e) {
+    throw new ImageError(`${what}: cannot read ${file}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Copy the image tagged `tag` (or the only image, when `tag` is undefined) from the layout at
+ * `dir` into the store, verifying every blob's digest, and load it. An image index is resolved to
+ * the manifest for this machine's architecture (linux).
+ * @throws ImageError naming the layout and what is wrong (no such tag, digest mismatch…).
+ */
+export async function importLayout(store: ContentStore, dir: string, tag?: string): Promise<StoredImage> {
+  const where = `OCI image layout ${dir}`;
+  const layout = readJson<{ imageLayoutVersion?: string }>(path.join(dir, 'oci-layout'), where);
+  if (!layout.imageLayoutVersion) throw new ImageError(`${where}: oci-layout has no imageLayoutVersion`);
+  const index = readJson<Index>(path.join(dir, 'index.json'), where);
+  const candidates = tag === undefined ? index.manifests : index.manifests.filter((m) => m.annotations?.[REF_NAME] === tag);
+  if (candidates.length !== 1) {
+    const tags = index.manifests.map((m) => m.annotations?.[REF_NAME]).filter(Boolean);
+    throw new ImageError(
+      tag === undefined
+        ? `${where} holds ${index.manifests.length} images: name one with oci-layout:DIR:TAG (tags: ${tags.join(', ') || 'none'})`
+        : `${where} has no image tagged '${tag}' (tags: ${tags.join(', ') || 'none'})`,
+    );
+  }
+  const blob = async (d: Descriptor) => {
+    const file = path.join(dir, 'blobs', ...d.digest.split(':'));
+    if (!existsSync(file)) throw new ImageError(`${where}: blob ${d.digest} is missing`);
+    try {
+      await store.putFile(file, d.digest);
+    } catch (e) {
+      throw new ImageError(`${where}: ${(e as Error).message}`);
+    }
+  };
+  let desc = candidates[0];
+  // An index (multi-platform image): pick linux on this machine's architecture.
+  while (desc.mediaType === MEDIA_TYPE_INDEX || desc.mediaType === MEDIA_TYPE_DOCKER_LIST) {
+    await blob(desc);
+    const nested = readJson<Index>(store.pathOf(desc.digest), where);
+    const arch = hostArchitecture();
+    const match = nested.manifests.find((m) => m.platform?.os === 'linux' && m.platform.architecture === arch);
+    if (!match) throw new ImageError(`${where}: no linux/${arch} image in index ${desc.digest}`);
+    desc = match;
+  }
+  if (desc.mediaType !== MEDIA_TYPE_MANIFEST && desc.mediaType !== MEDIA_TYPE_DOCKER_MANIFEST) {
+    throw new ImageError(`${where}: ${desc.digest} has media type ${desc.mediaType}, not an image manifest`);
+  }
+  await blob(desc);
+  const manifest = readJson<{ config: Descriptor; layers: Descriptor[] }>(store.pathOf(desc.digest), where);
+  for (const d of [manifest.config, ...manifest.layers]) await blob(d);
+  return loadImage(store, desc.digest);
+}

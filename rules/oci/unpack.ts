@@ -1,0 +1,203 @@
+/**
+ * Unpacking an image into a root filesystem directory: layers applied in order with OCI
+ * whiteouts (image spec v1.1 `layer.md`: `.wh.NAME` deletes NAME from lower layers,
+ * `.wh..wh..opq` empties a directory of lower-layer content).
+ *
+ * Unsafe entries are rejected with an error naming the layer and the entry: absolute paths,
+ * `..` components, hard links whose target leaves the root, relative symbolic links that climb
+ * out of the root, and device nodes when unprivileged (when privileged they are skipped: container
+ * runtimes provide /dev). Paths are resolved inside the root as a container would see them
+ * (symbolic links followed relative to the root, never to the host), so no entry can write
+ * outside `root`.
+ */
+import { chmodSync, createReadStream, createWriteStream, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import tar from 'tar-stream';
+import type { ContentStore } from '../../engine/store.js';
+import type { Descriptor, StoredImage } from './image.js';
+
+/** An entry that cannot be unpacked safely, or a layer that cannot be read. */
+export class UnpackError extends Error {}
+
+const WHITEOUT = '.wh.';
+const OPAQUE = '.wh..wh..opq';
+const MAX_LINKS = 40;
+
+export interface UnpackOptions {
+  /** Apply ownership and allow device nodes; default: running as root. */
+  readonly privileged?: boolean;
+  readonly signal?: AbortSignal;
+}
+
+/** Unpack every layer of `image` into `root` (created if missing). @throws UnpackError */
+export async function unpackImage(store: ContentStore, image: StoredImage, root: string, options: UnpackOptions = {}): Promise<void> {
+  mkdirSync(root, { recursive: true });
+  for (const layer of image.manifest.layers) {
+    await unpackLayer(createReadStream(store.pathOf(layer.digest)), layer, root, options);
+  }
+}
+
+/**
+ * Resolve `rel` (a path inside the image) to a host path under `root`, following symbolic links
+ * the way the container would: absolute targets start again at `root`, `..` stops at `root`.
+ * @param followLast whether a symbolic link in the last component is followed.
+ */
+export function resolveInRoot(root: string, rel: string, followLast: boolean): string {
+  let pending = rel.split('/').filter((c) => c && c !== '.');
+  const resolved: string[] = [];
+  let links = 0;
+  while (pending.length) {
+    const [part, ...rest] = pending;
+    pending = rest;
+    if (part === '..') {
+      resolved.pop();
+      continue;
+    }
+    const candidate = path.join(root, ...resolved, part);
+    let isLink = false;
+    try {
+      isLink = lstatSync(candidate).isSymbolicLink();
+    } catch {
+      // does not exist (yet): nothing to follow
+    }
+    if (isLink && (pending.length > 0 || followLast)) {
+      if (++links > MAX_LINKS) throw new UnpackError(`too many levels of symbolic links resolving '${rel}'`);
+      const target = readlinkSync(candidate);
+      if (target.startsWith('/')) resolved.length = 0;
+      pending = [...target.split('/').filter((c) => c && c !== '.'), ...pending];
+    } else {
+      resolved.push(part);
+    }
+  }
+  return path.join(root, ...resolved);
+}
+
+function entryName(raw: string, layer: string): string {
+  if (raw.startsWith('/')) throw new UnpackError(`layer ${layer}: entry '${raw}' has an absolute path`);
+  const parts = raw.split('/').filter((c) => c && c !== '.');
+  if (parts.includes('..')) throw new UnpackError(`layer ${layer}: entry '${raw}' contains '..'`);
+  return parts.join('/');
+}
+
+function removeAll(p: string): void {
+  rmSync(p, { recursive: true, force: true });
+}
+
+function existingType(p: string): 'dir' | 'other' | undefined {
+  try {
+    return lstatSync(p).isDirectory() ? 'dir' : 'other';
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Apply one layer (a tar stream, gzip-compressed when its media type says so) onto `root`.
+ * @throws UnpackError naming the layer digest and the entry for unsafe entries and unknown
+ *   compressions; nothing outside `root` is ever written.
+ */
+export async function unpackLayer(source: Readable, layer: Descriptor, root: string, options: UnpackOptions = {}): Promise<void> {
+  const privileged = options.privileged ?? process.getuid?.() === 0;
+  const id = layer.digest;
+  if (/zstd/.test(layer.mediaType)) throw new UnpackError(`layer ${id}: zstd-compressed layers are not supported (media type ${layer.mediaType})`);
+  const gzip = /gzip/.test(layer.mediaType);
+  const extract = tar.extract();
+  const written = new Set<string>();
+  const opaque: string[] = [];
+
+  const input = (gzip ? pipeline(source, createGunzip(), extract) : pipeline(source, extract)).catch((e: Error) => {
+    extract.destroy(e);
+    throw new UnpackError(`layer ${id}: ${e.message}`);
+  });
+
+  const apply = async () => {
+    for await (const entry of extract) {
+      options.signal?.throwIfAborted();
+      const h = entry.header;
+      const name = entryName(h.name, id);
+      if (!name) {
+        entry.resume();
+        continue;
+      }
+      const dir = path.posix.dirname(name) === '.' ? '' : path.posix.dirname(name);
+      const base = path.posix.basename(name);
+      const parent = resolveInRoot(root, dir, true);
+
+      if (base === OPAQUE) {
+        opaque.push(dir);
+        entry.resume();
+        continue;
+      }
+      if (base.startsWith(WHITEOUT)) {
+        removeAll(path.join(parent, base.slice(WHITEOUT.length)));
+        entry.resume();
+        continue;
+      }
+
+      mkdirSync(parent, { recursive: true });
+      const target = path.join(parent, base);
+      const kind = existingType(target);
+      if (h.type === 'directory') {
+        if (kind === 'other') removeAll(target);
+        if (kind !== 'dir') mkdirSync(target);
+        chmodSync(target, h.mode ?? 0o755);
+      } else if (h.type === 'file' || h.type === 'contiguous-file') {
+        if (kind) removeAll(target);
+        await pipeline(entry, createWriteStream(target, { mode: h.mode ?? 0o644 }));
+        chmodSync(target, h.mode ?? 0o644);
+      } else if (h.type === 'symlink') {
+        const link = h.linkname ?? '';
+        const climbed = path.posix.normalize(path.posix.join(dir || '.', link));
+        if (!link.startsWith('/') && (climbed === '..' || climbed.startsWith('../'))) {
+          throw new UnpackError(`layer ${id}: symbolic link '${name}' -> '${link}' leaves the image root`);
+        }
+        if (kind) removeAll(target);
+        symlinkSync(link, target);
+      } else if (h.type === 'link') {
+        const linkName = entryName(h.linkname ?? '', id);
+        const from = resolveInRoot(root, linkName, false);
+        if (!from.startsWith(`${root}${path.sep}`)) throw new UnpackError(`layer ${id}: hard link '${name}' -> '${h.linkname}' leaves the image root`);
+        if (kind) removeAll(target);
+        try {
+          linkSync(from, target);
+        } catch {
+          throw new UnpackError(`layer ${id}: hard link '${name}' -> '${h.linkname}': target does not exist`);
+        }
+      } else if (h.type === 'character-device' || h.type === 'block-device' || h.type === 'fifo') {
+        if (!privileged) throw new UnpackError(`layer ${id}: entry '${name}' is a ${h.type}, which needs privileges to create`);
+        entry.resume();
+        continue; // the runtime provides /dev; fifos are not needed to run models
+      } else {
+        entry.resume();
+        continue;
+      }
+      if (privileged && h.type !== 'link') lchownSync(target, h.uid ?? 0, h.gid ?? 0);
+      if (h.mtime && h.type !== 'link') lutimesSync(target, h.mtime, h.mtime);
+      written.add(name);
+      entry.resume();
+    }
+  };
+
+  await Promise.all([input, apply()]);
+
+  // An opaque directory keeps only what this layer put in it.
+  for (const dir of opaque) {
+    const host = resolveInRoot(root, dir, true);
+    const clear = (abs: string, rel: string) => {
+      for (const child of readdirSync(abs)) {
+        const childRel = rel ? `${rel}/${child}` : child;
+        const childAbs = path.join(abs, child);
+        if (!written.has(childRel)) removeAll(childAbs);
+        else if (existingType(childAbs) === 'dir') clear(childAbs, childRel);
+      }
+    };
+    try {
+      clear(host, dir);
+    } catch {
+      // the directory may not exist in lower layers
+    }
+  }
+}
