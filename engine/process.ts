@@ -92,13 +92,13 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
 }
 
 /**
- * Run a command and capture its standard output (for git and tool version probes).
+ * Run a command and capture its standard output (git, tool version probes, credential helpers).
  * @throws Error with the command's stderr when it exits non-zero or cannot start.
  */
-export async function captureOutput(argv: readonly string[], cwd?: string): Promise<string> {
+export async function captureOutput(argv: readonly string[], options: { cwd?: string; input?: string } = {}): Promise<string> {
   const [file, ...args] = argv;
   const execa = await loadExeca();
-  const r = await execa(file, args, { cwd, reject: false, stdin: 'ignore' });
+  const r = await execa(file, args, { cwd: options.cwd, reject: false, ...(options.input === undefined ? { stdin: 'ignore' as const } : { input: options.input }) });
   if (r.exitCode !== 0) {
     const why = String(r.stderr || r.shortMessage || '').trim();
     throw new Error(`${argv.join(' ')} failed${why ? `: ${why}` : ''}`);

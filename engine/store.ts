@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { tempPathFor, writeFileAtomic } from './atomic.js';
 
@@ -54,20 +55,31 @@ export class ContentStore {
   }
 
   /**
-   * Move or copy a finished file into the store by streaming it once through SHA-256.
+   * Copy a file into the store by streaming it once through SHA-256.
    * @param expected when given, the digest the content must have.
    * @throws DigestError when `expected` does not match; nothing is stored then.
    */
   async putFile(file: string, expected?: string): Promise<{ digest: string; size: number }> {
+    if (expected !== undefined && this.has(expected)) return { digest: expected, size: statSync(this.pathOf(expected)).size };
+    return this.putStream(createReadStream(file), expected, file);
+  }
+
+  /**
+   * Store a stream's bytes (e.g. a blob arriving from a registry), digesting them on the way.
+   * @param expected the digest the content must have, checked before the blob becomes visible.
+   * @param what names the source in errors.
+   * @throws DigestError on a mismatch; the stream's own error if it fails. Nothing is stored then.
+   */
+  async putStream(source: Readable, expected?: string, what = 'stream'): Promise<{ digest: string; size: number }> {
     mkdirSync(path.join(this.dir, 'sha256'), { recursive: true });
     const tmp = tempPathFor(path.join(this.dir, 'sha256', 'blob'));
     const hash = createHash('sha256');
     let size = 0;
     try {
       await pipeline(
-        createReadStream(file),
-        async function* (source: AsyncIterable<Buffer>) {
-          for await (const chunk of source) {
+        source,
+        async function* (chunks: AsyncIterable<Buffer>) {
+          for await (const chunk of chunks) {
             hash.update(chunk);
             size += chunk.length;
             yield chunk;
@@ -77,7 +89,7 @@ export class ContentStore {
       );
       const digest = `sha256:${hash.digest('hex')}`;
       if (expected !== undefined && expected !== digest) {
-        throw new DigestError(`content of ${file} has digest ${digest}, expected ${expected}`);
+        throw new DigestError(`content of ${what} has digest ${digest}, expected ${expected}`);
       }
       renameSync(tmp, this.pathOf(digest));
       return { digest, size };

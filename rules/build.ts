@@ -11,6 +11,7 @@ import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, ty
 import { composeImage, imageBlobs, loadImage, type ConfigChanges, type StoredImage } from './oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from './oci/layer.js';
 import { importLayout, writeLayout } from './oci/layout.js';
+import { pullImage } from './registry/client.js';
 
 /** Node id of an image's build. */
 export const buildId = (image: string) => `build:${image}` as NodeId;
@@ -63,7 +64,8 @@ async function resolveBase(image: ImageDecl, ctx: ExecContext): Promise<StoredIm
     return loadImage(ctx.store, manifest);
   }
   if (from.kind === 'oci-layout') return importLayout(ctx.store, path.join(ctx.decls.root, from.dir), from.tag);
-  throw new NodeFailure(`pulling base image '${from.ref}' from a registry is not implemented yet`);
+  ctx.log.write(`pulling ${from.ref}\n`);
+  return pullImage(ctx.store, from.parsed, ctx.signal);
 }
 
 /**

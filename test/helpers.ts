@@ -3,8 +3,9 @@
  * process runner that records what ran and when, and fake rules that keep the real rules'
  * expansion (nodes, edges, key inputs) but execute through that runner.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,7 +41,12 @@ export function writeFiles(dir: string, files: Record<string, string>): void {
 
 /** Run `graph ARGS` in `cwd`; never throws. */
 export function graph(cwd: string, ...args: string[]): { code: number; stdout: string; stderr: string } {
-  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' };
+  return graphWith({}, cwd, ...args);
+}
+
+/** As `graph`, with extra environment variables. */
+export function graphWith(extraEnv: NodeJS.ProcessEnv, cwd: string, ...args: string[]): { code: number; stdout: string; stderr: string } {
+  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true', ...extraEnv };
   delete env.SOURCE_DATE_EPOCH; // in-process runs key with an empty environment; match them
   const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
@@ -192,4 +198,63 @@ export async function runEngine(
 /** Status of each node in a run, as `{id: status}`. */
 export function statuses(run: EngineRun): Record<string, string> {
   return Object.fromEntries(run.summary.results.map((r) => [r.id, r.status]));
+}
+
+/** A free TCP port on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+export interface Registry {
+  /** `127.0.0.1:PORT` */
+  readonly host: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Start a real registry (Debian's docker-registry) on 127.0.0.1 with storage in a temp dir;
+ * with `user`, it requires htpasswd basic auth (bcrypt, made with htpasswd(1)).
+ */
+export async function startRegistry(auth?: { user: string; password: string }): Promise<Registry> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'graph-registry-'));
+  const port = await freePort();
+  let authConfig = '';
+  if (auth) {
+    const htpasswd = path.join(dir, 'htpasswd');
+    const r = spawnSync('htpasswd', ['-Bbc', htpasswd, auth.user, auth.password], { stdio: 'pipe' });
+    if (r.status !== 0) throw new Error(`htpasswd failed: ${r.stderr}`);
+    authConfig = `auth:\n  htpasswd:\n    realm: test\n    path: ${htpasswd}\n`;
+  }
+  const config = path.join(dir, 'config.yml');
+  writeFileSync(config, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n${authConfig}`);
+  const child = spawn('docker-registry', ['serve', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const host = `127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    try {
+      const res = await fetch(`http://${host}/v2/`);
+      if (res.status === 200 || res.status === 401) break;
+    } catch {
+      // not listening yet
+    }
+    if (i > 100 || child.exitCode !== null) throw new Error(`docker-registry did not start: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    host,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.on('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
 }
