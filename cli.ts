@@ -9,7 +9,7 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ActionCache } from './engine/cache.js';
 import { affectedSince, ChangedSinceError } from './engine/changed.js';
-import { DiagnosticError, formatDiagnostic } from './engine/diagnostics.js';
+import { DiagnosticError, didYouMean, formatDiagnostic } from './engine/diagnostics.js';
 import { executePlan } from './engine/execute.js';
 import { FileDigester } from './engine/files.js';
 import { planBuild, planSummary, type Plan } from './engine/plan.js';
@@ -21,6 +21,7 @@ import type { NodeId } from './engine/rule.js';
 import { ContentStore } from './engine/store.js';
 import { matchTargets, TargetError } from './engine/targets.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
+import { lockImages } from './rules/debian/image.js';
 import { defaultRules } from './rules/index.js';
 
 const EXIT_OK = 0;
@@ -180,6 +181,40 @@ ${targetHelp}`,
         process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       } else {
         process.stdout.write(nodes.map((n) => `${n.id}\n`).join(''));
+      }
+      return EXIT_OK;
+    },
+  },
+  lock: {
+    summary: 'pin the Debian packages of debian: images in images.lock',
+    usage: `graph lock [IMAGE...] [-C DIR]
+
+Resolves the package closure of every debian: image (or the ones named) against the Debian mirror
+(GRAPH_DEBIAN_MIRROR, else the host's apt sources) and writes each package's version and SHA-256
+into images.lock (commit it). A build with a matching lock entry never resolves again.`,
+    options: { ...common },
+    async run(open, _values, positionals) {
+      const ws = open();
+      const debianImages = [...ws.decls.images.values()].filter((i) => i.recipe.kind === 'debian');
+      for (const name of positionals) {
+        if (!debianImages.some((i) => i.name === name)) {
+          const guess = didYouMean(name, debianImages.map((i) => i.name));
+          throw new UsageError(`'${name}' is not a debian: image${guess ? ` (did you mean '${guess}'?)` : ''}`);
+        }
+      }
+      const chosen = debianImages.filter((i) => !positionals.length || positionals.includes(i.name));
+      if (!chosen.length) {
+        process.stdout.write('no debian: images to lock\n');
+        return EXIT_OK;
+      }
+      const requests = chosen.flatMap((i) => (i.recipe.kind === 'debian' ? [{ name: i.name, request: i.recipe }] : []));
+      try {
+        for (const r of await lockImages(ws.root, requests, path.join(ws.stateDir, 'cache', 'debian'))) {
+          process.stdout.write(`locked ${r.name}: ${r.packages} packages\n`);
+        }
+      } catch (e) {
+        process.stderr.write(`graph lock: ${(e as Error).message}\n`);
+        return EXIT_FAILED;
       }
       return EXIT_OK;
     },

@@ -234,6 +234,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       runner: options.runner,
       store: options.store,
       outDir: path.join(options.stateDir, 'out'),
+      cacheDir: path.join(options.stateDir, 'cache'),
       deps,
       scratchDir: () => {
         if (!tmpDir) {

@@ -76,6 +76,8 @@ export interface ExecContext {
   readonly deps: ReadonlyMap<NodeId, NodeOutputs>;
   /** Absolute directory where rules keep user-visible outputs (`.graph/out`): image layouts, SIFs. */
   readonly outDir: string;
+  /** Absolute directory for rules' download caches (`.graph/cache`), shared across nodes and runs. */
+  readonly cacheDir: string;
   /** Absolute path of a scratch directory private to this run of this node: created on the first
    * call, removed when the node ends. */
   scratchDir(): string;

@@ -11,6 +11,8 @@ import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, ty
 import { composeImage, imageBlobs, loadImage, type ConfigChanges, type StoredImage } from './oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from './oci/layer.js';
 import { importLayout, writeLayout } from './oci/layout.js';
+import { debianRootfs } from './debian/image.js';
+import { LOCK_FILE, readLock, type ImagesLock } from './debian/lock.js';
 import { pullImage } from './registry/client.js';
 
 /** Node id of an image's build. */
@@ -37,9 +39,6 @@ function inputsOf(image: ImageDecl): InputSpec[] {
     inputs.push({ kind: 'file', path: r.dockerfile }, { kind: 'dir', path: r.context, ignoreFile: '.dockerignore' });
   } else if (r.kind === 'layers') {
     for (const l of r.layers) inputs.push({ kind: 'glob', pattern: l.copy });
-  } else {
-    // A lock pins every package's version and SHA-256; without one the build resolves anew.
-    inputs.push({ kind: 'glob', pattern: 'images.lock' });
   }
   if (image.from?.kind === 'oci-layout') inputs.push({ kind: 'dir', path: image.from.dir });
   return inputs;
@@ -111,6 +110,17 @@ export const buildRule: Rule = {
   kind: 'build',
   version: 1,
   expand(decls: Declarations): NodeDef[] {
+    // A debian image's key holds its own images.lock entry (versions and SHA-256 of every
+    // package), so re-locking one image rebuilds that image only.
+    let lock: ImagesLock | undefined;
+    const lockEntry = (name: string): Json => {
+      try {
+        lock ??= readLock(path.join(decls.root, LOCK_FILE));
+      } catch {
+        return 'unreadable'; // the build itself reports the lock's problem
+      }
+      return (lock.images[name] as unknown as Json) ?? null;
+    };
     return [...decls.images.values()].map((image) => {
       const deps = image.from?.kind === 'image' ? [{ id: buildId(image.from.name), at: () => image.at(['from']) }] : [];
       const decl = {
@@ -121,6 +131,7 @@ export const buildRule: Rule = {
         cmd: (image.cmd as Json) ?? null,
         workdir: image.workdir ?? null,
         labels: image.labels,
+        ...(image.recipe.kind === 'debian' ? { lock: lockEntry(image.name) } : {}),
       };
       return {
         id: buildId(image.name),
@@ -152,7 +163,25 @@ export const buildRule: Rule = {
       ctx.log.write(`image ${built.manifestDescriptor.digest}\n`);
       return imageOutputs(ctx, name, built);
     }
-    if (recipe.kind === 'debian') throw new NodeFailure('the debian recipe is not implemented yet');
+    if (recipe.kind === 'debian') {
+      const rootfs = path.join(ctx.scratchDir(), 'rootfs');
+      const got = await debianRootfs({
+        name,
+        request: recipe,
+        lockFile: path.join(ctx.decls.root, LOCK_FILE),
+        cacheDir: path.join(ctx.cacheDir, 'debian'),
+        rootfs,
+        runner: ctx.runner,
+        logFile: ctx.log.path,
+        signal: ctx.signal,
+        note: (line) => ctx.log.write(line),
+      });
+      const blob = await writeLayer(entriesForCopy(rootfs, '/', undefined, true), ctx.store, { mtime: epoch, signal: ctx.signal });
+      ctx.log.write(`layer ${blob.digest} (${blob.size} bytes) from ${got.packages} packages\n`);
+      const createdBy = `graph debian: ${recipe.suite} ${recipe.packages.join(' ')}`;
+      const built = composeImage(ctx.store, undefined, [{ descriptor: blob, diffId: blob.diffId, createdBy }], configChanges(image), epoch);
+      return imageOutputs(ctx, name, built);
+    }
     throw new NodeFailure('the dockerfile recipe is not implemented yet');
   },
 };

@@ -245,11 +245,4 @@ test('unpackImage applies every layer of an image in order', async () => {
   assert.is(readFileSync(path.join(root, 'f.txt'), 'utf8'), 'two\n');
 });
 
-test('a base from a registry fails its node clearly (for now) and skips dependents', () => {
-  const dir = workspace({ 'f.txt': 'x', 'images.yaml': 'version: 1\nimages:\n  a:\n    from: 127.0.0.1:5999/base:1\n    layers: [{copy: f.txt, to: /f}]\n' });
-  const r = graph(dir, 'build', '--only', 'build');
-  assert.is(r.code, 1);
-  assert.match(r.stderr, "failed build:a: pulling base image '127.0.0.1:5999/base:1' from a registry is not implemented yet");
-});
-
 test.run();

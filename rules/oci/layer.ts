@@ -56,9 +56,11 @@ export function imagePath(p: string): string {
  * Entries for copying `source` (a file, symlink or directory tree) to `dest` in the image.
  * @param mode for files: the declared mode, or undefined for 0755 if any execute bit is set, else
  *   0644. Directories are 0755.
+ * @param preserveModes keep every file's and directory's permission bits as they are on disk
+ *   (setuid, sticky, 0700…): for a root filesystem unpacked from packages.
  * @throws LayerError when `source` does not exist.
  */
-export function entriesForCopy(source: string, dest: string, mode?: number): LayerEntry[] {
+export function entriesForCopy(source: string, dest: string, mode?: number, preserveModes = false): LayerEntry[] {
   const out: LayerEntry[] = [];
   const visit = (abs: string, rel: string) => {
     let st;
@@ -69,10 +71,11 @@ export function entriesForCopy(source: string, dest: string, mode?: number): Lay
     }
     if (st.isSymbolicLink()) out.push({ type: 'symlink', path: rel, target: readlinkSync(abs) });
     else if (st.isDirectory()) {
-      if (rel) out.push({ type: 'directory', path: rel, mode: 0o755 });
+      if (rel) out.push({ type: 'directory', path: rel, mode: preserveModes ? st.mode & 0o7777 : 0o755 });
       for (const name of readdirSync(abs).sort()) visit(path.join(abs, name), rel ? `${rel}/${name}` : name);
     } else if (st.isFile()) {
-      out.push({ type: 'file', path: rel, mode: mode ?? (st.mode & 0o111 ? 0o755 : 0o644), source: abs, size: st.size });
+      const fileMode = preserveModes ? st.mode & 0o7777 : (mode ?? (st.mode & 0o111 ? 0o755 : 0o644));
+      out.push({ type: 'file', path: rel, mode: fileMode, source: abs, size: st.size });
     }
     // sockets, fifos and devices are not copied into images
   };

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Position-weight-matrix scanner: the best log-odds match of a motif in each DNA sequence.
 
 usage: predict MODEL INPUT.fa OUTPUT.tsv

@@ -1,0 +1,116 @@
+/**
+ * From Debian packages to an image root filesystem, for the build rule's `debian:` recipe: pins
+ * (from `images.lock`, or resolved now), verified downloads, every package's files unpacked with
+ * `dpkg-deb -x` (no maintainer scripts run, as apko and distroless do), and the files a package
+ * manager would have written: a minimal `/etc/passwd` and `/etc/group`, and `/var/lib/dpkg/status`
+ * listing the installed packages.
+ */
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { ProcessRunner } from '../../engine/process.js';
+import { debControl, dpkgStatusEntry } from './extract.js';
+import { fetchDebs } from './fetch.js';
+import { debianArchitecture, loadIndex } from './index.js';
+import { LOCK_FILE, readLock, withLockedImage, writeLock, type LockedImage } from './lock.js';
+import { findMirror, type DebianMirror } from './mirror.js';
+import { resolvePackages } from './resolve.js';
+
+/** A `debian:` recipe: the suite and the requested package names. */
+export interface DebianRequest {
+  readonly suite: string;
+  readonly packages: readonly string[];
+}
+
+/** Resolve a request against the suite's index into a lock entry (downloads the index). */
+export async function resolveRequest(request: DebianRequest, cacheDir: string, signal?: AbortSignal): Promise<{ locked: LockedImage; mirror: DebianMirror }> {
+  const mirror = findMirror({ suite: request.suite });
+  const architecture = debianArchitecture();
+  const index = await loadIndex({ mirror, suite: request.suite, architecture, cacheDir, signal });
+  const packages = resolvePackages(index, [...request.packages]);
+  return { mirror, locked: { suite: request.suite, architecture, requested: [...request.packages].sort(), packages } };
+}
+
+/** Whether a lock entry pins exactly this request on this machine's architecture. */
+export function lockMatches(entry: LockedImage | undefined, request: DebianRequest): entry is LockedImage {
+  if (!entry) return false;
+  const requested = [...request.packages].sort();
+  return (
+    entry.suite === request.suite &&
+    entry.architecture === debianArchitecture() &&
+    entry.requested.length === requested.length &&
+    entry.requested.every((r, i) => r === requested[i])
+  );
+}
+
+/**
+ * `graph lock`: resolve every given image's packages and write them into `ROOT/images.lock`
+ * (entries of other images are kept).
+ * @returns per image, the number of packages pinned.
+ */
+export async function lockImages(root: string, images: ReadonlyArray<{ name: string; request: DebianRequest }>, cacheDir: string, signal?: AbortSignal): Promise<Array<{ name: string; packages: number }>> {
+  const file = path.join(root, LOCK_FILE);
+  let lock = readLock(file);
+  const done: Array<{ name: string; packages: number }> = [];
+  for (const { name, request } of images) {
+    const { locked } = await resolveRequest(request, cacheDir, signal);
+    lock = withLockedImage(lock, name, locked);
+    done.push({ name, packages: locked.packages.length });
+  }
+  writeLock(file, lock);
+  return done;
+}
+
+const PASSWD = 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n';
+const GROUP = 'root:x:0:\nnogroup:x:65534:\n';
+
+/**
+ * Build the root filesystem of a `debian:` image in `rootfs` (an empty directory).
+ * @param lockFile the workspace's images.lock; its entry for `name` is used when it matches.
+ * @param note receives progress lines for the node's log.
+ * @returns whether the packages came from the lock, and how many.
+ * @throws the resolver's, downloader's or runner's errors, each naming the package.
+ */
+export async function debianRootfs(options: {
+  name: string;
+  request: DebianRequest;
+  lockFile: string;
+  cacheDir: string;
+  rootfs: string;
+  runner: ProcessRunner;
+  logFile: string;
+  signal: AbortSignal;
+  note: (line: string) => void;
+}): Promise<{ locked: boolean; packages: number }> {
+  const { request, cacheDir, rootfs, signal } = options;
+  const entry = readLock(options.lockFile).images[options.name];
+  let pins: LockedImage;
+  let mirror: DebianMirror;
+  const locked = lockMatches(entry, request);
+  if (locked) {
+    pins = entry;
+    mirror = findMirror({ suite: request.suite });
+    options.note(`${pins.packages.length} packages pinned by ${LOCK_FILE}\n`);
+  } else {
+    ({ locked: pins, mirror } = await resolveRequest(request, cacheDir, signal));
+    options.note(`${pins.packages.length} packages resolved from ${mirror.uri} (${entry ? `${LOCK_FILE} is stale for this image` : `not in ${LOCK_FILE}`}: run 'graph lock' to pin them)\n`);
+  }
+  const debs = await fetchDebs(mirror, pins.packages, cacheDir, signal);
+  mkdirSync(rootfs, { recursive: true });
+  const status: string[] = [];
+  for (const [i, deb] of debs.entries()) {
+    const r = await options.runner.run(['dpkg-deb', '-x', deb, rootfs], { signal, logFile: options.logFile });
+    if (r.exitCode !== 0) throw new Error(`dpkg-deb -x failed for ${pins.packages[i].name} ${pins.packages[i].version} (exit ${r.exitCode ?? r.signal})`);
+    status.push(dpkgStatusEntry(await debControl(deb)));
+  }
+  const write = (rel: string, text: string) => {
+    const file = path.join(rootfs, rel);
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, text);
+  };
+  if (!existsSync(path.join(rootfs, 'etc/passwd'))) write('etc/passwd', PASSWD);
+  if (!existsSync(path.join(rootfs, 'etc/group'))) write('etc/group', GROUP);
+  write('var/lib/dpkg/status', status.join('\n'));
+  mkdirSync(path.join(rootfs, 'tmp'), { recursive: true });
+  chmodSync(path.join(rootfs, 'tmp'), 0o1777);
+  return { locked, packages: pins.packages.length };
+}
