@@ -38,7 +38,9 @@ const common = {
 const selection = {
   'changed-since': { type: 'string' },
   only: { type: 'string' },
+  builder: { type: 'string' },
 } as const;
+const BUILDERS = ['auto', 'buildah', 'podman', 'docker'];
 
 interface Command {
   readonly summary: string;
@@ -51,6 +53,7 @@ const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), imag
 (test:CpGenie/*). A target pulls in its dependencies. No target means every node.
   --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
   --only KIND,...      keep only nodes of these kinds (build, convert, test, publish)
+  --builder NAME       builder for dockerfile: images: auto (default), buildah, podman, docker
   -C DIR               work on DIR/images.yaml and DIR/models.yaml`;
 
 const commands: Record<string, Command> = {
@@ -332,7 +335,9 @@ async function main(argv: string[]): Promise<number> {
       if (positionals.length) throw new UsageError(`graph ${name} takes no targets`);
     }
     const dir = path.resolve((values.directory as string | undefined) ?? '.');
-    return await command.run(() => openWorkspace(dir, defaultRules), values, positionals);
+    const builder = values.builder as string | undefined;
+    if (builder !== undefined && !BUILDERS.includes(builder)) throw new UsageError(`unknown --builder '${builder}' (one of: ${BUILDERS.join(', ')})`);
+    return await command.run(() => openWorkspace(dir, defaultRules, { builder }), values, positionals);
   } catch (e) {
     if (e instanceof DiagnosticError) {
       process.stderr.write(`${e.diagnostics.map(formatDiagnostic).join('\n\n')}\n\n${e.diagnostics.length} error${e.diagnostics.length === 1 ? '' : 's'}\n`);

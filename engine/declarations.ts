@@ -91,6 +91,8 @@ export interface Settings {
   readonly concurrency: Readonly<Record<string, number>>;
   /** Named tokens and how many of each exist. */
   readonly resources: Readonly<Record<string, number>>;
+  /** The external builder for Dockerfile builds: `auto` (detect) or a name. */
+  readonly builder: string;
 }
 
 export interface Declarations {

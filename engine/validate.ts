@@ -137,6 +137,11 @@ function patternMessage(e: ErrorObject): string {
   return `must match ${pattern}`;
 }
 
+/** Settings the command line can override. */
+export interface SettingsOverrides {
+  readonly builder?: string;
+}
+
 /** Parse a duration (`90s`, `10m`, `1.5h`, `250ms`, or a number of seconds) into milliseconds. */
 export function parseDuration(value: string | number): number {
   if (typeof value === 'number') return Math.round(value * 1000);
@@ -156,9 +161,10 @@ function stringMap(v: unknown): Record<string, string> {
  * Validate loaded declaration files and normalize them.
  * @param root absolute workspace directory; every path is resolved against it.
  * @param modelsFile undefined when the workspace has no models.yaml (no groups, no tests).
+ * @param overrides settings given on the command line, which win over images.yaml's.
  * @throws DiagnosticError with every problem found, sorted by file and position.
  */
-export function validateDeclarations(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined): Declarations {
+export function validateDeclarations(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined, overrides: SettingsOverrides = {}): Declarations {
   const diagnostics: Diagnostic[] = [...imagesFile.diagnostics, ...(modelsFile?.diagnostics ?? [])];
   const v = validators;
   const emptyDoc = (f: LoadedFile) =>
@@ -174,8 +180,12 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
   if (diagnostics.length) throw new DiagnosticError(diagnostics);
 
   const rawImages = (imagesFile.data as { images: Record<string, Record<string, unknown>> }).images ?? {};
-  const rawSettings = (imagesFile.data as { settings?: { concurrency?: Record<string, number>; resources?: Record<string, number> } }).settings;
-  const settings: Settings = { concurrency: { ...rawSettings?.concurrency }, resources: { ...rawSettings?.resources } };
+  const rawSettings = (imagesFile.data as { settings?: { concurrency?: Record<string, number>; resources?: Record<string, number>; builder?: string } }).settings;
+  const settings: Settings = {
+    concurrency: { ...rawSettings?.concurrency },
+    resources: { ...rawSettings?.resources },
+    builder: overrides.builder ?? rawSettings?.builder ?? 'auto',
+  };
   const rel = (file: LoadedFile, p: string) =>
     path.posix.normalize(path.relative(root, path.resolve(path.dirname(file.absPath), p)).split(path.sep).join('/'));
 

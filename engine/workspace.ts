@@ -10,7 +10,7 @@ import { STATE_DIR } from './files.js';
 import { BuildGraph } from './graph.js';
 import { loadYamlFile, ParseCache, type LoadedFile } from './load.js';
 import type { Rule } from './rule.js';
-import { validateDeclarations } from './validate.js';
+import { validateDeclarations, type SettingsOverrides } from './validate.js';
 
 export const IMAGES_FILE = 'images.yaml';
 export const MODELS_FILE = 'models.yaml';
@@ -28,7 +28,7 @@ export interface Workspace {
  * Load, validate and compile the declarations in `root`.
  * @throws DiagnosticError for a missing images.yaml and for every problem in the declarations.
  */
-export function openWorkspace(root: string, rules: readonly Rule[]): Workspace {
+export function openWorkspace(root: string, rules: readonly Rule[], overrides: SettingsOverrides = {}): Workspace {
   const abs = path.resolve(root);
   const imagesPath = path.join(abs, IMAGES_FILE);
   if (!existsSync(imagesPath)) {
@@ -40,7 +40,7 @@ export function openWorkspace(root: string, rules: readonly Rule[]): Workspace {
   const imagesFile = loadYamlFile(imagesPath, IMAGES_FILE, parseCache);
   const modelsPath = path.join(abs, MODELS_FILE);
   const modelsFile = existsSync(modelsPath) ? loadYamlFile(modelsPath, MODELS_FILE, parseCache) : undefined;
-  const ws = compileWorkspace(abs, imagesFile, modelsFile, rules);
+  const ws = compileWorkspace(abs, imagesFile, modelsFile, rules, overrides);
   // Only declarations that compiled are remembered: bad input leaves .graph/ untouched.
   parseCache.put(imagesFile);
   if (modelsFile) parseCache.put(modelsFile);
@@ -48,8 +48,8 @@ export function openWorkspace(root: string, rules: readonly Rule[]): Workspace {
 }
 
 /** As `openWorkspace`, for files already loaded (e.g. from another git revision). */
-export function compileWorkspace(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined, rules: readonly Rule[]): Workspace {
-  const decls = validateDeclarations(root, imagesFile, modelsFile);
+export function compileWorkspace(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined, rules: readonly Rule[], overrides: SettingsOverrides = {}): Workspace {
+  const decls = validateDeclarations(root, imagesFile, modelsFile, overrides);
   const graph = BuildGraph.compile(decls, rules);
   return { root, stateDir: path.join(root, STATE_DIR), decls, graph };
 }

@@ -12,6 +12,7 @@ import { composeImage, imageBlobs, loadImage, type ConfigChanges, type StoredIma
 import { entriesForCopy, writeLayer, type LayerEntry } from './oci/layer.js';
 import { importLayout, writeLayout } from './oci/layout.js';
 import { debianRootfs } from './debian/image.js';
+import { detectBuilder } from './dockerfile/builder.js';
 import { LOCK_FILE, readLock, type ImagesLock } from './debian/lock.js';
 import { pullImage } from './registry/client.js';
 
@@ -44,7 +45,12 @@ function inputsOf(image: ImageDecl): InputSpec[] {
   return inputs;
 }
 
-const tools = { layers: 'graph-layers/1', debian: 'graph-debian/1', dockerfile: 'dockerfile-builder:auto' } as const;
+/** The tool that makes an image; a Dockerfile build names the builder chosen (see settings.builder). */
+function toolOf(image: ImageDecl, decls: Declarations): string {
+  if (image.recipe.kind === 'layers') return 'graph-layers/1';
+  if (image.recipe.kind === 'debian') return 'graph-debian/1';
+  return `dockerfile-builder:${decls.settings.builder}`;
+}
 
 /** Seconds since the epoch for layer times and config dates: SOURCE_DATE_EPOCH, else 0. */
 export function sourceDateEpoch(): number {
@@ -88,6 +94,51 @@ export function layerEntries(root: string, copies: readonly LayerCopy[]): LayerE
 
 function configChanges(image: ImageDecl): ConfigChanges {
   return { env: image.env, entrypoint: image.entrypoint, cmd: image.cmd, workdir: image.workdir, labels: image.labels };
+}
+
+/**
+ * The `dockerfile:` recipe: an external builder (settings.builder / --builder, else detected)
+ * builds the Dockerfile; a base declared here reaches it pinned by digest (`FROM <name>` resolves
+ * to exactly that image, see rules/dockerfile/builder.ts); the result is imported into the store.
+ */
+async function dockerfileImage(image: ImageDecl, recipe: Extract<ImageDecl['recipe'], { kind: 'dockerfile' }>, ctx: ExecContext, epoch: number): Promise<StoredImage> {
+  const choice = ctx.decls.settings.builder;
+  let builder;
+  try {
+    builder = await detectBuilder(choice === 'auto' ? undefined : choice, { runner: ctx.runner });
+  } catch (e) {
+    throw new NodeFailure((e as Error).message);
+  }
+  if (choice !== 'auto' && builder.name !== choice) {
+    throw new NodeFailure(`the builder '${choice}' chosen by settings.builder or --builder is not usable here (found ${builder.name} instead)`);
+  }
+  ctx.log.write(`builder: ${await builder.version()}\n`);
+  let base: { layoutDir: string; tag: string; name: string } | undefined;
+  if (image.from?.kind === 'image') {
+    const dep = ctx.deps.get(buildId(image.from.name));
+    base = { layoutDir: path.join(ctx.decls.root, String(dep?.outputs.layout)), tag: String(dep?.outputs.tag), name: image.from.name };
+  } else if (image.from?.kind === 'oci-layout') {
+    base = { layoutDir: path.join(ctx.decls.root, image.from.dir), tag: image.from.tag ?? 'latest', name: path.basename(image.from.dir).toLowerCase() };
+  } else if (image.from) {
+    throw new NodeFailure(`a dockerfile: image takes its base from the Dockerfile's FROM, or from an image declared here or an oci-layout: directory; remove 'from: ${image.from.kind === 'registry' ? image.from.ref : 'scratch'}'`);
+  }
+  const outLayout = path.join(ctx.scratchDir(), 'result');
+  await builder.build({
+    dockerfile: path.join(ctx.decls.root, recipe.dockerfile),
+    context: path.join(ctx.decls.root, recipe.context),
+    args: recipe.args,
+    target: recipe.target,
+    base,
+    outLayout,
+    scratchDir: ctx.scratchDir(),
+    logFile: ctx.log.path,
+    signal: ctx.signal,
+    sourceDateEpoch: epoch,
+  });
+  const built = await importLayout(ctx.store, outLayout, 'latest');
+  const changes = configChanges(image);
+  const changed = Object.keys(changes.env).length || changes.entrypoint || changes.cmd || changes.workdir || Object.keys(changes.labels).length;
+  return changed ? composeImage(ctx.store, built, [], changes, epoch) : built;
 }
 
 /** Store the image as an OCI image layout under `.graph/out/oci/NAME` and describe it. */
@@ -140,7 +191,7 @@ export const buildRule: Rule = {
         decl,
         inputs: inputsOf(image),
         env: ['SOURCE_DATE_EPOCH'],
-        tool: tools[image.recipe.kind],
+        tool: toolOf(image, decls),
         resources: {},
         image: image.name,
         at: () => image.at([], 'key'),
@@ -182,6 +233,6 @@ export const buildRule: Rule = {
       const built = composeImage(ctx.store, undefined, [{ descriptor: blob, diffId: blob.diffId, createdBy }], configChanges(image), epoch);
       return imageOutputs(ctx, name, built);
     }
-    throw new NodeFailure('the dockerfile recipe is not implemented yet');
+    return imageOutputs(ctx, name, await dockerfileImage(image, recipe, ctx, epoch));
   },
 };
