@@ -292,7 +292,7 @@ test('podman and network none command lines', async () => {
 test('request and base errors are NodeFailures that name the problem', async () => {
   const base = syntheticLayout();
   const cases: [Partial<DockerfileBuild>, string][] = [
-    [{ base: { layoutDir: base.dir, tag: 'v2', name: 'base' } }, `base image layout ${base.dir} has no tag 'v2' (tags: v1)`],
+    [{ base: { layoutDir: base.dir, tag: 'v2', name: 'base' } }, `OCI image layout ${base.dir} has no image tagged 'v2' (tags: v1)`],
     [{ base: { layoutDir: base.dir, tag: 'v1', name: 'Base' } }, "base image name 'Base' cannot appear in FROM: it must be a lowercase repository name (a-z, 0-9, '.', '_', '-')"],
     [{ outLayout: '/a:b/out' }, "outLayout '/a:b/out' contains ':', which OCI transport references cannot express"],
     [{ context: 'relative' }, "context must be an absolute path, not 'relative'"],

@@ -35,6 +35,8 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import type { ProcessRunner, RunResult } from '../../engine/process.js';
+import { MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, type Descriptor } from '../oci/image.js';
+import { layoutDescriptor } from '../oci/layout.js';
 import { NodeFailure } from '../../engine/rule.js';
 
 /** One Dockerfile build, as the build rule requests it. All paths are absolute. */
@@ -276,39 +278,9 @@ function quoteArg(arg: string): string {
 }
 
 /** Media types of OCI and Docker image indexes (image-spec §image-index). */
-const INDEX_TYPES = new Set(['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json']);
+const INDEX_TYPES = new Set([MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_LIST]);
 /** Media types of OCI and Docker image manifests (image-spec §manifest). */
-const MANIFEST_TYPES = new Set(['application/vnd.oci.image.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v2+json']);
-
-/** An OCI content descriptor (image-spec §descriptor), the fields used here. */
-export interface Descriptor {
-  readonly mediaType: string;
-  readonly digest: string;
-  readonly size: number;
-  readonly annotations?: Readonly<Record<string, string>>;
-  readonly platform?: unknown;
-}
-
-/**
- * The descriptor that `tag` names in the OCI image layout `layoutDir` (its `index.json` entry
- * whose `org.opencontainers.image.ref.name` is `tag`).
- * @throws NodeFailure when the layout is unreadable or the tag is absent (naming the tags present).
- */
-export function resolveLayoutTag(layoutDir: string, tag: string): Descriptor {
-  let index: { manifests?: Descriptor[] };
-  try {
-    index = JSON.parse(readFileSync(path.join(layoutDir, 'index.json'), 'utf8'));
-  } catch (e) {
-    throw new NodeFailure(`base image layout ${layoutDir}: cannot read index.json: ${(e as Error).message}`);
-  }
-  const manifests = index.manifests ?? [];
-  const found = manifests.find((d) => d.annotations?.['org.opencontainers.image.ref.name'] === tag);
-  if (!found) {
-    const tags = manifests.map((d) => d.annotations?.['org.opencontainers.image.ref.name']).filter((t) => t !== undefined);
-    throw new NodeFailure(`base image layout ${layoutDir} has no tag '${tag}' (tags: ${tags.length ? tags.join(', ') : 'none'})`);
-  }
-  return found;
-}
+const MANIFEST_TYPES = new Set([MEDIA_TYPE_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST]);
 
 /** Digests of every blob `root` reaches in `layoutDir`: itself, and for a manifest its config and layers. */
 function reachableBlobs(layoutDir: string, root: Descriptor): string[] {
@@ -360,7 +332,12 @@ export function pinBaseImage(base: NonNullable<DockerfileBuild['base']>, workDir
   if (!REPOSITORY_NAME.test(base.name)) {
     throw new NodeFailure(`base image name '${base.name}' cannot appear in FROM: it must be a lowercase repository name (a-z, 0-9, '.', '_', '-')`);
   }
-  const descriptor = resolveLayoutTag(base.layoutDir, base.tag);
+  let descriptor: Descriptor;
+  try {
+    descriptor = layoutDescriptor(base.layoutDir, base.tag);
+  } catch (e) {
+    throw new NodeFailure((e as Error).message);
+  }
   const stageDir = path.join(workDir, 'base-layout');
   for (const digest of reachableBlobs(base.layoutDir, descriptor)) {
     const source = blobPath(base.layoutDir, digest);

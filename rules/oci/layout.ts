@@ -77,12 +77,12 @@ function readJson<T>(file: string, what: string): T {
 }
 
 /**
- * Copy the image tagged `tag` (or the only image, when `tag` is undefined) from the layout at
- * `dir` into the store, verifying every blob's digest, and load it. An image index is resolved to
- * the manifest for this machine's architecture (linux).
- * @throws ImageError naming the layout and what is wrong (no such tag, digest mismatch…).
+ * The descriptor `tag` names in the layout at `dir` (its index.json entry annotated with
+ * `org.opencontainers.image.ref.name`), or the only entry when `tag` is undefined.
+ * @throws ImageError when the layout is unreadable, or the tag is absent or ambiguous (naming the
+ *   tags present).
  */
-export async function importLayout(store: ContentStore, dir: string, tag?: string): Promise<StoredImage> {
+export function layoutDescriptor(dir: string, tag?: string): Descriptor {
   const where = `OCI image layout ${dir}`;
   const layout = readJson<{ imageLayoutVersion?: string }>(path.join(dir, 'oci-layout'), where);
   if (!layout.imageLayoutVersion) throw new ImageError(`${where}: oci-layout has no imageLayoutVersion`);
@@ -96,6 +96,17 @@ export async function importLayout(store: ContentStore, dir: string, tag?: strin
         : `${where} has no image tagged '${tag}' (tags: ${tags.join(', ') || 'none'})`,
     );
   }
+  return candidates[0];
+}
+
+/**
+ * Copy the image tagged `tag` (or the only image, when `tag` is undefined) from the layout at
+ * `dir` into the store, verifying every blob's digest, and load it. An image index is resolved to
+ * the manifest for this machine's architecture (linux).
+ * @throws ImageError naming the layout and what is wrong (no such tag, digest mismatch…).
+ */
+export async function importLayout(store: ContentStore, dir: string, tag?: string): Promise<StoredImage> {
+  const where = `OCI image layout ${dir}`;
   const blob = async (d: Descriptor) => {
     const file = path.join(dir, 'blobs', ...d.digest.split(':'));
     if (!existsSync(file)) throw new ImageError(`${where}: blob ${d.digest} is missing`);
@@ -105,7 +116,7 @@ export async function importLayout(store: ContentStore, dir: string, tag?: strin
       throw new ImageError(`${where}: ${(e as Error).message}`);
     }
   };
-  let desc = candidates[0];
+  let desc = layoutDescriptor(dir, tag);
   // An index (multi-platform image): pick linux on this machine's architecture.
   while (desc.mediaType === MEDIA_TYPE_INDEX || desc.mediaType === MEDIA_TYPE_DOCKER_LIST) {
     await blob(desc);
