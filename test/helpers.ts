@@ -215,6 +215,8 @@ export async function freePort(): Promise<number> {
 export interface Registry {
   /** `127.0.0.1:PORT` */
   readonly host: string;
+  /** The registry's storage root (the filesystem driver's rootdirectory). */
+  readonly dataDir: string;
   stop(): Promise<void>;
 }
 
@@ -250,6 +252,7 @@ export async function startRegistry(auth?: { user: string; password: string }): 
   }
   return {
     host,
+    dataDir: path.join(dir, 'data'),
     stop: () =>
       new Promise((resolve) => {
         if (child.exitCode !== null) return resolve();

@@ -1,6 +1,6 @@
 /** Pulling base images from a real registry (Debian's docker-registry on 127.0.0.1). */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
@@ -84,6 +84,27 @@ test('an unknown tag and an unreachable registry are clear node failures', async
   const down = graph(topImage(`127.0.0.1:${port}/zoo/base:v1`), 'build', '--only', 'build');
   assert.is(down.code, 1);
   assert.match(down.stderr, `failed build:top: cannot reach registry 127.0.0.1:${port}: ECONNREFUSED`);
+});
+
+test('a blob whose bytes do not match its digest is refused; nothing enters the store', async () => {
+  const registry = await startRegistry();
+  try {
+    const base = pushBase(registry, 'zoo/base:v1');
+    // Flip the registry's stored copy of the layer (same size): a disk fault, or a lying server.
+    const data = path.join(registry.dataDir, 'docker/registry/v2/blobs/sha256', base.layer.slice(7, 9), base.layer.slice(7), 'data');
+    const bytes = readFileSync(data);
+    bytes[bytes.length - 1] ^= 0xff;
+    writeFileSync(data, bytes);
+    const dir = topImage(`${registry.host}/zoo/base:v1`);
+    const r = graph(dir, 'build', '--only', 'build');
+    assert.is(r.code, 1);
+    assert.match(r.stderr, new RegExp(`failed build:top: registry ${registry.host}: content of blob ${base.layer} from ${registry.host}/zoo/base has digest sha256:[a-f0-9]{64}, expected ${base.layer}`));
+    const blobs = path.join(dir, '.graph/cas/sha256');
+    assert.not.ok(existsSync(path.join(blobs, base.layer.slice(7))), 'the bad blob is not stored');
+    assert.equal(readdirSync(blobs).filter((f) => f.startsWith('.tmp')), [], 'no temp file left');
+  } finally {
+    await registry.stop();
+  }
 });
 
 test('WWW-Authenticate challenges parse into scheme and parameters', () => {
