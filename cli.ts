@@ -39,8 +39,10 @@ const selection = {
   'changed-since': { type: 'string' },
   only: { type: 'string' },
   builder: { type: 'string' },
+  sandbox: { type: 'string' },
 } as const;
 const BUILDERS = ['auto', 'buildah', 'podman', 'docker'];
+const SANDBOXES = ['bubblewrap', 'podman', 'docker', 'apptainer'];
 
 interface Command {
   readonly summary: string;
@@ -54,6 +56,7 @@ const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), imag
   --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
   --only KIND,...      keep only nodes of these kinds (build, convert, test, publish)
   --builder NAME       builder for dockerfile: images: auto (default), buildah, podman, docker
+  --sandbox NAME       where tests run: bubblewrap (default), podman, docker, apptainer
   -C DIR               work on DIR/images.yaml and DIR/models.yaml`;
 
 const commands: Record<string, Command> = {
@@ -337,7 +340,9 @@ async function main(argv: string[]): Promise<number> {
     const dir = path.resolve((values.directory as string | undefined) ?? '.');
     const builder = values.builder as string | undefined;
     if (builder !== undefined && !BUILDERS.includes(builder)) throw new UsageError(`unknown --builder '${builder}' (one of: ${BUILDERS.join(', ')})`);
-    return await command.run(() => openWorkspace(dir, defaultRules, { builder }), values, positionals);
+    const sandbox = values.sandbox as string | undefined;
+    if (sandbox !== undefined && !SANDBOXES.includes(sandbox)) throw new UsageError(`unknown --sandbox '${sandbox}' (one of: ${SANDBOXES.join(', ')})`);
+    return await command.run(() => openWorkspace(dir, defaultRules, { builder, sandbox }), values, positionals);
   } catch (e) {
     if (e instanceof DiagnosticError) {
       process.stderr.write(`${e.diagnostics.map(formatDiagnostic).join('\n\n')}\n\n${e.diagnostics.length} error${e.diagnostics.length === 1 ? '' : 's'}\n`);

@@ -71,6 +71,8 @@ export interface TestDecl {
   /** Milliseconds. */
   readonly timeoutMs: number;
   readonly resources: Readonly<Record<string, number>>;
+  /** Tolerance for numbers in expected TSV/CSV files; undefined for exact bytes. */
+  readonly tolerance?: { readonly absolute?: number; readonly relative?: number };
   /** Models tested, the first N in sorted order, or all. */
   readonly sample: 'all' | number;
 }
@@ -93,6 +95,8 @@ export interface Settings {
   readonly resources: Readonly<Record<string, number>>;
   /** The external builder for Dockerfile builds: `auto` (detect) or a name. */
   readonly builder: string;
+  /** Where test commands run: `bubblewrap` (default), `podman`, `docker`, `apptainer`. */
+  readonly sandbox: string;
 }
 
 export interface Declarations {

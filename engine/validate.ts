@@ -22,6 +22,7 @@ import {
   type Recipe,
   type Runtime,
   type Settings,
+  type TestDecl,
 } from './declarations.js';
 import { DiagnosticError, didYouMean, type Diagnostic } from './diagnostics.js';
 import { inputExists } from './files.js';
@@ -60,6 +61,7 @@ const oneOfMessages: Record<string, (p: DataPath, data: unknown) => string> = {
       : `image '${p[1]}' has ${present.length} recipes (${present.join(', ')}): give exactly one`;
   },
   models: (p) => `${describePath(p)} must be a list of model names or a map of model name to vars`,
+  tolerance: (p) => `${describePath(p)} must be a number (absolute) or {absolute: N, relative: N}`,
   timeout: (p) => `${describePath(p)} must be a number of seconds or a duration such as 90s, 10m or 1h`,
   sample: (p) => `${describePath(p)} must be 'all' or a positive integer`,
 };
@@ -140,6 +142,7 @@ function patternMessage(e: ErrorObject): string {
 /** Settings the command line can override. */
 export interface SettingsOverrides {
   readonly builder?: string;
+  readonly sandbox?: string;
 }
 
 /** Parse a duration (`90s`, `10m`, `1.5h`, `250ms`, or a number of seconds) into milliseconds. */
@@ -180,11 +183,12 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
   if (diagnostics.length) throw new DiagnosticError(diagnostics);
 
   const rawImages = (imagesFile.data as { images: Record<string, Record<string, unknown>> }).images ?? {};
-  const rawSettings = (imagesFile.data as { settings?: { concurrency?: Record<string, number>; resources?: Record<string, number>; builder?: string } }).settings;
+  const rawSettings = (imagesFile.data as { settings?: { concurrency?: Record<string, number>; resources?: Record<string, number>; builder?: string; sandbox?: string } }).settings;
   const settings: Settings = {
     concurrency: { ...rawSettings?.concurrency },
     resources: { ...rawSettings?.resources },
     builder: overrides.builder ?? rawSettings?.builder ?? 'auto',
+    sandbox: overrides.sandbox ?? rawSettings?.sandbox ?? 'bubblewrap',
   };
   const rel = (file: LoadedFile, p: string) =>
     path.posix.normalize(path.relative(root, path.resolve(path.dirname(file.absPath), p)).split(path.sep).join('/'));
@@ -274,6 +278,7 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
         runtimes,
         timeoutMs: rawTest.timeout === undefined ? DEFAULT_TEST_TIMEOUT_MS : parseDuration(rawTest.timeout as string | number),
         resources,
+        tolerance: typeof rawTest.tolerance === 'number' ? { absolute: rawTest.tolerance } : (rawTest.tolerance as TestDecl['tolerance']),
         sample: (rawTest.sample as 'all' | number | undefined) ?? 'all',
       };
       for (const key of ['inputs', 'expect'] as const) {

@@ -5,7 +5,7 @@
  */
 import { sampledModels, substituteVars, type Declarations, type Runtime } from '../engine/declarations.js';
 import type { InputSpec } from '../engine/files.js';
-import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { NodeFailure, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { buildId } from './build.js';
 import { convertId } from './convert.js';
 
@@ -40,10 +40,11 @@ export const testRule: Rule = {
               inputs: inputsDir ?? null,
               expect: expectDir ?? null,
               timeout_ms: test.timeoutMs,
+              tolerance: (test.tolerance as Json) ?? null,
             },
             inputs,
             env: [],
-            tool: `graph-test-${runtime}/1`,
+            tool: `graph-test-${runtime}/1 sandbox:${decls.settings.sandbox}`,
             timeoutMs: test.timeoutMs,
             resources: test.resources,
             image: group.image,
