@@ -105,3 +105,8 @@ export async function captureOutput(argv: readonly string[], options: { cwd?: st
   }
   return String(r.stdout);
 }
+
+/** Shell-style quoting of one argument, for command lines written to logs (display only). */
+export function quoteArg(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}

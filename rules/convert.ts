@@ -1,13 +1,37 @@
 /**
  * convert:IMAGE — turns a built OCI image into a Singularity Image Format (SIF) file, for every
- * image that declares `convert: [sif]`. The SIF writer arrives with the convert rule's issue.
+ * image that declares `convert: [sif]` (rules/sif/). Outputs (in the `--report` JSON): `sif` (the
+ * file, `.graph/out/sif/NAME.sif`, workspace-relative), its `sha256`, `md5` and `size` (bytes),
+ * and the `manifest` digest of the image it holds.
  */
+import { copyFileSync, linkSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import type { Declarations } from '../engine/declarations.js';
-import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
-import { buildId } from './build.js';
+import { NodeFailure, type ExecContext, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { buildId, sourceDateEpoch } from './build.js';
+import { loadImage } from './oci/image.js';
+import { imageToSif } from './sif/convert.js';
 
 /** Node id of an image's conversion to SIF. */
 export const convertId = (image: string) => `convert:${image}` as NodeId;
+
+/**
+ * Put a finished file into the store and give it a stable, user-visible path (a hard link, or a
+ * copy across file systems), replaced atomically.
+ */
+async function publishToOut(ctx: ExecContext, file: string, visible: string): Promise<string> {
+  const { digest } = await ctx.store.putFile(file);
+  mkdirSync(path.dirname(visible), { recursive: true });
+  const tmp = `${visible}.tmp-${process.pid}`;
+  rmSync(tmp, { force: true });
+  try {
+    linkSync(ctx.store.pathOf(digest), tmp);
+  } catch {
+    copyFileSync(ctx.store.pathOf(digest), tmp);
+  }
+  renameSync(tmp, visible);
+  return digest;
+}
 
 export const convertRule: Rule = {
   kind: 'convert',
@@ -22,13 +46,34 @@ export const convertRule: Rule = {
         decl: { format: 'sif' },
         inputs: [],
         env: ['SOURCE_DATE_EPOCH'],
-        tool: 'graph-sif/1',
+        tool: 'graph-sif/1 mksquashfs-gzip',
         resources: {},
         image: image.name,
         at: () => image.at(['convert']),
       }));
   },
-  async execute() {
-    throw new NodeFailure(`SIF conversion is not implemented yet (the convert rule lands with issue #4)`);
+  async execute(node, ctx) {
+    const name = node.image as string;
+    const manifest = ctx.deps.get(buildId(name))?.outputs.manifest;
+    if (typeof manifest !== 'string') throw new NodeFailure(`image '${name}' has no manifest output`);
+    const image = loadImage(ctx.store, manifest);
+    const sifFile = path.join(ctx.scratchDir(), `${name}.sif`);
+    const result = await imageToSif({
+      store: ctx.store,
+      image,
+      scratchDir: ctx.scratchDir(),
+      outFile: sifFile,
+      epoch: sourceDateEpoch(),
+      runner: ctx.runner,
+      signal: ctx.signal,
+      logFile: ctx.log.path,
+    });
+    const visible = path.join(ctx.outDir, 'sif', `${name}.sif`);
+    const digest = await publishToOut(ctx, sifFile, visible);
+    ctx.log.write(`sif ${visible}: sha256 ${result.sha256}, md5 ${result.md5}, ${result.size} bytes\n`);
+    return {
+      outputs: { sif: path.relative(ctx.decls.root, visible), sha256: result.sha256, md5: result.md5, size: result.size, manifest },
+      artifacts: [digest],
+    };
   },
 };

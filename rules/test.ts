@@ -1,11 +1,21 @@
 /**
  * test:GROUP/MODEL@RUNTIME — runs a model's test command inside its image, in the `oci` runtime
- * (the unpacked image) or the `sif` runtime (the SIF's partition). One node per sampled model and
- * runtime. The runtime backends arrive with the test rule's issue.
+ * (the image's layers unpacked) or the `sif` runtime (the SIF's squashfs partition unpacked), in
+ * a sandbox (settings.sandbox: bubblewrap by default; rules/runtime/), with the test's inputs at
+ * /input (read-only) and an empty /output, then compares /output with `expect` (exact bytes, or
+ * numbers within `tolerance` in TSV/CSV). One node per sampled model and runtime. The output is
+ * kept in `.graph/out/test/NODE/output` for inspection.
  */
 import { sampledModels, substituteVars, type Declarations, type Runtime } from '../engine/declarations.js';
 import type { InputSpec } from '../engine/files.js';
-import { NodeFailure, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { loadImage } from './oci/image.js';
+import { unpackImage } from './oci/unpack.js';
+import { compareOutputs } from './runtime/expect.js';
+import { detectBackend } from './runtime/runtime.js';
+import { primaryPartition, readSif } from './sif/sif.js';
 import { buildId } from './build.js';
 import { convertId } from './convert.js';
 
@@ -56,7 +66,95 @@ export const testRule: Rule = {
     }
     return nodes;
   },
-  async execute() {
-    throw new NodeFailure(`running model tests is not implemented yet (the test rule lands with issue #4)`);
+  async execute(node, ctx) {
+    const decl = node.decl as unknown as TestNodeDecl;
+    const root = ctx.decls.root;
+    const depId = node.deps[0].id;
+    const manifest = ctx.deps.get(depId)?.outputs.manifest;
+    if (typeof manifest !== 'string') throw new NodeFailure(`${depId} has no manifest output`);
+    const image = loadImage(ctx.store, manifest);
+    let rootfs: string;
+    if (decl.runtime === 'oci') {
+      rootfs = await cachedRootfs(path.join(ctx.cacheDir, 'rootfs', manifest.slice('sha256:'.length)), (dir) => unpackImage(ctx.store, image, dir, { signal: ctx.signal }));
+    } else {
+      const sif = ctx.deps.get(depId)?.outputs;
+      const sifFile = path.join(root, String(sif?.sif));
+      rootfs = await cachedRootfs(path.join(ctx.cacheDir, 'sif-rootfs', String(sif?.sha256)), (dir) => extractSifPartition(sifFile, dir, ctx));
+    }
+    const outputDir = path.join(ctx.outDir, 'test', testDirName(node.id), 'output');
+    rmSync(outputDir, { recursive: true, force: true });
+    mkdirSync(outputDir, { recursive: true });
+    let backend;
+    try {
+      backend = await detectBackend(ctx.decls.settings.sandbox, { runner: ctx.runner, scratchDir: ctx.scratchDir() });
+    } catch (e) {
+      throw new NodeFailure((e as Error).message);
+    }
+    ctx.log.write(`sandbox: ${await backend.version()}; image ${manifest}; runtime ${decl.runtime}\n`);
+    const config = image.config.config ?? {};
+    const env = Object.fromEntries((config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+    const outcome = await backend.run({
+      rootfs,
+      command: [...decl.command],
+      env,
+      workdir: config.WorkingDir || undefined,
+      inputDir: decl.inputs ? path.join(root, decl.inputs) : undefined,
+      outputDir,
+      signal: ctx.signal,
+      logFile: ctx.log.path,
+    });
+    const kept = `output kept in ${path.relative(root, outputDir)}`;
+    if (outcome.exitCode !== 0) throw new NodeFailure(`${outcome.reason ?? 'the command failed'} (${kept})`);
+    if (decl.expect) {
+      const verdict = compareOutputs(outputDir, path.join(root, decl.expect), decl.tolerance ?? undefined);
+      if (!verdict.ok) {
+        ctx.log.write(`differences:\n${verdict.differences.map((d) => `  ${d}`).join('\n')}\n`);
+        throw new NodeFailure(`output differs from ${decl.expect}: ${verdict.differences.slice(0, 3).join('; ')}${verdict.differences.length > 3 ? '; …' : ''} (${kept})`);
+      }
+    }
+    return { outputs: { output: path.relative(root, outputDir), image: manifest, runtime: decl.runtime }, artifacts: [] };
   },
 };
+
+/** The part of a test node's declaration its execution reads. */
+interface TestNodeDecl {
+  readonly runtime: Runtime;
+  readonly command: readonly string[];
+  readonly inputs: string | null;
+  readonly expect: string | null;
+  readonly tolerance: { absolute?: number; relative?: number } | null;
+}
+
+/** A node id as one directory name. */
+function testDirName(id: NodeId): string {
+  return id.replace(/%/g, '%25').replace(/\//g, '%2F');
+}
+
+/**
+ * A root filesystem shared by every test of one image (or SIF), made once: `make` fills a
+ * private temp directory that is renamed into place, so a reader never sees half of one and two
+ * processes making the same one both end up with a whole one. The sandbox mounts it read-only.
+ */
+async function cachedRootfs(dir: string, make: (dir: string) => Promise<void>): Promise<string> {
+  if (existsSync(dir)) return dir;
+  const tmp = `${dir}.tmp-${process.pid}-${Math.random().toString(16).slice(2)}`;
+  mkdirSync(path.dirname(dir), { recursive: true });
+  try {
+    await make(tmp);
+    try {
+      renameSync(tmp, dir);
+    } catch (e) {
+      if (!existsSync(dir)) throw e; // else another test made it first
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return dir;
+}
+
+/** Unpack a SIF's primary system partition (squashfs) into `dir` with unsquashfs. */
+async function extractSifPartition(sifFile: string, dir: string, ctx: ExecContext): Promise<void> {
+  const partition = primaryPartition(readSif(sifFile));
+  const r = await ctx.runner.run(['unsquashfs', '-no-progress', '-quiet', '-o', String(partition.offset), '-d', dir, sifFile], { signal: ctx.signal, logFile: ctx.log.path });
+  if (r.exitCode !== 0) throw new NodeFailure(`unsquashfs could not unpack the SIF's partition (exit ${r.exitCode ?? r.signal}); see the log`);
+}

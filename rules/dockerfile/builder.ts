@@ -34,7 +34,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import path from 'node:path';
-import type { ProcessRunner, RunResult } from '../../engine/process.js';
+import { quoteArg, type ProcessRunner, type RunResult } from '../../engine/process.js';
 import { MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, type Descriptor } from '../oci/image.js';
 import { layoutDescriptor } from '../oci/layout.js';
 import { NodeFailure } from '../../engine/rule.js';
@@ -270,11 +270,6 @@ export function tailOfFile(file: string, lines: number): string {
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
-}
-
-/** Shell-style quoting for the command lines written to the log (display only). */
-function quoteArg(arg: string): string {
-  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
 }
 
 /** Media types of OCI and Docker image indexes (image-spec §image-index). */

@@ -1,0 +1,163 @@
+/**
+ * The bubblewrap backend (the default test runtime): one `bwrap` process per test command, with
+ * every namespace unshared. The command line (bubblewrap(1) options, in this order):
+ *
+ *   bwrap ROOT-MOUNTS [--ro-bind IN /input] --bind OUT /output --proc /proc --dev /dev
+ *       --perms 1777 --tmpfs /tmp [--remount-ro /] --unshare-all --die-with-parent --new-session
+ *       --cap-drop ALL --clearenv --setenv K V… --chdir WORKDIR -- CMD…
+ *
+ * ROOT-MOUNTS is `--ro-bind ROOTFS /` when the root filesystem already has every mount point
+ * (directories /output, /proc, /dev, /tmp, and /input when an input is mounted): bwrap creates
+ * missing mount points, which it cannot do in a read-only root. Otherwise the root is bwrap's own
+ * tmpfs with each top-level entry of ROOTFS bound read-only (`--ro-bind ROOTFS/usr /usr`, a
+ * symbolic link such as usrmerge's `bin -> usr/bin` recreated with `--symlink`), and once the
+ * mount points exist, `--remount-ro /` makes that tmpfs read-only too. Either way nothing in
+ * ROOTFS is written, ROOTFS needs no preparation, and every write outside /output and /tmp fails
+ * with EROFS.
+ *
+ * Why the other options:
+ * - `--unshare-all`: own user, mount, PID, network, IPC, UTS and cgroup namespaces. The network
+ *   namespace has only loopback, so a connection attempt fails at once ("Network is unreachable",
+ *   or refused on 127.0.0.1) instead of hanging.
+ * - `--cap-drop ALL`: when graph runs as root, bwrap maps uid 0 into the sandbox with every
+ *   capability of its user namespace, and the command could `mount -o remount,bind,rw /usr` and
+ *   write into ROOTFS (tried). Without capabilities it cannot remount; it still runs as uid 0 (or
+ *   the caller's uid), so it can write /output and /tmp, which it owns.
+ * - `--perms 1777 --tmpfs /tmp`: the mode /tmp has in every image.
+ * - `--new-session`: the command cannot reach the terminal graph was started from (TIOCSTI).
+ * - `--die-with-parent` and the PID namespace: see {@link BubblewrapBackend.run}.
+ * - `--clearenv --setenv`: exactly the image's environment, keys sorted so the line is stable.
+ *
+ * bwrap reports its own failures as one `bwrap: …` line on stderr and exit status 1; the
+ * backend reads that line from the log to tell "command not found in the image" (execvp failed)
+ * and a missing working directory from the command's own exit status 1. (A command that itself
+ * ends with status 1 right after printing a line starting `bwrap: ` would be misread; the
+ * alternative, bwrap's `--json-status-fd`, needs a file descriptor the process runner cannot pass.)
+ */
+import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { captureOutput, ExecaRunner, KILL_GRACE_MS, type ProcessRunner } from '../../engine/process.js';
+import { cannotStartReason, commandEnv, lastLine, plainOutcome, prepareRequest, runBounded, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend, waitForProcessesToEnd } from './runtime.js';
+
+/** The runtime's directories the command sees, besides the image's own files. */
+const MOUNT_POINTS = ['output', 'proc', 'dev', 'tmp'] as const;
+
+/** How long `run` waits for the sandbox's init to vanish after ending bwrap, in milliseconds (then SIGKILL). */
+export const SANDBOX_END_WAIT_MS = KILL_GRACE_MS;
+
+/** bubblewrap (`bwrap`). Construct through `detectBackend`, or directly with the path of bwrap. */
+export class BubblewrapBackend implements TestRuntimeBackend {
+  readonly name = 'bubblewrap' as const;
+  readonly #runner: ProcessRunner;
+  #version: Promise<string> | undefined;
+
+  constructor(
+    readonly bwrap: string,
+    private readonly options: RuntimeOptions = {},
+  ) {
+    this.#runner = options.runner ?? new ExecaRunner();
+  }
+
+  /** `bubblewrap 0.8.0`. @throws Error when bwrap cannot run. */
+  version(): Promise<string> {
+    return (this.#version ??= captureOutput([this.bwrap, '--version']).then((out) => {
+      const m = /^bubblewrap (\S+)/.exec(out.trim());
+      if (!m) throw new Error(`cannot read bubblewrap's version from: ${out.trim()}`);
+      return `bubblewrap ${m[1]}`;
+    }));
+  }
+
+  /**
+   * @see TestRuntimeBackend.run. Ending the process tree on a timeout or an abort: the runner
+   * ends bwrap's process group (SIGTERM, SIGKILL after its grace period). The command is not in
+   * that group (`--new-session`), but it is in bwrap's PID namespace, whose init (bwrap's own
+   * reaper) has the parent-death signal SIGKILL (`--die-with-parent`): when bwrap dies its init
+   * is killed, and the kernel kills every process of the namespace with it. That happens just
+   * after the runner sees bwrap exit, so `run` then waits until the init is gone (found in /proc
+   * by its command line, which is exactly `argv`) before returning. Mounts live only in the
+   * sandbox's mount namespace, which ends with its last process.
+   */
+  async run(req: RunInImage): Promise<RunOutcome> {
+    prepareRequest(req);
+    const argv = bubblewrapArgv(this.bwrap, req, rootMounts(req.rootfs, req.inputDir !== undefined));
+    const run = await runBounded(this.#runner, argv, req, this.options.env);
+    if (run.timedOut || run.interrupted) {
+      const cmdline = `${argv.join('\0')}\0`;
+      await waitForProcessesToEnd('bubblewrap sandbox', (c) => c === cmdline, SANDBOX_END_WAIT_MS);
+    }
+    if (run.interrupted) req.signal.throwIfAborted();
+    if (!run.timedOut && run.result.exitCode === 1) {
+      const reason = bwrapFailure(lastLine(run.tail), req);
+      if (reason) return { exitCode: 1, timedOut: false, reason };
+    }
+    return plainOutcome(run, req);
+  }
+}
+
+/**
+ * The bwrap argv for `req` (module comment), with `rootMountArgs` from {@link rootMounts}.
+ * Pure: reads nothing, so tests can check it exactly.
+ */
+export function bubblewrapArgv(bwrap: string, req: RunInImage, rootMountArgs: readonly string[]): string[] {
+  const readOnlyRoot = rootMountArgs[0] === '--ro-bind' && rootMountArgs[2] === '/';
+  return [
+    bwrap,
+    ...rootMountArgs,
+    ...(req.inputDir !== undefined ? ['--ro-bind', req.inputDir, '/input'] : []),
+    '--bind', req.outputDir, '/output',
+    '--proc', '/proc',
+    '--dev', '/dev',
+    '--perms', '1777', '--tmpfs', '/tmp',
+    // Last of the mounts: bwrap had to create the mount points in its tmpfs root first.
+    ...(readOnlyRoot ? [] : ['--remount-ro', '/']),
+    '--unshare-all',
+    '--die-with-parent',
+    '--new-session',
+    '--cap-drop', 'ALL',
+    '--clearenv',
+    ...Object.entries(commandEnv(req.env)).flatMap(([k, v]) => ['--setenv', k, v]),
+    '--chdir', req.workdir ?? '/',
+    '--',
+    ...req.command,
+  ];
+}
+
+/**
+ * bwrap arguments that mount `rootfs` read-only at `/` (module comment): `--ro-bind ROOTFS /`
+ * when every mount point exists in it as a directory, else one `--ro-bind`/`--symlink` per
+ * top-level entry (sorted by name; entries where the runtime mounts its own, and entries that
+ * are neither directories, files nor symbolic links, are left out).
+ * @throws Error when `rootfs` cannot be read.
+ */
+export function rootMounts(rootfs: string, withInput: boolean): string[] {
+  const points: string[] = [...MOUNT_POINTS, ...(withInput ? ['input'] : [])];
+  if (!statSync(rootfs).isDirectory()) throw new Error(`root filesystem ${rootfs} is not a directory`);
+  if (points.every((p) => lstatSync(path.join(rootfs, p), { throwIfNoEntry: false })?.isDirectory())) return ['--ro-bind', rootfs, '/'];
+  const args: string[] = [];
+  for (const name of readdirSync(rootfs).sort()) {
+    if (points.includes(name)) continue;
+    const host = path.join(rootfs, name);
+    const st = lstatSync(host);
+    if (st.isSymbolicLink()) args.push('--symlink', readlinkSync(host), `/${name}`);
+    else if (st.isDirectory() || st.isFile()) args.push('--ro-bind', host, `/${name}`);
+  }
+  return args;
+}
+
+/**
+ * The reason for bwrap's own failure, from the last line it printed; undefined when the line is
+ * not bwrap's (the command itself exited with status 1).
+ */
+export function bwrapFailure(line: string, req: RunInImage): string | undefined {
+  const exec = /^bwrap: execvp (.*): ([^:]+)$/.exec(line);
+  if (exec) return cannotStartReason(exec[1], exec[2], req);
+  const chdir = /^bwrap: Can't chdir to (.*): ([^:]+)$/.exec(line);
+  if (chdir) {
+    return chdir[2] === 'No such file or directory'
+      ? `working directory '${chdir[1]}' does not exist in the image`
+      : `cannot enter working directory '${chdir[1]}' in the image: ${chdir[2]}`;
+  }
+  const other = /^bwrap: (.*)$/.exec(line);
+  if (other) return `bubblewrap could not set up the sandbox: ${other[1]}`;
+  return undefined;
+}

@@ -1,0 +1,66 @@
+/**
+ * The repository's own zoo end to end in a temp copy: a python3 base from Debian packages (pinned
+ * by images.lock), a layered model image, its SIF, and every model tested in both runtimes under
+ * bubblewrap; then a second build is all cached, and a broken expectation fails exactly its tests.
+ */
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { graph, REPO } from './helpers.js';
+
+const test = suite('zoo');
+
+function copyZoo(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'graph-zoo-'));
+  for (const f of ['images.yaml', 'models.yaml', 'images.lock', 'zoo']) cpSync(path.join(REPO, f), path.join(dir, f), { recursive: true });
+  return dir;
+}
+
+const KINDS = 'build,convert,test';
+/** The independent SIF verifier, from the shared folder beside the repository. */
+const SIFCHECK = process.env.GRAPH_SIFCHECK ?? path.join(REPO, '..', 'shared', 'tools', 'sifcheck.py');
+
+test('build, convert and test the zoo; a second build is all cached; a wrong expectation fails its tests only', () => {
+  const dir = copyZoo();
+  const first = graph(dir, 'build', '--only', KINDS, '--junit', 'junit.xml', '--report', 'report.json');
+  assert.is(first.code, 0, first.stderr);
+  const report = JSON.parse(readFileSync(path.join(dir, 'report.json'), 'utf8'));
+  const tests = report.nodes.filter((n: { kind: string }) => n.kind === 'test');
+  assert.is(tests.length, 6);
+  for (const t of tests) assert.is(t.status, 'ran', t.id);
+  const convert = report.nodes.find((n: { id: string }) => n.id === 'convert:pwm-scanner').outputs;
+  assert.match(convert.sha256, /^[a-f0-9]{64}$/);
+  assert.match(convert.md5, /^[a-f0-9]{32}$/);
+  const check = spawnSync('python3', [SIFCHECK, '--runnable', '--expect', '/usr/local/bin/predict', '--expect-exec', '/usr/bin/python3', path.join(dir, convert.sif)], { encoding: 'utf8' });
+  assert.is(check.status, 0, check.stderr);
+  const junit = readFileSync(path.join(dir, 'junit.xml'), 'utf8');
+  assert.match(junit, '<testcase classname="test" name="test:pwm/CTCF@sif"');
+
+  const second = graph(dir, 'build', '--only', KINDS);
+  assert.is(second.code, 0, second.stderr);
+  assert.match(second.stderr, 'ok: 0 ran, 9 cached, 0 failed, 0 skipped');
+
+  // Within the declared tolerance (0.0005): the tests re-run (their inputs changed) and pass.
+  const expected = path.join(dir, 'zoo/pwm/test/expect/GATA1/scores.tsv');
+  const original = readFileSync(expected, 'utf8');
+  writeFileSync(expected, original.replace('9.7360', '9.7363'));
+  const close = graph(dir, 'build', '--only', KINDS);
+  assert.is(close.code, 0, close.stderr);
+  assert.match(close.stderr, 'ok: 2 ran, 7 cached, 0 failed, 0 skipped');
+  // Beyond it: exactly GATA1's two tests fail, saying where, and keep their output.
+  writeFileSync(expected, original.replace('9.7360', '9.7000'));
+  const broken = graph(dir, 'build', '--only', KINDS);
+  assert.is(broken.code, 1);
+  assert.match(broken.stderr, 'FAILED: 0 ran, 7 cached, 2 failed, 0 skipped');
+  assert.match(
+    broken.stderr,
+    'failed test:pwm/GATA1@oci: output differs from zoo/pwm/test/expect/GATA1: scores.tsv: line 3, column 2: 9.7360 ≠ expected 9.7000 (tolerance 0.0005) (output kept in .graph/out/test/test:pwm%2FGATA1@oci/output)',
+  );
+  assert.match(broken.stderr, 'failed test:pwm/GATA1@sif: output differs');
+  assert.match(readFileSync(path.join(dir, '.graph/out/test/test:pwm%2FGATA1@oci/output/scores.tsv'), 'utf8'), 'chr2_enhancer\t9.7360');
+});
+
+test.run();
