@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, closeSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
@@ -15,8 +15,8 @@ import { ExecaRunner, type ProcessRunner } from '../engine/process.js';
 import { ContentStore } from '../engine/store.js';
 import { composeImage, type StoredImage } from '../rules/oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from '../rules/oci/layer.js';
-import { ConvertError, envScript, imageToSif, labelsJson, mksquashfsArgs, type SifResult } from '../rules/sif/convert.js';
-import { DataType, FsType, PartType, primaryPartition, readSif, SifError, writeSif } from '../rules/sif/sif.js';
+import { addRuntimeFiles, ConvertError, envScript, imageToSif, labelsJson, mksquashfsArgs, type SifResult } from '../rules/sif/convert.js';
+import { DataType, FsType, ID_NAMESPACE, PartType, primaryPartition, readSif, SifError, writeSif } from '../rules/sif/sif.js';
 
 const test = suite('sif');
 
@@ -162,6 +162,9 @@ test('writeSif: the layout pkg/sif writes, and readSif reads back what was writt
   assert.ok(bytes.subarray(partOffset).equals(readFileSync(partition)), 'the partition holds the squashfs bytes');
   assert.is(bytes.subarray(dataOffset + 21, dataOffset + 21 + json.length).toString(), json);
   assert.is(primaryPartition(read).offset, partOffset);
+  // The id is recomputable from the file: UUIDv5(ID_NAMESPACE, 'sha256:' + SHA-256 of bytes after the header).
+  const pyId = sh(['python3', '-c', `import hashlib,sys,uuid; d=open(sys.argv[1],'rb').read()[128:]; print(uuid.uuid5(uuid.UUID('${ID_NAMESPACE}'), 'sha256:'+hashlib.sha256(d).hexdigest()))`, out]);
+  assert.is(pyId.trim(), id);
 
   // Independent readers agree.
   const check = sifcheck(out, '--arch', 'arm64', '--expect', '/x');
@@ -286,6 +289,29 @@ test('the runtime files work: run, exec and the environment, in a chroot of the 
   assert.is(inside(['/.singularity.d/actions/run', '$GREETING'], { APPTAINER_NO_EVAL: '1' }), '0: greet: hi "there" $USER $GREETING\n');
   assert.is(inside(['/.singularity.d/actions/exec', 'sh', '-c', 'echo "$PATH|$LD_LIBRARY_PATH|$(busybox cat /opt/app/hello.txt)"']), '0: /opt/app/bin:/bin|/.singularity.d/libs|hello from the image\n');
   assert.is(readFileSync(path.join(root, '.singularity.d/labels.json'), 'utf8'), '{\n\t"a.first": "1",\n\t"org.example.model": "pwm"\n}');
+});
+
+test('addRuntimeFiles stays inside the root, keeps what the image has, replaces its own files', () => {
+  const root = path.join(fresh('runtime'), 'root');
+  mkdirSync(path.join(root, 'data', 'etc'), { recursive: true });
+  symlinkSync('/data/etc', path.join(root, 'etc')); // absolute: the image's /data/etc, not the host's
+  writeFileSync(path.join(root, 'data', 'etc', 'hosts'), '127.0.0.1 model\n', { mode: 0o600 });
+  mkdirSync(path.join(root, '.singularity.d'));
+  writeFileSync(path.join(root, '.singularity.d', 'runscript'), 'old\n');
+  writeFileSync(path.join(root, 'singularity'), 'a file of the image\n');
+  symlinkSync('/somewhere', path.join(root, 'environment'));
+  symlinkSync('/tmp', path.join(root, 'home')); // a link is left as it is, dangling or not
+  addRuntimeFiles(root, { architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, config: { Cmd: ['true'] } });
+  const mode = (p: string) => (lstatSync(path.join(root, p)).mode & 0o7777).toString(8);
+  assert.is(readFileSync(path.join(root, 'data/etc/hosts'), 'utf8'), '127.0.0.1 model\n');
+  assert.is(mode('data/etc/hosts'), '644');
+  assert.is(readFileSync(path.join(root, 'data/etc/resolv.conf'), 'utf8'), '');
+  assert.not.ok(existsSync('/data/etc/resolv.conf'), 'nothing was written outside the root');
+  assert.match(readFileSync(path.join(root, '.singularity.d/runscript'), 'utf8'), /^#!\/bin\/sh\n/);
+  assert.is(readFileSync(path.join(root, 'singularity'), 'utf8'), 'a file of the image\n');
+  assert.is(readlinkSync(path.join(root, 'environment')), '.singularity.d/env/90-environment.sh');
+  assert.is(readlinkSync(path.join(root, 'home')), '/tmp');
+  assert.equal([mode('tmp'), mode('var/tmp'), mode('root'), mode('.singularity.d/libs'), mode('.singularity.d/actions/run')], ['1777', '1777', '700', '755', '755']);
 });
 
 test('envScript and labelsJson: apptainer shapes, odd names skipped, quoting exact', () => {

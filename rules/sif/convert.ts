@@ -13,26 +13,26 @@
  * 4. write the SIF (`writeSif`): definition file, `oci-config.json`, the squashfs as the primary
  *    system partition; atomically at `outFile`.
  *
- * Ownership is not kept (`-all-root`): every file in the SIF belongs to root, as in images built
- * by `apptainer build` without `--fix-perms` run as root from an all-root OCI image.
+ * Ownership is not kept (`-all-root`): every file in the SIF belongs to root. (apptainer, building
+ * as root, keeps the layers' owners; images whose files belong to other users differ there.)
  */
-import { chmodSync, createReadStream, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import { pipeline } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import type { ProcessRunner } from '../../engine/process.js';
 import type { ContentStore } from '../../engine/store.js';
 import type { ImageConfig, StoredImage } from '../oci/image.js';
-import { MEDIA_TYPE_LAYER_TAR } from '../oci/layer.js';
-import { resolveInRoot, unpackLayer } from '../oci/unpack.js';
+import { resolveInRoot, unpackImage } from '../oci/unpack.js';
 import { sifArchCode, writeSif } from './sif.js';
 
 /** Thrown when a conversion step fails (mksquashfs missing or failing). */
 export class ConvertError extends Error {}
 
+/** What `imageToSif` converts, where it works, and how it starts tools. */
 export interface ImageToSifOptions {
+  /** The content-addressed store holding the image's layers. */
   readonly store: ContentStore;
+  /** The image (its layers in order, and its config: architecture, Env, Entrypoint, Cmd, Labels). */
   readonly image: StoredImage;
   /** A directory the conversion may fill (the root filesystem and the squashfs go there, and are removed). */
   readonly scratchDir: string;
@@ -42,6 +42,7 @@ export interface ImageToSifOptions {
   readonly epoch?: number;
   /** Starts `mksquashfs`. */
   readonly runner: ProcessRunner;
+  /** Aborting stops the conversion (and mksquashfs) and cleans up. */
   readonly signal?: AbortSignal;
   /** Absolute path of the node's log; mksquashfs output is appended there. */
   readonly logFile?: string;
@@ -78,7 +79,7 @@ export async function imageToSif(options: ImageToSifOptions): Promise<SifResult>
   };
   clean(); // a root filesystem left by an interrupted run must not leak into this one
   try {
-    await unpackRootfs(options.store, image, rootfs, signal);
+    await unpackImage(options.store, image, rootfs, { signal });
     addRuntimeFiles(rootfs, image.config);
     await makeSquashfs(rootfs, squashfs, epoch, options);
     // The root filesystem goes while the SIF is written (the removal runs on libuv's threads).
@@ -101,32 +102,6 @@ export async function imageToSif(options: ImageToSifOptions): Promise<SifResult>
     clean();
   }
 }
-
-/**
- * Step 1 of the conversion: `unpackImage` (every layer applied in order onto `root`, whiteouts and
- * all the safety checks of `rules/oci/unpack.ts`), except that gzip layers are inflated in 1 MiB
- * chunks: zlib's default 16 KiB output chunks make inflating a 460 MB layer take 6.6 s instead of
- * 2.2 s on the 2-core machines (measured), and nothing overlaps unpacking. The inflated layer
- * goes to `unpackLayer` as the plain tar it now is; every other media type (zstd's refusal
- * included) is left to it. (The same chunk size in `unpackImage` would make this unnecessary.)
- * @throws UnpackError as `unpackImage` does.
- */
-export async function unpackRootfs(store: ContentStore, image: StoredImage, root: string, signal?: AbortSignal): Promise<void> {
-  mkdirSync(root, { recursive: true });
-  for (const layer of image.manifest.layers) {
-    const file = createReadStream(store.pathOf(layer.digest), { highWaterMark: INFLATE_CHUNK });
-    if (!/gzip/.test(layer.mediaType) || /zstd/.test(layer.mediaType)) {
-      await unpackLayer(file, layer, root, { signal });
-      continue;
-    }
-    const tarStream = createGunzip({ chunkSize: INFLATE_CHUNK });
-    // Errors (a corrupt blob) destroy the gunzip stream, which unpackLayer reports for this layer.
-    pipeline(file, tarStream, () => undefined);
-    await unpackLayer(tarStream, { ...layer, mediaType: MEDIA_TYPE_LAYER_TAR }, root, { signal });
-  }
-}
-
-const INFLATE_CHUNK = 1 << 20;
 
 /** The mksquashfs arguments (after source and destination) for a reproducible gzip squashfs. */
 export function mksquashfsArgs(epoch: number): string[] {

@@ -15,13 +15,15 @@
  *
  * Object ids are 1, 2, 3… in that order, all in object group 1 (stored as 0xf0000001), linked to
  * nothing, as pkg/sif assigns them. Reproducible: every time field is the given epoch
- * (SOURCE_DATE_EPOCH), and the image id is a name-based UUID (RFC 4122 version 5) of the SHA-256
- * of every byte after the header, so the same objects always give the same file, and different
- * objects a different id.
+ * (SOURCE_DATE_EPOCH), and the image id is the name-based UUID (RFC 4122 §4.3, version 5) in
+ * namespace `ID_NAMESPACE` of the name `sha256:<hex SHA-256 of every byte after the 128-byte
+ * header>`: the same objects always give the same file, different objects a different id, and
+ * anyone can recompute the id from the file.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, renameSync, rmSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { tempPathFor } from '../../engine/atomic.js';
 
@@ -85,7 +87,7 @@ const NAME_LEN = 128;
 const SQUASHFS_MAGIC = Buffer.from('hsqs');
 const CHUNK = 4 << 20;
 /** Namespace of the version-5 UUIDs graph gives SIF images (a fixed random UUID). */
-const ID_NAMESPACE = 'a6af9e60-406b-4330-a940-52e990a7d1ed';
+export const ID_NAMESPACE = 'a6af9e60-406b-4330-a940-52e990a7d1ed';
 
 /** Thrown for a SIF that cannot be written (bad arguments, not a squashfs) or read (malformed). */
 export class SifError extends Error {}
@@ -271,6 +273,7 @@ export async function writeSif(options: WriteSifOptions): Promise<WrittenSif> {
   const sha256 = new HashWorker('sha256');
   const md5 = new HashWorker('md5');
   const tmp = tempPathFor(options.outFile);
+  mkdirSync(path.dirname(options.outFile), { recursive: true });
   let out: FileHandle | undefined;
   let sha256hex: string;
   let md5hex: string;
@@ -303,9 +306,10 @@ export async function writeSif(options: WriteSifOptions): Promise<WrittenSif> {
 }
 
 /**
- * Parse a SIF file's global header and its used descriptors (pkg/sif `LoadContainer`).
+ * Parse a SIF file's global header and its used descriptors, in table order (pkg/sif
+ * `LoadContainer`); reads only the header and the table.
  * @throws SifError when the file is too short, the magic or version is wrong, or the descriptor
- *   table lies outside the file; the fs error when it cannot be read.
+ *   table or an object lies outside the file; the fs error when it cannot be read.
  */
 export function readSif(file: string): SifImage {
   const fd = openSync(file, 'r');
@@ -347,7 +351,12 @@ export function readSif(file: string): SifImage {
     const descriptors: SifDescriptor[] = [];
     for (let i = 0; i < total; i++) {
       const d = table.subarray(i * DESCRIPTOR_SIZE, (i + 1) * DESCRIPTOR_SIZE);
-      if (d[4] === 1) descriptors.push(decodeDescriptor(d, i));
+      if (d[4] !== 1) continue;
+      const descriptor = decodeDescriptor(d, i);
+      if (descriptor.offset < 0 || descriptor.size < 0 || descriptor.offset + descriptor.size > fileSize) {
+        throw new SifError(`${file}: object ${descriptor.id} [${descriptor.offset}, ${descriptor.offset + descriptor.size}) lies outside the file (${fileSize} bytes)`);
+      }
+      descriptors.push(descriptor);
     }
     return { header, descriptors };
   } finally {
