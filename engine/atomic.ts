@@ -4,7 +4,7 @@
  * writing the same path leave one whole version.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 /** A unique temp path beside `target` (same directory, so rename stays on one file system). */
@@ -46,5 +46,41 @@ export function readJsonFile(file: string): unknown {
     return JSON.parse(text);
   } catch {
     return undefined;
+  }
+}
+
+/** How long a lock may be held before another process treats it as abandoned (ms). */
+const STALE_LOCK_MS = 10 * 60 * 1000;
+
+/**
+ * Run `fn` holding an inter-process lock on `target` (a directory `TARGET.lock`, created
+ * atomically by mkdir): for read-modify-write updates of a file several nodes or processes share,
+ * such as a layout's index.json or published.lock.json. A lock older than 10 minutes is taken to
+ * be left by a dead process and broken.
+ * @throws Error when the lock cannot be had within `timeoutMs` (default 60 s); `fn`'s errors.
+ */
+export async function withLock<T>(target: string, fn: () => T | Promise<T>, timeoutMs = 60_000): Promise<T> {
+  const lock = `${target}.lock`;
+  mkdirSync(path.dirname(lock), { recursive: true });
+  const start = Date.now();
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      try {
+        if (Date.now() - statSync(lock).mtimeMs > STALE_LOCK_MS) rmSync(lock, { recursive: true, force: true });
+      } catch {
+        // released meanwhile
+      }
+      if (Date.now() - start > timeoutMs) throw new Error(`could not lock ${target} within ${timeoutMs / 1000} s (held by another graph process? remove ${lock} if none runs)`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
   }
 }

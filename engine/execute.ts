@@ -235,6 +235,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       store: options.store,
       outDir: path.join(options.stateDir, 'out'),
       cacheDir: path.join(options.stateDir, 'cache'),
+      keys: { node: p.key, deps: p.record.deps },
       deps,
       scratchDir: () => {
         if (!tmpDir) {

@@ -72,6 +72,8 @@ export interface ExecContext {
   readonly log: LogSink;
   readonly runner: ProcessRunner;
   readonly store: ContentStore;
+  /** This node's action key, and its dependencies' (for records such as a lineage lock). */
+  readonly keys: { readonly node: string; readonly deps: Readonly<Record<string, string>> };
   /** Outputs of this node's dependencies (all succeeded), by node id. */
   readonly deps: ReadonlyMap<NodeId, NodeOutputs>;
   /** Absolute directory where rules keep user-visible outputs (`.graph/out`): image layouts, SIFs. */

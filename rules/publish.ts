@@ -1,11 +1,20 @@
 /**
- * publish:IMAGE — pushes an image (and its SIF) to the references in its `publish:` list, or to
- * the local default `dist/` when it names none. It depends on the image's build and convert and
- * on every test of every model that runs in the image: an image whose tests fail is never
- * published. The pusher arrives with the publish rule's issue.
+ * publish:IMAGE — pushes an image (and its SIF, as an ORAS artifact tagged `TAG-sif`) to the
+ * references in its `publish:` list with the OCI distribution API (rules/registry/push.ts), or,
+ * when it names none, writes them into `dist/oci` (one OCI image layout, a tag per image) and
+ * `dist/sif/NAME.sif`. It depends on the image's build and convert and on every test of every
+ * model that runs in the image: an image whose tests fail is never published. Each publication
+ * is recorded in `published.lock.json`.
  */
-import { sampledModels, type Declarations } from '../engine/declarations.js';
-import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { copyFileSync, linkSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
+import { sampledModels, type Declarations, type ImageDecl } from '../engine/declarations.js';
+import { formatReference, parseReference, type ImageReference } from '../engine/reference.js';
+import type { NodeDef, NodeId, Rule } from '../engine/rule.js';
+import { loadImage } from './oci/image.js';
+import { addToLayout } from './oci/layout.js';
+import { pushArtifact, pushImage } from './registry/push.js';
 import { buildId } from './build.js';
 import { convertId } from './convert.js';
 import { testId } from './test.js';
@@ -41,7 +50,90 @@ export const publishRule: Rule = {
       };
     });
   },
-  async execute() {
-    throw new NodeFailure(`publishing is not implemented yet (the publish rule lands with issue #5)`);
+  async execute(node, ctx) {
+    const name = node.image as string;
+    const root = ctx.decls.root;
+    const decl = ctx.decls.images.get(name) as ImageDecl;
+    const manifest = String(ctx.deps.get(buildId(name))?.outputs.manifest);
+    const image = loadImage(ctx.store, manifest);
+    const sif = ctx.deps.get(convertId(name))?.outputs as { sha256: string; md5: string; size: number } | undefined;
+    const sifBlob = sif && ctx.store.pathOf(`sha256:${sif.sha256}`);
+    const references: string[] = [];
+    const sifReferences: string[] = [];
+    if (decl.publish.length === 0) {
+      // The embedded default: a local OCI image layout (a tag per image) and the SIFs, in dist/.
+      await addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
+      references.push(`oci-layout:${DIST}/oci:${name}`);
+      if (sifBlob) {
+        const target = path.join(root, DIST, 'sif', `${name}.sif`);
+        linkOrCopyAtomic(sifBlob, target);
+        sifReferences.push(path.relative(root, target));
+      }
+    }
+    for (const text of decl.publish) {
+      const parsed = parseReference(text) as ImageReference; // validated with the declarations
+      const ref = parsed.tag || parsed.digest ? parsed : { ...parsed, tag: 'latest' };
+      ctx.log.write(`pushing ${formatReference(ref)}\n`);
+      const pushed = await pushImage(ctx.store, image, ref, { signal: ctx.signal, log: (line) => ctx.log.write(`${line}\n`) });
+      ctx.log.write(`pushed ${formatReference(ref)}: ${pushed.pushedBlobs} blobs uploaded, ${pushed.skippedBlobs} present, ${pushed.mountedBlobs} mounted\n`);
+      references.push(formatReference(ref));
+      if (sifBlob) {
+        const sifRef = { ...ref, tag: `${ref.tag ?? 'latest'}-sif`, digest: undefined };
+        await pushArtifact(ctx.store, sifBlob, sifRef, { signal: ctx.signal, title: `${name}.sif` });
+        sifReferences.push(`oras://${formatReference(sifRef)}`);
+      }
+    }
+    const entry: PublishedImage = {
+      manifest,
+      references,
+      sif: sif ? { sha256: sif.sha256, md5: sif.md5, size: sif.size, references: sifReferences } : null,
+      keys: Object.fromEntries(Object.entries({ [node.id]: ctx.keys.node, ...ctx.keys.deps }).filter(([id]) => !id.startsWith('test:')).sort()),
+    };
+    await recordPublished(root, name, entry);
+    return { outputs: { manifest, references, sif: entry.sif }, artifacts: [] };
   },
 };
+
+/** The directory the embedded default publishes into, beside images.yaml. */
+export const DIST = 'dist';
+
+/** The lineage lock's file name, beside images.yaml (meant to be committed). */
+export const PUBLISHED_LOCK = 'published.lock.json';
+
+/** One image's entry in published.lock.json. */
+export interface PublishedImage {
+  /** Manifest digest of the published image. */
+  readonly manifest: string;
+  /** Every reference it was pushed to (or the dist/ layout tag). */
+  readonly references: readonly string[];
+  /** The SIF pushed with it: hex sha256 and md5, size in bytes, where it went. */
+  readonly sif: { readonly sha256: string; readonly md5: string; readonly size: number; readonly references: readonly string[] } | null;
+  /** Action keys of the publish, build and convert nodes that produced it. */
+  readonly keys: Readonly<Record<string, string>>;
+}
+
+/**
+ * Record a publication in `published.lock.json`: `{"version": 1, "images": {NAME: PublishedImage}}`,
+ * keys sorted, written atomically under a lock (publish nodes run in parallel). It is what the
+ * Kipoi zoo kept by hand in model-to-singularity.json.
+ */
+export async function recordPublished(root: string, name: string, entry: PublishedImage): Promise<void> {
+  const file = path.join(root, PUBLISHED_LOCK);
+  await withLock(file, () => {
+    const old = (readJsonFile(file) as { images?: Record<string, PublishedImage> } | undefined)?.images ?? {};
+    const images = Object.fromEntries(Object.entries({ ...old, [name]: entry }).sort(([a], [b]) => (a < b ? -1 : 1)));
+    writeFileAtomic(file, `${JSON.stringify({ version: 1, images }, null, 2)}\n`);
+  });
+}
+
+function linkOrCopyAtomic(source: string, target: string): void {
+  mkdirSync(path.dirname(target), { recursive: true });
+  const tmp = `${target}.tmp-${process.pid}`;
+  rmSync(tmp, { force: true });
+  try {
+    linkSync(source, tmp);
+  } catch {
+    copyFileSync(source, tmp);
+  }
+  renameSync(tmp, target);
+}

@@ -6,6 +6,7 @@
  */
 import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { withLock, writeFileAtomic } from '../../engine/atomic.js';
 import type { ContentStore } from '../../engine/store.js';
 import {
   ImageError,
@@ -66,6 +67,35 @@ export function writeLayout(store: ContentStore, dir: string, images: ReadonlyAr
     rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
+}
+
+/**
+ * Add (or replace) the image tagged `tag` in the layout at `dir`, keeping the other tags: one
+ * layout shared by many images, updated under a lock so concurrent nodes lose nothing. Blobs are
+ * hard links into the store (else copies); index.json is replaced atomically.
+ */
+export async function addToLayout(store: ContentStore, dir: string, tag: string, image: StoredImage): Promise<void> {
+  await withLock(dir, () => {
+    const blobs = path.join(dir, 'blobs', 'sha256');
+    mkdirSync(blobs, { recursive: true });
+    for (const digest of imageBlobs(image)) {
+      const target = path.join(blobs, digest.slice('sha256:'.length));
+      if (existsSync(target)) continue;
+      const tmp = `${target}.tmp-${process.pid}`;
+      try {
+        linkSync(store.pathOf(digest), tmp);
+      } catch {
+        copyFileSync(store.pathOf(digest), tmp);
+      }
+      renameSync(tmp, target);
+    }
+    writeFileAtomic(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    const indexFile = path.join(dir, 'index.json');
+    const old = existsSync(indexFile) ? readJson<Index>(indexFile, `OCI image layout ${dir}`).manifests : [];
+    const manifests = [...old.filter((m) => m.annotations?.[REF_NAME] !== tag), { ...image.manifestDescriptor, annotations: { [REF_NAME]: tag } }];
+    manifests.sort((a, b) => ((a.annotations?.[REF_NAME] ?? '') < (b.annotations?.[REF_NAME] ?? '') ? -1 : 1));
+    writeFileAtomic(indexFile, JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_INDEX, manifests } satisfies Index));
+  });
 }
 
 function readJson<T>(file: string, what: string): T {

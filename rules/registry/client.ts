@@ -117,6 +117,14 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     }, { once: true });
   });
 
+/** A streamed request body: a Node readable (e.g. a file range). */
+export type RequestStream = AsyncIterable<Uint8Array> & { destroy(): void };
+
+/** Extra options of `RegistryClient.request`: a body (bytes, or a function making a fresh stream per attempt) and other fetch options. */
+export interface RequestOptions extends Omit<RequestInit, 'method' | 'headers' | 'body' | 'signal' | 'duplex'> {
+  readonly body?: string | Uint8Array | (() => RequestStream);
+}
+
 /** One registry host. */
 export class RegistryClient {
   readonly base: string;
@@ -132,19 +140,36 @@ export class RegistryClient {
   }
 
   /**
-   * A request to `/v2/…` with auth and retries.
+   * A request to `/v2/…` (or an absolute URL the registry gave, such as an upload Location) with
+   * auth and retries.
    * @param scope the token scope, e.g. `repository:zoo/base:pull`.
+   * @param init a body and other fetch options; a body made by a function is made afresh for every
+   *   attempt (a stream cannot be replayed on a retry or after a 401) and destroyed after it.
    * @throws RegistryError for connection failures after retries and for 401/403.
    */
-  async request(method: string, urlPath: string, scope: string, headers: Record<string, string> = {}): Promise<Response> {
+  async request(method: string, urlPath: string, scope: string, headers: Record<string, string> = {}, init: RequestOptions = {}): Promise<Response> {
     const url = urlPath.startsWith('http') ? urlPath : `${this.base}${urlPath}`;
     let authTried = false;
     for (let attempt = 1; ; attempt++) {
       let res: Response;
+      let stream: RequestStream | undefined;
       try {
         const auth = this.authorization.get(scope);
-        res = await fetch(url, { method, headers: { ...headers, ...(auth ? { authorization: auth } : {}) }, signal: this.signal, redirect: 'follow' });
+        const { body: source, ...rest } = init;
+        const body = typeof source === 'function' ? (stream = source()) : source;
+        res = await fetch(url, {
+          redirect: 'follow',
+          ...rest,
+          method,
+          headers: { ...headers, ...(auth ? { authorization: auth } : {}) },
+          // Node's fetch (undici) sends any byte array or async iterable; the global types name fewer.
+          body: body as RequestInit['body'],
+          // undici needs half duplex to send a streamed body.
+          ...(stream ? { duplex: 'half' as const } : {}),
+          signal: this.signal,
+        });
       } catch (e) {
+        stream?.destroy();
         if (this.signal?.aborted) throw e;
         if (attempt < MAX_ATTEMPTS) {
           await sleep(200 * 2 ** (attempt - 1), this.signal);
@@ -153,6 +178,8 @@ export class RegistryClient {
         const cause = (e as { cause?: { code?: string; message?: string } }).cause;
         throw new RegistryError(`cannot reach registry ${this.host}: ${cause?.code ?? cause?.message ?? (e as Error).message}`);
       }
+      // The registry may answer without reading the whole body (a 401, an error): release the file.
+      stream?.destroy();
       if (res.status === 401 && !authTried) {
         authTried = true;
         await res.body?.cancel();
