@@ -10,7 +10,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
@@ -19,6 +19,7 @@ import type { ProcessRunner, RunOptions, RunResult } from '../engine/process.js'
 import { BuildahBuilder } from '../rules/dockerfile/buildah.js';
 import { detectBuilder, findExecutable, killContainerProcesses, type DockerfileBuild } from '../rules/dockerfile/builder.js';
 import { PodmanBuilder } from '../rules/dockerfile/podman.js';
+import { busyboxRoot } from './helpers.js';
 
 const test = suite('dockerfile');
 
@@ -39,20 +40,7 @@ function fresh(name: string): string {
 
 /** Make an OCI image layout at `layout` (tag `base`) holding busybox-static from Debian's mirror. */
 function makeBusyboxBase(layout: string): void {
-  const dir = fresh('busybox');
-  // apt's sandbox user `_apt` writes the download into the current directory.
-  chmodSync(dir, 0o755);
-  try {
-    sh(['apt-get', 'download', '-q', 'busybox-static'], dir);
-  } catch {
-    sh(['apt-get', 'update', '-qq']);
-    sh(['apt-get', 'download', '-q', 'busybox-static'], dir);
-  }
-  const deb = readdirSync(dir).find((f) => f.endsWith('.deb')) as string;
-  const rootfs = path.join(dir, 'rootfs');
-  sh(['dpkg-deb', '-x', path.join(dir, deb), rootfs]);
-  rmSync(path.join(rootfs, 'usr', 'share'), { recursive: true, force: true });
-  for (const applet of ['sh', 'cat', 'echo', 'ls', 'sleep', 'true', 'false']) symlinkSync('busybox', path.join(rootfs, 'bin', applet));
+  const rootfs = busyboxRoot(path.join(fresh('busybox'), 'rootfs'), ['sh', 'cat', 'echo', 'ls', 'sleep', 'true', 'false']);
   sh(['umoci', 'init', '--layout', layout]);
   sh(['umoci', 'new', '--image', `${layout}:base`]);
   sh(['umoci', 'insert', '--image', `${layout}:base`, rootfs, '/']);

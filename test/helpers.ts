@@ -4,7 +4,7 @@
  * expansion (nodes, edges, key inputs) but execute through that runner.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -260,4 +260,49 @@ export async function startRegistry(auth?: { user: string; password: string }): 
         child.kill('SIGTERM');
       }),
   };
+}
+
+/**
+ * Unpack Debian packages into `root` the way the debian: recipe does (dpkg-deb -x, no maintainer
+ * scripts), downloading them with apt-get from the host's configured mirror (after one
+ * `apt-get update` if the lists are missing or stale). For test fixtures (base images, rootfs).
+ */
+export function debianRoot(root: string, packages: readonly string[]): string {
+  const debs = mkdtempSync(path.join(tmpdir(), 'graph-debs-'));
+  chmodSync(debs, 0o755); // apt's sandbox user `_apt` writes the downloads here
+  let r = spawnSync('apt-get', ['download', '-q', ...packages], { cwd: debs, encoding: 'utf8' });
+  if (r.status !== 0) {
+    spawnSync('apt-get', ['update', '-qq'], { stdio: 'ignore' });
+    r = spawnSync('apt-get', ['download', '-q', ...packages], { cwd: debs, encoding: 'utf8' });
+  }
+  if (r.status !== 0) throw new Error(`apt-get download ${packages.join(' ')} failed: ${r.stderr}`);
+  mkdirSync(root, { recursive: true });
+  for (const deb of readdirSync(debs).filter((f) => f.endsWith('.deb'))) {
+    const x = spawnSync('dpkg-deb', ['-x', path.join(debs, deb), root], { encoding: 'utf8' });
+    if (x.status !== 0) throw new Error(`dpkg-deb -x ${deb} failed: ${x.stderr}`);
+  }
+  rmSync(debs, { recursive: true, force: true });
+  return root;
+}
+
+/**
+ * A busybox-static root filesystem in `root` (documentation removed) with links to busybox for
+ * `applets`: the given names, or every applet busybox has (`'all'`, as busybox --install would).
+ */
+export function busyboxRoot(root: string, applets: readonly string[] | 'all' = ['sh']): string {
+  debianRoot(root, ['busybox-static']);
+  rmSync(path.join(root, 'usr', 'share'), { recursive: true, force: true });
+  const names = applets === 'all' ? spawnSync(path.join(root, 'bin/busybox'), ['--list'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean) : applets;
+  for (const a of names) if (!existsSync(path.join(root, 'bin', a))) symlinkSync('busybox', path.join(root, 'bin', a));
+  return root;
+}
+
+/** Whether process `pid` runs (a zombie waiting for its reaper counts as ended). */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
 }

@@ -5,20 +5,13 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { captureOutput, ExecaRunner } from '../engine/process.js';
+import { processAlive } from './helpers.js';
 
 const test = suite('process');
 const runner = new ExecaRunner();
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'graph-proc-'));
 
-/** Running (a zombie waiting for its reaper counts as ended). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
+const alive = processAlive;
 
 test('exit codes and output appended to the log file', async () => {
   const log = path.join(tmp(), 'node.log');

@@ -18,7 +18,7 @@ import { bubblewrapArgv, BubblewrapBackend, rootMounts } from '../rules/runtime/
 import { podmanRunArgs } from '../rules/runtime/container.js';
 import { compareOutputs, WROTE_NOTHING } from '../rules/runtime/expect.js';
 import { detectBackend, type RunInImage, type TestRuntimeBackend } from '../rules/runtime/runtime.js';
-import { writeFiles } from './helpers.js';
+import { busyboxRoot, debianRoot, writeFiles } from './helpers.js';
 
 const test = suite('runtime');
 /** Every temp directory made here, removed after the suite (the python3 root alone is ~50 MB). */
@@ -29,36 +29,15 @@ const tmp = (prefix = 'graph-rt-') => {
   return dir;
 };
 
-/** Debian packages' files unpacked into `root` (`apt-get download`, then `dpkg-deb -x`), with one `apt-get update` retry. */
-function debianRoot(root: string, packages: string[]): void {
-  const debs = tmp('graph-rt-debs-');
-  let r = spawnSync('apt-get', ['download', ...packages], { cwd: debs, encoding: 'utf8' });
-  if (r.status !== 0) {
-    spawnSync('apt-get', ['update'], { stdio: 'ignore' });
-    r = spawnSync('apt-get', ['download', ...packages], { cwd: debs, encoding: 'utf8' });
-  }
-  if (r.status !== 0) throw new Error(`apt-get download ${packages.join(' ')} failed: ${r.stderr}`);
-  for (const deb of readdirSync(debs)) {
-    const x = spawnSync('dpkg-deb', ['-x', path.join(debs, deb), root], { encoding: 'utf8' });
-    if (x.status !== 0) throw new Error(`dpkg-deb -x ${deb} failed: ${x.stderr}`);
-  }
-}
-
 /** busybox-static, with /bin/sh and every applet linked to busybox (as busybox --install would). */
-function busyboxRoot(): string {
-  const root = tmp('graph-rt-bb-');
-  debianRoot(root, ['busybox-static']);
-  const applets = spawnSync(path.join(root, 'bin/busybox'), ['--list'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
-  for (const a of applets) if (!existsSync(path.join(root, 'bin', a))) symlinkSync('busybox', path.join(root, 'bin', a));
-  return root;
-}
+const busyboxRootfs = () => busyboxRoot(tmp('graph-rt-bb-'), 'all');
 
 let BB = '';
 let backend: BubblewrapBackend;
 const bwrap = findExecutable('bwrap', process.env.PATH) ?? 'bwrap';
 
 test.before(async () => {
-  BB = busyboxRoot();
+  BB = busyboxRootfs();
   backend = (await detectBackend(undefined)) as BubblewrapBackend;
 });
 

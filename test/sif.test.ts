@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
@@ -17,6 +17,7 @@ import { composeImage, type StoredImage } from '../rules/oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from '../rules/oci/layer.js';
 import { addRuntimeFiles, ConvertError, envScript, imageToSif, labelsJson, mksquashfsArgs, type SifResult } from '../rules/sif/convert.js';
 import { DataType, FsType, ID_NAMESPACE, PartType, primaryPartition, readSif, SifError, writeSif } from '../rules/sif/sif.js';
+import { busyboxRoot } from './helpers.js';
 
 const test = suite('sif');
 
@@ -39,22 +40,7 @@ function sifcheck(file: string, ...args: string[]): { status: number; report: an
 }
 
 /** busybox-static from the host's Debian mirror, unpacked, with /bin/sh. */
-function busyboxRoot(): string {
-  const dir = fresh('busybox');
-  chmodSync(dir, 0o755); // apt's sandbox user `_apt` writes the download here
-  try {
-    sh(['apt-get', 'download', '-q', 'busybox-static'], dir);
-  } catch {
-    sh(['apt-get', 'update', '-qq']);
-    sh(['apt-get', 'download', '-q', 'busybox-static'], dir);
-  }
-  const deb = readdirSync(dir).find((f) => f.endsWith('.deb')) as string;
-  const rootfs = path.join(dir, 'rootfs');
-  sh(['dpkg-deb', '-x', path.join(dir, deb), rootfs]);
-  rmSync(path.join(rootfs, 'usr', 'share'), { recursive: true, force: true });
-  symlinkSync('busybox', path.join(rootfs, 'bin', 'sh'));
-  return rootfs;
-}
+const busyboxRootfs = () => busyboxRoot(path.join(fresh('busybox'), 'rootfs'));
 
 const data = (p: string, text: string, mode = 0o644): LayerEntry => ({ type: 'data', path: p, mode, data: Buffer.from(text) });
 
@@ -62,7 +48,7 @@ const data = (p: string, text: string, mode = 0o644): LayerEntry => ({ type: 'da
 async function makeImage(store: ContentStore): Promise<StoredImage> {
   const layers = [];
   for (const [entries, createdBy] of [
-    [entriesForCopy(busyboxRoot(), '/', undefined, true), 'busybox-static'],
+    [entriesForCopy(busyboxRootfs(), '/', undefined, true), 'busybox-static'],
     [[data('opt/app/hello.txt', 'hello from the image\n'), data('opt/app/old.txt', 'deleted later\n'), data('opt/app/bin/greet', '#!/bin/sh\necho "greet: $GREETING $*"\n', 0o755)], 'app'],
     [[data('opt/app/.wh.old.txt', '')], 'rm /opt/app/old.txt'],
   ] as const) {
