@@ -12,7 +12,7 @@ import { affectedSince, ChangedSinceError } from './engine/changed.js';
 import { DiagnosticError, didYouMean, formatDiagnostic } from './engine/diagnostics.js';
 import { executePlan } from './engine/execute.js';
 import { FileDigester } from './engine/files.js';
-import { planBuild, planSummary, type Plan } from './engine/plan.js';
+import { checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
 import { ExecaRunner } from './engine/process.js';
 import { reportJson, reportJunit, writeReport } from './engine/report/files.js';
 import { PLAN_FORMATS, renderPlan, type PlanFormat } from './engine/report/plan.js';
@@ -40,6 +40,7 @@ const selection = {
   only: { type: 'string' },
   builder: { type: 'string' },
   sandbox: { type: 'string' },
+  offline: { type: 'boolean' },
 } as const;
 const BUILDERS = ['auto', 'buildah', 'podman', 'docker'];
 const SANDBOXES = ['bubblewrap', 'podman', 'docker', 'apptainer'];
@@ -57,6 +58,7 @@ const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), imag
   --only KIND,...      keep only nodes of these kinds (build, convert, test, publish)
   --builder NAME       builder for dockerfile: images: auto (default), buildah, podman, docker
   --sandbox NAME       where tests run: bubblewrap (default), podman, docker, apptainer
+  --offline            do not ask registries whether a publish is already done
   -C DIR               work on DIR/images.yaml and DIR/models.yaml`;
 
 const commands: Record<string, Command> = {
@@ -275,7 +277,8 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   const cache = new ActionCache(ws.stateDir);
   const store = new ContentStore(path.join(ws.stateDir, 'cas'));
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
-  const plan: Plan = planBuild(ws.graph, ws.graph.withDependencies(selected), { root: ws.root, cache, store, digester, env: process.env });
+  let plan: Plan = planBuild(ws.graph, ws.graph.withDependencies(selected), { root: ws.root, cache, store, digester, env: process.env });
+  if (!values.offline) plan = await checkUpToDate(plan, cache, ws.decls);
   return { plan, cache, store, digester, summary: planSummary(plan) };
 }
 

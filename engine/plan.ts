@@ -7,7 +7,8 @@ import type { ActionCache, CacheEntry } from './cache.js';
 import { expandInputs, type FileDigester } from './files.js';
 import type { BuildGraph } from './graph.js';
 import { explainChange, Keyer, shortDigest, type KeyRecord } from './key.js';
-import type { NodeDef, NodeId } from './rule.js';
+import type { Declarations } from './declarations.js';
+import type { Json, NodeDef, NodeId, Rule } from './rule.js';
 import type { ContentStore } from './store.js';
 
 export type PlanStatus = 'run' | 'cached';
@@ -19,7 +20,7 @@ export interface PlannedNode {
   /** `record` as canonical JSON (what the cache stores). */
   readonly recordText: string;
   readonly status: PlanStatus;
-  /** Why it runs (empty when cached). */
+  /** Why it runs; empty when cached, or why it is already done (e.g. "already in registry"). */
   readonly reasons: readonly string[];
   /** The cache entry that makes it cached. */
   readonly cached?: CacheEntry;
@@ -100,6 +101,44 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     nodes.push(planned);
   }
   return { graph, nodes, byId };
+}
+
+/**
+ * Ask rules with an `upToDate` check (a publish: is the registry already holding this digest?)
+ * about the nodes that would run; those already done become cached with the rule's reason, and
+ * the answer is recorded in the action cache so the next plan needs no network. Checks run a few
+ * at a time. Skipped entirely with `--offline`.
+ */
+export async function checkUpToDate(plan: Plan, cache: ActionCache, decls: Declarations, signal?: AbortSignal): Promise<Plan> {
+  const candidates = plan.nodes.filter((p) => p.status === 'run' && plan.graph.rules.get(p.node.kind)?.upToDate);
+  if (!candidates.length) return plan;
+  const replaced = new Map<NodeId, PlannedNode>();
+  let next = 0;
+  const worker = async () => {
+    while (next < candidates.length) {
+      const p = candidates[next++];
+      const deps = new Map<NodeId, { key: string; outputs?: { readonly [k: string]: Json } }>();
+      for (const d of p.node.deps) {
+        const dep = plan.byId.get(d.id);
+        if (dep) deps.set(d.id, { key: dep.key, outputs: dep.cached?.result.outputs });
+      }
+      let answer: Awaited<ReturnType<NonNullable<Rule['upToDate']>>>;
+      try {
+        answer = await plan.graph.rules.get(p.node.kind)?.upToDate?.(p.node, { decls, deps, signal });
+      } catch {
+        answer = undefined;
+      }
+      if (!answer) continue;
+      const result = { outputs: answer.outputs, artifacts: [], duration_ms: 0 };
+      cache.put(p.node.id, p.key, p.recordText, result);
+      const entry = cache.get(p.key, p.node.id);
+      replaced.set(p.node.id, { ...p, status: 'cached', reasons: [answer.reason], cached: entry });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(8, candidates.length) }, worker));
+  if (!replaced.size) return plan;
+  const nodes = plan.nodes.map((p) => replaced.get(p.node.id) ?? p);
+  return { graph: plan.graph, nodes, byId: new Map(nodes.map((p) => [p.node.id, p])) };
 }
 
 /** Counts for summaries. */

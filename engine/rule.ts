@@ -97,6 +97,21 @@ export interface Rule {
    * @throws NodeFailure (or any Error) when the node fails; the message is shown as its reason.
    */
   execute(node: NodeDef, ctx: ExecContext): Promise<NodeOutputs>;
+  /**
+   * Optional, for nodes whose effect lives outside the workspace (a push): is it already done?
+   * Asked by the planner for nodes that would run, unless `--offline`.
+   * @returns the outputs and a reason (e.g. "already in registry") when it is; undefined when it
+   *   is not or cannot be told. Never throws for an unreachable service: that is "cannot tell".
+   */
+  upToDate?(node: NodeDef, ctx: UpToDateContext): Promise<{ outputs: NodeOutputs['outputs']; reason: string } | undefined>;
+}
+
+/** What `Rule.upToDate` may use. */
+export interface UpToDateContext {
+  readonly decls: Declarations;
+  /** Each dependency's planned key, and its outputs when it is cached. */
+  readonly deps: ReadonlyMap<NodeId, { readonly key: string; readonly outputs?: NodeOutputs['outputs'] }>;
+  readonly signal?: AbortSignal;
 }
 
 /** A failure a rule expects (a failing command, a missing tool): shown without a stack trace. */

@@ -14,7 +14,7 @@ import { formatReference, parseReference, type ImageReference } from '../engine/
 import type { NodeDef, NodeId, Rule } from '../engine/rule.js';
 import { loadImage } from './oci/image.js';
 import { addToLayout } from './oci/layout.js';
-import { pushArtifact, pushImage } from './registry/push.js';
+import { pushArtifact, pushImage, remoteDigest } from './registry/push.js';
 import { buildId } from './build.js';
 import { convertId } from './convert.js';
 import { testId } from './test.js';
@@ -50,6 +50,39 @@ export const publishRule: Rule = {
       };
     });
   },
+  /**
+   * Registry-aware planning: a publish is done when every reference already holds exactly this
+   * image's manifest digest (and the SIF artifact is there). The digest comes from the cached
+   * build, or, on a runner with an empty cache, from published.lock.json when its build key is
+   * the one planned now. dist/ publications are local and cheap: never checked.
+   */
+  async upToDate(node, ctx) {
+    const name = node.image as string;
+    const decl = ctx.decls.images.get(name) as ImageDecl;
+    if (decl.publish.length === 0) return undefined;
+    const locked = (readJsonFile(path.join(ctx.decls.root, PUBLISHED_LOCK)) as { images?: Record<string, PublishedImage> } | undefined)?.images?.[name];
+    const fromLock = (id: NodeId) => (locked && locked.keys[id] === ctx.deps.get(id)?.key ? locked : undefined);
+    const manifest = (ctx.deps.get(buildId(name))?.outputs?.manifest as string | undefined) ?? fromLock(buildId(name))?.manifest;
+    if (!manifest) return undefined;
+    let sif: PublishedImage['sif'] = null;
+    if (decl.convert.includes('sif')) {
+      const converted = ctx.deps.get(convertId(name))?.outputs as { sha256: string; md5: string; size: number } | undefined;
+      const known = converted ?? fromLock(convertId(name))?.sif;
+      if (!known) return undefined;
+      sif = { sha256: known.sha256, md5: known.md5, size: known.size, references: [] };
+    }
+    const references: string[] = [];
+    for (const ref of publishReferences(decl)) {
+      if ((await remoteDigest(ref, ctx.signal)) !== manifest) return undefined;
+      references.push(formatReference(ref));
+      if (sif) {
+        const sifRef = sifReference(ref);
+        if ((await remoteDigest(sifRef, ctx.signal)) === undefined) return undefined;
+        sif = { ...sif, references: [...sif.references, `oras://${formatReference(sifRef)}`] };
+      }
+    }
+    return { outputs: { manifest, references, sif }, reason: `already in registry (${references.join(', ')})` };
+  },
   async execute(node, ctx) {
     const name = node.image as string;
     const root = ctx.decls.root;
@@ -70,15 +103,13 @@ export const publishRule: Rule = {
         sifReferences.push(path.relative(root, target));
       }
     }
-    for (const text of decl.publish) {
-      const parsed = parseReference(text) as ImageReference; // validated with the declarations
-      const ref = parsed.tag || parsed.digest ? parsed : { ...parsed, tag: 'latest' };
+    for (const ref of publishReferences(decl)) {
       ctx.log.write(`pushing ${formatReference(ref)}\n`);
       const pushed = await pushImage(ctx.store, image, ref, { signal: ctx.signal, log: (line) => ctx.log.write(`${line}\n`) });
       ctx.log.write(`pushed ${formatReference(ref)}: ${pushed.pushedBlobs} blobs uploaded, ${pushed.skippedBlobs} present, ${pushed.mountedBlobs} mounted\n`);
       references.push(formatReference(ref));
       if (sifBlob) {
-        const sifRef = { ...ref, tag: `${ref.tag ?? 'latest'}-sif`, digest: undefined };
+        const sifRef = sifReference(ref);
         await pushArtifact(ctx.store, sifBlob, sifRef, { signal: ctx.signal, title: `${name}.sif` });
         sifReferences.push(`oras://${formatReference(sifRef)}`);
       }
@@ -93,6 +124,19 @@ export const publishRule: Rule = {
     return { outputs: { manifest, references, sif: entry.sif }, artifacts: [] };
   },
 };
+
+/** An image's `publish:` references, parsed (validated with the declarations), `latest` by default. */
+function publishReferences(decl: ImageDecl): ImageReference[] {
+  return decl.publish.map((text) => {
+    const parsed = parseReference(text) as ImageReference;
+    return parsed.tag || parsed.digest ? parsed : { ...parsed, tag: 'latest' };
+  });
+}
+
+/** Where an image's SIF goes: the same repository, tag `TAG-sif`, as an ORAS artifact. */
+function sifReference(ref: ImageReference): ImageReference {
+  return { ...ref, tag: `${ref.tag ?? 'latest'}-sif`, digest: undefined };
+}
 
 /** The directory the embedded default publishes into, beside images.yaml. */
 export const DIST = 'dist';

@@ -4,7 +4,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, symlinkSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -92,6 +92,15 @@ test('a registry: the image and its SIF (as an ORAS artifact at TAG-sif) pushed,
     const lock = JSON.parse(readFileSync(path.join(dir, 'published.lock.json'), 'utf8'));
     assert.equal(lock.images.model.references, [`${registry.host}/zoo/model:v1`]);
     assert.equal(lock.images.model.sif.references, [`oras://${registry.host}/zoo/model:v1-sif`]);
+
+    // A fresh runner (no local cache): the plan asks the registry, which already holds this digest.
+    rmSync(path.join(dir, '.graph'), { recursive: true, force: true });
+    const plan = graph(dir, 'plan', 'image:model');
+    assert.is(plan.code, 0, plan.stderr);
+    assert.match(plan.stdout, `  cached publish:model\n           already in registry (${registry.host}/zoo/model:v1)\n`);
+    rmSync(path.join(dir, '.graph'), { recursive: true, force: true });
+    const offline = JSON.parse(graph(dir, 'plan', 'publish:model', '--offline', '--format', 'json').stdout);
+    assert.is(offline.nodes.find((n: { id: string }) => n.id === 'publish:model').status, 'run');
   } finally {
     await registry.stop();
   }

@@ -38,7 +38,7 @@ function planText(plan: Plan, verbose: boolean): string {
   const s = planSummary(plan);
   const lines = [`${plural(s.run, 'node')} to run, ${s.cached.toLocaleString('en-US')} cached (${plural(s.total, 'node')} selected)`];
   for (const p of plan.nodes) {
-    if (p.status === 'cached' && !verbose) continue;
+    if (p.status === 'cached' && !verbose && p.reasons.length === 0) continue;
     lines.push(`  ${p.status === 'run' ? 'run   ' : 'cached'} ${p.node.id}`);
     for (const r of p.reasons) lines.push(`           ${r}`);
   }
