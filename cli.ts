@@ -22,6 +22,7 @@ import { ContentStore } from './engine/store.js';
 import { matchTargets, TargetError } from './engine/targets.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
 import { lockImages } from './rules/debian/image.js';
+import { stalePublished } from './rules/publish.js';
 import { defaultRules } from './rules/index.js';
 
 const EXIT_OK = 0;
@@ -79,7 +80,8 @@ ${targetHelp}`,
       const ws = open();
       const { plan, digester } = await makePlan(ws, values, positionals);
       digester.save();
-      process.stdout.write(renderPlan(plan, format, values.verbose === true));
+      const stale = stalePublished(ws.root, (id) => plan.byId.get(id as NodeId)?.key);
+      process.stdout.write(renderPlan(plan, format, values.verbose === true, stale));
       return EXIT_OK;
     },
   },

@@ -125,6 +125,24 @@ export const publishRule: Rule = {
   },
 };
 
+/**
+ * Images whose published.lock.json entry no longer matches what would be built: an action key it
+ * records differs from the key planned now. One line per image, e.g.
+ * `pwm-scanner: build:pwm-scanner changed since it was published`.
+ * @param plannedKey the planned key of a node id, or undefined when the node is not in the plan.
+ */
+export function stalePublished(root: string, plannedKey: (id: string) => string | undefined): string[] {
+  const images = (readJsonFile(path.join(root, PUBLISHED_LOCK)) as { images?: Record<string, PublishedImage> } | undefined)?.images ?? {};
+  const out: string[] = [];
+  for (const [name, entry] of Object.entries(images)) {
+    const changed = Object.entries(entry.keys ?? {})
+      .filter(([id, key]) => id !== publishId(name) && plannedKey(id) !== undefined && plannedKey(id) !== key)
+      .map(([id]) => id);
+    if (changed.length) out.push(`${name}: ${changed.join(', ')} changed since it was published`);
+  }
+  return out;
+}
+
 /** An image's `publish:` references, parsed (validated with the declarations), `latest` by default. */
 function publishReferences(decl: ImageDecl): ImageReference[] {
   return decl.publish.map((text) => {

@@ -4,7 +4,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -63,6 +63,9 @@ test('default: dist/oci (a tag per image), dist/sif, published.lock.json; a seco
   assert.equal(lock.images.model.sif, { sha256: convert.sha256, md5: convert.md5, size: convert.size, references: ['dist/sif/model.sif'] });
   assert.equal(Object.keys(lock.images.model.keys), ['build:model', 'convert:model', 'publish:model']);
   assert.match(graph(dir, 'build').stderr, /ok: 0 ran, \d+ cached, 0 failed, 0 skipped/);
+  // Edit the model: the plan says the lineage lock no longer matches what would be built.
+  writeFileSync(path.join(dir, 'model/run.sh'), '#!/bin/sh\necho hi > /output/out.txt # v2\n');
+  assert.match(graph(dir, 'plan').stdout, 'published.lock.json is out of date for:\n  model: build:model, convert:model changed since it was published\n');
 });
 
 test('barrier: an image whose test fails is not published; others are', () => {

@@ -14,13 +14,17 @@ import { planSummary } from '../plan.js';
 export type PlanFormat = 'text' | 'json' | 'dot' | 'mermaid' | 'matrix';
 export const PLAN_FORMATS: readonly PlanFormat[] = ['text', 'json', 'dot', 'mermaid', 'matrix'];
 
-/** Render a plan in one of the formats. `verbose` lists cached nodes in text form too. */
-export function renderPlan(plan: Plan, format: PlanFormat, verbose = false): string {
+/**
+ * Render a plan in one of the formats. `verbose` lists cached nodes in text form too.
+ * @param stalePublished lines naming published images whose lineage lock is out of date (text and
+ *   JSON `stale_published`).
+ */
+export function renderPlan(plan: Plan, format: PlanFormat, verbose = false, stalePublished: readonly string[] = []): string {
   switch (format) {
     case 'text':
-      return planText(plan, verbose);
+      return planText(plan, verbose) + (stalePublished.length ? `published.lock.json is out of date for:\n${stalePublished.map((l) => `  ${l}\n`).join('')}` : '');
     case 'json':
-      return `${JSON.stringify(planJson(plan), null, 2)}\n`;
+      return `${JSON.stringify({ ...planJson(plan), ...(stalePublished.length ? { stale_published: stalePublished } : {}) }, null, 2)}\n`;
     case 'dot':
       return planDot(plan);
     case 'mermaid':
