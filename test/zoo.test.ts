@@ -1,8 +1,9 @@
 /**
  * The repository's own zoo end to end in a temp copy, the main job as the README runs it: a python3
- * base from Debian packages (pinned by images.lock), a layered model image, its SIF, every model
- * tested in both runtimes under bubblewrap, both images published into dist/; then a second build
- * is all cached, and a broken expectation fails exactly its tests (and holds back the publish).
+ * base from Debian packages (pinned by images.lock), two layered model images and one built from a
+ * Dockerfile FROM that base, their SIFs, every model tested in both runtimes under bubblewrap,
+ * every image published into dist/; then a second build is all cached, and a broken expectation
+ * fails exactly its tests (and holds back that image's publish).
  */
 import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,7 +30,7 @@ test('build, convert and test the zoo; a second build is all cached; a wrong exp
   assert.is(first.code, 0, first.stderr);
   const report = JSON.parse(readFileSync(path.join(dir, 'report.json'), 'utf8'));
   const tests = report.nodes.filter((n: { kind: string }) => n.kind === 'test');
-  assert.is(tests.length, 6);
+  assert.is(tests.length, 16);
   for (const t of tests) assert.is(t.status, 'ran', t.id);
   const convert = report.nodes.find((n: { id: string }) => n.id === 'convert:pwm-scanner').outputs;
   assert.match(convert.sha256, /^[a-f0-9]{64}$/);
@@ -37,29 +38,29 @@ test('build, convert and test the zoo; a second build is all cached; a wrong exp
   const check = spawnSync('python3', [SIFCHECK, '--runnable', '--expect', '/usr/local/bin/predict', '--expect-exec', '/usr/bin/python3', path.join(dir, convert.sif)], { encoding: 'utf8' });
   assert.is(check.status, 0, check.stderr);
   assert.ok(existsSync(path.join(dir, 'dist/sif/pwm-scanner.sif')));
-  assert.equal(Object.keys(JSON.parse(readFileSync(path.join(dir, 'published.lock.json'), 'utf8')).images), ['pwm-scanner', 'py3-base']);
+  assert.equal(Object.keys(JSON.parse(readFileSync(path.join(dir, 'published.lock.json'), 'utf8')).images), ['kmer-classifier', 'pwm-scanner', 'py3-base', 'seq-features']);
   const junit = readFileSync(path.join(dir, 'junit.xml'), 'utf8');
   assert.match(junit, '<testcase classname="test" name="test:pwm/CTCF@sif"');
 
   const second = graph(dir, 'build');
   assert.is(second.code, 0, second.stderr);
-  assert.match(second.stderr, 'ok: 0 ran, 11 cached, 0 failed, 0 skipped');
+  assert.match(second.stderr, 'ok: 0 ran, 27 cached, 0 failed, 0 skipped');
 
   // Within the declared tolerance (0.0005): the tests re-run (their inputs changed) and pass.
-  const expected = path.join(dir, 'zoo/pwm/test/expect/GATA1/scores.tsv');
+  const expected = path.join(dir, 'zoo/pwm/expect/GATA1/scores.tsv');
   const original = readFileSync(expected, 'utf8');
   writeFileSync(expected, original.replace('9.7360', '9.7363'));
   const close = graph(dir, 'build');
   assert.is(close.code, 0, close.stderr);
-  assert.match(close.stderr, 'ok: 3 ran, 8 cached, 0 failed, 0 skipped');
+  assert.match(close.stderr, 'ok: 3 ran, 24 cached, 0 failed, 0 skipped');
   // Beyond it: exactly GATA1's two tests fail, saying where, and keep their output.
   writeFileSync(expected, original.replace('9.7360', '9.7000'));
   const broken = graph(dir, 'build');
   assert.is(broken.code, 1);
-  assert.match(broken.stderr, 'FAILED: 0 ran, 8 cached, 2 failed, 1 skipped');
+  assert.match(broken.stderr, 'FAILED: 0 ran, 24 cached, 2 failed, 1 skipped');
   assert.match(
     broken.stderr,
-    'failed test:pwm/GATA1@oci: output differs from zoo/pwm/test/expect/GATA1: scores.tsv: line 3, column 2: 9.7360 ≠ expected 9.7000 (tolerance 0.0005) (output kept in .graph/out/test/test:pwm%2FGATA1@oci/output)',
+    'failed test:pwm/GATA1@oci: output differs from zoo/pwm/expect/GATA1: scores.tsv: line 3, column 2: 9.7360 ≠ expected 9.7000 (tolerance 0.0005) (output kept in .graph/out/test/test:pwm%2FGATA1@oci/output)',
   );
   assert.match(broken.stderr, 'failed test:pwm/GATA1@sif: output differs');
   assert.match(readFileSync(path.join(dir, '.graph/out/test/test:pwm%2FGATA1@oci/output/scores.tsv'), 'utf8'), 'chr2_enhancer\t9.7360');
