@@ -160,7 +160,7 @@ ${targetHelp}`,
     usage: `graph validate [-C DIR]
 
 Loads, validates and compiles the declarations; prints every problem as file:line:col with the
-line and a caret, and exits 2 if there is any. Touches nothing in .graph/.`,
+line and a caret, and exits 2 if there is any; then nothing in .graph/ is touched.`,
     options: { ...common },
     async run(open) {
       const ws = open();
