@@ -46,6 +46,16 @@ test('build, convert and test the zoo; a second build is all cached; a wrong exp
   assert.is(second.code, 0, second.stderr);
   assert.match(second.stderr, 'ok: 0 ran, 27 cached, 0 failed, 0 skipped');
 
+  // One model's file changed: exactly that model's tests, and its image's publish, will run.
+  const motif = path.join(dir, 'zoo/pwm/models/CTCF/motif.pwm');
+  const motifText = readFileSync(motif, 'utf8');
+  writeFileSync(motif, `${motifText}# tweak\n`);
+  const plan = JSON.parse(graph(dir, 'plan', '--format', 'json').stdout) as { nodes: Array<{ id: string; status: string; reasons: string[] }> };
+  const toRun = plan.nodes.filter((n) => n.status === 'run');
+  assert.equal(toRun.map((n) => n.id), ['test:pwm/CTCF@oci', 'test:pwm/CTCF@sif', 'publish:pwm-scanner']);
+  assert.match(toRun[0].reasons[0], /^input file zoo\/pwm\/models\/CTCF\/motif\.pwm changed \(sha256:[0-9a-f]{12} → sha256:[0-9a-f]{12}\)$/);
+  writeFileSync(motif, motifText);
+
   // Within the declared tolerance (0.0005): the tests re-run (their inputs changed) and pass.
   const expected = path.join(dir, 'zoo/pwm/expect/GATA1/scores.tsv');
   const original = readFileSync(expected, 'utf8');

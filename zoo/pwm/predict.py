@@ -1,13 +1,12 @@
 #!/usr/bin/python3
 """Position-weight-matrix scanner: the best log-odds match of a motif in each DNA sequence.
 
-usage: predict MODEL INPUT.fa OUTPUT.tsv
-MODEL names a position frequency matrix MODEL.pwm in $MOTIF_DIR (default /opt/model/motifs):
-one row per base (A, C, G, T), one column per motif position. Writes one line per sequence:
+usage: predict MOTIF.pwm INPUT.fa OUTPUT.tsv
+MOTIF.pwm is the model: a position frequency matrix, one row per base (A, C, G, T), one column
+per motif position. Writes one line per sequence:
 name, best score (log2 odds against a uniform background, both strands), 0-based start, strand.
 """
 import math
-import os
 import sys
 
 BASES = "ACGT"
@@ -65,9 +64,8 @@ def main(argv):
     if len(argv) != 4:
         sys.stderr.write(__doc__)
         return 2
-    model, fasta, out = argv[1:]
-    motif_dir = os.environ.get("MOTIF_DIR", "/opt/model/motifs")
-    matrix = read_pwm(os.path.join(motif_dir, model + ".pwm"))
+    motif, fasta, out = argv[1:]
+    matrix = read_pwm(motif)
     with open(out, "w") as f:
         f.write("sequence\tscore\tstart\tstrand\n")
         for name, seq in read_fasta(fasta):
