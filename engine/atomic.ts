@@ -4,7 +4,7 @@
  * writing the same path leave one whole version.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 /** A unique temp path beside `target` (same directory, so rename stays on one file system). */
@@ -26,6 +26,27 @@ export function writeFileAtomic(target: string, data: string | Uint8Array): void
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       mkdirSync(path.dirname(target), { recursive: true });
       writeFileSync(tmp, data);
+    }
+    renameSync(tmp, target);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/**
+ * Make `target` a hard link to `source` (a copy when they are on different file systems),
+ * replacing any previous file atomically (temp name beside it, then rename); creates parents.
+ * For giving store blobs user-visible names (image layouts, SIFs, dist/).
+ */
+export function linkOrCopy(source: string, target: string): void {
+  const tmp = tempPathFor(target);
+  mkdirSync(path.dirname(target), { recursive: true });
+  try {
+    try {
+      linkSync(source, tmp);
+    } catch {
+      copyFileSync(source, tmp);
     }
     renameSync(tmp, target);
   } catch (e) {

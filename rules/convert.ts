@@ -4,7 +4,7 @@
  * file, `.graph/out/sif/NAME.sif`, workspace-relative), its `sha256`, `md5` and `size` (bytes),
  * and the `manifest` digest of the image it holds.
  */
-import { copyFileSync, linkSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { linkOrCopy } from '../engine/atomic.js';
 import path from 'node:path';
 import type { Declarations } from '../engine/declarations.js';
 import { NodeFailure, type ExecContext, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
@@ -21,15 +21,7 @@ export const convertId = (image: string) => `convert:${image}` as NodeId;
  */
 async function publishToOut(ctx: ExecContext, file: string, visible: string): Promise<string> {
   const { digest } = await ctx.store.putFile(file);
-  mkdirSync(path.dirname(visible), { recursive: true });
-  const tmp = `${visible}.tmp-${process.pid}`;
-  rmSync(tmp, { force: true });
-  try {
-    linkSync(ctx.store.pathOf(digest), tmp);
-  } catch {
-    copyFileSync(ctx.store.pathOf(digest), tmp);
-  }
-  renameSync(tmp, visible);
+  linkOrCopy(ctx.store.pathOf(digest), visible);
   return digest;
 }
 

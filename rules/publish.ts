@@ -6,9 +6,8 @@
  * model that runs in the image: an image whose tests fail is never published. Each publication
  * is recorded in `published.lock.json`.
  */
-import { copyFileSync, linkSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
+import { linkOrCopy, readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
 import { sampledModels, type Declarations, type ImageDecl } from '../engine/declarations.js';
 import { formatReference, parseReference, type ImageReference } from '../engine/reference.js';
 import type { NodeDef, NodeId, Rule } from '../engine/rule.js';
@@ -99,7 +98,7 @@ export const publishRule: Rule = {
       references.push(`oci-layout:${DIST}/oci:${name}`);
       if (sifBlob) {
         const target = path.join(root, DIST, 'sif', `${name}.sif`);
-        linkOrCopyAtomic(sifBlob, target);
+        linkOrCopy(sifBlob, target);
         sifReferences.push(path.relative(root, target));
       }
     }
@@ -186,16 +185,4 @@ export async function recordPublished(root: string, name: string, entry: Publish
     const images = Object.fromEntries(Object.entries({ ...old, [name]: entry }).sort(([a], [b]) => (a < b ? -1 : 1)));
     writeFileAtomic(file, `${JSON.stringify({ version: 1, images }, null, 2)}\n`);
   });
-}
-
-function linkOrCopyAtomic(source: string, target: string): void {
-  mkdirSync(path.dirname(target), { recursive: true });
-  const tmp = `${target}.tmp-${process.pid}`;
-  rmSync(tmp, { force: true });
-  try {
-    linkSync(source, tmp);
-  } catch {
-    copyFileSync(source, tmp);
-  }
-  renameSync(tmp, target);
 }

@@ -4,9 +4,9 @@
  * umoci, buildah and podman can read it) and imports them as bases (`from: oci-layout:DIR[:TAG]`)
  * or from external builders.
  */
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { withLock, writeFileAtomic } from '../../engine/atomic.js';
+import { linkOrCopy, withLock, writeFileAtomic } from '../../engine/atomic.js';
 import type { ContentStore } from '../../engine/store.js';
 import {
   ImageError,
@@ -44,12 +44,7 @@ export function writeLayout(store: ContentStore, dir: string, images: ReadonlyAr
     for (const { image } of images) {
       for (const digest of imageBlobs(image)) {
         const target = path.join(blobs, digest.slice('sha256:'.length));
-        if (existsSync(target)) continue;
-        try {
-          linkSync(store.pathOf(digest), target);
-        } catch {
-          copyFileSync(store.pathOf(digest), target);
-        }
+        if (!existsSync(target)) linkOrCopy(store.pathOf(digest), target);
       }
     }
     writeFileSync(path.join(tmp, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
@@ -80,14 +75,7 @@ export async function addToLayout(store: ContentStore, dir: string, tag: string,
     mkdirSync(blobs, { recursive: true });
     for (const digest of imageBlobs(image)) {
       const target = path.join(blobs, digest.slice('sha256:'.length));
-      if (existsSync(target)) continue;
-      const tmp = `${target}.tmp-${process.pid}`;
-      try {
-        linkSync(store.pathOf(digest), tmp);
-      } catch {
-        copyFileSync(store.pathOf(digest), tmp);
-      }
-      renameSync(tmp, target);
+      if (!existsSync(target)) linkOrCopy(store.pathOf(digest), target);
     }
     writeFileAtomic(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     const indexFile = path.join(dir, 'index.json');
