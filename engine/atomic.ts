@@ -35,6 +35,23 @@ export function writeFileAtomic(target: string, data: string | Uint8Array): void
 }
 
 /**
+ * Run `fill(tmp)` on a temp path beside `target`, then rename it to `target`; on failure the temp
+ * file is removed and `target` is untouched. Creates `target`'s directory.
+ */
+export async function withTempFile<T>(target: string, fill: (tmp: string) => Promise<T>): Promise<T> {
+  const tmp = tempPathFor(target);
+  mkdirSync(path.dirname(target), { recursive: true });
+  try {
+    const result = await fill(tmp);
+    renameSync(tmp, target);
+    return result;
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/**
  * Make `target` a hard link to `source` (a copy when they are on different file systems),
  * replacing any previous file atomically (temp name beside it, then rename); creates parents.
  * For giving store blobs user-visible names (image layouts, SIFs, dist/).

@@ -65,6 +65,31 @@ export class ContentStore {
   }
 
   /**
+   * Move a finished file into the store under `digest`, the SHA-256 its writer computed from the
+   * bytes it wrote (as `completeSif` does): a rename, so the bytes are neither copied nor read
+   * again. The file is gone afterwards (also when the blob was already there). On another file
+   * system it is copied with `putFile`, which checks the digest.
+   * @throws DigestError for a malformed digest, or a mismatch found while copying; the fs error when
+   *   the file cannot be moved.
+   */
+  async moveFile(file: string, digest: string): Promise<{ digest: string; size: number }> {
+    const target = this.pathOf(digest);
+    const size = statSync(file).size;
+    mkdirSync(path.dirname(target), { recursive: true });
+    try {
+      renameSync(file, target);
+      return { digest, size };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+    }
+    try {
+      return await this.putFile(file, digest);
+    } finally {
+      rmSync(file, { force: true });
+    }
+  }
+
+  /**
    * Store a stream's bytes (e.g. a blob arriving from a registry), digesting them on the way.
    * @param expected the digest the content must have, checked before the blob becomes visible.
    * @param what names the source in errors.

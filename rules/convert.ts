@@ -7,23 +7,13 @@
 import { linkOrCopy } from '../engine/atomic.js';
 import path from 'node:path';
 import type { Declarations } from '../engine/declarations.js';
-import { NodeFailure, type ExecContext, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { buildId, sourceDateEpoch } from './build.js';
 import { loadImage } from './oci/image.js';
 import { imageToSif } from './sif/convert.js';
 
 /** Node id of an image's conversion to SIF. */
 export const convertId = (image: string) => `convert:${image}` as NodeId;
-
-/**
- * Put a finished file into the store and give it a stable, user-visible path (a hard link, or a
- * copy across file systems), replaced atomically.
- */
-async function publishToOut(ctx: ExecContext, file: string, visible: string): Promise<string> {
-  const { digest } = await ctx.store.putFile(file);
-  linkOrCopy(ctx.store.pathOf(digest), visible);
-  return digest;
-}
 
 export const convertRule: Rule = {
   kind: 'convert',
@@ -60,8 +50,11 @@ export const convertRule: Rule = {
       signal: ctx.signal,
       logFile: ctx.log.path,
     });
+    // Into the store under the SHA-256 computed while the SIF was written (a rename, not a copy),
+    // and a stable, user-visible name for it (a hard link, replaced atomically).
+    const { digest } = await ctx.store.moveFile(sifFile, `sha256:${result.sha256}`);
     const visible = path.join(ctx.outDir, 'sif', `${name}.sif`);
-    const digest = await publishToOut(ctx, sifFile, visible);
+    linkOrCopy(ctx.store.pathOf(digest), visible);
     ctx.log.write(`sif ${visible}: sha256 ${result.sha256}, md5 ${result.md5}, ${result.size} bytes\n`);
     return {
       outputs: { sif: path.relative(ctx.decls.root, visible), sha256: result.sha256, md5: result.md5, size: result.size, manifest },

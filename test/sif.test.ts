@@ -16,7 +16,7 @@ import { ContentStore } from '../engine/store.js';
 import { composeImage, type StoredImage } from '../rules/oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from '../rules/oci/layer.js';
 import { addRuntimeFiles, ConvertError, envScript, imageToSif, labelsJson, mksquashfsArgs, type SifResult } from '../rules/sif/convert.js';
-import { DataType, FsType, ID_NAMESPACE, PartType, primaryPartition, readSif, SifError, writeSif } from '../rules/sif/sif.js';
+import { completeSif, DataType, FsType, ID_NAMESPACE, PartType, primaryPartition, readSif, sifPartitionOffset, SifError, writeSif } from '../rules/sif/sif.js';
 import { busyboxRoot } from './helpers.js';
 
 const test = suite('sif');
@@ -166,6 +166,43 @@ test('writeSif: the layout pkg/sif writes, and readSif reads back what was writt
   assert.is.not(later.header.id, w.header.id);
   assert.is(later.descriptors.length, 1);
   assert.is(later.descriptors[0].offset, 32768); // 32176 rounded up to 4096
+});
+
+test('completeSif around mksquashfs -offset gives the bytes writeSif gives; moveFile stores it without a copy', async () => {
+  const dir = fresh('complete');
+  mkdirSync(path.join(dir, 'tree'));
+  writeFileSync(path.join(dir, 'tree', 'x'), 'x\n');
+  const contents = { arch: 'amd64', epoch: 7, definition: 'd\n', json: { 'oci-config.json': '{}' } };
+  const offset = sifPartitionOffset(contents);
+  assert.is(offset, 32768);
+  const inPlace = path.join(dir, 'in-place.sif');
+  sh(['mksquashfs', path.join(dir, 'tree'), inPlace, ...mksquashfsArgs(0), '-offset', String(offset)]);
+  const completed = await completeSif(inPlace, contents);
+  sh(['mksquashfs', path.join(dir, 'tree'), path.join(dir, 'p.squashfs'), ...mksquashfsArgs(0)]);
+  const written = await writeSif({ ...contents, partitionFile: path.join(dir, 'p.squashfs'), outFile: path.join(dir, 'copied.sif') });
+  assert.ok(readFileSync(inPlace).equals(readFileSync(path.join(dir, 'copied.sif'))), 'byte-identical');
+  assert.equal(completed, written);
+  assert.is(completed.sha256, sha256(inPlace));
+
+  const store = new ContentStore(path.join(dir, 'cas'));
+  const inode = lstatSync(inPlace).ino;
+  const { digest, size } = await store.moveFile(inPlace, `sha256:${completed.sha256}`);
+  assert.is(size, completed.size);
+  assert.is(lstatSync(store.pathOf(digest)).ino, inode, 'renamed, not copied');
+  assert.not.ok(existsSync(inPlace));
+  assert.ok(await store.verify(digest));
+
+  // No squashfs at the offset: a clear error, nothing written to the file.
+  const wrong = path.join(dir, 'wrong.sif');
+  writeFileSync(wrong, Buffer.alloc(offset + 4096));
+  try {
+    await completeSif(wrong, contents);
+    assert.unreachable();
+  } catch (e) {
+    assert.instance(e, SifError);
+    assert.is((e as Error).message, `${wrong} has no squashfs image at offset ${offset} (no 'hsqs' superblock), so it cannot become a SIF`);
+  }
+  assert.ok(readFileSync(wrong).equals(Buffer.alloc(offset + 4096)));
 });
 
 test('writeSif refuses what is not a squashfs partition or a SIF architecture, and leaves nothing behind', async () => {

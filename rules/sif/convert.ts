@@ -9,21 +9,23 @@
  *    labels.json, actions/, libs/), mount points and the compatibility symbolic links;
  * 3. `mksquashfs` it with gzip (the compressor every apptainer installation reads), owners root,
  *    every time the epoch, no xattrs: the same image and epoch give the same bytes, whatever the
- *    processor count (measured);
- * 4. write the SIF (`writeSif`): definition file, `oci-config.json`, the squashfs as the primary
- *    system partition; atomically at `outFile`.
+ *    processor count (measured). It writes straight into a temp file beside `outFile`, at the
+ *    offset the SIF's primary partition has (`-offset`), so the squashfs is never copied;
+ * 4. complete the SIF around it (`completeSif`): header, descriptor table, definition file,
+ *    `oci-config.json`; then rename the temp file to `outFile`.
  *
  * Ownership is not kept (`-all-root`): every file in the SIF belongs to root. (apptainer, building
  * as root, keeps the layers' owners; images whose files belong to other users differ there.)
  */
 import { chmodSync, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { withTempFile } from '../../engine/atomic.js';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { ProcessRunner } from '../../engine/process.js';
 import type { ContentStore } from '../../engine/store.js';
 import type { ImageConfig, StoredImage } from '../oci/image.js';
 import { resolveInRoot, unpackImage } from '../oci/unpack.js';
-import { sifArchCode, writeSif } from './sif.js';
+import { completeSif, sifPartitionOffset } from './sif.js';
 
 /** Thrown when a conversion step fails (mksquashfs missing or failing). */
 export class ConvertError extends Error {}
@@ -64,40 +66,36 @@ export interface SifResult {
  * @throws SifError for an architecture SIF has no code for; UnpackError for an unsafe or
  *   unreadable layer; ConvertError when mksquashfs is missing or fails (the log has its output);
  *   the signal's reason when aborted. `outFile` is never left half-written, and the scratch root
- *   filesystem and squashfs are removed whatever happens.
+ *   filesystem and the temp file are removed whatever happens.
  */
 export async function imageToSif(options: ImageToSifOptions): Promise<SifResult> {
   const { image, scratchDir, signal } = options;
   const epoch = options.epoch ?? 0;
   if (!Number.isSafeInteger(epoch) || epoch < 0) throw new ConvertError(`epoch must be a whole number of seconds ≥ 0, not ${epoch}`);
-  sifArchCode(image.config.architecture); // fail before the slow part
   const rootfs = path.join(scratchDir, 'rootfs');
-  const squashfs = path.join(scratchDir, 'rootfs.squashfs');
-  const clean = () => {
-    rmSync(rootfs, { recursive: true, force: true });
-    rmSync(squashfs, { force: true });
+  const contents = {
+    arch: image.config.architecture,
+    epoch,
+    definition: definitionFile(image),
+    json: { 'oci-config.json': JSON.stringify(image.config.config ?? {}) },
   };
+  const offset = sifPartitionOffset(contents); // fails before the slow part for an unknown architecture
+  const clean = () => rmSync(rootfs, { recursive: true, force: true });
   clean(); // a root filesystem left by an interrupted run must not leak into this one
   try {
     await unpackImage(options.store, image, rootfs, { signal });
     addRuntimeFiles(rootfs, image.config);
-    await makeSquashfs(rootfs, squashfs, epoch, options);
-    // The root filesystem goes while the SIF is written (the removal runs on libuv's threads).
-    const removed = rm(rootfs, { recursive: true, force: true });
-    try {
-      const written = await writeSif({
-        partitionFile: squashfs,
-        outFile: options.outFile,
-        arch: image.config.architecture,
-        epoch,
-        definition: definitionFile(image),
-        json: { 'oci-config.json': JSON.stringify(image.config.config ?? {}) },
-        signal,
-      });
-      return { sha256: written.sha256, md5: written.md5, size: written.size };
-    } finally {
-      await removed.catch(() => undefined); // clean() below reports nothing either
-    }
+    return await withTempFile(options.outFile, async (tmp) => {
+      await makeSquashfs(rootfs, tmp, offset, epoch, options);
+      // The root filesystem goes while the SIF is completed (the removal runs on libuv's threads).
+      const removed = rm(rootfs, { recursive: true, force: true });
+      try {
+        const written = await completeSif(tmp, contents, signal);
+        return { sha256: written.sha256, md5: written.md5, size: written.size };
+      } finally {
+        await removed.catch(() => undefined); // clean() below reports nothing either
+      }
+    });
   } finally {
     clean();
   }
@@ -108,14 +106,15 @@ export function mksquashfsArgs(epoch: number): string[] {
   return ['-noappend', '-comp', 'gzip', '-all-root', '-root-mode', '755', '-no-xattrs', '-mkfs-time', String(epoch), '-all-time', String(epoch), '-quiet', '-no-progress'];
 }
 
-async function makeSquashfs(rootfs: string, out: string, epoch: number, options: ImageToSifOptions): Promise<void> {
+/** `mksquashfs` `rootfs` into `out`, the squashfs starting `offset` bytes into the file (zeros before it). */
+async function makeSquashfs(rootfs: string, out: string, offset: number, epoch: number, options: ImageToSifOptions): Promise<void> {
   // mksquashfs refuses SOURCE_DATE_EPOCH together with -mkfs-time/-all-time ("can't be used at the
   // same time"), and the flags already carry it.
   const env: Record<string, string | undefined> = { ...process.env };
   delete env.SOURCE_DATE_EPOCH;
   let result;
   try {
-    result = await options.runner.run(['mksquashfs', rootfs, out, ...mksquashfsArgs(epoch)], { signal: options.signal, logFile: options.logFile, env });
+    result = await options.runner.run(['mksquashfs', rootfs, out, ...mksquashfsArgs(epoch), '-offset', String(offset)], { signal: options.signal, logFile: options.logFile, env });
   } catch (e) {
     throw new ConvertError(`cannot run mksquashfs (Debian package squashfs-tools): ${(e as Error).message}`);
   }

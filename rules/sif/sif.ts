@@ -21,11 +21,10 @@
  * anyone can recompute the id from the file.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, mkdirSync, openSync, readSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { tempPathFor } from '../../engine/atomic.js';
+import { withTempFile } from '../../engine/atomic.js';
 
 /** The SIF data object types (pkg/sif `DataType`, `sif.go`). */
 export const DataType = {
@@ -151,12 +150,8 @@ export interface SifImage {
   readonly descriptors: readonly SifDescriptor[];
 }
 
-/** What to put in a SIF. */
-export interface WriteSifOptions {
-  /** A squashfs image, streamed into the primary system partition (never read whole into memory). */
-  readonly partitionFile: string;
-  /** Where the SIF goes; written to a temp file beside it and renamed, so it is never half-written. */
-  readonly outFile: string;
+/** What a SIF holds besides its partition's bytes. */
+export interface SifContents {
   /** The root filesystem's OCI architecture (the image config's `architecture`, a Go arch name). */
   readonly arch: string;
   /** Seconds since the epoch for the header's and descriptors' times (SOURCE_DATE_EPOCH); default 0. */
@@ -168,10 +163,18 @@ export interface WriteSifOptions {
    * does; apptainer reads `oci-config.json` (`pkg/image/sif.go` `SIFDescOCIConfigJSON`).
    */
   readonly json?: Readonly<Record<string, string | Uint8Array>>;
+}
+
+/** What to put in a SIF, and where. */
+export interface WriteSifOptions extends SifContents {
+  /** A squashfs image, streamed into the primary system partition (never read whole into memory). */
+  readonly partitionFile: string;
+  /** Where the SIF goes; written to a temp file beside it and renamed, so it is never half-written. */
+  readonly outFile: string;
   readonly signal?: AbortSignal;
 }
 
-/** A SIF written by `writeSif`: its layout and the digests of the whole file. */
+/** A SIF written by `writeSif` or `completeSif`: its layout and the digests of the whole file. */
 export interface WrittenSif extends SifImage {
   /** Hex SHA-256 of the file. */
   readonly sha256: string;
@@ -205,104 +208,151 @@ interface PlannedObject {
   readonly partition?: { readonly fsType: number; readonly partType: number; readonly archCode: string };
 }
 
+/** Where everything but the partition goes. */
+interface Layout {
+  readonly archCode: string;
+  readonly epoch: number;
+  /** The data objects before the partition, placed. */
+  readonly objects: readonly PlannedObject[];
+  /** Where the data objects start (right after the descriptor table). */
+  readonly dataOffset: number;
+  /** Where the last of them ends. */
+  readonly end: number;
+  /** Where the partition starts: `end` rounded up to `PARTITION_ALIGNMENT`. */
+  readonly partitionOffset: number;
+}
+
+function layout(contents: SifContents): Layout {
+  const epoch = contents.epoch ?? 0;
+  if (!Number.isSafeInteger(epoch)) throw new SifError(`epoch must be a whole number of seconds, not ${epoch}`);
+  const archCode = sifArchCode(contents.arch);
+  // Objects in pkg/sif's order for apptainer builds: definition file, JSON objects by name, partition.
+  const inputs: Array<{ dataType: number; name: string; data: Buffer }> = [];
+  if (contents.definition !== undefined) inputs.push({ dataType: DataType.Deffile, name: '', data: Buffer.from(contents.definition) });
+  for (const name of Object.keys(contents.json ?? {}).sort()) {
+    if (Buffer.byteLength(name) > NAME_LEN) throw new SifError(`SIF object name '${name}' is longer than ${NAME_LEN} bytes`);
+    inputs.push({ dataType: DataType.GenericJSON, name, data: Buffer.from(contents.json![name]) });
+  }
+  if (inputs.length + 1 > DESCRIPTOR_CAPACITY) throw new SifError(`${inputs.length + 1} objects do not fit the ${DESCRIPTOR_CAPACITY} descriptor slots`);
+  const dataOffset = DESCRIPTORS_OFFSET + DESCRIPTOR_CAPACITY * DESCRIPTOR_SIZE;
+  const objects: PlannedObject[] = [];
+  let end = dataOffset;
+  for (const input of inputs) {
+    objects.push({ ...input, offset: end, size: input.data.length, sizeWithPadding: input.data.length });
+    end += input.data.length;
+  }
+  return { archCode, epoch, objects, dataOffset, end, partitionOffset: alignUp(end, PARTITION_ALIGNMENT) };
+}
+
+/**
+ * Where the primary system partition starts in a SIF holding `contents`, in bytes from the start
+ * of the file: where `completeSif` expects it (`mksquashfs -offset` writes it there).
+ * @throws SifError for an unknown architecture, a bad epoch or an over-long name.
+ */
+export function sifPartitionOffset(contents: SifContents): number {
+  return layout(contents).partitionOffset;
+}
+
 /**
  * Write a SIF holding `definition`, `json` objects and `partitionFile` as the primary system
- * partition (squashfs, `arch`), atomically at `outFile`. Reads the partition twice (once for the
- * content id, once to copy it), hashing the file on the way out.
+ * partition (squashfs, `arch`), atomically at `outFile`: the partition is copied into a temp file
+ * beside it, `completeSif` writes the rest, and the temp file is renamed.
  * @returns the header and descriptors written, and the file's SHA-256, MD5 and size.
  * @throws SifError for an unknown architecture, a partition that is not a squashfs image, a bad
  *   epoch or an over-long name; the fs error if a file cannot be read or written; the signal's
  *   reason when aborted. `outFile` is untouched on any failure.
  */
 export async function writeSif(options: WriteSifOptions): Promise<WrittenSif> {
-  const epoch = options.epoch ?? 0;
-  if (!Number.isSafeInteger(epoch)) throw new SifError(`epoch must be a whole number of seconds, not ${epoch}`);
-  const archCode = sifArchCode(options.arch);
+  const offset = sifPartitionOffset(options);
   const partitionSize = squashfsSize(options.partitionFile);
-
-  // Objects in pkg/sif's order for apptainer builds: definition file, JSON objects by name, partition.
-  const inputs: Array<{ dataType: number; name: string; data?: Buffer }> = [];
-  if (options.definition !== undefined) inputs.push({ dataType: DataType.Deffile, name: '', data: Buffer.from(options.definition) });
-  for (const name of Object.keys(options.json ?? {}).sort()) {
-    if (Buffer.byteLength(name) > NAME_LEN) throw new SifError(`SIF object name '${name}' is longer than ${NAME_LEN} bytes`);
-    inputs.push({ dataType: DataType.GenericJSON, name, data: Buffer.from(options.json![name]) });
-  }
-  if (inputs.length + 1 > DESCRIPTOR_CAPACITY) throw new SifError(`${inputs.length + 1} objects do not fit the ${DESCRIPTOR_CAPACITY} descriptor slots`);
-
-  const dataOffset = DESCRIPTORS_OFFSET + DESCRIPTOR_CAPACITY * DESCRIPTOR_SIZE;
-  const objects: PlannedObject[] = [];
-  let end = dataOffset;
-  for (const input of inputs) {
-    objects.push({ ...input, offset: end, size: input.data!.length, sizeWithPadding: input.data!.length });
-    end += input.data!.length;
-  }
-  const partitionOffset = alignUp(end, PARTITION_ALIGNMENT);
-  objects.push({
-    dataType: DataType.Partition,
-    name: '',
-    offset: partitionOffset,
-    size: partitionSize,
-    sizeWithPadding: partitionOffset - end + partitionSize,
-    partition: { fsType: FsType.Squashfs, partType: PartType.PrimSys, archCode },
+  return withTempFile(options.outFile, async (tmp) => {
+    const out = await open(tmp, 'w', 0o644);
+    try {
+      let position = offset;
+      await readRange(
+        options.partitionFile,
+        0,
+        partitionSize,
+        async (chunk) => {
+          await writeAll(out, chunk, position);
+          position += chunk.length;
+        },
+        options.signal,
+      );
+    } finally {
+      await out.close();
+    }
+    return completeSif(tmp, options, options.signal);
   });
-  const fileSize = partitionOffset + partitionSize;
+}
 
-  const table = Buffer.alloc(DESCRIPTOR_CAPACITY * DESCRIPTOR_SIZE);
-  objects.forEach((o, i) => encodeDescriptor(o, i + 1, epoch).copy(table, i * DESCRIPTOR_SIZE));
+/**
+ * Make `file`, which holds a squashfs image at `sifPartitionOffset(contents)` and nothing after
+ * it (what `mksquashfs -offset` writes), a SIF: write the global header, the descriptor table and
+ * the data objects in front of the partition, in place. Reads the partition twice, never writes
+ * it: once for the content id, once for the file's SHA-256 and MD5 (computed on worker threads,
+ * side by side).
+ * @returns the header and descriptors written, and the file's SHA-256, MD5 and size.
+ * @throws SifError for an unknown architecture, a bad epoch or name, or no squashfs superblock at
+ *   the partition offset; the fs error if the file cannot be read or written; the signal's reason
+ *   when aborted. On failure the file is no SIF; callers write it under a temp name.
+ */
+export async function completeSif(file: string, contents: SifContents, signal?: AbortSignal): Promise<WrittenSif> {
+  const { archCode, epoch, objects: dataObjects, dataOffset, end, partitionOffset } = layout(contents);
+  const fileSize = statSync(file).size;
+  const partitionSize = fileSize - partitionOffset;
+  const magic = Buffer.alloc(4);
+  const fd = openSync(file, 'r');
+  try {
+    readSync(fd, magic, 0, 4, partitionOffset);
+  } finally {
+    closeSync(fd);
+  }
+  if (partitionSize < 96 || !magic.equals(SQUASHFS_MAGIC)) throw new SifError(`${file} has no squashfs image at offset ${partitionOffset} (no 'hsqs' superblock), so it cannot become a SIF`);
+
+  const objects: PlannedObject[] = [
+    ...dataObjects,
+    {
+      dataType: DataType.Partition,
+      name: '',
+      offset: partitionOffset,
+      size: partitionSize,
+      sizeWithPadding: partitionOffset - end + partitionSize,
+      partition: { fsType: FsType.Squashfs, partType: PartType.PrimSys, archCode },
+    },
+  ];
+  // Everything before the partition: [header][zeros][descriptor table][objects][zeros].
+  const front = Buffer.alloc(partitionOffset);
+  objects.forEach((o, i) => encodeDescriptor(o, i + 1, epoch).copy(front, DESCRIPTORS_OFFSET + i * DESCRIPTOR_SIZE));
+  for (const o of dataObjects) o.data!.copy(front, o.offset);
 
   // The id: a version-5 UUID named by the SHA-256 of everything after the header.
-  const content = createHash('sha256');
-  const gap = Buffer.alloc(DESCRIPTORS_OFFSET - HEADER_SIZE);
-  content.update(gap).update(table);
-  for (const o of objects) if (o.data) content.update(o.data);
-  content.update(Buffer.alloc(partitionOffset - end));
-  await hashFile(options.partitionFile, partitionSize, [content], options.signal);
+  const content = createHash('sha256').update(front.subarray(HEADER_SIZE));
+  await readRange(file, partitionOffset, partitionSize, async (chunk) => void content.update(chunk), signal);
   const id = uuidV5(ID_NAMESPACE, `sha256:${content.digest('hex')}`);
+  encodeHeader({ archCode, id, epoch, descriptorsFree: DESCRIPTOR_CAPACITY - objects.length, dataOffset, dataSize: fileSize - dataOffset }).copy(front, 0);
 
-  const header = encodeHeader({
-    archCode,
-    id,
-    epoch,
-    descriptorsFree: DESCRIPTOR_CAPACITY - objects.length,
-    dataOffset,
-    dataSize: fileSize - dataOffset,
-  });
-
-  // Both digests on worker threads, so reading and writing here overlap them; MD5 (half as fast
-  // as SHA-256) then sets the pace of the copy.
+  const out = await open(file, 'r+');
+  try {
+    await writeAll(out, front, 0);
+  } finally {
+    await out.close();
+  }
+  // Both file digests on worker threads, fed the same chunks; MD5 (half as fast as SHA-256) sets the pace.
   const sha256 = new HashWorker('sha256');
   const md5 = new HashWorker('md5');
-  const tmp = tempPathFor(options.outFile);
-  mkdirSync(path.dirname(options.outFile), { recursive: true });
-  let out: FileHandle | undefined;
-  let sha256hex: string;
-  let md5hex: string;
   try {
-    out = await open(tmp, 'w', 0o644);
-    const put = async (bytes: Buffer) => {
-      await sha256.update(bytes, false);
-      await writeAll(out!, bytes);
-      await md5.update(bytes, true);
+    const feed = async (chunk: Buffer) => {
+      await sha256.update(chunk, false);
+      await md5.update(chunk, true);
     };
-    await put(header);
-    await put(gap);
-    await put(table);
-    for (const o of objects) if (o.data) await put(o.data);
-    await put(Buffer.alloc(partitionOffset - end));
-    await copyFile(options.partitionFile, partitionSize, put, options.signal);
-    [sha256hex, md5hex] = await Promise.all([sha256.digest(), md5.digest()]);
-    await out.close();
-    out = undefined;
-    renameSync(tmp, options.outFile);
-  } catch (e) {
-    await out?.close().catch(() => undefined);
-    rmSync(tmp, { force: true });
-    throw e;
+    await feed(front);
+    await readRange(file, partitionOffset, partitionSize, feed, signal);
+    const [sha256hex, md5hex] = await Promise.all([sha256.digest(), md5.digest()]);
+    return { ...readSif(file), sha256: sha256hex, md5: md5hex, size: fileSize };
   } finally {
     await Promise.all([sha256.close(), md5.close()]);
   }
-  const written = readSif(options.outFile);
-  return { ...written, sha256: sha256hex, md5: md5hex, size: fileSize };
 }
 
 /**
@@ -489,33 +539,34 @@ function formatUuid(b: Buffer): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-async function writeAll(out: FileHandle, bytes: Buffer): Promise<void> {
+async function writeAll(out: FileHandle, bytes: Buffer, position: number): Promise<void> {
   let done = 0;
   while (done < bytes.length) {
-    const { bytesWritten } = await out.write(bytes, done, bytes.length - done);
+    const { bytesWritten } = await out.write(bytes, done, bytes.length - done, position + done);
     done += bytesWritten;
   }
 }
 
 /**
- * Stream `size` bytes of `file` into `sink` in 4 MiB chunks, reading the next chunk while the sink
- * works. Each chunk has its own memory, so the sink may keep it (or hand it to a worker).
- * @throws SifError if the file shrank.
+ * Stream `size` bytes of `file` from byte `start` into `sink` in 4 MiB chunks, reading the next
+ * chunk while the sink works. Each chunk has its own memory, so the sink may keep it (or hand it
+ * to a worker).
+ * @throws SifError if the file is shorter.
  */
-async function copyFile(file: string, size: number, sink: (chunk: Buffer) => Promise<void>, signal?: AbortSignal): Promise<void> {
+async function readRange(file: string, start: number, size: number, sink: (chunk: Buffer) => Promise<void>, signal?: AbortSignal): Promise<void> {
   const input = await open(file, 'r');
   let pending: Promise<{ bytesRead: number; buffer: Buffer }> | undefined;
-  const readAt = (position: number) => input.read(Buffer.allocUnsafeSlow(Math.min(CHUNK, size - position)), 0, Math.min(CHUNK, size - position), position);
+  const readAt = (done: number) => input.read(Buffer.allocUnsafeSlow(Math.min(CHUNK, size - done)), 0, Math.min(CHUNK, size - done), start + done);
   try {
-    let position = 0;
+    let done = 0;
     if (size > 0) pending = readAt(0);
-    while (position < size) {
+    while (done < size) {
       signal?.throwIfAborted();
       const { bytesRead, buffer } = await pending!;
       pending = undefined;
-      if (bytesRead === 0) throw new SifError(`${file} ended after ${position} of ${size} bytes while it was being copied`);
-      position += bytesRead;
-      if (position < size) pending = readAt(position);
+      if (bytesRead === 0) throw new SifError(`${file} ended after ${start + done} of ${start + size} bytes while it was being read`);
+      done += bytesRead;
+      if (done < size) pending = readAt(done);
       await sink(buffer.subarray(0, bytesRead));
     }
   } finally {
@@ -580,15 +631,4 @@ class HashWorker {
   async close(): Promise<void> {
     await this.worker.terminate();
   }
-}
-
-async function hashFile(file: string, size: number, hashes: ReturnType<typeof createHash>[], signal?: AbortSignal): Promise<void> {
-  await copyFile(
-    file,
-    size,
-    async (chunk) => {
-      for (const h of hashes) h.update(chunk);
-    },
-    signal,
-  );
 }
