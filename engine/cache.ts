@@ -16,7 +16,7 @@
  *   between processes (O_APPEND), so two `graph` processes can share it; `compact` rewrites it
  *   (atomic rename) to one line per node when it has grown past twice that.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { appendFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from './atomic.js';
@@ -44,7 +44,8 @@ export interface CacheEntry {
 const FORMAT = 1;
 const KEY = /^[a-f0-9]{64}$/;
 
-const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+// One-shot hashing: a plan checks one log line per node, and a Hash object per line costs more than the hashing.
+const sha256 = (text: string) => hash('sha256', text, 'hex');
 
 /** Parse and check a result line; undefined when it is not a result of this format. */
 function parseResult(line: string): (CachedResult & { id: NodeId }) | undefined {
@@ -127,9 +128,9 @@ export class ActionCache {
     return file ? this.entry(key, file.resultLine, file.recordLine) : undefined;
   }
 
-  /** The key each node last succeeded with, from `actions.log`. */
-  lastKeys(): ReadonlyMap<string, string> {
-    return new Map([...this.lastEntries()].map(([id, e]) => [id, e.key]));
+  /** The key `id` last succeeded with, from `actions.log`; undefined when it never did. */
+  lastKey(id: NodeId): string | undefined {
+    return this.lastEntries().get(id)?.key;
   }
 
   /** The last logged success of `id`, if any. */

@@ -12,13 +12,22 @@
 import { createHash } from 'node:crypto';
 import { closeSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import type { Ignore as Dockerignore } from '@balena/dockerignore';
-import fg from 'fast-glob';
+import type FastGlob from 'fast-glob';
 import { readJsonFile, writeFileAtomic } from './atomic.js';
+import { lazyRequire } from './lazy.js';
 
 // @balena/dockerignore is CommonJS with `module.exports = factory`; its types say `export default`.
-const createDockerignore = createRequire(import.meta.url)('@balena/dockerignore') as () => Dockerignore;
+const createDockerignore = lazyRequire<() => Dockerignore>('@balena/dockerignore');
+const fg = lazyRequire<typeof FastGlob>('fast-glob');
+
+/** Characters fast-glob may read as pattern syntax; a path without any is plain (and fast-glob stays unloaded). */
+const GLOB_SYNTAX = /[*?[\]{}()!+@\\]/;
+
+/** fast-glob's `isDynamicPattern`, without loading fast-glob for plain paths. */
+function isDynamic(pattern: string): boolean {
+  return GLOB_SYNTAX.test(pattern) && fg().isDynamicPattern(pattern);
+}
 
 /** One declared input of a node; paths are workspace-relative, POSIX separators. */
 export type InputSpec =
@@ -43,7 +52,7 @@ export function inputExists(root: string, spec: InputSpec): boolean {
 }
 
 function globFiles(root: string, pattern: string): string[] {
-  if (!fg.isDynamicPattern(pattern)) {
+  if (!isDynamic(pattern)) {
     try {
       const st = lstatSync(path.join(root, pattern));
       return st.isDirectory() ? walk(root, pattern, undefined) : [path.posix.normalize(pattern)];
@@ -51,7 +60,7 @@ function globFiles(root: string, pattern: string): string[] {
       return [];
     }
   }
-  const matches = fg.sync(pattern, { cwd: root, dot: true, onlyFiles: false, markDirectories: true, followSymbolicLinks: false });
+  const matches = fg().sync(pattern, { cwd: root, dot: true, onlyFiles: false, markDirectories: true, followSymbolicLinks: false });
   const out: string[] = [];
   for (const m of matches) {
     if (m.endsWith('/')) out.push(...walk(root, m.slice(0, -1), undefined));
@@ -86,13 +95,13 @@ function walk(root: string, dir: string, ignore: Dockerignore | undefined): stri
  * for copying with Dockerfile COPY semantics.
  */
 export function matchPaths(root: string, pattern: string): string[] {
-  if (!fg.isDynamicPattern(pattern)) return inputExists(root, { kind: 'file', path: pattern }) || inputExists(root, { kind: 'dir', path: pattern }) ? [path.posix.normalize(pattern)] : [];
-  return fg.sync(pattern, { cwd: root, dot: true, onlyFiles: false, followSymbolicLinks: false }).sort();
+  if (!isDynamic(pattern)) return inputExists(root, { kind: 'file', path: pattern }) || inputExists(root, { kind: 'dir', path: pattern }) ? [path.posix.normalize(pattern)] : [];
+  return fg().sync(pattern, { cwd: root, dot: true, onlyFiles: false, followSymbolicLinks: false }).sort();
 }
 
 /** Whether a copy source is a glob (several matches land in a directory). */
 export function isGlob(pattern: string): boolean {
-  return fg.isDynamicPattern(pattern);
+  return isDynamic(pattern);
 }
 
 /**
@@ -109,7 +118,7 @@ export function expandInputs(root: string, specs: readonly InputSpec[]): string[
         let ignore: Dockerignore | undefined;
         if (spec.ignoreFile) {
           try {
-            ignore = createDockerignore().add(readFileSync(path.join(root, spec.path, spec.ignoreFile), 'utf8'));
+            ignore = createDockerignore()().add(readFileSync(path.join(root, spec.path, spec.ignoreFile), 'utf8'));
           } catch {
             ignore = undefined;
           }

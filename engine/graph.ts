@@ -3,10 +3,12 @@
  * dangling edges and cycles (graphlib's strongly connected components name them), then sealed. Only a sealed `BuildGraph` is planned and
  * executed. Edges point from a node to what it depends on.
  */
-import { Graph, alg } from '@dagrejs/graphlib';
+import { lazyRequire } from './lazy.js';
 import type { Declarations } from './declarations.js';
 import { DiagnosticError, type Diagnostic } from './diagnostics.js';
 import type { NodeDef, NodeId, Rule } from './rule.js';
+
+const graphlib = lazyRequire<typeof import('@dagrejs/graphlib')>('@dagrejs/graphlib');
 
 export class BuildGraph {
   private readonly dependentsOf = new Map<NodeId, NodeId[]>();
@@ -134,6 +136,7 @@ function topologicalOrder(nodes: ReadonlyMap<NodeId, NodeDef>): NodeId[] {
 }
 
 function cycleDiagnostics(nodes: ReadonlyMap<NodeId, NodeDef>): Diagnostic[] {
+  const { Graph, alg } = graphlib();
   const g = new Graph({ directed: true });
   for (const n of nodes.values()) {
     g.setNode(n.id);

@@ -11,7 +11,7 @@
  * - `deps`:  dependency node id → that dependency's key. Keys (not output digests) make a plan
  *            exact before anything runs: a dependency that will run changes its dependents' keys.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import type { FileDigester } from './files.js';
 import type { Json, NodeDef, NodeId } from './rule.js';
 
@@ -25,44 +25,39 @@ export interface KeyRecord {
   readonly deps: Readonly<Record<string, string>>;
 }
 
-/** JSON with object keys sorted at every level and no whitespace: equal data, equal bytes. */
+/**
+ * JSON with object keys sorted at every level and no whitespace: equal data, equal bytes.
+ * Built by string concatenation (V8 joins such strings lazily): this runs for every node of
+ * every plan, and was the plan's largest cost with a parts array joined at the end.
+ * @throws TypeError for a non-finite number.
+ */
 export function canonicalJson(value: unknown): string {
-  const parts: string[] = [];
-  writeCanonical(value, parts);
-  return parts.join('');
-}
-
-// Appends to one array rather than joining per level: this runs for every node of every plan.
-function writeCanonical(value: unknown, out: string[]): void {
-  if (value === null || value === undefined) {
-    out.push('null');
-  } else if (typeof value === 'string') {
-    out.push(JSON.stringify(value));
-  } else if (typeof value === 'number') {
-    if (!Number.isFinite(value)) throw new TypeError(`cannot key non-finite number ${value}`);
-    out.push(String(value));
-  } else if (typeof value === 'boolean') {
-    out.push(value ? 'true' : 'false');
-  } else if (Array.isArray(value)) {
-    out.push('[');
-    for (let i = 0; i < value.length; i++) {
-      if (i) out.push(',');
-      writeCanonical(value[i], out);
-    }
-    out.push(']');
-  } else {
-    const obj = value as Record<string, unknown>;
-    const keys = Object.keys(obj).sort();
-    out.push('{');
-    let first = true;
-    for (const k of keys) {
-      if (obj[k] === undefined) continue;
-      out.push(first ? '' : ',', JSON.stringify(k), ':');
-      first = false;
-      writeCanonical(obj[k], out);
-    }
-    out.push('}');
+  if (value === null || value === undefined) return 'null';
+  switch (typeof value) {
+    case 'string':
+      return JSON.stringify(value);
+    case 'number':
+      if (!Number.isFinite(value)) throw new TypeError(`cannot key non-finite number ${value}`);
+      return String(value);
+    case 'boolean':
+      return value ? 'true' : 'false';
   }
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += (i ? ',' : '') + canonicalJson(value[i]);
+    return `${out}]`;
+  }
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj).sort();
+  let out = '{';
+  let first = true;
+  for (const k of keys) {
+    const v = obj[k];
+    if (v === undefined) continue;
+    out += (first ? '' : ',') + JSON.stringify(k) + ':' + canonicalJson(v);
+    first = false;
+  }
+  return `${out}}`;
 }
 
 /** The action key of a record: 64 lowercase hex digits. */
@@ -106,15 +101,15 @@ export class Keyer {
       this.fileParts.set(filesId, part);
     }
     const envMap: Record<string, string | null> = {};
-    for (const name of [...node.env].sort()) envMap[name] = this.env[name] ?? null;
+    for (const name of node.env.length > 1 ? [...node.env].sort() : node.env) envMap[name] = this.env[name] ?? null;
     const deps: Record<string, string> = {};
-    for (const id of node.deps.map((d) => d.id).sort()) deps[id] = depKeys.get(id) as string;
+    for (const id of node.deps.length > 1 ? node.deps.map((d) => d.id).sort() : node.deps.map((d) => d.id)) deps[id] = depKeys.get(id) as string;
     const record: KeyRecord = { rule: node.kind, ruleVersion, decl: node.decl, files: part.map, env: envMap, tool: node.tool, deps };
     // Fields in sorted order, as canonicalJson writes them.
     const text =
       `{"decl":${canonicalJson(node.decl)},"deps":${canonicalJson(deps)},"env":${canonicalJson(envMap)},` +
       `"files":${part.text},"rule":${JSON.stringify(node.kind)},"ruleVersion":${canonicalJson(ruleVersion)},"tool":${JSON.stringify(node.tool)}}`;
-    return { record, text, key: createHash('sha256').update(text).digest('hex') };
+    return { record, text, key: hash('sha256', text, 'hex') };
   }
 }
 

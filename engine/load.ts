@@ -8,7 +8,10 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import type { Document, Node as YamlNode } from 'yaml';
+import { lazyRequire } from './lazy.js';
+
+const yaml = lazyRequire<typeof import('yaml')>('yaml');
 import { readJsonFile, writeFileAtomic } from './atomic.js';
 import type { Diagnostic, SourceText, Span } from './diagnostics.js';
 
@@ -51,7 +54,7 @@ export function loadYamlFile(absPath: string, displayPath: string, cache?: Parse
 /** As `loadYamlFile`, for text already in memory (e.g. a file read from git at another revision). */
 export function parseYamlText(text: string, absPath: string, displayPath: string, digest = ''): LoadedFile {
   const source: SourceText = { path: displayPath, text };
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
+  const doc = yaml().parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
   const diagnostics: Diagnostic[] = doc.errors.map((e) => ({
     code: 'yaml-syntax',
     message: cleanYamlMessage(e.message),
@@ -79,7 +82,7 @@ function lazyFile(text: string, absPath: string, displayPath: string, digest: st
     data,
     diagnostics: [],
     fromCache: true,
-    spanAt: (path, which = 'value') => spanAt((doc ??= parseDocument(text, { uniqueKeys: true, prettyErrors: false })), source, path, which),
+    spanAt: (path, which = 'value') => spanAt((doc ??= yaml().parseDocument(text, { uniqueKeys: true, prettyErrors: false })), source, path, which),
   };
 }
 
@@ -131,6 +134,7 @@ function spanAt(doc: Document, source: SourceText, path: DataPath, which: 'key' 
   for (let i = 0; i < path.length; i++) {
     const seg = path[i];
     const last = i === path.length - 1;
+    const { isMap, isPair, isScalar, isSeq } = yaml();
     if (isMap(node)) {
       const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg));
       if (!pair) return best;

@@ -52,7 +52,6 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
   const keys = new Map<NodeId, string>();
   const byId = new Map<NodeId, PlannedNode>();
   const nodes: PlannedNode[] = [];
-  const lastKeys = ctx.cache.lastKeys();
   const keyer = new Keyer(ctx.digester, ctx.env);
   // One directory listing of the store beats a stat per artifact once there are many.
   let storeChecks = 0;
@@ -83,7 +82,7 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
       if (missing.length === 0) status = 'cached';
       else reasons = [`output missing: ${missing.map(shortDigest).join(', ')} no longer in the store`];
     } else {
-      const lastKey = lastKeys.get(id);
+      const lastKey = ctx.cache.lastKey(id);
       const previous = lastKey === undefined || lastKey === key ? undefined : ctx.cache.get(lastKey)?.record;
       if (lastKey === undefined) reasons = ['no previous record'];
       else if (lastKey === key) reasons = ['cache entry missing or corrupt'];

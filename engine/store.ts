@@ -39,7 +39,11 @@ export class ContentStore {
   /** Digests of every blob present (one directory listing). */
   digests(): Set<string> {
     try {
-      return new Set(readdirSync(path.join(this.dir, 'sha256')).filter((n) => /^[a-f0-9]{64}$/.test(n)).map((n) => `sha256:${n}`));
+      // Blobs are the 64-character names; temp files start with `.tmp-`.
+      const names = readdirSync(path.join(this.dir, 'sha256'));
+      const digests = new Set<string>();
+      for (const n of names) if (n.length === 64 && n[0] !== '.') digests.add(`sha256:${n}`);
+      return digests;
     } catch {
       return new Set();
     }

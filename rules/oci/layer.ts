@@ -17,7 +17,10 @@ import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import tar from 'tar-stream';
+import type tar from 'tar-stream';
+import { lazyRequire } from '../../engine/lazy.js';
+
+const tarStream = lazyRequire<typeof tar>('tar-stream');
 import { tempPathFor } from '../../engine/atomic.js';
 import type { ContentStore } from '../../engine/store.js';
 
@@ -142,7 +145,7 @@ export interface WriteLayerOptions {
  */
 export async function writeLayer(entries: readonly LayerEntry[], store: ContentStore, options: WriteLayerOptions = {}): Promise<LayerBlob> {
   const mtime = new Date((options.mtime ?? 0) * 1000);
-  const pack = tar.pack();
+  const pack = tarStream().pack();
   const uncompressed = new Digester();
   const compressed = new Digester();
   const blobDir = path.join(store.dir, 'sha256');

@@ -15,7 +15,10 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import tar from 'tar-stream';
+import type tar from 'tar-stream';
+import { lazyRequire } from '../../engine/lazy.js';
+
+const tarStream = lazyRequire<typeof tar>('tar-stream');
 import type { ContentStore } from '../../engine/store.js';
 import type { Descriptor, StoredImage } from './image.js';
 
@@ -110,7 +113,7 @@ export async function unpackLayer(source: Readable, layer: Descriptor, root: str
   const id = layer.digest;
   if (/zstd/.test(layer.mediaType)) throw new UnpackError(`layer ${id}: zstd-compressed layers are not supported (media type ${layer.mediaType})`);
   const gzip = /gzip/.test(layer.mediaType);
-  const extract = tar.extract();
+  const extract = tarStream().extract();
   const written = new Set<string>();
   const opaque: string[] = [];
 
