@@ -1,7 +1,8 @@
 /**
  * `node out/bench/plan-once.js DIR NODES`: write a synthetic zoo of about NODES nodes into DIR and
  * fill its action cache by running every node with a fake rule (a success that stores one blob),
- * so `graph build` in DIR afterwards is a no-op. Used by bench/run.ts; prints the node count.
+ * so `graph build` in DIR afterwards is a no-op; prints the node count. `--fill DIR` fills the
+ * cache of a zoo already written there and prints `{nodes, executeMs}` (bench/run.ts).
  */
 import path from 'node:path';
 import { ActionCache } from '../engine/cache.js';
@@ -19,7 +20,7 @@ import { modelsForNodes, writeZoo } from './zoo.js';
 export const instantRules: Rule[] = defaultRules.map((r) => ({
   ...r,
   async execute(node, ctx) {
-    const blob = ctx.store.putBytes(node.id);
+    const blob = await ctx.store.putBytesAsync(node.id);
     return { outputs: { digest: blob.digest }, artifacts: [blob.digest] };
   },
 }));
@@ -50,8 +51,14 @@ export async function fillCache(dir: string, rules: Rule[], jobs = 8): Promise<{
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const [dir, nodes] = process.argv.slice(2);
-  writeZoo(dir, { models: modelsForNodes(Number(nodes)) });
-  const r = await fillCache(dir, instantRules);
-  process.stdout.write(`${r.nodes}\n`);
+  if (process.argv[2] === '--fill') {
+    // `--fill DIR`: the zoo is already there; print {nodes, executeMs} as JSON (bench/run.ts).
+    const r = await fillCache(process.argv[3], instantRules);
+    process.stdout.write(`${JSON.stringify(r)}\n`);
+  } else {
+    const [dir, nodes] = process.argv.slice(2);
+    writeZoo(dir, { models: modelsForNodes(Number(nodes)) });
+    const r = await fillCache(dir, instantRules);
+    process.stdout.write(`${r.nodes}\n`);
+  }
 }

@@ -19,9 +19,9 @@ import { entriesForCopy, writeLayer } from '../rules/oci/layer.js';
 import { writeLayout } from '../rules/oci/layout.js';
 import { pushImage, type PushOptions } from '../rules/registry/push.js';
 import { startRegistry } from '../test/helpers.js';
+import { emitRows, median, ms } from './rows.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const megabytes = Number(process.argv[2] ?? 300);
 const options: PushOptions = {
   ...(process.env.PUSH_CONCURRENCY ? { concurrency: Number(process.env.PUSH_CONCURRENCY) } : {}),
@@ -115,4 +115,14 @@ process.stdout.write(
     '',
   ].join('\n'),
 );
+emitRows([
+  {
+    section: 'publish',
+    case: `push ${(bytes / 1e6).toFixed(0)} MB (${layers.length} layers) to a loopback registry`,
+    graph: `${ms(median(ours))}, ${mbps(median(ours))} MB/s`,
+    reference: `skopeo copy: ${ms(median(skopeo))}, ${mbps(median(skopeo))} MB/s`,
+    ratio: median(ours) / median(skopeo),
+  },
+  { section: 'publish', case: 're-push, unchanged image', graph: `${ms(repushMs)}, ${requests.length} requests (${counts})`, reference: `skopeo copy: ${ms(skopeoRepushMs)}`, ratio: repushMs / skopeoRepushMs },
+]);
 rmSync(root, { recursive: true, force: true });

@@ -17,6 +17,8 @@ export interface ZooShape {
   readonly images?: number;
   /** Groups (default 40). */
   readonly groups?: number;
+  /** Base images the model images are built FROM, round-robin (default 1, as Kipoi's one base). */
+  readonly bases?: number;
 }
 
 /** Write a zoo into `dir`; returns the number of nodes it compiles to. */
@@ -27,12 +29,15 @@ export function writeZoo(dir: string, shape: ZooShape): number {
     mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
     writeFileSync(path.join(dir, rel), text);
   };
-  let images = 'version: 1\nsettings:\n  concurrency: {build: 2, convert: 2, test: 4, publish: 2}\nimages:\n  kipoi-base-env:\n    debian: {packages: [python3, python3-numpy]}\n';
-  let nodes = 2;
+  const bases = shape.bases ?? 1;
+  const baseName = (b: number) => (b === 0 ? 'kipoi-base-env' : `kipoi-base-env-${b}`);
+  let images = 'version: 1\nsettings:\n  concurrency: {build: 2, convert: 2, test: 4, publish: 2}\nimages:\n';
+  for (let b = 0; b < bases; b++) images += `  ${baseName(b)}:\n    debian: {packages: [python3, python3-numpy${b ? `, python3-pkg${b}` : ''}]}\n`;
+  let nodes = 2 * bases;
   const sif = (i: number) => i % 2 === 0;
   for (let i = 0; i < imageCount; i++) {
     const name = `shared-env-${i}`;
-    images += `  ${name}:\n    from: kipoi-base-env\n    dockerfile: dockerfiles/${name}/Dockerfile\n    args: {ENV_FILE: envs/${name}.yaml}\n`;
+    images += `  ${name}:\n    from: ${baseName(i % bases)}\n    dockerfile: dockerfiles/${name}/Dockerfile\n    args: {ENV_FILE: envs/${name}.yaml}\n`;
     if (sif(i)) images += '    convert: [sif]\n';
     images += `    publish: [registry.invalid/zoo/${name}]\n`;
     write(`dockerfiles/${name}/Dockerfile`, `FROM base\nARG ENV_FILE\nCOPY envs /envs\nRUN install \${ENV_FILE}\n`);

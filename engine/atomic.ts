@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 /** A unique temp path beside `target` (same directory, so rename stays on one file system). */
@@ -30,6 +31,28 @@ export function writeFileAtomic(target: string, data: string | Uint8Array): void
     renameSync(tmp, target);
   } catch (e) {
     rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/**
+ * `writeFileAtomic` on libuv's thread pool: the event loop stays free while the file is created
+ * (creating a file costs ≈0.5 ms on these machines, and the scheduler finishes a node with three).
+ * @throws the fs error if the write or rename fails; the temp file is removed first.
+ */
+export async function writeFileAtomicAsync(target: string, data: string | Uint8Array): Promise<void> {
+  const tmp = tempPathFor(target);
+  try {
+    try {
+      await writeFile(tmp, data);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      await mkdir(path.dirname(target), { recursive: true });
+      await writeFile(tmp, data);
+    }
+    await rename(tmp, target);
+  } catch (e) {
+    await rm(tmp, { force: true });
     throw e;
   }
 }

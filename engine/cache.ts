@@ -17,9 +17,10 @@
  *   (atomic rename) to one line per node when it has grown past twice that.
  */
 import { hash } from 'node:crypto';
-import { appendFileSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { appendFile } from 'node:fs/promises';
 import path from 'node:path';
-import { writeFileAtomic } from './atomic.js';
+import { writeFileAtomic, writeFileAtomicAsync } from './atomic.js';
 import type { KeyRecord } from './key.js';
 import type { Json, NodeId } from './rule.js';
 
@@ -173,11 +174,11 @@ export class ActionCache {
    * written by this process.
    * @param recordLine the record as canonical JSON, whose SHA-256 must be `key`.
    */
-  put(id: NodeId, key: string, recordLine: string, result: CachedResult): void {
+  async put(id: NodeId, key: string, recordLine: string, result: CachedResult): Promise<void> {
     if (sha256(recordLine) !== key) throw new Error(`internal error: record of ${id} does not hash to its key`);
     const resultLine = JSON.stringify({ format: FORMAT, id, ...result });
-    writeFileAtomic(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
-    appendFileSync(this.logPath, logLine(key, resultLine));
+    await writeFileAtomicAsync(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
+    await appendFile(this.logPath, logLine(key, resultLine));
     this.index?.set(id, { key, resultLine });
   }
 

@@ -125,5 +125,6 @@ export function sampledModels(group: GroupDecl): readonly ModelDecl[] {
  * (`expect: tests/expect/{model}`); unknown names stay as written.
  */
 export function substituteVars(text: string, model: ModelDecl): string {
+  if (!text.includes('{')) return text; // most arguments and paths name no variable
   return text.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (all, name: string) => (name === 'model' ? model.name : (model.vars[name] ?? all)));
 }

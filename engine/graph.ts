@@ -85,6 +85,8 @@ export class BuildGraph {
 
   /** `ids` plus everything they depend on, transitively. */
   withDependencies(ids: Iterable<NodeId>): Set<NodeId> {
+    // Every node already (a plain `graph build`): no walk needed.
+    if (ids instanceof Set && ids.size === this.byId.size && [...ids].every((id) => this.byId.has(id))) return new Set(ids);
     return this.closure(ids, (id) => this.node(id).deps.map((d) => d.id));
   }
 

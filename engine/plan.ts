@@ -129,7 +129,7 @@ export async function checkUpToDate(plan: Plan, cache: ActionCache, decls: Decla
       }
       if (!answer) continue;
       const result = { outputs: answer.outputs, artifacts: [], duration_ms: 0 };
-      cache.put(p.node.id, p.key, p.recordText, result);
+      await cache.put(p.node.id, p.key, p.recordText, result);
       const entry = cache.get(p.key, p.node.id);
       replaced.set(p.node.id, { ...p, status: 'cached', reasons: [answer.reason], cached: entry });
     }

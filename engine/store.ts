@@ -4,12 +4,12 @@
  * temp file, digested while written, and renamed into place, so a blob path always holds exactly
  * the bytes its name promises; `verify` re-reads to prove it.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { tempPathFor, writeFileAtomic } from './atomic.js';
+import { tempPathFor, writeFileAtomic, writeFileAtomicAsync } from './atomic.js';
 
 const DIGEST = /^sha256:([a-f0-9]{64})$/;
 
@@ -55,6 +55,15 @@ export class ContentStore {
     const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
     const target = this.pathOf(digest);
     if (!existsSync(target)) writeFileAtomic(target, bytes);
+    return { digest, size: bytes.byteLength };
+  }
+
+  /** `putBytes` with the write on libuv's thread pool (for the scheduler's bookkeeping). */
+  async putBytesAsync(data: string | Uint8Array): Promise<{ digest: string; size: number }> {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    const digest = `sha256:${hash('sha256', bytes, 'hex')}`;
+    const target = this.pathOf(digest);
+    if (!existsSync(target)) await writeFileAtomicAsync(target, bytes);
     return { digest, size: bytes.byteLength };
   }
 
