@@ -17,6 +17,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expandInputs } from '../engine/files.js';
 import { openWorkspace } from '../engine/workspace.js';
 import { defaultRules } from '../rules/index.js';
 import { type BenchRow, median, ms } from './rows.js';
@@ -38,7 +39,7 @@ const GNU_TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
  * ms and median peak RSS in MB (GNU time's maximum resident set size), or undefined RSS without it.
  * @throws when the command fails.
  */
-function measure(argv: string[], cwd: string, env: NodeJS.ProcessEnv = {}, slowMs = 60_000): { ms: number; rssMb?: number; runs: number } {
+function measure(argv: string[], cwd: string, env: Record<string, string | undefined> = {}, slowMs = 60_000): { ms: number; rssMb?: number; runs: number } {
   const walls: number[] = [];
   const rss: number[] = [];
   const rssFile = path.join(cwd, '.bench-rss');
@@ -56,16 +57,34 @@ function measure(argv: string[], cwd: string, env: NodeJS.ProcessEnv = {}, slowM
   return { ms: median(walls), rssMb: rss.length ? median(rss) : undefined, runs: walls.length };
 }
 
-/** build.ninja with one edge per node (a `touch` of its output) and the same dependencies. */
+/**
+ * build.ninja of the same graph: one edge per node (a `touch` of its output) whose inputs are the
+ * node's input files (as graph hashes them) and its dependencies' outputs.
+ */
 function writeNinja(dir: string): void {
   const ws = openWorkspace(dir, defaultRules);
   const esc = (id: string) => id.replace(/[:$ ]/g, (c) => `$${c}`).replace(/\//g, '_');
+  const files = new Map<string, string>();
   const lines = ['rule touch', '  command = touch $out', ''];
   for (const id of ws.graph.order) {
     const n = ws.graph.node(id);
-    lines.push(`build out/${esc(id)}: touch ${n.deps.map((d) => `out/${esc(d.id)}`).join(' ')}`);
+    const key = JSON.stringify(n.inputs);
+    if (!files.has(key)) files.set(key, expandInputs(dir, n.inputs).map((f) => f.replace(/[:$ ]/g, (c) => `$${c}`)).join(' '));
+    lines.push(`build out/${esc(id)}: touch ${files.get(key)} ${n.deps.map((d) => `out/${esc(d.id)}`).join(' ')}`);
   }
   writeFileSync(path.join(dir, 'build.ninja'), `${lines.join('\n')}\n`);
+}
+
+/**
+ * graph's processes run without NODE_EXTRA_CA_CERTS: Node loads that CA bundle at every start
+ * (≈50 ms on these machines, for a plan that opens no connection); the host's own setting is
+ * measured once, in its own row.
+ */
+const NODE_ENV = { NODE_EXTRA_CA_CERTS: undefined };
+
+/** Median ms of `node -e 0`, with or without the host's NODE_EXTRA_CA_CERTS. */
+function nodeStart(withCerts: boolean): number {
+  return measure([process.execPath, '-e', '0'], tmpdir(), withCerts ? {} : NODE_ENV).ms;
 }
 
 function planSection(): BenchRow[] {
@@ -82,7 +101,7 @@ function planSection(): BenchRow[] {
       const filled = execFileSync(process.execPath, [path.join(HERE, 'plan-once.js'), '--fill', dir], { encoding: 'utf8' });
       const { nodes, executeMs } = JSON.parse(filled) as { nodes: number; executeMs: number };
       const label = `${nodes.toLocaleString('en-US')} nodes`;
-      const plan = measure([process.execPath, CLI, 'plan', '--format', 'json'], dir);
+      const plan = measure([process.execPath, CLI, 'plan', '--format', 'json'], dir, NODE_ENV);
       const rss = (m: { rssMb?: number }) => (m.rssMb === undefined ? '' : `, ${m.rssMb.toFixed(0)} MB RSS`);
       const graphPlan = `${ms(plan.ms)}${rss(plan)}`;
       log(`plan: ${label}: graph ${graphPlan}`);
@@ -101,7 +120,11 @@ function planSection(): BenchRow[] {
           rows.push({ section: 'plan', case: label, graph: graphPlan, reference: `turbo run --dry=json: failed (${(e as Error).message.split('\n')[0].slice(0, 120)})` });
         }
       }
-      const noop = measure([process.execPath, CLI, 'build'], dir);
+      const noop = measure([process.execPath, CLI, 'build'], dir, NODE_ENV);
+      if (target === 10000 && process.env.NODE_EXTRA_CA_CERTS) {
+        const host = measure([process.execPath, CLI, 'plan', '--format', 'json'], dir);
+        rows.push({ section: 'plan', case: `${label}, with this host's NODE_EXTRA_CA_CERTS`, graph: `${ms(host.ms)}${rss(host)}`, reference: `(node reads the CA bundle at start: ${ms(nodeStart(true))} vs ${ms(nodeStart(false))} for node -e 0)` });
+      }
       const ninjaNoop = hasNinja ? measure(['ninja'], dir) : undefined;
       rows.push({ section: 'no-op build', case: label, graph: `${ms(noop.ms)}${rss(noop)}`, reference: ninjaNoop ? `ninja (no-op): ${ms(ninjaNoop.ms)}` : 'ninja: not installed', ratio: ninjaNoop ? noop.ms / ninjaNoop.ms : undefined });
       rows.push({ section: 'engine', case: `${label}, every node run by an instant rule (--jobs 8)`, graph: `${(executeMs / nodes).toFixed(3)} ms per node`, reference: '(scheduler, cache writes, logs)' });
