@@ -3,8 +3,9 @@
  * the same input; prints one table and writes it to bench/RESULTS.md (between the generated-part
  * markers, keeping the notes around them) with the machine, the versions and the date.
  *
- * Sections (BENCH_ONLY=plan,hashing,… picks some; BENCH_RUNS sets the runs, default 5, each
- * section's median after one warm-up):
+ * Sections (BENCH_ONLY=plan,hashing,… picks some; BENCH_RUNS sets the runs, default 5 (11 for
+ * plans of ≤ 10k nodes), each section's median after one warm-up; commands compared in one row
+ * run interleaved):
  * - plan:       `graph plan --format json` on synthetic zoos of Kipoi's shape (bench/zoo.ts) at
  *               ≈1k, ≈4.5k, ≈10k and ≈100k nodes (BENCH_SIZES=1000,4500 to change), cache full:
  *               wall time and peak RSS vs `ninja -n` on a build.ninja of the same graph and
@@ -34,27 +35,53 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 
 const GNU_TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 
+/** A command to measure: argv, working directory, environment changes (undefined unsets). */
+interface Command {
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** Median wall ms and median peak RSS in MB (GNU time's maximum resident set size, when installed). */
+interface Measured {
+  readonly ms: number;
+  readonly rssMb?: number;
+  /** Runs in the median (fewer than asked when a run passed the slow limit). */
+  readonly runs: number;
+  /** Why the command has no figure (it failed or timed out). */
+  readonly failed?: string;
+}
+
 /**
- * Run `argv` in `cwd` RUNS times after a warm-up (fewer when one run passes `slowMs`); median wall
- * ms and median peak RSS in MB (GNU time's maximum resident set size), or undefined RSS without it.
- * @throws when the command fails.
+ * Run each command `runs` times after a warm-up, interleaved (a, b, c, a, b, c, …) so that the
+ * machine's drift touches every command alike. A command whose run takes longer than `slowMs` is
+ * not run again (its runs so far, the warm-up too, make its figure); one that fails or passes
+ * `timeoutMs` gets `failed`.
  */
-function measure(argv: string[], cwd: string, env: Record<string, string | undefined> = {}, slowMs = 60_000): { ms: number; rssMb?: number; runs: number } {
-  const walls: number[] = [];
-  const rss: number[] = [];
-  const rssFile = path.join(cwd, '.bench-rss');
-  for (let i = 0; i <= RUNS; i++) {
-    const cmd = GNU_TIME ? [GNU_TIME, '-f', '%M', '-o', rssFile, ...argv] : argv;
-    const t0 = performance.now();
-    const r = spawnSync(cmd[0], cmd.slice(1), { cwd, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, CI: 'true', ...env }, maxBuffer: 1 << 30 });
-    const wall = performance.now() - t0;
-    if (r.status !== 0) throw new Error(`${argv.join(' ')} exited ${r.status}: ${r.stderr.toString().slice(-2000)}`);
-    if (GNU_TIME) rss.push(Number(readFileSync(rssFile, 'utf8').trim().split('\n').pop()) / 1024);
-    if (i === 0 && wall < slowMs) continue; // warm-up (a very slow command gets no second chance)
-    walls.push(wall);
-    if (wall > slowMs && walls.length >= 1) break;
+function measureSideBySide(commands: readonly Command[], runs: number, slowMs = 60_000, timeoutMs = 600_000): Measured[] {
+  const walls = commands.map(() => [] as number[]);
+  const rss = commands.map(() => [] as number[]);
+  const failed: Array<string | undefined> = commands.map(() => undefined);
+  const done = commands.map(() => false);
+  for (let i = 0; i <= runs; i++) {
+    commands.forEach((c, k) => {
+      if (done[k]) return;
+      const rssFile = path.join(c.cwd, '.bench-rss');
+      const argv = GNU_TIME ? [GNU_TIME, '-f', '%M', '-o', rssFile, ...c.argv] : [...c.argv];
+      const t0 = performance.now();
+      const r = spawnSync(argv[0], argv.slice(1), { cwd: c.cwd, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, CI: 'true', ...c.env }, maxBuffer: 1 << 30, timeout: timeoutMs });
+      const wall = performance.now() - t0;
+      if (r.status !== 0) {
+        failed[k] = r.error ? `${r.error.message}` : `exit ${r.status}: ${r.stderr.toString().trim().split('\n').pop()?.slice(0, 160)}`;
+        done[k] = true;
+        return;
+      }
+      if (GNU_TIME) rss[k].push(Number(readFileSync(rssFile, 'utf8').trim().split('\n').pop()) / 1024);
+      if (i > 0 || wall > slowMs) walls[k].push(wall);
+      if (wall > slowMs) done[k] = true;
+    });
   }
-  return { ms: median(walls), rssMb: rss.length ? median(rss) : undefined, runs: walls.length };
+  return commands.map((_, k) => ({ ms: walls[k].length ? median(walls[k]) : NaN, rssMb: rss[k].length ? median(rss[k]) : undefined, runs: walls[k].length, failed: failed[k] }));
 }
 
 /**
@@ -82,17 +109,16 @@ function writeNinja(dir: string): void {
  */
 const NODE_ENV = { NODE_EXTRA_CA_CERTS: undefined };
 
-/** Median ms of `node -e 0`, with or without the host's NODE_EXTRA_CA_CERTS. */
-function nodeStart(withCerts: boolean): number {
-  return measure([process.execPath, '-e', '0'], tmpdir(), withCerts ? {} : NODE_ENV).ms;
-}
-
 function planSection(): BenchRow[] {
   const rows: BenchRow[] = [];
   const sizes = (process.env.BENCH_SIZES ?? '1000,4500,10000,100000').split(',').map(Number);
   const hasNinja = spawnSync('ninja', ['--version']).status === 0;
   const turbo = turboBin();
+  const rss = (m: Measured) => (m.rssMb === undefined ? '' : `, ${m.rssMb.toFixed(0)} MB RSS`);
+  const figure = (m: Measured) => (m.failed ? `failed (${m.failed})` : `${ms(m.ms)}${rss(m)}${m.runs < 3 ? ` (${m.runs} run${m.runs === 1 ? '' : 's'})` : ''}`);
   for (const target of sizes) {
+    // Small sizes are quick and this VM's timings wander ±15%: more runs steady the medians.
+    const runs = target <= 10_000 ? Math.max(RUNS, 11) : RUNS;
     const dir = mkdtempSync(path.join(tmpdir(), 'graph-bench-'));
     const turboDir = mkdtempSync(path.join(tmpdir(), 'graph-bench-turbo-'));
     try {
@@ -101,34 +127,37 @@ function planSection(): BenchRow[] {
       const filled = execFileSync(process.execPath, [path.join(HERE, 'plan-once.js'), '--fill', dir], { encoding: 'utf8' });
       const { nodes, executeMs } = JSON.parse(filled) as { nodes: number; executeMs: number };
       const label = `${nodes.toLocaleString('en-US')} nodes`;
-      const plan = measure([process.execPath, CLI, 'plan', '--format', 'json'], dir, NODE_ENV);
-      const rss = (m: { rssMb?: number }) => (m.rssMb === undefined ? '' : `, ${m.rssMb.toFixed(0)} MB RSS`);
-      const graphPlan = `${ms(plan.ms)}${rss(plan)}`;
-      log(`plan: ${label}: graph ${graphPlan}`);
       if (hasNinja) {
         writeNinja(dir);
         spawnSync('ninja', [], { cwd: dir, stdio: 'ignore' });
-        const n = measure(['ninja', '-n'], dir);
-        rows.push({ section: 'plan', case: label, graph: graphPlan, reference: `ninja -n: ${ms(n.ms)}${rss(n)}`, ratio: plan.ms / n.ms, target: target === 10000 ? '≤ 10' : undefined, met: target === 10000 ? plan.ms / n.ms <= 10 : undefined });
       }
-      if (turbo) {
-        const tasks = writeTurboWorkspace(dir, turboDir);
-        try {
-          const t = measure([turbo, 'run', ...TURBO_TASKS, '--dry=json'], turboDir, TURBO_ENV);
-          rows.push({ section: 'plan', case: `${label} (turbo: ${tasks.toLocaleString('en-US')} tasks${t.runs < RUNS ? `, ${t.runs} run` : ''})`, graph: graphPlan, reference: `turbo run --dry=json: ${ms(t.ms)}${rss(t)}`, ratio: plan.ms / t.ms, target: target === 10000 ? '< 1' : undefined, met: target === 10000 ? plan.ms < t.ms : undefined });
-        } catch (e) {
-          rows.push({ section: 'plan', case: label, graph: graphPlan, reference: `turbo run --dry=json: failed (${(e as Error).message.split('\n')[0].slice(0, 120)})` });
-        }
+      const tasks = turbo ? writeTurboWorkspace(dir, turboDir) : 0;
+      log(`plan: ${label}: measuring graph plan${hasNinja ? ', ninja -n' : ''}${turbo ? ', turbo --dry=json' : ''} side by side, ${runs} runs…`);
+      const commands: Command[] = [{ argv: [process.execPath, CLI, 'plan', '--format', 'json'], cwd: dir, env: NODE_ENV }];
+      if (hasNinja) commands.push({ argv: ['ninja', '-n'], cwd: dir });
+      if (turbo) commands.push({ argv: [turbo, 'run', ...TURBO_TASKS, '--dry=json'], cwd: turboDir, env: TURBO_ENV });
+      const [plan, ...refs] = measureSideBySide(commands, runs);
+      const ninjaN = hasNinja ? refs.shift() : undefined;
+      const turboDry = turbo ? refs.shift() : undefined;
+      const at10k = target === 10000;
+      if (ninjaN) rows.push({ section: 'plan', case: label, graph: figure(plan), reference: `ninja -n: ${figure(ninjaN)}`, ratio: plan.ms / ninjaN.ms, target: at10k ? '≤ 10' : undefined, met: at10k ? plan.ms / ninjaN.ms <= 10 : undefined });
+      if (turboDry) rows.push({ section: 'plan', case: `${label} (turbo: ${tasks.toLocaleString('en-US')} tasks)`, graph: figure(plan), reference: `turbo run --dry=json: ${figure(turboDry)}`, ratio: turboDry.failed ? undefined : plan.ms / turboDry.ms, target: at10k ? '< 1' : undefined, met: at10k ? plan.ms < turboDry.ms : undefined });
+      if (at10k && process.env.NODE_EXTRA_CA_CERTS) {
+        const [withCerts, without, bare] = measureSideBySide(
+          [
+            { argv: [process.execPath, CLI, 'plan', '--format', 'json'], cwd: dir },
+            { argv: [process.execPath, '-e', '0'], cwd: dir, env: NODE_ENV },
+            { argv: [process.execPath, '-e', '0'], cwd: dir },
+          ],
+          runs,
+        );
+        rows.push({ section: 'plan', case: `${label}, with this host's NODE_EXTRA_CA_CERTS`, graph: figure(withCerts), reference: `(node -e 0: ${ms(bare.ms)} with it, ${ms(without.ms)} without)`, ratio: ninjaN ? withCerts.ms / ninjaN.ms : undefined });
       }
-      const noop = measure([process.execPath, CLI, 'build'], dir, NODE_ENV);
-      if (target === 10000 && process.env.NODE_EXTRA_CA_CERTS) {
-        const host = measure([process.execPath, CLI, 'plan', '--format', 'json'], dir);
-        rows.push({ section: 'plan', case: `${label}, with this host's NODE_EXTRA_CA_CERTS`, graph: `${ms(host.ms)}${rss(host)}`, reference: `(node reads the CA bundle at start: ${ms(nodeStart(true))} vs ${ms(nodeStart(false))} for node -e 0)` });
-      }
-      const ninjaNoop = hasNinja ? measure(['ninja'], dir) : undefined;
-      rows.push({ section: 'no-op build', case: label, graph: `${ms(noop.ms)}${rss(noop)}`, reference: ninjaNoop ? `ninja (no-op): ${ms(ninjaNoop.ms)}` : 'ninja: not installed', ratio: ninjaNoop ? noop.ms / ninjaNoop.ms : undefined });
+      log(`no-op build: ${label}: measuring graph build${hasNinja ? ' and ninja' : ''} side by side…`);
+      const [noop, ninjaNoop] = measureSideBySide([{ argv: [process.execPath, CLI, 'build'], cwd: dir, env: NODE_ENV }, ...(hasNinja ? [{ argv: ['ninja'], cwd: dir }] : [])], runs);
+      rows.push({ section: 'no-op build', case: label, graph: figure(noop), reference: ninjaNoop ? `ninja (no-op): ${figure(ninjaNoop)}` : 'ninja: not installed', ratio: ninjaNoop ? noop.ms / ninjaNoop.ms : undefined });
       rows.push({ section: 'engine', case: `${label}, every node run by an instant rule (--jobs 8)`, graph: `${(executeMs / nodes).toFixed(3)} ms per node`, reference: '(scheduler, cache writes, logs)' });
-      for (const r of rows.slice(-4)) if (r.section !== 'engine') log(`${r.section}: ${r.case}: ${r.graph} | ${r.reference}`);
+      for (const r of rows.filter((r) => r.case.startsWith(label) && r.section !== 'engine')) log(`${r.section}: ${r.case}: ${r.graph} | ${r.reference}`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
       rmSync(turboDir, { recursive: true, force: true });
