@@ -188,7 +188,7 @@ function table(rows: readonly BenchRow[]): string {
   const esc = (s: string) => s.replace(/\|/g, '\\|');
   for (const r of rows) {
     const target = r.target ? `${r.target} ${r.met ? '✓ met' : '✗ missed'}` : '';
-    lines.push(`| ${r.section} | ${esc(r.case)} | ${esc(r.graph)} | ${esc(r.reference)} | ${r.ratio === undefined ? '' : r.ratio.toFixed(2)} | ${target} |`);
+    lines.push(`| ${r.section} | ${esc(r.case)} | ${esc(r.graph)} | ${esc(r.reference)} | ${r.ratio === undefined ? '' : r.ratio.toFixed(r.ratio < 2 ? 3 : 2)} | ${target} |`);
   }
   return lines.join('\n');
 }

@@ -14,6 +14,7 @@ import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import PQueue from 'p-queue';
 import type { ActionCache } from './cache.js';
 import type { Declarations } from './declarations.js';
 import type { EventSink, NodeResult, NodeStatus, RunSummary } from './events.js';
@@ -159,7 +160,9 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
   let interrupted = false;
   let wake: (() => void) | undefined;
   const completions: Array<() => void> = [];
-  const recordings: Promise<void>[] = [];
+  // Results are recorded in the background, two at a time: libuv's four threads then always have
+  // room for the next node's start (its log file), which otherwise queues behind the records.
+  const recordings = new PQueue({ concurrency: 2 });
 
   const skipDownstream = (id: NodeId, reason: string) => {
     const stack = [...plan.graph.dependents(id)];
@@ -257,16 +260,16 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       outputs.set(node.id, out);
       // Recorded in the background: the slot and the dependents are free now (they need only the
       // outputs, in memory), and the run waits for every record before it returns.
-      recordings.push(
-        (async () => {
+      void recordings.add(async () => {
+        try {
           const log = (await options.store.putBytesAsync(await readFile(logPath))).digest;
           await options.cache.put(node.id, p.key, p.recordText, { outputs: out.outputs, artifacts: out.artifacts, log, duration_ms });
-        })().catch((e: Error) => {
-          const why = `ran, but its result could not be recorded in the action cache: ${e.message}`;
+        } catch (e) {
+          const why = `ran, but its result could not be recorded in the action cache: ${(e as Error).message}`;
           appendFileSync(logPath, `\n# failed: ${why}\n`);
           results.set(node.id, { id: node.id, kind: node.kind, status: 'failed', duration_ms, reasons: [why], log: logPath });
-        }),
-      );
+        }
+      });
       return { id: node.id, kind: node.kind, status: 'ran', duration_ms, reasons: p.reasons, outputs: out.outputs, log: logPath };
     } catch (e) {
       const duration_ms = now() - t0;
@@ -302,7 +305,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     wake = undefined;
   }
   options.signal?.removeEventListener('abort', onInterrupt);
-  await Promise.all(recordings);
+  await recordings.onIdle();
 
   // Whatever never started: stopped by --fail-fast or an interrupt.
   for (const heap of heaps.values()) for (const id of heap.drain()) if (!results.has(id)) skipWith(id);

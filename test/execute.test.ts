@@ -1,7 +1,15 @@
 /** The scheduler against a fake runner: what ran, in which order, how many at once. */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { FakeRunner, runEngine, SMALL_ZOO, statuses, workspace } from './helpers.js';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { ActionCache, type CachedResult } from '../engine/cache.js';
+import { executePlan } from '../engine/execute.js';
+import { FileDigester } from '../engine/files.js';
+import { planBuild } from '../engine/plan.js';
+import { ContentStore } from '../engine/store.js';
+import { openWorkspace } from '../engine/workspace.js';
+import { fakeRules, FakeRunner, runEngine, SMALL_ZOO, statuses, workspace } from './helpers.js';
 import type { NodeId } from '../engine/rule.js';
 
 const test = suite('execute');
@@ -153,6 +161,30 @@ test('two processes building one workspace at once leave a valid cache', async (
   assert.is(a.summary.counts.failed + b.summary.counts.failed, 0);
   const third = await runEngine(dir, new FakeRunner());
   assert.equal(third.summary.counts, { ran: 0, cached: 18, failed: 0, skipped: 0 });
+});
+
+test('a result that cannot be recorded fails its node (the run waits for every record), and nothing is cached for it', async () => {
+  const dir = workspace(SMALL_ZOO);
+  const ws = openWorkspace(dir, fakeRules());
+  const store = new ContentStore(path.join(ws.stateDir, 'cas'));
+  class FullDisk extends ActionCache {
+    override async put(id: NodeId, key: string, recordLine: string, result: CachedResult): Promise<void> {
+      await new Promise((r) => setTimeout(r, 20)); // finishes after the node's slot was freed
+      if (id === 'build:pwm') throw new Error('ENOSPC: no space left on device, write');
+      return super.put(id, key, recordLine, result);
+    }
+  }
+  const cache = new FullDisk(ws.stateDir);
+  const plan = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache, store, digester: new FileDigester(ws.root, undefined), env: {} });
+  const summary = await executePlan(plan, { decls: ws.decls, jobs: 4, limits: {}, resources: {}, failFast: false, runner: new FakeRunner(), cache, store, stateDir: ws.stateDir, emit: () => {} });
+  const failed = summary.results.find((r) => r.id === 'build:pwm');
+  assert.is(failed?.status, 'failed');
+  assert.is(failed?.reasons[0], 'ran, but its result could not be recorded in the action cache: ENOSPC: no space left on device, write');
+  assert.match(readFileSync(failed!.log!, 'utf8'), /# failed: ran, but its result could not be recorded/);
+  assert.is(summary.counts.failed, 1);
+  // Everything else was recorded before executePlan returned: the next plan has only that node to run.
+  const again = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache: new ActionCache(ws.stateDir), store, digester: new FileDigester(ws.root, undefined), env: {} });
+  assert.equal(again.nodes.filter((p) => p.status === 'run').map((p) => p.node.id), ['build:pwm']);
 });
 
 test.run();
