@@ -1,6 +1,6 @@
 /**
  * The reference for `graph plan`: the same graph as a Turborepo workspace, for
- * `turbo run … --dry=json` (npm package turbo, a devDependency).
+ * `turbo run … --dry=json` (npm package turbo, installed on first use: `turboBin`).
  *
  * `writeTurboWorkspace(zooDir, outDir)` maps the zoo's graph task for task:
  * - each image is a package `images/<image>` (its Dockerfile directory's files) with tasks
@@ -21,10 +21,23 @@ import { expandInputs } from '../engine/files.js';
 import { openWorkspace } from '../engine/workspace.js';
 import { defaultRules } from '../rules/index.js';
 
-/** The turbo executable installed with the devDependencies, or undefined when missing. */
+/** The turbo version the benchmark compares against. */
+export const TURBO_VERSION = '2.11.11';
+
+/**
+ * The turbo executable, installed on first use into `bench/.tools/` (git-ignored) from the npm
+ * registry the host's npm is configured with. Not a devDependency: the registry here serves
+ * only turbo's Linux binaries, and a lock file without the others fails `npm ci`.
+ * @returns its path, or undefined when it cannot be installed (the turbo rows then say so).
+ */
 export function turboBin(): string | undefined {
-  const bin = fileURLToPath(new URL('../../node_modules/.bin/turbo', import.meta.url));
-  return existsSync(bin) && spawnSync(bin, ['--version']).status === 0 ? bin : undefined;
+  const tools = fileURLToPath(new URL('../../bench/.tools', import.meta.url));
+  const bin = path.join(tools, 'node_modules', '.bin', 'turbo');
+  const works = () => existsSync(bin) && spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout?.trim() === TURBO_VERSION;
+  if (works()) return bin;
+  mkdirSync(tools, { recursive: true });
+  spawnSync('npm', ['install', '--prefix', tools, '--no-save', '--no-package-lock', '--no-audit', '--no-fund', `turbo@${TURBO_VERSION}`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return works() ? bin : undefined;
 }
 
 /** The tasks `turbo run` is given (every task kind of the workspace). */
