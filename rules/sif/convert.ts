@@ -36,9 +36,9 @@ export interface ImageToSifOptions {
   readonly store: ContentStore;
   /** The image (its layers in order, and its config: architecture, Env, Entrypoint, Cmd, Labels). */
   readonly image: StoredImage;
-  /** A directory the conversion may fill (the root filesystem and the squashfs go there, and are removed). */
+  /** A directory the conversion may fill (the unpacked root filesystem goes there, and is removed). */
   readonly scratchDir: string;
-  /** Where the SIF goes (atomically: a temp file beside it, then a rename). */
+  /** Where the SIF goes (atomically: mksquashfs and completeSif fill a temp file beside it, then a rename). */
   readonly outFile: string;
   /** Seconds since the epoch for every time in the squashfs and the SIF (SOURCE_DATE_EPOCH); default 0. */
   readonly epoch?: number;
