@@ -11,7 +11,7 @@ import path from 'node:path';
 import { FileDigester, expandInputs } from '../engine/files.js';
 import { ContentStore } from '../engine/store.js';
 import { entriesForCopy, writeLayer } from '../rules/oci/layer.js';
-import { emitRows, median, ms } from './rows.js';
+import { emitRows, median, ms, timed } from './rows.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 
@@ -29,18 +29,6 @@ export function writeModelTree(dir: string, megabytes: number): void {
     const vocab = Array.from({ length: 90_000 }, (_, i) => `token_${i}\t${(rand() * 100).toFixed(3)}`).join('\n');
     writeFileSync(path.join(sub, `vocab_${f}.tsv`), vocab.slice(0, 1024 * 1024));
   }
-}
-
-function time(fn: () => unknown): number {
-  const t0 = performance.now();
-  fn();
-  return performance.now() - t0;
-}
-
-async function timeAsync(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
 }
 
 const megabytes = Number(process.argv[2] ?? 200);
@@ -61,9 +49,9 @@ const hasPigz = (() => {
 })();
 for (let i = 0; i <= RUNS; i++) {
   const store = new ContentStore(path.join(root, `cas-${i}`));
-  const a = await timeAsync(() => writeLayer(entriesForCopy(tree, '/opt/models'), store));
-  const b = time(() => execSync(`tar -c -C ${tree} . | gzip -6 > ${root}/ref.tar.gz`));
-  const c = hasPigz ? time(() => execSync(`tar -c -C ${tree} . | pigz -6 > ${root}/ref.tar.gz`)) : 0;
+  const a = await timed(() => writeLayer(entriesForCopy(tree, '/opt/models'), store));
+  const b = await timed(() => execSync(`tar -c -C ${tree} . | gzip -6 > ${root}/ref.tar.gz`));
+  const c = hasPigz ? await timed(() => execSync(`tar -c -C ${tree} . | pigz -6 > ${root}/ref.tar.gz`)) : 0;
   rmSync(path.join(root, `cas-${i}`), { recursive: true, force: true });
   if (i === 0) continue; // warm-up
   ours.push(a);

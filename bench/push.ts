@@ -19,7 +19,7 @@ import { entriesForCopy, writeLayer } from '../rules/oci/layer.js';
 import { writeLayout } from '../rules/oci/layout.js';
 import { pushImage, type PushOptions } from '../rules/registry/push.js';
 import { startRegistry } from '../test/helpers.js';
-import { emitRows, median, ms } from './rows.js';
+import { emitRows, median, ms, timed } from './rows.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const megabytes = Number(process.argv[2] ?? 300);
@@ -51,12 +51,6 @@ const image = composeImage(store, undefined, layers, { env: {}, labels: {} }, 0)
 const layout = path.join(root, 'layout');
 writeLayout(store, layout, [{ tag: 'bench', image }]);
 const bytes = layers.reduce((n, l) => n + l.descriptor.size, 0);
-
-async function timed(fn: () => Promise<unknown> | unknown): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
-}
 
 const ours: number[] = [];
 const skopeo: number[] = [];

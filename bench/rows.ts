@@ -26,6 +26,13 @@ export function emitRows(rows: readonly BenchRow[]): void {
   process.stdout.write(`BENCH_ROWS ${JSON.stringify(rows)}\n`);
 }
 
+/** Wall milliseconds `fn` takes (awaited when it returns a promise). */
+export async function timed(fn: () => unknown): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
 /** Median of a non-empty list. */
 export function median(xs: readonly number[]): number {
   return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -17,7 +17,7 @@ import { composeImage } from '../rules/oci/image.js';
 import { entriesForCopy, writeLayer } from '../rules/oci/layer.js';
 import { unpackImage } from '../rules/oci/unpack.js';
 import { addRuntimeFiles, imageToSif, mksquashfsArgs } from '../rules/sif/convert.js';
-import { emitRows, median, ms } from './rows.js';
+import { emitRows, median, ms, timed } from './rows.js';
 import { completeSif, sifPartitionOffset } from '../rules/sif/sif.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -59,18 +59,6 @@ function writeModelTree(dir: string, megabytes: number): void {
     }
     writeFileSync(path.join(dir, `model_${f % 8}`, `vocab_${f}.tsv`), lines.join(''));
   }
-}
-
-async function timeAsync(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
-}
-
-function time(fn: () => unknown): number {
-  const t0 = performance.now();
-  fn();
-  return performance.now() - t0;
 }
 
 /** A runner that records how long each process took. */
@@ -118,28 +106,28 @@ const settle = () => execSync('sync');
 for (let i = 0; i <= RUNS; i++) {
   rmSync(rootfs, { recursive: true, force: true });
   settle();
-  const u = await timeAsync(async () => {
+  const u = await timed(async () => {
     await unpackImage(store, image, rootfs);
     addRuntimeFiles(rootfs, image.config);
   });
   const sqfsB = path.join(root, 'b.squashfs');
   settle();
-  const tb = time(() => execSync(`mksquashfs ${rootfs} ${sqfsB} ${mksquashfsArgs(0).join(' ')}`, { stdio: 'ignore', env: squashEnv }));
+  const tb = await timed(() => execSync(`mksquashfs ${rootfs} ${sqfsB} ${mksquashfsArgs(0).join(' ')}`, { stdio: 'ignore', env: squashEnv }));
   settle();
-  const tc = time(() => execSync(`tar -C ${rootfs} -c --numeric-owner --owner=0 --group=0 --mtime=@0 . | tar2sqfs -f -q -c gzip -x ${root}/c.squashfs`, { stdio: 'ignore', shell: '/bin/bash' }));
+  const tc = await timed(() => execSync(`tar -C ${rootfs} -c --numeric-owner --owner=0 --group=0 --mtime=@0 . | tar2sqfs -f -q -c gzip -x ${root}/c.squashfs`, { stdio: 'ignore', shell: '/bin/bash' }));
   rmSync(path.join(root, 'c.squashfs'), { force: true });
   settle();
   // (a) completes the SIF around the squashfs mksquashfs wrote at the partition offset; alone:
   const contents = { arch: 'amd64', json: { 'oci-config.json': '{}' } };
   execSync(`truncate -s ${sifPartitionOffset(contents)} ${root}/w.sif && cat ${sqfsB} >> ${root}/w.sif`);
   settle();
-  const tw = await timeAsync(() => completeSif(path.join(root, 'w.sif'), contents));
+  const tw = await timed(() => completeSif(path.join(root, 'w.sif'), contents));
   rmSync(path.join(root, 'w.sif'), { force: true });
   rmSync(rootfs, { recursive: true, force: true });
   const out = path.join(root, 'a.sif');
   let result = { size: 0 };
   settle();
-  const ta = await timeAsync(async () => {
+  const ta = await timed(async () => {
     result = await imageToSif({ store, image, scratchDir: path.join(root, 'scratch'), outFile: out, epoch: 0, runner });
   });
   sifSize = result.size;

@@ -51,20 +51,23 @@ export class ContentStore {
 
   /** Store bytes; returns `{digest, size}` with size in bytes. */
   putBytes(data: Uint8Array | string): { digest: string; size: number } {
-    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-    const target = this.pathOf(digest);
+    const { bytes, digest, target } = this.blobOf(data);
     if (!existsSync(target)) writeFileAtomic(target, bytes);
     return { digest, size: bytes.byteLength };
   }
 
   /** `putBytes` with the write on libuv's thread pool (for the scheduler's bookkeeping). */
   async putBytesAsync(data: string | Uint8Array): Promise<{ digest: string; size: number }> {
-    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-    const digest = `sha256:${hash('sha256', bytes, 'hex')}`;
-    const target = this.pathOf(digest);
+    const { bytes, digest, target } = this.blobOf(data);
     if (!existsSync(target)) await writeFileAtomicAsync(target, bytes);
     return { digest, size: bytes.byteLength };
+  }
+
+  /** Bytes, their digest and their blob path (one-shot SHA-256: these blobs are small). */
+  private blobOf(data: string | Uint8Array): { bytes: Uint8Array; digest: string; target: string } {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    const digest = `sha256:${hash('sha256', bytes, 'hex')}`;
+    return { bytes, digest, target: this.pathOf(digest) };
   }
 
   /**

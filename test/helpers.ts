@@ -25,6 +25,9 @@ export const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
 /** The repository root. */
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
+/** The independent SIF verifier: GRAPH_SIFCHECK, or the shared folder beside the repository. */
+export const SIFCHECK = process.env.GRAPH_SIFCHECK ?? path.join(REPO, '..', 'shared', 'tools', 'sifcheck.py');
+
 /** Create a temp directory holding `files` (path → content). */
 export function workspace(files: Record<string, string>): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'graph-test-'));

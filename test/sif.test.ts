@@ -17,12 +17,11 @@ import { composeImage, type StoredImage } from '../rules/oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from '../rules/oci/layer.js';
 import { addRuntimeFiles, ConvertError, envScript, imageToSif, labelsJson, mksquashfsArgs, type SifResult } from '../rules/sif/convert.js';
 import { completeSif, DataType, FsType, ID_NAMESPACE, PartType, primaryPartition, readSif, sifPartitionOffset, SifError, writeSif } from '../rules/sif/sif.js';
-import { busyboxRoot } from './helpers.js';
+import { busyboxRoot, SIFCHECK } from './helpers.js';
 
 const test = suite('sif');
 
 const ROOT = mkdtempSync(path.join(tmpdir(), 'graph-sif-'));
-const SIFCHECK = '/work/shared/tools/sifcheck.py';
 const EPOCH_B = 1_700_000_000;
 const runner = new ExecaRunner();
 

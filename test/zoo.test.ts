@@ -11,7 +11,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { graph, REPO } from './helpers.js';
+import { graph, REPO, SIFCHECK } from './helpers.js';
 
 const test = suite('zoo');
 
@@ -20,9 +20,6 @@ function copyZoo(): string {
   for (const f of ['images.yaml', 'models.yaml', 'images.lock', 'zoo']) cpSync(path.join(REPO, f), path.join(dir, f), { recursive: true });
   return dir;
 }
-
-/** The independent SIF verifier, from the shared folder beside the repository. */
-const SIFCHECK = process.env.GRAPH_SIFCHECK ?? path.join(REPO, '..', 'shared', 'tools', 'sifcheck.py');
 
 test('build, convert and test the zoo; a second build is all cached; a wrong expectation fails its tests only', () => {
   const dir = copyZoo();
