@@ -4,6 +4,7 @@
  * the node's log, and the whole group ended (SIGTERM, then SIGKILL after a grace period) when the
  * node's signal aborts.
  */
+import type { Readable } from 'node:stream';
 import type { execa as Execa } from 'execa';
 
 // execa costs ~130 ms to import; plan and validate never start a process, so load it on first use.
@@ -18,8 +19,8 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** Absolute path of a log file that receives stdout and stderr (appended). */
   readonly logFile?: string;
-  /** Bytes or text written to the child's stdin. */
-  readonly input?: string | Uint8Array;
+  /** Bytes, text or a stream written to the child's stdin. */
+  readonly input?: string | Uint8Array | Readable;
 }
 
 export interface RunResult {

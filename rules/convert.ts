@@ -28,7 +28,7 @@ export const convertRule: Rule = {
         decl: { format: 'sif' },
         inputs: [],
         env: ['SOURCE_DATE_EPOCH'],
-        tool: 'graph-sif/1 mksquashfs-gzip',
+        tool: 'graph-sif/2 tar2sqfs-gzip',
         resources: {},
         image: image.name,
         at: () => image.at(['convert']),

@@ -352,7 +352,7 @@ test('envScript and labelsJson: apptainer shapes, odd names skipped, quoting exa
   assert.is(labelsJson({}), '{}');
 });
 
-test('a failing mksquashfs is a clear error; no SIF appears and the scratch is cleaned', async () => {
+test('a failing tar2sqfs is a clear error; no SIF appears and the scratch is cleaned', async () => {
   const failing: ProcessRunner = { run: async () => ({ exitCode: 1, aborted: false }) };
   const scratch = fresh('fail');
   const out = path.join(scratch, 'out', 'x.sif');
@@ -362,7 +362,7 @@ test('a failing mksquashfs is a clear error; no SIF appears and the scratch is c
     assert.unreachable();
   } catch (e) {
     assert.instance(e, ConvertError);
-    assert.is((e as Error).message, "mksquashfs exited with 1 while building the SIF's root filesystem; its output is in /tmp/node.log");
+    assert.is((e as Error).message, "tar2sqfs exited with 1 while building the SIF's root filesystem; its output is in /tmp/node.log");
   }
   assert.equal(readdirSync(scratch), ['out']);
   assert.equal(readdirSync(path.dirname(out)), []);

@@ -25,8 +25,10 @@ import type { Descriptor, StoredImage } from './image.js';
 /** An entry that cannot be unpacked safely, or a layer that cannot be read. */
 export class UnpackError extends Error {}
 
-const WHITEOUT = '.wh.';
-const OPAQUE = '.wh..wh..opq';
+/** A whiteout's name prefix: `.wh.NAME` deletes NAME of lower layers. */
+export const WHITEOUT = '.wh.';
+/** The opaque whiteout: a directory holding it keeps nothing of lower layers. */
+export const OPAQUE = '.wh..wh..opq';
 const MAX_LINKS = 40;
 
 export interface UnpackOptions {
@@ -39,7 +41,7 @@ export interface UnpackOptions {
  * Read and inflate in 1 MiB chunks: with zlib's default 16 KiB output chunks, inflating a 460 MB
  * layer takes 6.6 s instead of 2.2 s on these 2-core machines (measured).
  */
-const CHUNK = 1 << 20;
+export const CHUNK = 1 << 20;
 
 /** Unpack every layer of `image` into `root` (created if missing). @throws UnpackError */
 export async function unpackImage(store: ContentStore, image: StoredImage, root: string, options: UnpackOptions = {}): Promise<void> {
@@ -53,8 +55,30 @@ export async function unpackImage(store: ContentStore, image: StoredImage, root:
  * Resolve `rel` (a path inside the image) to a host path under `root`, following symbolic links
  * the way the container would: absolute targets start again at `root`, `..` stops at `root`.
  * @param followLast whether a symbolic link in the last component is followed.
+ * @throws UnpackError after 40 links (a loop).
  */
 export function resolveInRoot(root: string, rel: string, followLast: boolean): string {
+  const readLink = (inside: string) => {
+    const candidate = path.join(root, inside);
+    try {
+      return lstatSync(candidate).isSymbolicLink() ? readlinkSync(candidate) : undefined;
+    } catch {
+      return undefined; // does not exist (yet): nothing to follow
+    }
+  };
+  return path.join(root, resolveImagePath(rel, followLast, readLink));
+}
+
+/**
+ * Resolve `rel` inside an image's root filesystem, following symbolic links as the container
+ * would (absolute targets start again at the root, `..` stops at the root), where
+ * `readLink(p)` gives the target of the symbolic link at `p` (`a/b`, relative to the root), or
+ * undefined when `p` is not one. Used on a directory (`resolveInRoot`) and on a tree held in
+ * memory (`rules/oci/flatten.ts`).
+ * @returns the resolved path relative to the root, without leading or trailing `/` ('' for the root).
+ * @throws UnpackError after 40 links (a loop).
+ */
+export function resolveImagePath(rel: string, followLast: boolean, readLink: (p: string) => string | undefined): string {
   let pending = rel.split('/').filter((c) => c && c !== '.');
   const resolved: string[] = [];
   let links = 0;
@@ -65,30 +89,41 @@ export function resolveInRoot(root: string, rel: string, followLast: boolean): s
       resolved.pop();
       continue;
     }
-    const candidate = path.join(root, ...resolved, part);
-    let isLink = false;
-    try {
-      isLink = lstatSync(candidate).isSymbolicLink();
-    } catch {
-      // does not exist (yet): nothing to follow
-    }
-    if (isLink && (pending.length > 0 || followLast)) {
+    const target = pending.length > 0 || followLast ? readLink([...resolved, part].join('/')) : undefined;
+    if (target !== undefined) {
       if (++links > MAX_LINKS) throw new UnpackError(`too many levels of symbolic links resolving '${rel}'`);
-      const target = readlinkSync(candidate);
       if (target.startsWith('/')) resolved.length = 0;
       pending = [...target.split('/').filter((c) => c && c !== '.'), ...pending];
     } else {
       resolved.push(part);
     }
   }
-  return path.join(root, ...resolved);
+  return resolved.join('/');
 }
 
-function entryName(raw: string, layer: string): string {
+/**
+ * The path of a layer entry relative to the root ('' for the root itself).
+ * @throws UnpackError for an absolute path or a `..` component.
+ */
+export function entryName(raw: string, layer: string): string {
   if (raw.startsWith('/')) throw new UnpackError(`layer ${layer}: entry '${raw}' has an absolute path`);
   const parts = raw.split('/').filter((c) => c && c !== '.');
   if (parts.includes('..')) throw new UnpackError(`layer ${layer}: entry '${raw}' contains '..'`);
   return parts.join('/');
+}
+
+/**
+ * The target of the symbolic link entry `name` (a path relative to the root).
+ * @throws UnpackError when a relative target climbs out of the root.
+ */
+export function symlinkTarget(name: string, linkname: string | null | undefined, layer: string): string {
+  const link = linkname ?? '';
+  const dir = path.posix.dirname(name);
+  const climbed = path.posix.normalize(path.posix.join(dir, link));
+  if (!link.startsWith('/') && (climbed === '..' || climbed.startsWith('../'))) {
+    throw new UnpackError(`layer ${layer}: symbolic link '${name}' -> '${link}' leaves the image root`);
+  }
+  return link;
 }
 
 function removeAll(p: string): void {
@@ -104,6 +139,26 @@ function existingType(p: string): 'dir' | 'other' | undefined {
 }
 
 /**
+ * Pipe a layer blob into a tar `extract`, inflating it when its media type says gzip.
+ * @returns the end of the input; rejects with UnpackError naming the layer (a zstd layer, a
+ *   corrupt gzip stream, a read error), after destroying `extract` so its reader stops too.
+ */
+export function feedLayer(source: Readable, layer: Descriptor, extract: tar.Extract): Promise<void> {
+  const id = layer.digest;
+  if (/zstd/.test(layer.mediaType)) {
+    const e = new UnpackError(`layer ${id}: zstd-compressed layers are not supported (media type ${layer.mediaType})`);
+    source.destroy();
+    extract.destroy(e);
+    return Promise.reject(e);
+  }
+  const input = /gzip/.test(layer.mediaType) ? pipeline(source, createGunzip({ chunkSize: CHUNK }), extract) : pipeline(source, extract);
+  return input.catch((e: Error) => {
+    extract.destroy(e);
+    throw new UnpackError(`layer ${id}: ${e.message}`);
+  });
+}
+
+/**
  * Apply one layer (a tar stream, gzip-compressed when its media type says so) onto `root`.
  * @throws UnpackError naming the layer digest and the entry for unsafe entries and unknown
  *   compressions; nothing outside `root` is ever written.
@@ -111,16 +166,10 @@ function existingType(p: string): 'dir' | 'other' | undefined {
 export async function unpackLayer(source: Readable, layer: Descriptor, root: string, options: UnpackOptions = {}): Promise<void> {
   const privileged = options.privileged ?? process.getuid?.() === 0;
   const id = layer.digest;
-  if (/zstd/.test(layer.mediaType)) throw new UnpackError(`layer ${id}: zstd-compressed layers are not supported (media type ${layer.mediaType})`);
-  const gzip = /gzip/.test(layer.mediaType);
   const extract = tarStream().extract();
   const written = new Set<string>();
   const opaque: string[] = [];
-
-  const input = (gzip ? pipeline(source, createGunzip({ chunkSize: CHUNK }), extract) : pipeline(source, extract)).catch((e: Error) => {
-    extract.destroy(e);
-    throw new UnpackError(`layer ${id}: ${e.message}`);
-  });
+  const input = feedLayer(source, layer, extract);
 
   const apply = async () => {
     for await (const entry of extract) {
@@ -158,11 +207,7 @@ export async function unpackLayer(source: Readable, layer: Descriptor, root: str
         await pipeline(entry, createWriteStream(target, { mode: h.mode ?? 0o644 }));
         chmodSync(target, h.mode ?? 0o644);
       } else if (h.type === 'symlink') {
-        const link = h.linkname ?? '';
-        const climbed = path.posix.normalize(path.posix.join(dir || '.', link));
-        if (!link.startsWith('/') && (climbed === '..' || climbed.startsWith('../'))) {
-          throw new UnpackError(`layer ${id}: symbolic link '${name}' -> '${link}' leaves the image root`);
-        }
+        const link = symlinkTarget(name, h.linkname, id);
         if (kind) removeAll(target);
         symlinkSync(link, target);
       } else if (h.type === 'link') {

@@ -3,28 +3,37 @@
  * (`internal/pkg/build/sources/conveyorPacker_oci.go`, `base_environment.go`,
  * `internal/pkg/build/assemblers/sif.go`), but reproducibly:
  *
- * 1. unpack the layers (whiteouts applied, `rules/oci/unpack.ts`) into `scratchDir/rootfs`;
- * 2. add what apptainer's runtime looks for inside the root filesystem (`runtimeFiles`):
+ * 1. flatten the layers into one tar stream (whiteouts applied, `rules/oci/flatten.ts`), with
+ *    what apptainer's runtime looks for inside the root filesystem (`runtimeFiles`):
  *    `/.singularity.d/` (env scripts carrying ENV, a runscript running ENTRYPOINT + CMD,
  *    labels.json, actions/, libs/), mount points and the compatibility symbolic links;
- * 3. `mksquashfs` it with gzip (the compressor every apptainer installation reads), owners root,
- *    every time the epoch, no xattrs: the same image and epoch give the same bytes, whatever the
- *    processor count (measured). It writes straight into a temp file beside `outFile`, at the
- *    offset the SIF's primary partition has (`-offset`), so the squashfs is never copied;
+ * 2. pipe it into `tar2sqfs` (squashfs-tools-ng): gzip (the compressor every apptainer
+ *    installation reads), owners root, every time the epoch, no xattrs. Inflating the layers
+ *    overlaps compressing, and nothing is unpacked to disk. The same image and epoch give the
+ *    same bytes, whatever the processor count (measured). It writes a temp file beside `outFile`;
+ * 3. move the squashfs to the offset of the SIF's primary partition: `fallocate --insert-range`
+ *    moves no data on ext4 and XFS (elsewhere, a copy);
  * 4. complete the SIF around it (`completeSif`): header, descriptor table, definition file,
  *    `oci-config.json`; then rename the temp file to `outFile`.
  *
- * Ownership is not kept (`-all-root`): every file in the SIF belongs to root. (apptainer, building
- * as root, keeps the layers' owners; images whose files belong to other users differ there.)
+ * Layers that cannot be flattened top down (`NotStreamable`: rare, never written by docker,
+ * buildah or kaniko) are unpacked into `scratchDir/rootfs` instead, and `mksquashfs` (with the
+ * same settings, writing at the partition offset) compresses that directory. The result is as
+ * reproducible, but its bytes differ from what tar2sqfs would write.
+ *
+ * Ownership is not kept: every file in the SIF belongs to root. (apptainer, building as root,
+ * keeps the layers' owners; images whose files belong to other users differ there.)
  */
-import { chmodSync, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, createReadStream, createWriteStream, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { withTempFile } from '../../engine/atomic.js';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import type { ProcessRunner } from '../../engine/process.js';
+import { pipeline } from 'node:stream/promises';
+import type { ProcessRunner, RunResult } from '../../engine/process.js';
 import type { ContentStore } from '../../engine/store.js';
+import { flattenImage, NotStreamable, type FlatEntry, type FlattenOptions } from '../oci/flatten.js';
 import type { ImageConfig, StoredImage } from '../oci/image.js';
-import { resolveInRoot, unpackImage } from '../oci/unpack.js';
+import { CHUNK, resolveInRoot, unpackImage } from '../oci/unpack.js';
 import { completeSif, sifPartitionOffset } from './sif.js';
 
 /** Thrown when a conversion step fails (mksquashfs missing or failing). */
@@ -64,9 +73,9 @@ export interface SifResult {
  * Convert `image` into a SIF at `outFile` (see the module comment for the steps).
  * @returns the SIF's SHA-256, MD5 (hex) and size in bytes.
  * @throws SifError for an architecture SIF has no code for; UnpackError for an unsafe or
- *   unreadable layer; ConvertError when mksquashfs is missing or fails (the log has its output);
- *   the signal's reason when aborted. `outFile` is never left half-written, and the scratch root
- *   filesystem and the temp file are removed whatever happens.
+ *   unreadable layer; ConvertError when tar2sqfs or mksquashfs is missing or fails (the log has
+ *   its output); the signal's reason when aborted. `outFile` is never left half-written, and the
+ *   scratch root filesystem and the temp file are removed whatever happens.
  */
 export async function imageToSif(options: ImageToSifOptions): Promise<SifResult> {
   const { image, scratchDir, signal } = options;
@@ -83,11 +92,19 @@ export async function imageToSif(options: ImageToSifOptions): Promise<SifResult>
   const clean = () => rmSync(rootfs, { recursive: true, force: true });
   clean(); // a root filesystem left by an interrupted run must not leak into this one
   try {
-    await unpackImage(options.store, image, rootfs, { signal });
-    addRuntimeFiles(rootfs, image.config);
     return await withTempFile(options.outFile, async (tmp) => {
-      await makeSquashfs(rootfs, tmp, offset, epoch, options);
-      // The root filesystem goes while the SIF is completed (the removal runs on libuv's threads).
+      try {
+        await streamSquashfs(tmp, epoch, options);
+        await shiftToOffset(tmp, offset, options);
+      } catch (e) {
+        if (!(e instanceof NotStreamable)) throw e;
+        rmSync(tmp, { force: true });
+        if (options.logFile) appendFileSync(options.logFile, `graph: ${e.message}: unpacking the layers in order instead\n`);
+        await unpackImage(options.store, image, rootfs, { signal });
+        addRuntimeFiles(rootfs, image.config);
+        await makeSquashfs(rootfs, tmp, offset, epoch, options);
+      }
+      // A root filesystem goes while the SIF is completed (the removal runs on libuv's threads).
       const removed = rm(rootfs, { recursive: true, force: true });
       try {
         const written = await completeSif(tmp, contents, signal);
@@ -101,9 +118,67 @@ export async function imageToSif(options: ImageToSifOptions): Promise<SifResult>
   }
 }
 
+/** The tar2sqfs arguments (before the output file) for a reproducible gzip squashfs, as `mksquashfsArgs`. */
+export function tar2sqfsArgs(epoch: number): string[] {
+  return ['--force', '--quiet', '--no-skip', '--compressor', 'gzip', '--no-xattr', '--no-keep-time', '--defaults', `mode=0755,mtime=${epoch}`];
+}
+
 /** The mksquashfs arguments (after source and destination) for a reproducible gzip squashfs. */
 export function mksquashfsArgs(epoch: number): string[] {
   return ['-noappend', '-comp', 'gzip', '-all-root', '-root-mode', '755', '-no-xattrs', '-mkfs-time', String(epoch), '-all-time', String(epoch), '-quiet', '-no-progress'];
+}
+
+/** Why a tool failed, for an error message. */
+function failed(tool: string, result: RunResult, logFile: string | undefined): ConvertError {
+  const how = result.exitCode === undefined ? `was ended by ${result.signal ?? 'a signal'}` : `exited with ${result.exitCode}`;
+  return new ConvertError(`${tool} ${how} while building the SIF's root filesystem${logFile ? `; its output is in ${logFile}` : ''}`);
+}
+
+/**
+ * The image's layers, flattened with the runtime files, piped into `tar2sqfs`, which writes `out`.
+ * @throws NotStreamable (nothing useful in `out`), UnpackError, ConvertError, the signal's reason.
+ */
+async function streamSquashfs(out: string, epoch: number, options: ImageToSifOptions): Promise<void> {
+  const { signal } = options;
+  const stop = new AbortController();
+  const flat = flattenImage(options.store, options.image, { epoch, signal, ...runtimeOverlay(options.image.config) });
+  let failure: Error | undefined;
+  flat.on('error', (e: Error) => {
+    failure ??= e;
+    stop.abort(e); // ends tar2sqfs: its input is incomplete
+  });
+  // tar2sqfs takes the superblock's time from SOURCE_DATE_EPOCH (0 when unset).
+  const env = { ...process.env, SOURCE_DATE_EPOCH: String(epoch) };
+  let result: RunResult;
+  try {
+    result = await options.runner.run(['tar2sqfs', ...tar2sqfsArgs(epoch), out], {
+      input: flat,
+      signal: signal ? AbortSignal.any([signal, stop.signal]) : stop.signal,
+      logFile: options.logFile,
+      env,
+    });
+  } catch (e) {
+    throw new ConvertError(`cannot run tar2sqfs (Debian package squashfs-tools-ng): ${(e as Error).message}`);
+  } finally {
+    flat.destroy(); // stops reading the layers if tar2sqfs ended early
+  }
+  signal?.throwIfAborted();
+  if (failure) throw failure;
+  if (result.exitCode !== 0) throw failed('tar2sqfs', result, options.logFile);
+}
+
+/**
+ * Move the squashfs at the start of `file` to `offset` (a multiple of 4096), zeros before it:
+ * `fallocate --insert-range` shifts the file's extents without moving data (ext4, XFS); on a file
+ * system that cannot (tmpfs, btrfs), a copy into a new file.
+ */
+async function shiftToOffset(file: string, offset: number, options: ImageToSifOptions): Promise<void> {
+  const argv = ['fallocate', '--insert-range', '--offset', '0', '--length', String(offset), file];
+  const inserted = await options.runner.run(argv, { signal: options.signal, logFile: options.logFile }).catch(() => undefined);
+  options.signal?.throwIfAborted();
+  if (inserted?.exitCode === 0) return;
+  if (options.logFile) appendFileSync(options.logFile, `graph: fallocate --insert-range is not available here: copying the squashfs to offset ${offset}\n`);
+  await withTempFile(file, (shifted) => pipeline(createReadStream(file, { highWaterMark: CHUNK }), createWriteStream(shifted, { start: offset }), { signal: options.signal }));
 }
 
 /** `mksquashfs` `rootfs` into `out`, the squashfs starting `offset` bytes into the file (zeros before it). */
@@ -119,10 +194,7 @@ async function makeSquashfs(rootfs: string, out: string, offset: number, epoch: 
     throw new ConvertError(`cannot run mksquashfs (Debian package squashfs-tools): ${(e as Error).message}`);
   }
   options.signal?.throwIfAborted();
-  if (result.exitCode !== 0) {
-    const how = result.exitCode === undefined ? `was ended by ${result.signal ?? 'a signal'}` : `exited with ${result.exitCode}`;
-    throw new ConvertError(`mksquashfs ${how} while building the SIF's root filesystem${options.logFile ? `; its output is in ${options.logFile}` : ''}`);
-  }
+  if (result.exitCode !== 0) throw failed('mksquashfs', result, options.logFile);
 }
 
 /** The definition file recorded in the SIF (apptainer records the recipe it built from). */
@@ -313,6 +385,48 @@ export function addRuntimeFiles(root: string, config: ImageConfig): void {
       chmodSync(target, f.mode);
     }
   }
+}
+
+/**
+ * `runtimeFiles(config)` as `flattenImage` options, giving the tree `addRuntimeFiles` gives when
+ * the image is unpacked: its files over every layer (`top`); mount-point files the image has
+ * made readable, and its symbolic links where the image has links (`edit`); directories,
+ * mount-point files and links where the image has nothing (`finish`).
+ * @throws (from `finish`) NotStreamable when a mount-point file must change its mode behind a
+ *   link the stream has passed.
+ */
+export function runtimeOverlay(config: ImageConfig): Pick<FlattenOptions, 'top' | 'edit' | 'finish'> {
+  const files = runtimeFiles(config);
+  const byPath = new Map(files.map((f) => [f.path, f]));
+  return {
+    top: files.flatMap((f): FlatEntry[] => (f.kind === 'file' ? [{ path: f.path, type: 'file', mode: f.mode, content: f.content }] : [])),
+    edit(entry) {
+      const f = byPath.get(entry.path);
+      if (f?.kind === 'symlink' && entry.type === 'symlink') return 'drop'; // replaced in finish
+      if (f?.kind === 'mountpoint-file' && entry.type === 'file') return { ...entry, mode: f.mode };
+      return entry;
+    },
+    finish(tree) {
+      for (const f of files) {
+        if (f.kind === 'file') continue;
+        const parent = tree.resolve(path.posix.dirname(f.path), true);
+        const target = parent ? `${parent}/${path.posix.basename(f.path)}` : path.posix.basename(f.path);
+        const existing = tree.get(target);
+        if (f.kind === 'dir') {
+          if (!existing) tree.add({ path: target, type: 'directory', mode: f.mode });
+        } else if (f.kind === 'symlink') {
+          if (!existing || existing.type === 'symlink') tree.add({ path: target, type: 'symlink', target: f.target });
+        } else {
+          const resolved = tree.resolve(f.path, true);
+          const file = tree.get(resolved);
+          if (!file) tree.add({ path: resolved, type: 'file', mode: f.mode, content: '' });
+          else if (file.type === 'link' || (file.type === 'file' && file.mode !== f.mode)) {
+            throw new NotStreamable(`/${f.path} leads to /${resolved}, whose mode must become ${f.mode.toString(8)} after it was streamed`);
+          }
+        }
+      }
+    },
+  };
 }
 
 function lstatOrUndefined(p: string) {
