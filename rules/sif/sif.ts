@@ -256,24 +256,28 @@ export function sifPartitionOffset(contents: SifContents): number {
 /**
  * Write a SIF holding `definition`, `json` objects and `partitionFile` as the primary system
  * partition (squashfs, `arch`), atomically at `outFile`: the partition is copied into a temp file
- * beside it, `completeSif` writes the rest, and the temp file is renamed.
+ * beside it (the content id computed on the way), the rest is written in front of it and the
+ * file's digests computed (`completeSif`'s last steps), and the temp file is renamed. Reads the
+ * partition twice: once to copy it, once for the file's SHA-256 and MD5.
  * @returns the header and descriptors written, and the file's SHA-256, MD5 and size.
  * @throws SifError for an unknown architecture, a partition that is not a squashfs image, a bad
  *   epoch or an over-long name; the fs error if a file cannot be read or written; the signal's
  *   reason when aborted. `outFile` is untouched on any failure.
  */
 export async function writeSif(options: WriteSifOptions): Promise<WrittenSif> {
-  const offset = sifPartitionOffset(options);
-  const partitionSize = squashfsSize(options.partitionFile);
+  sifPartitionOffset(options); // the contents' errors before the partition's
+  const front = planFront(options, squashfsSize(options.partitionFile));
   return withTempFile(options.outFile, async (tmp) => {
+    const content = createHash('sha256').update(front.bytes.subarray(HEADER_SIZE));
     const out = await open(tmp, 'w', 0o644);
     try {
-      let position = offset;
+      let position = front.partitionOffset;
       await readRange(
         options.partitionFile,
         0,
-        partitionSize,
+        front.partitionSize,
         async (chunk) => {
+          content.update(chunk);
           await writeAll(out, chunk, position);
           position += chunk.length;
         },
@@ -282,7 +286,7 @@ export async function writeSif(options: WriteSifOptions): Promise<WrittenSif> {
     } finally {
       await out.close();
     }
-    return completeSif(tmp, options, options.signal);
+    return sealSif(tmp, front, content.digest('hex'), options.signal);
   });
 }
 
@@ -298,9 +302,8 @@ export async function writeSif(options: WriteSifOptions): Promise<WrittenSif> {
  *   when aborted. On failure the file is no SIF; callers write it under a temp name.
  */
 export async function completeSif(file: string, contents: SifContents, signal?: AbortSignal): Promise<WrittenSif> {
-  const { archCode, epoch, objects: dataObjects, dataOffset, end, partitionOffset } = layout(contents);
-  const fileSize = statSync(file).size;
-  const partitionSize = fileSize - partitionOffset;
+  const partitionOffset = sifPartitionOffset(contents);
+  const partitionSize = statSync(file).size - partitionOffset;
   const magic = Buffer.alloc(4);
   const fd = openSync(file, 'r');
   try {
@@ -309,7 +312,24 @@ export async function completeSif(file: string, contents: SifContents, signal?: 
     closeSync(fd);
   }
   if (partitionSize < 96 || !magic.equals(SQUASHFS_MAGIC)) throw new SifError(`${file} has no squashfs image at offset ${partitionOffset} (no 'hsqs' superblock), so it cannot become a SIF`);
+  const front = planFront(contents, partitionSize);
+  const content = createHash('sha256').update(front.bytes.subarray(HEADER_SIZE));
+  await readRange(file, partitionOffset, partitionSize, async (chunk) => void content.update(chunk), signal);
+  return sealSif(file, front, content.digest('hex'), signal);
+}
 
+/** Everything in front of a partition of `partitionSize` bytes, but the header's id. */
+interface Front {
+  /** `partitionOffset` bytes: [header, zeros until the id is known][zeros][descriptor table][objects][zeros]. */
+  readonly bytes: Buffer;
+  readonly partitionOffset: number;
+  readonly partitionSize: number;
+  /** The header, given the id. */
+  readonly header: (id: Buffer) => Buffer;
+}
+
+function planFront(contents: SifContents, partitionSize: number): Front {
+  const { archCode, epoch, objects: dataObjects, dataOffset, end, partitionOffset } = layout(contents);
   const objects: PlannedObject[] = [
     ...dataObjects,
     {
@@ -321,24 +341,73 @@ export async function completeSif(file: string, contents: SifContents, signal?: 
       partition: { fsType: FsType.Squashfs, partType: PartType.PrimSys, archCode },
     },
   ];
-  // Everything before the partition: [header][zeros][descriptor table][objects][zeros].
-  const front = Buffer.alloc(partitionOffset);
-  objects.forEach((o, i) => encodeDescriptor(o, i + 1, epoch).copy(front, DESCRIPTORS_OFFSET + i * DESCRIPTOR_SIZE));
-  for (const o of dataObjects) o.data!.copy(front, o.offset);
+  const bytes = Buffer.alloc(partitionOffset);
+  objects.forEach((o, i) => encodeDescriptor(o, i + 1, epoch).copy(bytes, DESCRIPTORS_OFFSET + i * DESCRIPTOR_SIZE));
+  for (const o of dataObjects) o.data!.copy(bytes, o.offset);
+  const dataSize = partitionOffset + partitionSize - dataOffset;
+  const header = (id: Buffer) => encodeHeader({ archCode, id, epoch, descriptorsFree: DESCRIPTOR_CAPACITY - objects.length, dataOffset, dataSize });
+  return { bytes, partitionOffset, partitionSize, header };
+}
 
-  // The id: a version-5 UUID named by the SHA-256 of everything after the header.
-  const content = createHash('sha256').update(front.subarray(HEADER_SIZE));
-  await readRange(file, partitionOffset, partitionSize, async (chunk) => void content.update(chunk), signal);
-  const id = uuidV5(ID_NAMESPACE, `sha256:${content.digest('hex')}`);
-  encodeHeader({ archCode, id, epoch, descriptorsFree: DESCRIPTOR_CAPACITY - objects.length, dataOffset, dataSize: fileSize - dataOffset }).copy(front, 0);
+/**
+ * Make `file`, a squashfs image and nothing else (what tar2sqfs writes, which cannot write at an
+ * offset), a SIF: compute the content id and the finished file's SHA-256 and MD5 while the
+ * squashfs is where it is (just written, so read from the page cache), then call
+ * `makeRoom(offset)`, which must move the squashfs `offset` bytes further into the file (zeros
+ * before it; `fallocate --insert-range` does it without moving data), and write the rest in front.
+ * @returns the header and descriptors written, and the file's SHA-256, MD5 and size.
+ * @throws SifError for an unknown architecture, a bad epoch or name, a file that is not a squashfs
+ *   image, or one whose size `makeRoom` did not grow by exactly `offset`; the fs error if the file
+ *   cannot be read or written; what `makeRoom` throws; the signal's reason when aborted. On
+ *   failure the file is no SIF; callers write it under a temp name.
+ */
+export async function squashfsToSif(file: string, contents: SifContents, makeRoom: (offset: number) => Promise<void>, signal?: AbortSignal): Promise<WrittenSif> {
+  sifPartitionOffset(contents); // the contents' errors before the file's
+  const front = planFront(contents, squashfsSize(file));
+  const content = createHash('sha256').update(front.bytes.subarray(HEADER_SIZE));
+  await readRange(file, 0, front.partitionSize, async (chunk) => void content.update(chunk), signal);
+  setId(front, content.digest('hex'));
+  const digests = await fileDigests(Buffer.from(front.bytes), file, 0, front.partitionSize, signal);
+  await makeRoom(front.partitionOffset);
+  const size = statSync(file).size;
+  if (size !== front.partitionOffset + front.partitionSize) {
+    throw new SifError(`${file} is ${size} bytes after moving its squashfs, not ${front.partitionOffset} + ${front.partitionSize}`);
+  }
+  await writeFront(file, front);
+  return { ...readSif(file), ...digests, size };
+}
 
+/** Put the id named by `contentSha256` (SHA-256 of every byte after the header) in `front`'s header. */
+function setId(front: Front, contentSha256: string): void {
+  front.header(uuidV5(ID_NAMESPACE, `sha256:${contentSha256}`)).copy(front.bytes, 0);
+}
+
+async function writeFront(file: string, front: Front): Promise<void> {
   const out = await open(file, 'r+');
   try {
-    await writeAll(out, front, 0);
+    await writeAll(out, front.bytes, 0);
   } finally {
     await out.close();
   }
-  // Both file digests on worker threads, fed the same chunks; MD5 (half as fast as SHA-256) sets the pace.
+}
+
+/**
+ * Finish `file`, which holds the partition already: the header carrying the id named by
+ * `contentSha256`, the front written, then the file's SHA-256 and MD5.
+ */
+async function sealSif(file: string, front: Front, contentSha256: string, signal?: AbortSignal): Promise<WrittenSif> {
+  setId(front, contentSha256);
+  await writeFront(file, front);
+  const digests = await fileDigests(front.bytes, file, front.partitionOffset, front.partitionSize, signal);
+  return { ...readSif(file), ...digests, size: front.partitionOffset + front.partitionSize };
+}
+
+/**
+ * SHA-256 and MD5 of `head` followed by `size` bytes of `file` from `start`, on worker threads fed
+ * the same chunks (MD5, half as fast as SHA-256, sets the pace). `head` is handed to a worker:
+ * the caller must not use it afterwards.
+ */
+async function fileDigests(head: Buffer, file: string, start: number, size: number, signal?: AbortSignal): Promise<{ sha256: string; md5: string }> {
   const sha256 = new HashWorker('sha256');
   const md5 = new HashWorker('md5');
   try {
@@ -346,10 +415,10 @@ export async function completeSif(file: string, contents: SifContents, signal?: 
       await sha256.update(chunk, false);
       await md5.update(chunk, true);
     };
-    await feed(front);
-    await readRange(file, partitionOffset, partitionSize, feed, signal);
+    await feed(head);
+    await readRange(file, start, size, feed, signal);
     const [sha256hex, md5hex] = await Promise.all([sha256.digest(), md5.digest()]);
-    return { ...readSif(file), sha256: sha256hex, md5: md5hex, size: fileSize };
+    return { sha256: sha256hex, md5: md5hex };
   } finally {
     await Promise.all([sha256.close(), md5.close()]);
   }
