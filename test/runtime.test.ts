@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ExecaRunner, type ProcessRunner, type RunOptions, type RunResult } from '../engine/process.js';
+import { type ProcessRunner, type RunOptions, type RunResult } from '../engine/process.js';
 import { findExecutable } from '../rules/dockerfile/builder.js';
 import { apptainerArgv, ApptainerBackend } from '../rules/runtime/apptainer.js';
 import { bubblewrapArgv, BubblewrapBackend, rootMounts } from '../rules/runtime/bubblewrap.js';
@@ -416,25 +416,8 @@ open('/output/network.txt', 'w').write(result + '\\n')
   assert.equal(compareOutputs(req.outputDir, expect, { absolute: 1e-5 }).differences, ['scores.tsv: line 2, column 2: 0.250000 ≠ expected 0.2501 (tolerance 0.00001)']);
 });
 
-test('bubblewrap: start overhead (median of 20 runs of true, sandboxed vs direct)', async () => {
-  const runner = new ExecaRunner();
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const time = async (f: () => Promise<unknown>) => {
-    const t = process.hrtime.bigint();
-    await f();
-    return Number(process.hrtime.bigint() - t) / 1e6;
-  };
-  const direct: number[] = [];
-  const sandboxedMs: number[] = [];
-  for (let i = 0; i < 20; i++) {
-    direct.push(await time(() => runner.run([path.join(BB, 'bin/true')])));
-    const req = request(BB, ['/bin/true']);
-    sandboxedMs.push(await time(() => backend.run(req)));
-  }
-  const added = median(sandboxedMs) - median(direct);
-  console.log(`  start overhead: direct ${median(direct).toFixed(1)}ms, bubblewrap ${median(sandboxedMs).toFixed(1)}ms (median of 20): +${added.toFixed(1)}ms`);
-  assert.ok(added < 100, `bubblewrap adds ${added.toFixed(1)}ms`);
-});
+// What starting a test in bubblewrap adds over running its command directly is a benchmark
+// (bench/sandbox.ts, target < 100 ms), not a timed test.
 
 // ---------------------------------------------------------------------------------------------
 // podman, for real when installed
