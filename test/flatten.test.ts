@@ -5,7 +5,7 @@
  * addRuntimeFiles, path by path (type, mode, bytes, link target, hard links). Layers that cannot
  * be flattened top down must fall back to unpacking, and say so in the log.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +22,7 @@ import { MEDIA_TYPE_LAYER_GZIP } from '../rules/oci/layer.js';
 import { unpackImage, UnpackError } from '../rules/oci/unpack.js';
 import { addRuntimeFiles, imageToSif } from '../rules/sif/convert.js';
 import { primaryPartition, readSif } from '../rules/sif/sif.js';
+import { SIFCHECK } from './helpers.js';
 
 const test = suite('flatten');
 const ROOT = mkdtempSync(path.join(tmpdir(), 'graph-flatten-'));
@@ -85,6 +86,10 @@ async function streamed(store: ContentStore, img: StoredImage, run: ProcessRunne
   const sif = path.join(dir, 'x.sif');
   const log = path.join(dir, 'node.log');
   const result = await imageToSif({ store, image: img, scratchDir: path.join(dir, 'scratch'), outFile: sif, epoch: 0, runner: run, logFile: log });
+  // Every SIF the tests write passes the independent checks.
+  const check = spawnSync('python3', [SIFCHECK, '--runnable', '--strict', sif], { encoding: 'utf8' });
+  assert.is(check.status, 0, check.stderr);
+  assert.match(execFileSync('siftool', ['list', sif], { encoding: 'utf8' }), /FS \(Squashfs\/\*System\/amd64\)/);
   const root = path.join(dir, 'root');
   execFileSync('unsquashfs', ['-q', '-n', '-d', root, '-o', String(primaryPartition(readSif(sif)).offset), sif]);
   return { tree: snapshot(root), log: existsSync(log) ? readFileSync(log, 'utf8') : '', result, sif };

@@ -69,8 +69,9 @@ export interface FlattenOptions {
   /** Entries over every layer: whatever the layers have at these paths (and below them) is hidden. */
   readonly top?: readonly FlatEntry[];
   /**
-   * Sees each layer entry that goes into the stream, and may change it, or drop it: a dropped
-   * entry still hides what lower layers have at its path, and `finish` sees it in the tree.
+   * Sees each layer entry that goes into the stream, and may change its mode, or drop it: a
+   * dropped entry still hides what lower layers have at its path, and `finish` sees it in the
+   * tree (and may `add` over it).
    */
   readonly edit?: (entry: FlatEntry) => FlatEntry | 'drop';
   /** Called after the last layer, to add entries that depend on the whole tree. */

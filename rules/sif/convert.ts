@@ -38,7 +38,7 @@ import type { ProcessRunner, RunResult } from '../../engine/process.js';
 import type { ContentStore } from '../../engine/store.js';
 import { flattenImage, NotStreamable, type FlatEntry, type FlattenOptions } from '../oci/flatten.js';
 import type { ImageConfig, StoredImage } from '../oci/image.js';
-import { CHUNK, resolveInRoot, unpackImage } from '../oci/unpack.js';
+import { CHUNK, resolveInRoot, unpackImage, UnpackError } from '../oci/unpack.js';
 import { completeSif, sifPartitionOffset, squashfsToSif } from './sif.js';
 
 /** Thrown when a conversion step fails (mksquashfs missing or failing). */
@@ -170,8 +170,11 @@ async function streamSquashfs(out: string, epoch: number, options: ImageToSifOpt
     flat.destroy(); // stops reading the layers if tar2sqfs ended early
   }
   signal?.throwIfAborted();
-  if (failure) throw failure;
+  // The stream's own failure first (tar2sqfs was stopped for it), then tar2sqfs's (its input
+  // then fails too, with a broken pipe, which says less).
+  if (failure instanceof NotStreamable || failure instanceof UnpackError) throw failure;
   if (result.exitCode !== 0) throw failed('tar2sqfs', result, options.logFile);
+  if (failure) throw failure;
 }
 
 /**
