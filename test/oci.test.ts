@@ -193,6 +193,19 @@ test('whiteouts: .wh.NAME deletes, an opaque directory keeps only its own layer'
   assert.not.ok(existsSync(path.join(root, 'data/sub')));
 });
 
+test('an opaque directory keeps the directories its own layer made without entries, with a fresh mode', async () => {
+  const root = path.join(tmp(), 'rootfs');
+  await apply(root, [
+    { name: 'c/', type: 'directory' },
+    { name: 'c/a/', type: 'directory', mode: 0o700 },
+    { name: 'c/a/old', data: 'lower' },
+  ]);
+  await apply(root, [{ name: 'c/a/b/new', data: 'upper' }, { name: 'c/.wh..wh..opq' }]);
+  assert.is(readFileSync(path.join(root, 'c/a/b/new'), 'utf8'), 'upper');
+  assert.not.ok(existsSync(path.join(root, 'c/a/old')));
+  assert.is(lstatSync(path.join(root, 'c/a')).mode & 0o7777, 0o755, "the lower layer's mode is hidden too");
+});
+
 test('unsafe entries are rejected, naming the layer and the entry', async () => {
   const cases: Array<[Parameters<typeof rawLayer>[0], RegExp]> = [
     [[{ name: '/etc/passwd', data: 'x' }], /entry '\/etc\/passwd' has an absolute path$/],

@@ -16,11 +16,14 @@
  * Some layers cannot be read top down, because applied in order they depend on a lower layer not
  * read yet, or on the order of entries within a layer. Then the stream fails with NotStreamable,
  * and the caller unpacks the image instead. The cases:
- * - an entry under a path that a lower layer, or an earlier entry of its own layer, makes a
- *   symbolic link or a file;
+ * - an entry or whiteout under a path that a lower layer, or an earlier entry of its own layer,
+ *   makes a symbolic link or a file (unpacked in order, it would go through the link);
+ * - a directory listed after entries below it, where a lower layer has a non-directory;
  * - a hard link to a file of another layer, or to a file a higher layer replaces;
- * - a path listed twice in one layer, or both deleted and written by one layer.
+ * - a path listed twice in one layer, or both deleted and written by one layer, or made a
+ *   non-directory after entries below it, or emptied (`.wh..wh..opq`) and made a non-directory.
  * Layers written by docker, buildah, kaniko and `rules/oci/layer.ts` have none of these.
+ * test/flatten.test.ts checks the stream against `unpackImage` on random layer stacks.
  */
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
@@ -83,9 +86,11 @@ export interface FlattenOptions {
 interface Known extends FlatNode {
   readonly deleted?: boolean;
   readonly dropped?: boolean;
+  /** A directory no entry of the stream stands for (created as a parent, or by `mkdir -p`). */
+  readonly implied?: boolean;
 }
 
-const DIRECTORY: Known = { type: 'directory', mode: 0o755 };
+const DIRECTORY: Known = { type: 'directory', mode: 0o755, implied: true };
 const DELETED: Known = { type: 'file', mode: 0, deleted: true };
 
 /** Every proper ancestor of `p` ('' for the root first): `a/b/c` → '', 'a', 'a/b'. */
@@ -102,6 +107,22 @@ class Tree implements FlatTree {
   readonly parents = new Set<string>();
   /** Directories whose content in lower layers is hidden. */
   readonly opaque = new Set<string>();
+  /**
+   * Directories above entries the stream leaves out (hidden, or device nodes): unpacked in order,
+   * those entries' parents are made (`mkdir -p`) and stay, so the stream must have them too.
+   */
+  readonly madeDirs = new Set<string>();
+  /**
+   * For each path that some layer's entries (streamed or not, whiteouts too) went below: the
+   * lowest such layer's index. Unpacked in order, those entries went through whatever the
+   * layers under it had there, so no lower layer may have a non-directory at the path...
+   */
+  readonly usedFrom = new Map<string, number>();
+  /**
+   * ...unless the stream's directory entry at the path came from a layer at or below that one,
+   * before anything below it in its own layer: the index of that layer, for such directories.
+   */
+  readonly dirFrom = new Map<string, number>();
 
   constructor(private readonly emit: (entry: FlatEntry) => void) {}
 
@@ -130,7 +151,45 @@ class Tree implements FlatTree {
 
   record(p: string, node: Known): void {
     this.known.set(p, node);
-    for (const a of ancestors(p)) if (a !== '') this.parents.add(a);
+    if (!node.deleted) for (const a of ancestors(p)) if (a !== '') this.parents.add(a);
+  }
+
+  /**
+   * NotStreamable when a lower layer may not have a non-directory at `p` (`usedFrom`).
+   * @param what e.g. `layer sha256:… makes 'lib' a symlink`.
+   */
+  checkNonDirectory(p: string, what: string): void {
+    const used = this.usedFrom.get(p);
+    if (used !== undefined && !((this.dirFrom.get(p) ?? Infinity) <= used)) {
+      throw new NotStreamable(`${what}, and a higher layer has entries or whiteouts under it`);
+    }
+  }
+
+  /**
+   * Unpacked in order, an entry at `p` makes the directories above it; those that no higher layer
+   * hides stay. Call for each entry the stream leaves out.
+   */
+  madeAbove(p: string, into: Set<string>): void {
+    for (const a of ancestors(p)) {
+      if (a === '') continue;
+      const k = this.known.get(a);
+      if (k) {
+        if (k.deleted || k.type !== 'directory') return; // replaced above: nothing below it stays
+        continue; // a directory already
+      }
+      if (this.hides(a)) return;
+      into.add(a);
+    }
+  }
+
+  /** Directory entries for the `madeDirs` nothing in the stream made. */
+  addMadeDirs(): void {
+    for (const d of this.madeDirs) {
+      const k = this.known.get(d);
+      if (this.parents.has(d) || (k && !k.deleted && !k.implied)) continue;
+      this.record(d, { type: 'directory', mode: 0o755 });
+      this.emit({ path: d, type: 'directory', mode: 0o755 });
+    }
   }
 
   add(entry: FlatEntry): void {
@@ -150,20 +209,54 @@ class LayerState {
   readonly entries = new Map<string, Known>();
   readonly parents = new Set<string>();
   readonly deletions: string[] = [];
+  /** Directories this layer empties (`.wh..wh..opq`). */
   readonly opaque: string[] = [];
+  /** Paths this layer makes non-directories, which a higher layer makes directories again: they start empty. */
+  readonly replacedDirs: string[] = [];
   /** Regular files of this layer that a higher layer hides: a hard link to one cannot be streamed. */
   readonly hiddenFiles = new Set<string>();
+  /** `Tree.madeDirs` of this layer. */
+  readonly madeDirs = new Set<string>();
+  /** Every non-directory of this layer, hidden or not: in order, entries below one go through it. */
+  readonly nonDirectories = new Map<string, string>();
+  /** Every directory above an entry (or whiteout) of this layer so far. */
+  readonly used = new Set<string>();
+  /** Every path this layer has an entry for (whiteouts aside), streamed or not. */
+  readonly seen = new Set<string>();
+  /** Directories of this layer listed before anything below them. */
+  readonly earlyDirs = new Set<string>();
 
-  constructor(readonly id: string) {}
+  /** @param index the layer's position in the manifest (0 for the lowest). */
+  constructor(
+    readonly id: string,
+    readonly index: number,
+  ) {}
 
-  /** Record `p`; NotStreamable when the layer already has it, or has a non-directory above it. */
+  /**
+   * Note an entry of this layer (`type`: a FlatEntry type, 'whiteout' or 'device'), streamed or
+   * not, in the layer's order.
+   * @throws NotStreamable when the layer has a non-directory above it: unpacked in order, the
+   *   entry would go through a symbolic link (or fail under a file).
+   */
+  note(p: string, type: string): void {
+    for (const a of ancestors(p)) {
+      const other = this.nonDirectories.get(a);
+      if (other) throw new NotStreamable(`layer ${this.id} has '${p}' under '${a}', which it makes a ${other}`);
+    }
+    if (type === 'directory' && !this.used.has(p)) this.earlyDirs.add(p);
+    else if (type === 'file' || type === 'symlink' || type === 'link') {
+      // In order, it replaces what the layer put below it so far.
+      if (this.used.has(p)) throw new NotStreamable(`layer ${this.id} makes '${p}' a ${type} after entries under it`);
+      this.nonDirectories.set(p, type);
+    }
+    if (type !== 'whiteout') this.seen.add(p);
+    for (const a of ancestors(p)) if (a !== '') this.used.add(a);
+  }
+
+  /** Record `p` as streamed; NotStreamable when the layer already has it, or entries below it. */
   place(p: string, node: Known): void {
     if (this.entries.has(p) || (node.type !== 'directory' && this.parents.has(p))) {
       throw new NotStreamable(`layer ${this.id} lists '${p}' twice, or entries under it first`);
-    }
-    for (const a of ancestors(p)) {
-      const k = this.entries.get(a);
-      if (k && k.type !== 'directory') throw new NotStreamable(`layer ${this.id} has '${p}' under '${a}', which it makes a ${k.type}`);
     }
     this.entries.set(p, node);
     for (const a of ancestors(p)) if (a !== '') this.parents.add(a);
@@ -172,11 +265,11 @@ class LayerState {
   /** Hand what this layer decided to the tree, for the layers below it. */
   mergeInto(tree: Tree): void {
     for (const p of this.deletions) {
-      if (this.entries.has(p) || this.parents.has(p)) throw new NotStreamable(`layer ${this.id} both deletes and writes '${p}'`);
+      if (this.seen.has(p) || this.used.has(p)) throw new NotStreamable(`layer ${this.id} both deletes and writes '${p}'`);
       if (tree.hides(p)) {
         // A higher layer has a directory here: it starts empty for everything below this layer.
         if (tree.known.get(p)?.type === 'directory') tree.opaque.add(p);
-      } else if (tree.parents.has(p)) {
+      } else if (tree.parents.has(p) || tree.madeDirs.has(p)) {
         // Higher layers put entries under p without an entry for p itself: a fresh directory.
         tree.record(p, DIRECTORY);
         tree.opaque.add(p);
@@ -184,9 +277,22 @@ class LayerState {
         tree.record(p, DELETED);
       }
     }
-    for (const [p, node] of this.entries) tree.record(p, node);
+    for (const p of this.opaque) {
+      // Unpacked in order, the marker acts when the layer ends: through any link the layer made.
+      for (const a of [...ancestors(p), p]) {
+        const other = this.nonDirectories.get(a);
+        if (other) throw new NotStreamable(`layer ${this.id} empties '${p}', and makes '${a}' a ${other}`);
+      }
+      tree.opaque.add(p);
+    }
+    for (const p of this.replacedDirs) tree.opaque.add(p);
+    for (const [p, node] of this.entries) {
+      tree.record(p, node);
+      if (node.type === 'directory' && this.earlyDirs.has(p)) tree.dirFrom.set(p, this.index);
+    }
     for (const p of this.parents) tree.parents.add(p);
-    for (const p of this.opaque) tree.opaque.add(p);
+    for (const p of this.madeDirs) tree.madeDirs.add(p);
+    for (const p of this.used) tree.usedFrom.set(p, this.index); // lower than any index before
   }
 }
 
@@ -214,17 +320,19 @@ export function flattenImage(store: ContentStore, image: StoredImage, options: F
   const tree = new Tree(emit);
 
   const produce = async () => {
-    const top = new LayerState('top');
+    const layers = image.manifest.layers;
+    const top = new LayerState('top', layers.length);
     for (const e of options.top ?? []) {
+      top.note(e.path, e.type);
       top.place(e.path, nodeOf(e));
       emit(e);
     }
     top.mergeInto(tree);
-    const layers = image.manifest.layers;
     for (let i = layers.length - 1; i >= 0; i--) {
       const source = createReadStream(store.pathOf(layers[i].digest), { highWaterMark: CHUNK });
-      await flattenLayer(source, layers[i], tree, pack, header, options);
+      await flattenLayer(source, layers[i], i, tree, pack, header, options);
     }
+    tree.addMadeDirs();
     options.finish?.(tree);
   };
   produce().then(
@@ -242,6 +350,7 @@ export function flattenImage(store: ContentStore, image: StoredImage, options: F
 async function flattenLayer(
   source: Readable,
   layer: Descriptor,
+  index: number,
   tree: Tree,
   pack: tar.Pack,
   header: (e: FlatEntry, size?: number) => tar.Header,
@@ -250,7 +359,7 @@ async function flattenLayer(
   const id = layer.digest;
   const extract = tarStream().extract();
   const input = feedLayer(source, layer, extract);
-  const state = new LayerState(id);
+  const state = new LayerState(id, index);
 
   const read = async () => {
     for await (const entry of extract) {
@@ -264,8 +373,10 @@ async function flattenLayer(
       if (!name) {
         // the root's own entry: its mode is the converter's to set
       } else if (base === OPAQUE) {
+        state.note(name, 'whiteout');
         state.opaque.push(dir);
       } else if (base.startsWith(WHITEOUT)) {
+        state.note(name, 'whiteout');
         state.deletions.push(dir ? `${dir}/${base.slice(WHITEOUT.length)}` : base.slice(WHITEOUT.length));
       } else if (h.type === 'directory') {
         node = { type: 'directory', mode: h.mode ?? 0o755 };
@@ -275,22 +386,27 @@ async function flattenLayer(
         node = { type: 'symlink', mode: 0, target: symlinkTarget(name, h.linkname, id) };
       } else if (h.type === 'link') {
         node = { type: 'link', mode: 0, target: entryName(h.linkname ?? '', id) };
-      } // else: a device node, a fifo, or a type tar-stream does not know: left out, as unpackImage does
+      } else {
+        // A device node, a fifo, or a type tar-stream does not know: left out, as unpackImage
+        // does (after making its parents).
+        state.note(name, 'device');
+        tree.madeAbove(name, state.madeDirs);
+      }
 
       if (!node) {
         entry.resume();
         continue;
       }
+      state.note(name, node.type);
+      if (node.type !== 'directory') tree.checkNonDirectory(name, `layer ${id} makes '${name}' a ${node.type}`);
       if (tree.hides(name)) {
+        tree.madeAbove(name, state.madeDirs);
         if (node.type === 'file') state.hiddenFiles.add(name);
         // Something other than a directory here removed what lower layers had below it, before a
         // higher layer made the directory again.
-        if (node.type !== 'directory' && tree.known.get(name)?.type === 'directory') state.opaque.push(name);
+        if (node.type !== 'directory' && tree.known.get(name)?.type === 'directory') state.replacedDirs.push(name);
         entry.resume();
         continue;
-      }
-      if (node.type !== 'directory' && tree.parents.has(name)) {
-        throw new NotStreamable(`layer ${id} makes '${name}' a ${node.type}, and a higher layer has entries under it`);
       }
       if (node.type === 'link') {
         const target = state.entries.get(node.target as string);

@@ -237,15 +237,29 @@ export async function unpackLayer(source: Readable, layer: Descriptor, root: str
 
   await Promise.all([input, apply()]);
 
-  // An opaque directory keeps only what this layer put in it.
+  // An opaque directory keeps only what this layer put in it. The directories above those that
+  // the layer has no entry for were made by mkdir -p: they stay, as this layer made them (a lower
+  // layer's mode on them is hidden too).
+  const implied = new Set<string>();
+  if (opaque.length) {
+    for (const name of written) {
+      for (let i = name.indexOf('/'); i !== -1; i = name.indexOf('/', i + 1)) implied.add(name.slice(0, i));
+    }
+  }
   for (const dir of opaque) {
     const host = resolveInRoot(root, dir, true);
     const clear = (abs: string, rel: string) => {
       for (const child of readdirSync(abs)) {
         const childRel = rel ? `${rel}/${child}` : child;
         const childAbs = path.join(abs, child);
-        if (!written.has(childRel)) removeAll(childAbs);
-        else if (existingType(childAbs) === 'dir') clear(childAbs, childRel);
+        if (written.has(childRel)) {
+          if (existingType(childAbs) === 'dir') clear(childAbs, childRel);
+        } else if (implied.has(childRel) && existingType(childAbs) === 'dir') {
+          chmodSync(childAbs, 0o755);
+          clear(childAbs, childRel);
+        } else {
+          removeAll(childAbs);
+        }
       }
     };
     try {
