@@ -10,10 +10,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Document, Node as YamlNode } from 'yaml';
 import { lazyRequire } from './lazy.js';
-
-const yaml = lazyRequire<typeof import('yaml')>('yaml');
 import { readJsonFile, writeFileAtomic } from './atomic.js';
 import type { Diagnostic, SourceText, Span } from './diagnostics.js';
+
+const yaml = lazyRequire<typeof import('yaml')>('yaml');
 
 /** A path into parsed data: map keys and sequence indexes, as ajv's instancePath segments. */
 export type DataPath = ReadonlyArray<string | number>;

@@ -235,10 +235,12 @@ class LayerState {
   /**
    * Note an entry of this layer (`type`: a FlatEntry type, 'whiteout' or 'device'), streamed or
    * not, in the layer's order.
-   * @throws NotStreamable when the layer has a non-directory above it: unpacked in order, the
-   *   entry would go through a symbolic link (or fail under a file).
+   * @throws NotStreamable when the layer lists `p` twice, or has a non-directory above it
+   *   (unpacked in order, the entry would go through a symbolic link, or fail under a file), or
+   *   makes `p` a non-directory after entries below it.
    */
   note(p: string, type: string): void {
+    if (type !== 'whiteout' && this.seen.has(p)) throw new NotStreamable(`layer ${this.id} lists '${p}' twice`);
     for (const a of ancestors(p)) {
       const other = this.nonDirectories.get(a);
       if (other) throw new NotStreamable(`layer ${this.id} has '${p}' under '${a}', which it makes a ${other}`);
@@ -253,11 +255,8 @@ class LayerState {
     for (const a of ancestors(p)) if (a !== '') this.used.add(a);
   }
 
-  /** Record `p` as streamed; NotStreamable when the layer already has it, or entries below it. */
+  /** Record `p` as streamed (after `note`, which refused what cannot be). */
   place(p: string, node: Known): void {
-    if (this.entries.has(p) || (node.type !== 'directory' && this.parents.has(p))) {
-      throw new NotStreamable(`layer ${this.id} lists '${p}' twice, or entries under it first`);
-    }
     this.entries.set(p, node);
     for (const a of ancestors(p)) if (a !== '') this.parents.add(a);
   }

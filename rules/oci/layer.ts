@@ -19,10 +19,10 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import type tar from 'tar-stream';
 import { lazyRequire } from '../../engine/lazy.js';
-
-const tarStream = lazyRequire<typeof tar>('tar-stream');
 import { tempPathFor } from '../../engine/atomic.js';
 import type { ContentStore } from '../../engine/store.js';
+
+const tarStream = lazyRequire<typeof tar>('tar-stream');
 
 export const MEDIA_TYPE_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
 export const MEDIA_TYPE_LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';

@@ -17,10 +17,10 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type tar from 'tar-stream';
 import { lazyRequire } from '../../engine/lazy.js';
-
-const tarStream = lazyRequire<typeof tar>('tar-stream');
 import type { ContentStore } from '../../engine/store.js';
 import type { Descriptor, StoredImage } from './image.js';
+
+const tarStream = lazyRequire<typeof tar>('tar-stream');
 
 /** An entry that cannot be unpacked safely, or a layer that cannot be read. */
 export class UnpackError extends Error {}

@@ -41,7 +41,7 @@ import type { ImageConfig, StoredImage } from '../oci/image.js';
 import { CHUNK, resolveInRoot, unpackImage, UnpackError } from '../oci/unpack.js';
 import { completeSif, sifPartitionOffset, squashfsToSif } from './sif.js';
 
-/** Thrown when a conversion step fails (mksquashfs missing or failing). */
+/** Thrown when a conversion step fails (tar2sqfs or mksquashfs missing or failing). */
 export class ConvertError extends Error {}
 
 /** What `imageToSif` converts, where it works, and how it starts tools. */
@@ -50,17 +50,17 @@ export interface ImageToSifOptions {
   readonly store: ContentStore;
   /** The image (its layers in order, and its config: architecture, Env, Entrypoint, Cmd, Labels). */
   readonly image: StoredImage;
-  /** A directory the conversion may fill (the unpacked root filesystem goes there, and is removed). */
+  /** A directory the conversion may fill: layers that cannot be streamed are unpacked there (and removed). */
   readonly scratchDir: string;
-  /** Where the SIF goes (atomically: mksquashfs and completeSif fill a temp file beside it, then a rename). */
+  /** Where the SIF goes (atomically: a temp file beside it is filled, then renamed). */
   readonly outFile: string;
   /** Seconds since the epoch for every time in the squashfs and the SIF (SOURCE_DATE_EPOCH); default 0. */
   readonly epoch?: number;
-  /** Starts `mksquashfs`. */
+  /** Starts `tar2sqfs`, `fallocate` and (for layers that cannot be streamed) `mksquashfs`. */
   readonly runner: ProcessRunner;
   /** Aborting stops the conversion (and mksquashfs) and cleans up. */
   readonly signal?: AbortSignal;
-  /** Absolute path of the node's log; mksquashfs output is appended there. */
+  /** Absolute path of the node's log; the tools' output, and why a fallback was taken, are appended there. */
   readonly logFile?: string;
 }
 

@@ -265,8 +265,7 @@ export function sifPartitionOffset(contents: SifContents): number {
  *   reason when aborted. `outFile` is untouched on any failure.
  */
 export async function writeSif(options: WriteSifOptions): Promise<WrittenSif> {
-  sifPartitionOffset(options); // the contents' errors before the partition's
-  const front = planFront(options, squashfsSize(options.partitionFile));
+  const front = planFront(layout(options), squashfsSize(options.partitionFile));
   return withTempFile(options.outFile, async (tmp) => {
     const content = createHash('sha256').update(front.bytes.subarray(HEADER_SIZE));
     const out = await open(tmp, 'w', 0o644);
@@ -302,7 +301,8 @@ export async function writeSif(options: WriteSifOptions): Promise<WrittenSif> {
  *   when aborted. On failure the file is no SIF; callers write it under a temp name.
  */
 export async function completeSif(file: string, contents: SifContents, signal?: AbortSignal): Promise<WrittenSif> {
-  const partitionOffset = sifPartitionOffset(contents);
+  const placed = layout(contents);
+  const { partitionOffset } = placed;
   const partitionSize = statSync(file).size - partitionOffset;
   const magic = Buffer.alloc(4);
   const fd = openSync(file, 'r');
@@ -312,10 +312,8 @@ export async function completeSif(file: string, contents: SifContents, signal?: 
     closeSync(fd);
   }
   if (partitionSize < 96 || !magic.equals(SQUASHFS_MAGIC)) throw new SifError(`${file} has no squashfs image at offset ${partitionOffset} (no 'hsqs' superblock), so it cannot become a SIF`);
-  const front = planFront(contents, partitionSize);
-  const content = createHash('sha256').update(front.bytes.subarray(HEADER_SIZE));
-  await readRange(file, partitionOffset, partitionSize, async (chunk) => void content.update(chunk), signal);
-  return sealSif(file, front, content.digest('hex'), signal);
+  const front = planFront(placed, partitionSize);
+  return sealSif(file, front, await contentSha256(front, file, partitionOffset, signal), signal);
 }
 
 /** Everything in front of a partition of `partitionSize` bytes, but the header's id. */
@@ -328,8 +326,8 @@ interface Front {
   readonly header: (id: Buffer) => Buffer;
 }
 
-function planFront(contents: SifContents, partitionSize: number): Front {
-  const { archCode, epoch, objects: dataObjects, dataOffset, end, partitionOffset } = layout(contents);
+function planFront(placed: Layout, partitionSize: number): Front {
+  const { archCode, epoch, objects: dataObjects, dataOffset, end, partitionOffset } = placed;
   const objects: PlannedObject[] = [
     ...dataObjects,
     {
@@ -362,11 +360,8 @@ function planFront(contents: SifContents, partitionSize: number): Front {
  *   failure the file is no SIF; callers write it under a temp name.
  */
 export async function squashfsToSif(file: string, contents: SifContents, makeRoom: (offset: number) => Promise<void>, signal?: AbortSignal): Promise<WrittenSif> {
-  sifPartitionOffset(contents); // the contents' errors before the file's
-  const front = planFront(contents, squashfsSize(file));
-  const content = createHash('sha256').update(front.bytes.subarray(HEADER_SIZE));
-  await readRange(file, 0, front.partitionSize, async (chunk) => void content.update(chunk), signal);
-  setId(front, content.digest('hex'));
+  const front = planFront(layout(contents), squashfsSize(file));
+  setId(front, await contentSha256(front, file, 0, signal));
   const digests = await fileDigests(Buffer.from(front.bytes), file, 0, front.partitionSize, signal);
   await makeRoom(front.partitionOffset);
   const size = statSync(file).size;
@@ -375,6 +370,13 @@ export async function squashfsToSif(file: string, contents: SifContents, makeRoo
   }
   await writeFront(file, front);
   return { ...readSif(file), ...digests, size };
+}
+
+/** Hex SHA-256 of every byte after the header: `front`'s, then the partition at `start` in `file`. */
+async function contentSha256(front: Front, file: string, start: number, signal?: AbortSignal): Promise<string> {
+  const content = createHash('sha256').update(front.bytes.subarray(HEADER_SIZE));
+  await readRange(file, start, front.partitionSize, async (chunk) => void content.update(chunk), signal);
+  return content.digest('hex');
 }
 
 /** Put the id named by `contentSha256` (SHA-256 of every byte after the header) in `front`'s header. */
