@@ -10,7 +10,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ActionCache } from './engine/cache.js';
 import { affectedSince, ChangedSinceError } from './engine/changed.js';
 import { DiagnosticError, didYouMean, formatDiagnostic } from './engine/diagnostics.js';
-import { executePlan } from './engine/execute.js';
+import { executePlan } from './engine/execute/scheduler.js';
 import { FileDigester } from './engine/files.js';
 import { checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
 import { ExecaRunner } from './engine/process.js';

@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import { ActionCache } from '../engine/cache.js';
-import { executePlan } from '../engine/execute.js';
+import { executePlan } from '../engine/execute/scheduler.js';
 import { FileDigester } from '../engine/files.js';
 import { planBuild } from '../engine/plan.js';
 import type { ProcessRunner } from '../engine/process.js';

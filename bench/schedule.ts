@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ActionCache } from '../engine/cache.js';
-import { executePlan } from '../engine/execute.js';
+import { executePlan } from '../engine/execute/scheduler.js';
 import { FileDigester } from '../engine/files.js';
 import { planBuild } from '../engine/plan.js';
 import type { ProcessRunner } from '../engine/process.js';

@@ -2,9 +2,15 @@
  * Everything the executor reports, as typed events. The engine never prints: reporters
  * (engine/report/) turn these into a live terminal view, plain CI lines, JSON or JUnit.
  */
+import type { Failure } from './execute/failure.js';
 import type { Json, NodeId } from './rule.js';
 
-export type NodeStatus = 'ran' | 'cached' | 'failed' | 'skipped';
+/**
+ * How a node ended: `ran` (and its result is recorded), `cached`, `failed` (its own failure),
+ * `interrupted` (ended by SIGINT/SIGTERM while it ran), `skipped` (never started: a dependency
+ * failed, or the run stopped first).
+ */
+export type NodeStatus = 'ran' | 'cached' | 'failed' | 'interrupted' | 'skipped';
 
 /** The end state of one node in a run. */
 export interface NodeResult {
@@ -13,8 +19,10 @@ export interface NodeResult {
   readonly status: NodeStatus;
   /** Wall time of this run of the node in milliseconds; for a cached node, 0. */
   readonly duration_ms: number;
-  /** Why it ran (from the plan), why it failed, or why it was skipped. */
+  /** Why it ran (from the plan), why it failed, or why it was skipped, as text. */
   readonly reasons: readonly string[];
+  /** For failed, interrupted and skipped nodes: why, as data (reporters switch on its `type`). */
+  readonly failure?: Failure;
   /** The node's outputs (ran or cached). */
   readonly outputs?: { readonly [k: string]: Json };
   /** Absolute path of its log file (ran or failed). */
@@ -32,6 +40,8 @@ export interface RunSummary {
 export type EngineEvent =
   | { readonly type: 'run-start'; readonly total: number; readonly toRun: number; readonly cached: number; readonly jobs: number }
   | { readonly type: 'node-start'; readonly id: NodeId; readonly kind: string; readonly log: string }
+  /** The node succeeded; its result is being recorded (its dependents wait for that). */
+  | { readonly type: 'node-executed'; readonly id: NodeId; readonly duration_ms: number }
   | { readonly type: 'node-finish'; readonly result: NodeResult }
   | { readonly type: 'run-finish'; readonly summary: RunSummary };
 

@@ -116,7 +116,14 @@ export interface UpToDateContext {
 
 /** A failure a rule expects (a failing command, a missing tool): shown without a stack trace. */
 export class NodeFailure extends Error {
-  constructor(message: string) {
+  /**
+   * @param detail what kind of failure it is: a command that exited non-zero (`code`) or died of a
+   *   signal, a sandbox that could not start, or (the default) any other expected failure.
+   */
+  constructor(
+    message: string,
+    readonly detail: { readonly type: 'exit'; readonly code?: number; readonly signal?: string } | { readonly type: 'sandbox' } | { readonly type: 'error' } = { type: 'error' },
+  ) {
     super(message);
     this.name = 'NodeFailure';
   }

@@ -88,7 +88,7 @@ export const testRule: Rule = {
     try {
       backend = await detectBackend(ctx.decls.settings.sandbox, { runner: ctx.runner, scratchDir: ctx.scratchDir() });
     } catch (e) {
-      throw new NodeFailure((e as Error).message);
+      throw new NodeFailure((e as Error).message, { type: 'sandbox' });
     }
     ctx.log.write(`sandbox: ${await backend.version()}; image ${manifest}; runtime ${decl.runtime}\n`);
     const config = image.config.config ?? {};
@@ -104,7 +104,7 @@ export const testRule: Rule = {
       logFile: ctx.log.path,
     });
     const kept = `output kept in ${path.relative(root, outputDir)}`;
-    if (outcome.exitCode !== 0) throw new NodeFailure(`${outcome.reason ?? 'the command failed'} (${kept})`);
+    if (outcome.exitCode !== 0) throw new NodeFailure(`${outcome.reason ?? 'the command failed'} (${kept})`, { type: 'exit', code: outcome.exitCode });
     if (decl.expect) {
       const verdict = compareOutputs(outputDir, path.join(root, decl.expect), decl.tolerance ?? undefined);
       if (!verdict.ok) {

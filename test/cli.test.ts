@@ -1,7 +1,7 @@
 /** The `graph` binary end to end in temp workspaces (and a temp git repository). */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -115,7 +115,9 @@ test('build: exit 1 on a failed node, reports written, dependents skipped, exit 
       ['publish:base', 'skipped', 'dependency build:base failed'],
     ],
   );
-  assert.equal(Object.keys(report.nodes[0]), ['id', 'kind', 'status', 'duration_ms', 'reasons', 'outputs', 'log']);
+  assert.equal(Object.keys(report.nodes[0]), ['id', 'kind', 'status', 'duration_ms', 'reasons', 'failure', 'outputs', 'log']);
+  assert.equal(report.nodes[0].failure, { type: 'error', message: why });
+  assert.equal(report.nodes[1].failure, { type: 'dependency', dependency: 'build:base', cause: { type: 'error', message: why } });
   assert.match(readFileSync(path.join(dir, '.graph/logs/build:base.log'), 'utf8'), `# failed: ${why}`);
   const junit = readFileSync(path.join(dir, 'out/junit.xml'), 'utf8');
   assert.match(junit, '<testcase classname="build" name="build:base"');
@@ -127,6 +129,43 @@ test('build: exit 1 on a failed node, reports written, dependents skipped, exit 
   assert.is(graph(dir, 'build', '--keep-going', '--fail-fast').code, 2);
 });
 
+test('build: with the action cache on a full disk, the image is built but nothing downstream runs and nothing is published', () => {
+  const dir = workspace({
+    'f.txt': 'x',
+    'images.yaml': 'version: 1\nimages:\n  base:\n    layers: [{copy: f.txt, to: /f}]\n    convert: [sif]\n',
+  });
+  // A one-page tmpfs for the action cache's entries, filled up: the first record fails with ENOSPC.
+  const ac = path.join(dir, '.graph', 'ac');
+  mkdirSync(ac, { recursive: true });
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4k', 'tmpfs', ac], { stdio: 'pipe' });
+  } catch (e) {
+    assert.unreachable(`mounting a tmpfs needs root (the tests run as root in CI): ${(e as Error).message}`);
+  }
+  try {
+    try {
+      writeFileSync(path.join(ac, 'fill'), Buffer.alloc(64 * 1024));
+    } catch {
+      // full now
+    }
+    const r = graph(dir, 'build', '--report', 'report.json');
+    assert.is(r.code, 1, r.stderr);
+    const report = JSON.parse(readFileSync(path.join(dir, 'report.json'), 'utf8'));
+    const byId = Object.fromEntries(report.nodes.map((n: { id: string }) => [n.id, n]));
+    assert.is(byId['build:base'].status, 'failed');
+    assert.is(byId['build:base'].failure.type, 'record');
+    assert.match(byId['build:base'].failure.message, /^ENOSPC: no space left on device/);
+    for (const id of ['convert:base', 'publish:base']) {
+      assert.is(byId[id].status, 'skipped', id);
+      assert.match(byId[id].reasons[0], /^dependency build:base failed \(could not record its result: ENOSPC: no space left on device/);
+    }
+    assert.not.ok(existsSync(path.join(dir, 'dist')), 'nothing published');
+    assert.not.ok(existsSync(path.join(dir, '.graph', 'logs', 'convert:base.log')), 'convert never started');
+  } finally {
+    execFileSync('umount', [ac]);
+  }
+});
+
 test('build: everything cached is exit 0, a one-line summary, and the outputs in the report', async () => {
   const dir = workspace(SMALL_ZOO);
   await runEngine(dir, new FakeRunner());
@@ -134,7 +173,7 @@ test('build: everything cached is exit 0, a one-line summary, and the outputs in
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, /^0 to run, 9 cached, 9 nodes; jobs \d+\nok: 0 ran, 9 cached, 0 failed, 0 skipped in \d+ms\n$/);
   const report = JSON.parse(readFileSync(path.join(dir, 'report.json'), 'utf8'));
-  assert.equal(report.summary, { ran: 0, cached: 9, failed: 0, skipped: 0, duration_ms: report.summary.duration_ms, interrupted: false });
+  assert.equal(report.summary, { ran: 0, cached: 9, failed: 0, skipped: 0, interrupted_nodes: 0, duration_ms: report.summary.duration_ms, interrupted: false });
   const node = report.nodes.find((n: { id: string }) => n.id === 'convert:pwm');
   assert.equal(node.outputs, { digest: `sha256:${createHash('sha256').update('output of convert:pwm').digest('hex')}` });
 });

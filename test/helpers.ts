@@ -11,7 +11,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ActionCache } from '../engine/cache.js';
 import type { EngineEvent } from '../engine/events.js';
-import { executePlan } from '../engine/execute.js';
+import type { Clock } from '../engine/execute/clock.js';
+import type { Executor, Job, Outcome } from '../engine/execute/executor.js';
+import type { Failure } from '../engine/execute/failure.js';
+import { executePlan } from '../engine/execute/scheduler.js';
 import { FileDigester } from '../engine/files.js';
 import { planBuild } from '../engine/plan.js';
 import type { ProcessRunner, RunOptions, RunResult } from '../engine/process.js';
@@ -116,6 +119,7 @@ export class FakeRunner implements ProcessRunner {
     const call: FakeCall = { id, start: this.seq++ };
     this.calls.push(call);
     this.running.add(id);
+    for (const w of this.waiters.splice(0)) w();
     this.maxRunning = Math.max(this.maxRunning, this.running.size);
     const kind = id.split(':')[0];
     const sameKind = [...this.running].filter((r) => r.startsWith(`${kind}:`)).length;
@@ -130,8 +134,16 @@ export class FakeRunner implements ProcessRunner {
     });
     this.running.delete(id);
     call.end = this.seq++;
+    for (const w of this.waiters.splice(0)) w();
     if (aborted) return { aborted: true, signal: 'SIGTERM' };
     return { exitCode: this.options.failing?.has(id) ? 1 : 0, aborted: false };
+  }
+
+  private waiters: Array<() => void> = [];
+
+  /** Resolves once `id` has started (at once if it has). */
+  async whenStarted(id: string): Promise<void> {
+    while (!this.calls.some((c) => c.id === id)) await new Promise<void>((resolve) => this.waiters.push(resolve));
   }
 
   /** Ids in the order they started. */
@@ -152,7 +164,7 @@ export function fakeRules(): Rule[] {
     ...r,
     async execute(node, ctx) {
       const res = await ctx.runner.run(['fake', node.id], { signal: ctx.signal, logFile: ctx.log.path });
-      if (res.exitCode !== 0) throw new NodeFailure(`fake command exited with ${res.exitCode ?? res.signal}`);
+      if (res.exitCode !== 0) throw new NodeFailure(`fake command exited with ${res.exitCode ?? res.signal}`, { type: 'exit', code: res.exitCode, signal: res.signal });
       ctx.log.write(`built ${node.id}\n`);
       const blob = ctx.store.putBytes(`output of ${node.id}`);
       return { outputs: { digest: blob.digest }, artifacts: [blob.digest] };
@@ -172,7 +184,7 @@ export interface EngineRun {
 export async function runEngine(
   dir: string,
   runner: FakeRunner,
-  opts: { targets?: NodeId[]; jobs?: number; limits?: Record<string, number>; failFast?: boolean; signal?: AbortSignal; resources?: Record<string, number> } = {},
+  opts: { targets?: NodeId[]; jobs?: number; limits?: Record<string, number>; failFast?: boolean; signal?: AbortSignal; resources?: Record<string, number>; onEvent?: (e: EngineEvent) => void } = {},
 ): Promise<EngineRun> {
   const ws = openWorkspace(dir, fakeRules());
   const cache = new ActionCache(ws.stateDir);
@@ -193,7 +205,10 @@ export async function runEngine(
     cache,
     store,
     stateDir: ws.stateDir,
-    emit: (e) => events.push(e),
+    emit: (e) => {
+      events.push(e);
+      opts.onEvent?.(e);
+    },
   });
   return { ws, runner, events, digester, summary };
 }
@@ -307,5 +322,84 @@ export function processAlive(pid: number): boolean {
     return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
   } catch {
     return false;
+  }
+}
+
+/**
+ * A fake clock for the execute stage: `now()` moves only when the test calls `advance(ms)`, which
+ * also fires the timeouts that fall due (in order).
+ */
+export class FakeClock implements Clock {
+  private t = 0;
+  private timers: Array<{ at: number; controller: AbortController }> = [];
+
+  now(): number {
+    return this.t;
+  }
+
+  timeout(ms: number): AbortSignal {
+    const controller = new AbortController();
+    this.timers.push({ at: this.t + ms, controller });
+    return controller.signal;
+  }
+
+  advance(ms: number): void {
+    this.t += ms;
+    const due = this.timers.filter((x) => x.at <= this.t).sort((a, b) => a.at - b.at);
+    this.timers = this.timers.filter((x) => x.at > this.t);
+    for (const x of due) x.controller.abort(new DOMException('timed out', 'TimeoutError'));
+  }
+}
+
+/**
+ * A fake executor: each job waits until the test ends it (`succeed`, `fail`), or until the job's
+ * signal aborts (then `interrupted`). `started` lists ids in start order; `whenStarted(id)`
+ * resolves once that job has started, so tests synchronise without sleeping or polling.
+ */
+export class FakeExecutor implements Executor {
+  readonly started: string[] = [];
+  readonly running = new Map<string, { job: Job; end: (o: Outcome) => void }>();
+  maxRunning = 0;
+  private waiters = new Map<string, Array<() => void>>();
+
+  constructor(private readonly clock: FakeClock = new FakeClock()) {}
+
+  run(job: Job): Promise<Outcome> {
+    const id = job.planned.node.id;
+    const t0 = this.clock.now();
+    return new Promise<Outcome>((resolve) => {
+      const end = (o: Outcome) => {
+        if (!this.running.delete(id)) return;
+        resolve(o);
+      };
+      this.running.set(id, { job, end });
+      this.started.push(id);
+      this.maxRunning = Math.max(this.maxRunning, this.running.size);
+      job.signal.addEventListener('abort', () => end({ ok: false, failure: { type: 'interrupted' }, duration_ms: this.clock.now() - t0 }), { once: true });
+      for (const w of this.waiters.get(id) ?? []) w();
+      this.waiters.delete(id);
+    });
+  }
+
+  /** Resolves once `id` has started (at once if it has). */
+  whenStarted(id: string): Promise<void> {
+    if (this.started.includes(id)) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.set(id, [...(this.waiters.get(id) ?? []), resolve]));
+  }
+
+  /** End a running job successfully, with one output naming it. */
+  succeed(id: string, duration_ms = 10): void {
+    this.job(id).end({ ok: true, result: { outputs: { made: id }, artifacts: [] }, duration_ms });
+  }
+
+  /** End a running job with `failure` (default: exit code 1). */
+  fail(id: string, failure: Failure = { type: 'exit', code: 1, message: 'exited with status 1' }): void {
+    this.job(id).end({ ok: false, failure, duration_ms: 10 });
+  }
+
+  private job(id: string): { job: Job; end: (o: Outcome) => void } {
+    const r = this.running.get(id);
+    if (!r) throw new Error(`${id} is not running (running: ${[...this.running.keys()].join(', ') || 'none'})`);
+    return r;
   }
 }

@@ -24,7 +24,7 @@ const events: EngineEvent[] = [
   { type: 'node-finish', result: results[2] },
   {
     type: 'run-finish',
-    summary: { results, counts: { ran: 1, cached: 1, failed: 1, skipped: 1 }, duration_ms: 1800, interrupted: false },
+    summary: { results, counts: { ran: 1, cached: 1, failed: 1, interrupted: 0, skipped: 1 }, duration_ms: 1800, interrupted: false },
   },
 ];
 

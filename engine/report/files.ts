@@ -4,13 +4,18 @@
  * JSON report (stable, documented in the README):
  *
  *     {"version": 1,
- *      "summary": {"ran", "cached", "failed", "skipped", "duration_ms", "interrupted"},
- *      "nodes": [{"id", "kind", "status": "ran"|"cached"|"failed"|"skipped",
- *                 "duration_ms", "reasons": [..], "outputs": {..}|null, "log": path|null}]}
+ *      "summary": {"ran", "cached", "failed", "skipped", "interrupted_nodes", "duration_ms",
+ *                  "interrupted": bool (the run was interrupted)},
+ *      "nodes": [{"id", "kind", "status": "ran"|"cached"|"failed"|"interrupted"|"skipped",
+ *                 "duration_ms", "reasons": [..], "failure": {"type", ..}|null,
+ *                 "outputs": {..}|null, "log": path|null}]}
+ *
+ * `failure` is the typed reason of a failed, interrupted or skipped node (engine/execute/failure.ts):
+ * `type` is one of exit, timeout, interrupted, sandbox, error, record, dependency, not-started.
  *
  * JUnit: one `<testsuite>` per node kind that has nodes, one `<testcase>` per node (classname =
  * the kind, name = the node id, time in seconds), `<failure>` with the reason and the end of the
- * log, `<skipped>` with the reason.
+ * log, `<error>` for an interrupted node, `<skipped>` with the reason.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -24,13 +29,14 @@ export function reportJson(s: RunSummary, root: string): string {
   return `${JSON.stringify(
     {
       version: 1,
-      summary: { ...s.counts, duration_ms: s.duration_ms, interrupted: s.interrupted },
+      summary: { ran: s.counts.ran, cached: s.counts.cached, failed: s.counts.failed, skipped: s.counts.skipped, interrupted_nodes: s.counts.interrupted, duration_ms: s.duration_ms, interrupted: s.interrupted },
       nodes: s.results.map((r) => ({
         id: r.id,
         kind: r.kind,
         status: r.status,
         duration_ms: r.duration_ms,
         reasons: r.reasons,
+        failure: r.failure ?? null,
         outputs: r.outputs ?? null,
         log: r.log ? path.relative(root, r.log) : null,
       })),
@@ -64,17 +70,20 @@ export function reportJunit(s: RunSummary): string {
   const kinds = [...new Set(s.results.map((r) => r.kind))];
   const out = ['<?xml version="1.0" encoding="UTF-8"?>'];
   const seconds = (ms: number) => (ms / 1000).toFixed(3);
-  out.push(`<testsuites name="graph" tests="${s.results.length}" failures="${s.counts.failed}" skipped="${s.counts.skipped}" time="${seconds(s.duration_ms)}">`);
+  out.push(`<testsuites name="graph" tests="${s.results.length}" failures="${s.counts.failed}" errors="${s.counts.interrupted}" skipped="${s.counts.skipped}" time="${seconds(s.duration_ms)}">`);
   for (const kind of kinds) {
     const rs = s.results.filter((r) => r.kind === kind);
     const failures = rs.filter((r) => r.status === 'failed').length;
+    const errors = rs.filter((r) => r.status === 'interrupted').length;
     const skipped = rs.filter((r) => r.status === 'skipped').length;
     const time = rs.reduce((t, r) => t + r.duration_ms, 0);
-    out.push(`  <testsuite name="${xml(kind)}" tests="${rs.length}" failures="${failures}" skipped="${skipped}" time="${seconds(time)}">`);
+    out.push(`  <testsuite name="${xml(kind)}" tests="${rs.length}" failures="${failures}" errors="${errors}" skipped="${skipped}" time="${seconds(time)}">`);
     for (const r of rs) {
       const open = `    <testcase classname="${xml(kind)}" name="${xml(r.id)}" time="${seconds(r.duration_ms)}"`;
       if (r.status === 'failed') {
         out.push(`${open}>`, `      <failure message="${xml(r.reasons.join('; '))}">${xml(tail(r.log))}</failure>`, '    </testcase>');
+      } else if (r.status === 'interrupted') {
+        out.push(`${open}>`, `      <error type="interrupted" message="interrupted">${xml(tail(r.log))}</error>`, '    </testcase>');
       } else if (r.status === 'skipped') {
         out.push(`${open}>`, `      <skipped message="${xml(r.reasons.join('; '))}"/>`, '    </testcase>');
       } else {

@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import type { EngineEvent, EventSink, NodeResult, RunSummary } from '../events.js';
-import { formatMs } from '../execute.js';
+import { formatMs } from '../duration.js';
 import type { NodeId } from '../rule.js';
 
 export interface ProgressOptions {
@@ -62,6 +62,7 @@ export function progressReporter(options: ProgressOptions): EventSink {
     const counter = `[${String(n).padStart(String(total).length)}/${total}]`;
     if (r.status === 'ran') return `${counter} ran     ${r.id} (${formatMs(r.duration_ms)})`;
     if (r.status === 'failed') return `${counter} FAILED  ${r.id} (${formatMs(r.duration_ms)}): ${r.reasons.join('; ')}\n          log: ${rel(r.log)}`;
+    if (r.status === 'interrupted') return `${counter} interrupted ${r.id} (${formatMs(r.duration_ms)})`;
     if (r.status === 'skipped') return `${counter} skipped ${r.id}: ${r.reasons.join('; ')}`;
     return `${counter} cached  ${r.id}`;
   };
@@ -84,7 +85,7 @@ export function progressReporter(options: ProgressOptions): EventSink {
         if (r.status === 'ran') done++;
         else if (r.status === 'cached') cached++;
         else if (r.status === 'failed') failed++;
-        else skipped++;
+        else skipped++; // skipped or interrupted: neither ran to its end
         // Cached nodes are summarized, not listed: a no-op build of 10k nodes prints one line.
         if (r.status !== 'cached') {
           if (options.live) above(finished(r));
@@ -104,7 +105,7 @@ export function progressReporter(options: ProgressOptions): EventSink {
 export function summaryText(s: RunSummary, root: string): string {
   const c = s.counts;
   const lines = [
-    `${s.interrupted ? 'interrupted' : c.failed ? 'FAILED' : 'ok'}: ${c.ran} ran, ${c.cached} cached, ${c.failed} failed, ${c.skipped} skipped in ${formatMs(s.duration_ms)}`,
+    `${s.interrupted ? 'interrupted' : c.failed ? 'FAILED' : 'ok'}: ${c.ran} ran, ${c.cached} cached, ${c.failed} failed, ${c.interrupted ? `${c.interrupted} interrupted, ` : ''}${c.skipped} skipped in ${formatMs(s.duration_ms)}`,
   ];
   for (const r of s.results) {
     if (r.status !== 'failed') continue;

@@ -248,7 +248,7 @@ export async function runStep(argv: readonly string[], req: DockerfileBuild, opt
   }
   if (r.exitCode !== undefined && (options.okExitCodes ?? [0]).includes(r.exitCode)) return r;
   const how = r.exitCode !== undefined ? `exit code ${r.exitCode}` : `signal ${r.signal}`;
-  throw new NodeFailure(`${options.what} failed (${how}); last lines of ${req.logFile}:\n${tailOfFile(req.logFile, TAIL_LINES)}`);
+  throw new NodeFailure(`${options.what} failed (${how}); last lines of ${req.logFile}:\n${tailOfFile(req.logFile, TAIL_LINES)}`, { type: 'exit', code: r.exitCode, signal: r.signal });
 }
 
 /** How many log lines a failure message quotes. */

@@ -16,7 +16,7 @@
 import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
-import { formatMs } from '../../engine/execute.js';
+import { formatMs } from '../../engine/duration.js';
 import { quoteArg, type ProcessRunner, type RunResult } from '../../engine/process.js';
 import { findExecutable } from '../dockerfile/builder.js';
 import { resolveInRoot } from '../oci/unpack.js';

@@ -1,0 +1,33 @@
+/**
+ * The executor interface (ninja's `CommandRunner`): what the scheduler hands a node to. The
+ * scheduler decides *when* a node runs (capacity, per-kind limits, resource tokens, order); an
+ * executor decides *where* and *how*: `LocalExecutor` runs the rule in this process with child
+ * processes on this machine; a cluster executor submits a job. Tests use a fake one.
+ */
+import type { PlannedNode } from '../plan.js';
+import type { NodeId, NodeOutputs } from '../rule.js';
+import type { Failure } from './failure.js';
+
+/** One node to run, as the scheduler hands it over. */
+export interface Job {
+  readonly planned: PlannedNode;
+  /** Outputs of the node's dependencies (every one succeeded and is recorded), by node id. */
+  readonly deps: ReadonlyMap<NodeId, NodeOutputs>;
+  /** Absolute path of the node's log file for this run. */
+  readonly log: string;
+  /** Aborted when the run is interrupted: the executor ends the node and reports `interrupted`. */
+  readonly signal: AbortSignal;
+}
+
+/** How a job ended. `duration_ms` is its wall time in milliseconds. */
+export type Outcome =
+  | { readonly ok: true; readonly result: NodeOutputs; readonly duration_ms: number }
+  | { readonly ok: false; readonly failure: Failure; readonly duration_ms: number };
+
+export interface Executor {
+  /**
+   * Run one job to its end. Resolves with the outcome; never rejects (a failure of the node or of
+   * the executor itself is an outcome with a `Failure`).
+   */
+  run(job: Job): Promise<Outcome>;
+}

@@ -1,0 +1,47 @@
+/**
+ * Why a node did not succeed, as data. Every node that neither ran nor was cached ends with
+ * exactly one `Failure`; reporters switch on `type` (never on wording), and `describeFailure`
+ * gives the one line shown to people.
+ */
+import { formatMs } from '../duration.js';
+import type { NodeId } from '../rule.js';
+
+export type Failure =
+  /** A command the rule ran exited non-zero (`code`) or was killed by a signal (`signal`). */
+  | { readonly type: 'exit'; readonly message: string; readonly code?: number; readonly signal?: string }
+  /** The node ran past its `timeout` (`limit_ms`, milliseconds). */
+  | { readonly type: 'timeout'; readonly limit_ms: number }
+  /** The run was interrupted (SIGINT/SIGTERM) while the node ran. */
+  | { readonly type: 'interrupted' }
+  /** The sandbox a test runs in could not be started (missing tool, unusable backend). */
+  | { readonly type: 'sandbox'; readonly message: string }
+  /** The rule failed for another reason it expected (`NodeFailure`) or did not (`Error`). */
+  | { readonly type: 'error'; readonly message: string }
+  /** The node succeeded, but its result could not be written to the action cache. */
+  | { readonly type: 'record'; readonly message: string }
+  /** A dependency (`dependency`, the node that failed first on the path) did not succeed. */
+  | { readonly type: 'dependency'; readonly dependency: NodeId; readonly cause: Failure }
+  /** Never started: the run stopped first (`--fail-fast` after `after` failed, or an interrupt). */
+  | { readonly type: 'not-started'; readonly why: 'fail-fast' | 'interrupted'; readonly after?: NodeId };
+
+/** The failure as one line of text, e.g. `timed out after 10m`. */
+export function describeFailure(f: Failure): string {
+  switch (f.type) {
+    case 'exit':
+    case 'sandbox':
+    case 'error':
+      return f.message;
+    case 'timeout':
+      return `timed out after ${formatMs(f.limit_ms)}`;
+    case 'interrupted':
+      return 'interrupted';
+    case 'record':
+      return `ran, but its result could not be recorded in the action cache: ${f.message}`;
+    case 'dependency':
+      return f.cause.type === 'record'
+        ? `dependency ${f.dependency} failed (could not record its result: ${f.cause.message})`
+        : `dependency ${f.dependency} failed`;
+    case 'not-started':
+      return f.why === 'fail-fast' ? `not started: --fail-fast after ${f.after} failed` : 'interrupted';
+  }
+}

@@ -1,0 +1,282 @@
+/**
+ * Execute stage: the scheduler (ninja's `Builder`). It walks a plan and only walks: the executor
+ * runs nodes (local processes, or a cluster), the recorder makes results durable, the reporters
+ * print. The loop:
+ *
+ *   1. start the highest-priority ready node that fits (`--jobs`, the per-kind limits, the named
+ *      resource tokens), until nothing more fits;
+ *   2. wait for one message: a node ended (its kind's place and its tokens are free), or a
+ *      success was recorded (its `--jobs` slot is free: recording is part of the node's run, so
+ *      a slot never goes to a lower-priority node while a dependency is being recorded);
+ *   3. a recorded success releases its dependents; a failure (the node's own, or a record that
+ *      could not be written) skips everything downstream with the reason; repeat.
+ *
+ * Dependents start only after their dependency's result is recorded, so a node whose record fails
+ * never has dependents that ran (nothing downstream of it is tested or published). Priority is the
+ * longest remaining chain of estimated durations (earlier runs' durations, else 1 s). On an
+ * interrupt (`signal`), running nodes are aborted and nothing new starts; successes already being
+ * recorded finish recording, so the next run resumes from there. With `failFast`, nothing new
+ * starts after the first failure.
+ */
+import { appendFileSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import PQueue from 'p-queue';
+import type { ActionCache } from '../cache.js';
+import type { Declarations } from '../declarations.js';
+import type { EventSink, NodeResult, NodeStatus, RunSummary } from '../events.js';
+import { canonicalJson } from '../key.js';
+import type { Plan, PlannedNode } from '../plan.js';
+import type { ProcessRunner } from '../process.js';
+import type { NodeId, NodeOutputs } from '../rule.js';
+import type { ContentStore } from '../store.js';
+import { systemClock, type Clock } from './clock.js';
+import type { Executor, Job, Outcome } from './executor.js';
+import { describeFailure, type Failure } from './failure.js';
+import { LocalExecutor } from './local-executor.js';
+import { CacheRecorder, type Recorder } from './recorder.js';
+import { ReadyHeap } from './ready-heap.js';
+
+export interface ExecuteOptions {
+  readonly decls: Declarations;
+  /** Most nodes running at once. */
+  readonly jobs: number;
+  /** Per node kind: most running at once. */
+  readonly limits: Readonly<Record<string, number>>;
+  /** Named tokens and their capacity. */
+  readonly resources: Readonly<Record<string, number>>;
+  readonly failFast: boolean;
+  /** Interrupt (SIGINT/SIGTERM). */
+  readonly signal?: AbortSignal;
+  /** Starts the rules' processes (for the default local executor). */
+  readonly runner: ProcessRunner;
+  /** Where results are recorded (by the default recorder), and earlier durations for priorities. */
+  readonly cache: ActionCache;
+  readonly store: ContentStore;
+  /** Absolute `.graph` directory (logs and scratch space go under it). */
+  readonly stateDir: string;
+  readonly emit: EventSink;
+  /** Where nodes run; default: a `LocalExecutor` over `runner`. */
+  readonly executor?: Executor;
+  /** How results are recorded; default: a `CacheRecorder` into `cache` and `store`. */
+  readonly recorder?: Recorder;
+  /** Default: the system clock. */
+  readonly clock?: Clock;
+}
+
+/** Estimated duration of a node that never ran, for critical-path ordering (ms). */
+const DEFAULT_ESTIMATE_MS = 1000;
+
+/**
+ * Results are recorded two at a time: libuv's four threads then always have room for the next
+ * node's start (its log file), which otherwise queues behind the records.
+ */
+const RECORD_CONCURRENCY = 2;
+
+/** File name of a node's log: the id with '/' escaped. */
+export function logFileName(id: NodeId): string {
+  return `${id.replace(/%/g, '%25').replace(/\//g, '%2F')}.log`;
+}
+
+/** What wakes the loop: a node ended, or a success was recorded (or failed to be). */
+type Message =
+  | { readonly type: 'ended'; readonly job: Job; readonly outcome: Outcome }
+  | { readonly type: 'recorded'; readonly job: Job; readonly result: NodeOutputs; readonly duration_ms: number; readonly error?: unknown };
+
+/**
+ * Run the plan's nodes that are not cached.
+ * @returns the summary (every selected node has exactly one result); never throws for a node's
+ *   failure, only for a broken state directory (the logs directory cannot be made).
+ */
+export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<RunSummary> {
+  const clock = options.clock ?? systemClock;
+  const executor = options.executor ?? new LocalExecutor({ decls: options.decls, rules: plan.graph.rules, runner: options.runner, store: options.store, stateDir: options.stateDir, clock });
+  const recorder = options.recorder ?? new CacheRecorder(options.cache, options.store);
+  const started = clock.now();
+  const results = new Map<NodeId, NodeResult>();
+  const finish = (r: NodeResult) => {
+    results.set(r.id, r);
+    options.emit({ type: 'node-finish', result: r });
+  };
+  const toRun = plan.nodes.filter((p) => p.status === 'run');
+  options.emit({ type: 'run-start', total: plan.nodes.length, toRun: toRun.length, cached: plan.nodes.length - toRun.length, jobs: options.jobs });
+
+  const outputs = new Map<NodeId, NodeOutputs>();
+  for (const p of plan.nodes) {
+    if (p.status !== 'cached' || !p.cached) continue;
+    outputs.set(p.node.id, { outputs: p.cached.result.outputs, artifacts: p.cached.result.artifacts });
+    finish({ id: p.node.id, kind: p.node.kind, status: 'cached', duration_ms: 0, reasons: [], outputs: p.cached.result.outputs });
+  }
+
+  // Critical path: a node's priority is its estimated duration plus its costliest dependent's.
+  const runSet = new Set(toRun.map((p) => p.node.id));
+  const priority = new Map<NodeId, number>();
+  for (let i = toRun.length - 1; i >= 0; i--) {
+    const p = toRun[i];
+    let downstream = 0;
+    for (const d of plan.graph.dependents(p.node.id)) if (runSet.has(d)) downstream = Math.max(downstream, priority.get(d) ?? 0);
+    const last = options.cache.last(p.node.id);
+    priority.set(p.node.id, (last ? Math.max(1, last.result.duration_ms) : DEFAULT_ESTIMATE_MS) + downstream);
+  }
+
+  // Ready nodes wait in one heap per (kind, resources): a heap's top that does not fit stands for
+  // every node behind it, so finding the next node to start looks at a handful of tops.
+  const waiting = new Map<NodeId, number>();
+  const heaps = new Map<string, ReadyHeap>();
+  const makeReady = (p: PlannedNode) => {
+    const k = `${p.node.kind}\0${canonicalJson(p.node.resources)}`;
+    let h = heaps.get(k);
+    if (!h) heaps.set(k, (h = new ReadyHeap()));
+    h.push(p.node.id, priority.get(p.node.id) as number);
+  };
+  for (const p of toRun) {
+    const n = p.node.deps.filter((d) => runSet.has(d.id)).length;
+    waiting.set(p.node.id, n);
+    if (n === 0) makeReady(p);
+  }
+
+  mkdirSync(path.join(options.stateDir, 'logs'), { recursive: true });
+  const running = new Map<NodeId, AbortController>();
+  const kindRunning = new Map<string, number>();
+  const tokensFree = new Map(Object.entries(options.resources));
+  let recording = 0;
+  let stop: Failure | undefined;
+  let interrupted = false;
+  const recordings = new PQueue({ concurrency: RECORD_CONCURRENCY });
+
+  // The mailbox: executors and the recorder post, the loop takes.
+  const mailbox: Message[] = [];
+  let wake: (() => void) | undefined;
+  const post = (m: Message) => {
+    mailbox.push(m);
+    wake?.();
+  };
+
+  const onInterrupt = () => {
+    interrupted = true;
+    stop = { type: 'not-started', why: 'interrupted' };
+    for (const c of running.values()) c.abort(new Error('interrupted'));
+    wake?.();
+  };
+  if (options.signal?.aborted) onInterrupt();
+  else options.signal?.addEventListener('abort', onInterrupt, { once: true });
+
+  const fits = (p: PlannedNode): boolean => {
+    const limit = options.limits[p.node.kind];
+    if (limit !== undefined && (kindRunning.get(p.node.kind) ?? 0) >= limit) return false;
+    for (const [token, amount] of Object.entries(p.node.resources)) if ((tokensFree.get(token) ?? 0) < amount) return false;
+    return true;
+  };
+
+  const start = (p: PlannedNode) => {
+    const { node } = p;
+    const controller = new AbortController();
+    running.set(node.id, controller);
+    kindRunning.set(node.kind, (kindRunning.get(node.kind) ?? 0) + 1);
+    for (const [token, amount] of Object.entries(node.resources)) tokensFree.set(token, (tokensFree.get(token) ?? 0) - amount);
+    const deps = new Map<NodeId, NodeOutputs>();
+    for (const d of node.deps) deps.set(d.id, outputs.get(d.id) as NodeOutputs);
+    const job: Job = { planned: p, deps, log: path.join(options.stateDir, 'logs', logFileName(node.id)), signal: controller.signal };
+    options.emit({ type: 'node-start', id: node.id, kind: node.kind, log: job.log });
+    executor.run(job).then(
+      (outcome) => post({ type: 'ended', job, outcome }),
+      (e) => post({ type: 'ended', job, outcome: { ok: false, failure: { type: 'error', message: `executor failed: ${(e as Error).message}` }, duration_ms: 0 } }),
+    );
+  };
+
+  const fail = (job: Job, status: NodeStatus, failure: Failure, duration_ms: number) => {
+    const { node } = job.planned;
+    finish({ id: node.id, kind: node.kind, status, duration_ms, reasons: [describeFailure(failure)], failure, log: job.log });
+    // Everything downstream is skipped, naming this node and why it failed.
+    const skipped: Failure = { type: 'dependency', dependency: node.id, cause: failure };
+    const stack = [...plan.graph.dependents(node.id)];
+    while (stack.length) {
+      const d = stack.pop() as NodeId;
+      if (!runSet.has(d) || results.has(d) || running.has(d)) continue;
+      const dp = plan.byId.get(d) as PlannedNode;
+      finish({ id: d, kind: dp.node.kind, status: 'skipped', duration_ms: 0, reasons: [describeFailure(skipped)], failure: skipped });
+      stack.push(...plan.graph.dependents(d));
+    }
+    if (status === 'failed' && options.failFast && stop === undefined) stop = { type: 'not-started', why: 'fail-fast', after: node.id };
+  };
+
+  const handle = (m: Message) => {
+    const { node } = m.job.planned;
+    if (m.type === 'ended') {
+      running.delete(node.id);
+      kindRunning.set(node.kind, (kindRunning.get(node.kind) ?? 1) - 1);
+      for (const [token, amount] of Object.entries(node.resources)) tokensFree.set(token, (tokensFree.get(token) ?? 0) + amount);
+      const { outcome } = m;
+      if (!outcome.ok) {
+        fail(m.job, outcome.failure.type === 'interrupted' ? 'interrupted' : 'failed', outcome.failure, outcome.duration_ms);
+        return;
+      }
+      options.emit({ type: 'node-executed', id: node.id, duration_ms: outcome.duration_ms });
+      recording++;
+      const { result, duration_ms } = outcome;
+      void recordings.add(() =>
+        recorder.record(m.job, result, duration_ms).then(
+          () => post({ type: 'recorded', job: m.job, result, duration_ms }),
+          (error: unknown) => post({ type: 'recorded', job: m.job, result, duration_ms, error: error ?? new Error('unknown error') }),
+        ),
+      );
+      return;
+    }
+    recording--;
+    if (m.error !== undefined) {
+      const failure: Failure = { type: 'record', message: m.error instanceof Error ? m.error.message : String(m.error) };
+      try {
+        // Synchronous on purpose: the record already failed, so the log may be all that explains it.
+        appendFileSync(m.job.log, `\n# failed: ${describeFailure(failure)}\n`);
+      } catch {
+        // the disk is full: the failure is still reported
+      }
+      fail(m.job, 'failed', failure, m.duration_ms);
+      return;
+    }
+    outputs.set(node.id, m.result);
+    finish({ id: node.id, kind: node.kind, status: 'ran', duration_ms: m.duration_ms, reasons: m.job.planned.reasons, outputs: m.result.outputs, log: m.job.log });
+    for (const d of plan.graph.dependents(node.id)) {
+      if (!runSet.has(d)) continue;
+      const left = (waiting.get(d) as number) - 1;
+      waiting.set(d, left);
+      if (left === 0 && !results.has(d)) makeReady(plan.byId.get(d) as PlannedNode);
+    }
+  };
+
+  for (;;) {
+    while (mailbox.length) handle(mailbox.shift() as Message);
+    if (stop === undefined) {
+      // Start the highest-priority ready node that fits, until nothing more fits.
+      // A success holds its slot until it is recorded: its dependents may be the next to start.
+      while (running.size + recording < options.jobs) {
+        let best: { heap: ReadyHeap; id: NodeId; priority: number } | undefined;
+        for (const heap of heaps.values()) {
+          const top = heap.peek();
+          if (!top || !fits(plan.byId.get(top.id) as PlannedNode)) continue;
+          if (!best || top.priority > best.priority || (top.priority === best.priority && top.id < best.id)) best = { heap, ...top };
+        }
+        if (!best) break;
+        best.heap.pop();
+        start(plan.byId.get(best.id) as PlannedNode);
+      }
+    }
+    if (running.size === 0 && recording === 0 && mailbox.length === 0) break;
+    if (mailbox.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+    wake = undefined;
+  }
+  options.signal?.removeEventListener('abort', onInterrupt);
+
+  // Whatever never started: stopped by --fail-fast or an interrupt.
+  const notStarted: Failure = stop ?? { type: 'not-started', why: 'interrupted' };
+  for (const p of toRun) {
+    if (results.has(p.node.id)) continue;
+    finish({ id: p.node.id, kind: p.node.kind, status: 'skipped', duration_ms: 0, reasons: [describeFailure(notStarted)], failure: notStarted });
+  }
+
+  const ordered = plan.nodes.map((p) => results.get(p.node.id) as NodeResult);
+  const counts: Record<NodeStatus, number> = { ran: 0, cached: 0, failed: 0, interrupted: 0, skipped: 0 };
+  for (const r of ordered) counts[r.status]++;
+  const summary: RunSummary = { results: ordered, counts, duration_ms: clock.now() - started, interrupted };
+  options.emit({ type: 'run-finish', summary });
+  return summary;
+}
