@@ -10,6 +10,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ActionCache } from './engine/cache.js';
 import { affectedSince, ChangedSinceError } from './engine/changed.js';
 import { DiagnosticError, didYouMean, formatDiagnostic } from './engine/diagnostics.js';
+import { systemClock } from './engine/execute/clock.js';
+import { KeyLeases } from './engine/execute/lease.js';
 import { executePlan } from './engine/execute/scheduler.js';
 import { FileDigester } from './engine/files.js';
 import { checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
@@ -145,6 +147,7 @@ ${targetHelp}`,
         cache,
         store,
         stateDir: ws.stateDir,
+        leases: new KeyLeases({ dir: path.join(ws.stateDir, 'leases'), clock: systemClock }),
         emit: progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root }),
       });
       process.off('SIGINT', onSignal);

@@ -40,6 +40,8 @@ export interface RunSummary {
 export type EngineEvent =
   | { readonly type: 'run-start'; readonly total: number; readonly toRun: number; readonly cached: number; readonly jobs: number }
   | { readonly type: 'node-start'; readonly id: NodeId; readonly kind: string; readonly log: string }
+  /** Another graph process (`pid` on `host`) is running the same action: this node waits for it. */
+  | { readonly type: 'node-waiting'; readonly id: NodeId; readonly pid: number; readonly host: string }
   /** The node succeeded; its result is being recorded (its dependents wait for that). */
   | { readonly type: 'node-executed'; readonly id: NodeId; readonly duration_ms: number }
   | { readonly type: 'node-finish'; readonly result: NodeResult }

@@ -1,11 +1,11 @@
 /** The `graph` binary end to end in temp workspaces (and a temp git repository). */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { FakeRunner, graph, runEngine, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
+import { FakeRunner, graph, graphAsync, runEngine, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
 
 const test = suite('cli');
 
@@ -164,6 +164,28 @@ test('build: with the action cache on a full disk, the image is built but nothin
   } finally {
     execFileSync('umount', [ac]);
   }
+});
+
+test('build: two graph processes on one workspace run each node once; the other waits and reuses the result', async () => {
+  let images = 'version: 1\nimages:\n';
+  const files: Record<string, string> = {};
+  for (let i = 0; i < 4; i++) {
+    images += `  img${i}:\n    layers: [{copy: f${i}.bin, to: /f}]\n    convert: [sif]\n`;
+    files[`f${i}.bin`] = `${i}`.repeat(200_000);
+  }
+  const dir = workspace({ ...files, 'images.yaml': images });
+  const [a, b] = await Promise.all([graphAsync(dir, 'build', '--report', 'a.json'), graphAsync(dir, 'build', '--report', 'b.json')]);
+  assert.is(a.code, 0, a.stderr);
+  assert.is(b.code, 0, b.stderr);
+  const nodes = [...JSON.parse(readFileSync(path.join(dir, 'a.json'), 'utf8')).nodes, ...JSON.parse(readFileSync(path.join(dir, 'b.json'), 'utf8')).nodes];
+  const ran = nodes.filter((n: { status: string }) => n.status === 'ran').map((n: { id: string }) => n.id).sort();
+  assert.equal(ran, ['build:img0', 'build:img1', 'build:img2', 'build:img3', 'convert:img0', 'convert:img1', 'convert:img2', 'convert:img3', 'publish:img0', 'publish:img1', 'publish:img2', 'publish:img3']);
+  for (const n of nodes.filter((x: { status: string }) => x.status !== 'ran')) {
+    assert.is(n.status, 'cached');
+    assert.match(n.reasons[0], /^done meanwhile by another graph process/);
+  }
+  assert.equal(readdirSync(path.join(dir, '.graph', 'leases')), []);
+  assert.is(graph(dir, 'plan').stdout.split('\n')[0], '0 nodes to run, 12 cached (12 nodes selected)');
 });
 
 test('build: everything cached is exit 0, a one-line summary, and the outputs in the report', async () => {

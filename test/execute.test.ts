@@ -4,7 +4,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ActionCache, type CachedResult } from '../engine/cache.js';
 import { executePlan } from '../engine/execute/scheduler.js';
@@ -85,10 +85,15 @@ test('an interrupt stops running nodes, records only successes, and the next run
   assert.equal(statuses(again)['build:img1'], 'cached');
 });
 
-test('two processes building one workspace at once leave a valid cache', async () => {
+test('two runs building one workspace at once run each node once, and leave a valid cache', async () => {
   const dir = workspace(wideZoo(6));
   const [a, b] = await Promise.all([runEngine(dir, new FakeRunner()), runEngine(dir, new FakeRunner())]);
   assert.is(a.summary.counts.failed + b.summary.counts.failed, 0);
+  assert.is(a.runner.calls.length + b.runner.calls.length, 18, 'every node ran in exactly one of the two');
+  const reused = [...a.summary.results, ...b.summary.results].filter((r) => r.status === 'cached');
+  assert.is(reused.length, 18);
+  for (const r of reused) assert.match(r.reasons[0], /^done meanwhile by another graph process/);
+  assert.equal(readdirSync(path.join(dir, '.graph', 'leases')), [], 'every lease released');
   const third = await runEngine(dir, new FakeRunner());
   assert.equal(third.summary.counts, { ran: 0, cached: 18, failed: 0, interrupted: 0, skipped: 0 });
 });

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ActionCache } from '../engine/cache.js';
 import type { EngineEvent } from '../engine/events.js';
-import type { Clock } from '../engine/execute/clock.js';
+import { systemClock, type Clock } from '../engine/execute/clock.js';
+import { KeyLeases } from '../engine/execute/lease.js';
 import type { Executor, Job, Outcome } from '../engine/execute/executor.js';
 import type { Failure } from '../engine/execute/failure.js';
 import { executePlan } from '../engine/execute/scheduler.js';
@@ -56,6 +57,21 @@ export function graphWith(extraEnv: NodeJS.ProcessEnv, cwd: string, ...args: str
   delete env.SOURCE_DATE_EPOCH; // in-process runs key with an empty environment; match them
   const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** As `graph`, as a child running alongside the caller: resolves when it exits. */
+export function graphAsync(cwd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' };
+  delete env.SOURCE_DATE_EPOCH;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
 }
 
 /** A small zoo: a Debian base, a layered model image with SIF, a group tested in both runtimes. */
@@ -205,6 +221,7 @@ export async function runEngine(
     cache,
     store,
     stateDir: ws.stateDir,
+    leases: new KeyLeases({ dir: path.join(ws.stateDir, 'leases'), clock: systemClock }),
     emit: (e) => {
       events.push(e);
       opts.onEvent?.(e);
@@ -341,6 +358,28 @@ export class FakeClock implements Clock {
     const controller = new AbortController();
     this.timers.push({ at: this.t + ms, controller });
     return controller.signal;
+  }
+
+  private sleepers: Array<() => void> = [];
+
+  /** Resolves when something next calls `sleep` (to advance time exactly when it waits). */
+  nextSleep(): Promise<void> {
+    return new Promise((resolve) => this.sleepers.push(resolve));
+  }
+
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    const timer = this.timeout(ms);
+    for (const s of this.sleepers.splice(0)) s();
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      timer.addEventListener('abort', () => resolve(), { once: true });
+      signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
+    });
+  }
+
+  /** Sleeps and timeouts pending now. */
+  get pending(): number {
+    return this.timers.length;
   }
 
   advance(ms: number): void {

@@ -21,7 +21,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import PQueue from 'p-queue';
-import type { ActionCache } from '../cache.js';
+import type { ActionCache, CacheEntry } from '../cache.js';
 import type { Declarations } from '../declarations.js';
 import type { EventSink, NodeResult, NodeStatus, RunSummary } from '../events.js';
 import { canonicalJson } from '../key.js';
@@ -32,6 +32,7 @@ import type { ContentStore } from '../store.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Executor, Job, Outcome } from './executor.js';
 import { describeFailure, type Failure } from './failure.js';
+import type { Holder, KeyLeases, Lease } from './lease.js';
 import { LocalExecutor } from './local-executor.js';
 import { CacheRecorder, type Recorder } from './recorder.js';
 import { ReadyHeap } from './ready-heap.js';
@@ -61,6 +62,11 @@ export interface ExecuteOptions {
   readonly recorder?: Recorder;
   /** Default: the system clock. */
   readonly clock?: Clock;
+  /**
+   * Leases on action keys shared with other `graph` processes: a node another process is running
+   * is waited for, then taken from the action cache, not run twice. Default: none.
+   */
+  readonly leases?: KeyLeases;
 }
 
 /** Estimated duration of a node that never ran, for critical-path ordering (ms). */
@@ -80,6 +86,8 @@ export function logFileName(id: NodeId): string {
 /** What wakes the loop: a node ended, or a success was recorded (or failed to be). */
 type Message =
   | { readonly type: 'ended'; readonly job: Job; readonly outcome: Outcome }
+  /** Another process ran the node meanwhile and recorded it: its cached entry serves. */
+  | { readonly type: 'reused'; readonly job: Job; readonly entry: CacheEntry; readonly by?: Holder }
   | { readonly type: 'recorded'; readonly job: Job; readonly result: NodeOutputs; readonly duration_ms: number; readonly error?: unknown };
 
 /**
@@ -177,10 +185,42 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     for (const d of node.deps) deps.set(d.id, outputs.get(d.id) as NodeOutputs);
     const job: Job = { planned: p, deps, log: path.join(options.stateDir, 'logs', logFileName(node.id)), signal: controller.signal };
     options.emit({ type: 'node-start', id: node.id, kind: node.kind, log: job.log });
-    executor.run(job).then(
-      (outcome) => post({ type: 'ended', job, outcome }),
+    runLeased(job).then(
+      (m) => post(m),
       (e) => post({ type: 'ended', job, outcome: { ok: false, failure: { type: 'error', message: `executor failed: ${(e as Error).message}` }, duration_ms: 0 } }),
     );
+  };
+
+  // With leases: take the key's lease first; if another process held it, its result may be in the
+  // action cache by now. The lease is released once the node's result is recorded or it failed.
+  const leases = new Map<NodeId, Lease>();
+  const runLeased = async (job: Job): Promise<Message> => {
+    const { node, key } = job.planned;
+    if (options.leases) {
+      const t0 = clock.now();
+      let got: Awaited<ReturnType<KeyLeases['acquire']>> | undefined;
+      try {
+        got = await options.leases.acquire(key, job.signal, (by) => options.emit({ type: 'node-waiting', id: node.id, pid: by.pid, host: by.host }));
+      } catch (e) {
+        if (job.signal.aborted) return { type: 'ended', job, outcome: { ok: false, failure: { type: 'interrupted' }, duration_ms: clock.now() - t0 } };
+        // An unwritable lease directory costs only the sharing: the node runs.
+        void e;
+      }
+      if (got) {
+        leases.set(node.id, got.lease);
+        // Whoever held the lease (now, or since this run planned) may have recorded the result.
+        const entry = options.cache.get(key);
+        if (entry && entry.result.artifacts.every((a) => options.store.has(a))) return { type: 'reused', job, entry, by: got.waitedFor };
+      }
+    }
+    return { type: 'ended', job, outcome: await executor.run(job) };
+  };
+  const releasing: Array<Promise<void>> = [];
+  const releaseLease = (id: NodeId) => {
+    const lease = leases.get(id);
+    if (!lease) return;
+    leases.delete(id);
+    releasing.push(lease.release());
   };
 
   const fail = (job: Job, status: NodeStatus, failure: Failure, duration_ms: number) => {
@@ -199,14 +239,35 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     if (status === 'failed' && options.failFast && stop === undefined) stop = { type: 'not-started', why: 'fail-fast', after: node.id };
   };
 
+  const release = (job: Job, result: NodeResult, out: NodeOutputs) => {
+    outputs.set(job.planned.node.id, out);
+    finish(result);
+    for (const d of plan.graph.dependents(job.planned.node.id)) {
+      if (!runSet.has(d)) continue;
+      const left = (waiting.get(d) as number) - 1;
+      waiting.set(d, left);
+      if (left === 0 && !results.has(d)) makeReady(plan.byId.get(d) as PlannedNode);
+    }
+  };
+
   const handle = (m: Message) => {
     const { node } = m.job.planned;
-    if (m.type === 'ended') {
+    if (m.type === 'ended' || m.type === 'reused') {
       running.delete(node.id);
       kindRunning.set(node.kind, (kindRunning.get(node.kind) ?? 1) - 1);
       for (const [token, amount] of Object.entries(node.resources)) tokensFree.set(token, (tokensFree.get(token) ?? 0) + amount);
+    }
+    if (m.type === 'reused') {
+      releaseLease(node.id);
+      const { outputs: out, artifacts } = m.entry.result;
+      const reason = `done meanwhile by another graph process${m.by ? ` (pid ${m.by.pid} on ${m.by.host})` : ''}`;
+      release(m.job, { id: node.id, kind: node.kind, status: 'cached', duration_ms: 0, reasons: [reason], outputs: out }, { outputs: out, artifacts });
+      return;
+    }
+    if (m.type === 'ended') {
       const { outcome } = m;
       if (!outcome.ok) {
+        releaseLease(node.id);
         fail(m.job, outcome.failure.type === 'interrupted' ? 'interrupted' : 'failed', outcome.failure, outcome.duration_ms);
         return;
       }
@@ -222,6 +283,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       return;
     }
     recording--;
+    releaseLease(node.id);
     if (m.error !== undefined) {
       const failure: Failure = { type: 'record', message: m.error instanceof Error ? m.error.message : String(m.error) };
       try {
@@ -233,14 +295,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       fail(m.job, 'failed', failure, m.duration_ms);
       return;
     }
-    outputs.set(node.id, m.result);
-    finish({ id: node.id, kind: node.kind, status: 'ran', duration_ms: m.duration_ms, reasons: m.job.planned.reasons, outputs: m.result.outputs, log: m.job.log });
-    for (const d of plan.graph.dependents(node.id)) {
-      if (!runSet.has(d)) continue;
-      const left = (waiting.get(d) as number) - 1;
-      waiting.set(d, left);
-      if (left === 0 && !results.has(d)) makeReady(plan.byId.get(d) as PlannedNode);
-    }
+    release(m.job, { id: node.id, kind: node.kind, status: 'ran', duration_ms: m.duration_ms, reasons: m.job.planned.reasons, outputs: m.result.outputs, log: m.job.log }, m.result);
   };
 
   for (;;) {
@@ -265,6 +320,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     wake = undefined;
   }
   options.signal?.removeEventListener('abort', onInterrupt);
+  await Promise.all(releasing);
 
   // Whatever never started: stopped by --fail-fast or an interrupt.
   const notStarted: Failure = stop ?? { type: 'not-started', why: 'interrupted' };

@@ -79,6 +79,10 @@ export function progressReporter(options: ProgressOptions): EventSink {
         if (options.live) draw();
         else write(`start   ${e.id}\n`);
         break;
+      case 'node-waiting':
+        if (options.live) draw();
+        else write(`waiting ${e.id}: another graph process runs it (pid ${e.pid} on ${e.host})\n`);
+        break;
       case 'node-finish': {
         const r = e.result;
         running.delete(r.id);

@@ -1,0 +1,106 @@
+/** Leases on action keys: taken, waited for, taken over from the dead, released; on a fake clock. */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import path from 'node:path';
+import { KeyLeases, STALE_MS, type Holder } from '../engine/execute/lease.js';
+import { FakeClock } from './helpers.js';
+
+const test = suite('lease');
+const KEY = 'a'.repeat(64);
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function setup(alive: (pid: number) => boolean = () => true) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'graph-lease-'));
+  const clock = new FakeClock();
+  return { dir, clock, leases: new KeyLeases({ dir, clock, alive }) };
+}
+
+/** Write a lease file as another holder would. */
+function held(dir: string, h: Partial<Holder>, mtime?: Date): string {
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, KEY);
+  writeFileSync(file, `${JSON.stringify({ pid: 4242, host: hostname(), run: 'other', since: 0, ...h })}\n`);
+  if (mtime) utimesSync(file, mtime, mtime);
+  return file;
+}
+
+test('a free key is taken at once: the file names this process and run; release removes it', async () => {
+  const { dir, leases } = setup();
+  const { lease, waitedFor } = await leases.acquire(KEY, new AbortController().signal);
+  assert.is(waitedFor, undefined);
+  const h = JSON.parse(readFileSync(path.join(dir, KEY), 'utf8'));
+  assert.equal([h.pid, h.host, h.run], [process.pid, hostname(), leases.me.run]);
+  await lease.release();
+  assert.not.ok(existsSync(path.join(dir, KEY)));
+});
+
+test('a live holder is waited for (told once), then the key is taken with who held it', async () => {
+  const { dir, clock, leases } = setup();
+  const file = held(dir, {});
+  const told: number[] = [];
+  let done = false;
+  let sleeping = clock.nextSleep();
+  const got = leases.acquire(KEY, new AbortController().signal, (h) => told.push(h.pid));
+  void got.then(() => (done = true));
+  for (let i = 0; i < 5; i++) {
+    await sleeping; // it looked, found the holder alive, and sleeps
+    sleeping = clock.nextSleep();
+    clock.advance(1000);
+  }
+  await sleeping;
+  assert.not.ok(done, 'still waiting while the holder lives');
+  assert.equal(told, [4242]);
+  rmSync(file);
+  clock.advance(1000);
+  const { waitedFor } = await got;
+  assert.is(waitedFor?.pid, 4242);
+  assert.equal(told, [4242]);
+});
+
+test('a lease whose holder on this host is gone is taken over at once', async () => {
+  const { dir, leases } = setup((pid) => pid !== 4242);
+  held(dir, {});
+  const { waitedFor } = await leases.acquire(KEY, new AbortController().signal);
+  assert.is(waitedFor, undefined);
+  assert.is(JSON.parse(readFileSync(path.join(dir, KEY), 'utf8')).run, leases.me.run);
+});
+
+test('another host: a lease not refreshed for STALE_MS is taken over; a live one is waited for until an interrupt', async () => {
+  const { dir, clock, leases } = setup();
+  held(dir, { host: 'node-7' }, new Date(Date.now() - STALE_MS - 5000));
+  const { waitedFor } = await leases.acquire(KEY, new AbortController().signal);
+  assert.is(waitedFor, undefined);
+  const second = new KeyLeases({ dir, clock, alive: () => true });
+  // The lease is ours now and we live: another run waits for it, until its interrupt.
+  const controller = new AbortController();
+  const waiting = second.acquire(KEY, controller.signal);
+  await settle();
+  controller.abort(new Error('interrupted'));
+  const why = await waiting.then(
+    () => 'acquired',
+    (e: Error) => e.message,
+  );
+  assert.is(why, 'interrupted');
+});
+
+test('a torn lease file (a holder died while writing it) is stale once older than a heartbeat', async () => {
+  const { dir, leases } = setup();
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, KEY), '{"pid": 12');
+  const old = new Date(Date.now() - 60_000);
+  utimesSync(path.join(dir, KEY), old, old);
+  const { waitedFor } = await leases.acquire(KEY, new AbortController().signal);
+  assert.is(waitedFor, undefined);
+});
+
+test('release leaves a lease alone that is no longer ours (taken over meanwhile)', async () => {
+  const { dir, leases } = setup();
+  const { lease } = await leases.acquire(KEY, new AbortController().signal);
+  held(dir, { run: 'someone-else' });
+  await lease.release();
+  assert.is(JSON.parse(readFileSync(path.join(dir, KEY), 'utf8')).run, 'someone-else');
+});
+
+test.run();
