@@ -29,8 +29,12 @@ export const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
 /** The repository root. */
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
-/** The independent SIF verifier: GRAPH_SIFCHECK, or the shared folder beside the repository. */
-export const SIFCHECK = process.env.GRAPH_SIFCHECK ?? path.join(REPO, '..', 'shared', 'tools', 'sifcheck.py');
+/**
+ * The independent SIF verifier: GRAPH_SIFCHECK, else the shared folder beside the repository, else
+ * the copy carried in test/fixtures/tools (so a clone anywhere passes).
+ */
+export const SIFCHECK =
+  process.env.GRAPH_SIFCHECK ?? [path.join(REPO, '..', 'shared', 'tools', 'sifcheck.py'), path.join(REPO, 'test', 'fixtures', 'tools', 'sifcheck.py')].find((p) => existsSync(p)) ?? 'sifcheck.py';
 
 /** Create a temp directory holding `files` (path → content). */
 export function workspace(files: Record<string, string>): string {

@@ -1,7 +1,7 @@
 /**
  * The Kipoi example (examples/kipoi/): the real Kipoi model zoo declared for graph. Every expected
  * count and node id is derived here, independently of graph and of generate.mjs, from the zoo's
- * data in the shared fixtures (images.json, model-to-docker.json, docker-to-model.json,
+ * data in the fixtures (test/fixtures/kipoi/, a copy of the shared ones: images.json, model-to-docker.json, docker-to-model.json,
  * model-to-singularity.json, ci-test-matrix.json); the headline numbers are pinned as well, so a
  * changed fixture is noticed. Plans run without network (in a network namespace where one can be
  * made) on a temp copy, so nothing is written into the repository.
@@ -20,7 +20,8 @@ import { CLI, graph, REPO } from './helpers.js';
 const test = suite('kipoi');
 
 const EXAMPLE = path.join(REPO, 'examples', 'kipoi');
-const FIXTURES = path.join(REPO, '..', 'shared', 'fixtures', 'kipoi');
+// A copy of the shared fixtures, carried in the repository so a clone anywhere passes.
+const FIXTURES = path.join(REPO, 'test', 'fixtures', 'kipoi');
 const fixture = <T>(name: string): T => JSON.parse(readFileSync(path.join(FIXTURES, name), 'utf8')) as T;
 
 // ---------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
  * model-to-singularity.json and ci-test-matrix.json (see README.md, "How it is generated").
  *
  * Usage: node examples/kipoi/generate.mjs [--fixtures DIR] [--check]
- *   --fixtures DIR  where the JSON files are (default: $KIPOI_FIXTURES, else
- *                   ../../../shared/fixtures/kipoi from this file, i.e. beside the repository)
+ *   --fixtures DIR  where the JSON files are (default: $KIPOI_FIXTURES, else the copy in
+ *                   the repository's test/fixtures/kipoi)
  *   --check         write nothing; exit 1 and list the files that differ from what would be
  *                   generated (also files in dockerfiles/ or envfiles/ that would not be)
  *
@@ -29,7 +29,7 @@ const { values: options } = parseArgs({
   options: { fixtures: { type: 'string' }, check: { type: 'boolean', default: false } },
   strict: true,
 });
-const fixtures = path.resolve(options.fixtures ?? process.env.KIPOI_FIXTURES ?? path.join(HERE, '..', '..', '..', 'shared', 'fixtures', 'kipoi'));
+const fixtures = path.resolve(options.fixtures ?? process.env.KIPOI_FIXTURES ?? path.join(HERE, '..', '..', 'test', 'fixtures', 'kipoi'));
 const readJson = (name) => JSON.parse(readFileSync(path.join(fixtures, name), 'utf8'));
 
 const imagesJson = readJson('images.json');
