@@ -13,6 +13,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { tempPathFor } from '../../engine/atomic.js';
+import { ConnectionError, httpRequest, TransientError, withRetries } from '../../engine/http.js';
 import type { DebianMirror } from './mirror.js';
 import type { PackagePin } from './resolve.js';
 
@@ -58,8 +59,6 @@ export class HttpError extends Error {
   }
 }
 
-/** A failure worth another attempt: no connection, a reset mid-body, or HTTP 5xx. */
-class TransientError extends Error {}
 
 /** Cache path of a package: `CACHE/debs/<sha256>.deb` (content-addressed, so versions never collide). */
 export function debCachePath(cacheDir: string, pin: Pick<PackagePin, 'sha256'>): string {
@@ -129,7 +128,7 @@ export async function downloadVerified(
   if (await fileMatches(target, expected)) return false;
   rmSync(target, { force: true });
   mkdirSync(path.dirname(target), { recursive: true });
-  await withRetries(
+  await retrying(
     url,
     async () => {
       const res = await get(url, signal);
@@ -180,10 +179,11 @@ export async function downloadVerified(
 async function get(url: string, signal?: AbortSignal): Promise<Response> {
   let res: Response;
   try {
-    res = await fetch(url, { signal, redirect: 'follow' });
+    // One attempt: the caller retries the whole download (the body can break off too).
+    res = await httpRequest(url, {}, { attempts: 1, signal });
   } catch (e) {
-    if (signal?.aborted) throw e;
-    throw new TransientError(`cannot reach ${url}: ${describe(e)}`);
+    if (e instanceof ConnectionError) throw new TransientError(`cannot reach ${url}: ${e.code}`);
+    throw e;
   }
   if (res.ok) return res;
   await res.body?.cancel().catch(() => undefined);
@@ -198,7 +198,7 @@ async function get(url: string, signal?: AbortSignal): Promise<Response> {
  * @throws HttpError for other 4xx, the last error after all attempts, AbortError on abort.
  */
 export async function fetchText(url: string, signal?: AbortSignal, options: DownloadOptions = {}): Promise<string | undefined> {
-  return withRetries(
+  return retrying(
     url,
     async () => {
       let res: Response;
@@ -220,32 +220,9 @@ export async function fetchText(url: string, signal?: AbortSignal, options: Down
   );
 }
 
-async function withRetries<T>(url: string, attempt: () => Promise<T>, signal: AbortSignal | undefined, options: DownloadOptions): Promise<T> {
-  const attempts = options.attempts ?? 3;
-  const backoff = options.backoffMs ?? [500, 2000];
-  for (let i = 1; ; i++) {
-    try {
-      return await attempt();
-    } catch (e) {
-      if (!(e instanceof TransientError) || signal?.aborted) throw e;
-      if (i >= attempts) throw new Error(`${e.message} (gave up after ${attempts} attempts; check the network and the mirror ${new URL(url).origin})`);
-      await sleep(backoff[Math.min(i - 1, backoff.length - 1)] ?? 0, signal);
-    }
-  }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
+/** The mirror's retry policy (3 attempts, 0.5 s then 2 s apart) around one attempt of `url`. */
+function retrying<T>(url: string, attempt: () => Promise<T>, signal: AbortSignal | undefined, options: DownloadOptions): Promise<T> {
+  return withRetries(attempt, { attempts: options.attempts ?? 3, backoffMs: options.backoffMs ?? [500, 2000], signal, hint: `check the network and the mirror ${new URL(url).origin}` });
 }
 
 async function fileMatches(file: string, expected: ExpectedContent): Promise<boolean> {

@@ -10,7 +10,7 @@
  *   `GRAPH_REGISTRY_USERNAME` / `GRAPH_REGISTRY_PASSWORD`. Credentials never appear in messages.
  * - Auth: anonymous first; on 401, Basic or the Bearer token flow, as the challenge asks.
  * - Retries: 429, 5xx and connection errors, up to 4 attempts with exponential backoff, honouring
- *   Retry-After (seconds, capped at 30).
+ *   Retry-After (seconds, capped at 30): engine/http.ts, the one HTTP client.
  * - Every blob and manifest is verified against its digest before it enters the store.
  */
 import { createHash } from 'node:crypto';
@@ -18,6 +18,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { ConnectionError, httpRequest, type HttpRequest } from '../../engine/http.js';
 import { captureOutput } from '../../engine/process.js';
 import { formatReference, type ImageReference } from '../../engine/reference.js';
 import type { ContentStore } from '../../engine/store.js';
@@ -45,7 +46,6 @@ export class RegistryError extends Error {
 }
 
 const MANIFEST_ACCEPT = [MEDIA_TYPE_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_LIST].join(', ');
-const MAX_ATTEMPTS = 4;
 
 /** Whether `host` is spoken to over plain HTTP. */
 export function isInsecure(host: string): boolean {
@@ -108,22 +108,8 @@ export function parseChallenge(header: string): { scheme: string; params: Record
   return { scheme: m[1].toLowerCase(), params };
 }
 
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    }, { once: true });
-  });
-
-/** A streamed request body: a Node readable (e.g. a file range). */
-export type RequestStream = AsyncIterable<Uint8Array> & { destroy(): void };
-
 /** Extra options of `RegistryClient.request`: a body (bytes, or a function making a fresh stream per attempt) and other fetch options. */
-export interface RequestOptions extends Omit<RequestInit, 'method' | 'headers' | 'body' | 'signal' | 'duplex'> {
-  readonly body?: string | Uint8Array | (() => RequestStream);
-}
+export type RequestOptions = Omit<HttpRequest, 'method' | 'headers'>;
 
 /** One registry host. */
 export class RegistryClient {
@@ -149,48 +135,18 @@ export class RegistryClient {
    */
   async request(method: string, urlPath: string, scope: string, headers: Record<string, string> = {}, init: RequestOptions = {}): Promise<Response> {
     const url = urlPath.startsWith('http') ? urlPath : `${this.base}${urlPath}`;
-    let authTried = false;
-    for (let attempt = 1; ; attempt++) {
+    for (let authTried = false; ; authTried = true) {
+      const auth = this.authorization.get(scope);
       let res: Response;
-      let stream: RequestStream | undefined;
       try {
-        const auth = this.authorization.get(scope);
-        const { body: source, ...rest } = init;
-        const body = typeof source === 'function' ? (stream = source()) : source;
-        res = await fetch(url, {
-          redirect: 'follow',
-          ...rest,
-          method,
-          headers: { ...headers, ...(auth ? { authorization: auth } : {}) },
-          // Node's fetch (undici) sends any byte array or async iterable; the global types name fewer.
-          body: body as RequestInit['body'],
-          // undici needs half duplex to send a streamed body.
-          ...(stream ? { duplex: 'half' as const } : {}),
-          signal: this.signal,
-        });
+        res = await httpRequest(url, { ...init, method, headers: { ...headers, ...(auth ? { authorization: auth } : {}) } }, { signal: this.signal });
       } catch (e) {
-        stream?.destroy();
-        if (this.signal?.aborted) throw e;
-        if (attempt < MAX_ATTEMPTS) {
-          await sleep(200 * 2 ** (attempt - 1), this.signal);
-          continue;
-        }
-        const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-        throw new RegistryError(`cannot reach registry ${this.host}: ${cause?.code ?? cause?.message ?? (e as Error).message}`);
+        if (e instanceof ConnectionError) throw new RegistryError(`cannot reach registry ${this.host}: ${e.code}`);
+        throw e;
       }
-      // The registry may answer without reading the whole body (a 401, an error): release the file.
-      stream?.destroy();
       if (res.status === 401 && !authTried) {
-        authTried = true;
         await res.body?.cancel();
         await this.authenticate(res.headers.get('www-authenticate') ?? '', scope);
-        attempt--;
-        continue;
-      }
-      if ((res.status === 429 || res.status >= 500) && attempt < MAX_ATTEMPTS) {
-        const retryAfter = Number(res.headers.get('retry-after'));
-        await res.body?.cancel();
-        await sleep(Number.isFinite(retryAfter) && retryAfter > 0 ? Math.min(retryAfter, 30) * 1000 : 200 * 2 ** (attempt - 1), this.signal);
         continue;
       }
       if (res.status === 401 || res.status === 403) {
@@ -219,9 +175,10 @@ export class RegistryClient {
     tokenUrl.searchParams.set('scope', params.scope ?? scope);
     let res: Response;
     try {
-      res = await fetch(tokenUrl, { headers: basic ? { authorization: basic } : {}, signal: this.signal });
+      res = await httpRequest(tokenUrl.href, { headers: basic ? { authorization: basic } : {} }, { signal: this.signal });
     } catch (e) {
-      throw new RegistryError(`cannot reach the token service of registry ${this.host}: ${(e as Error).message}`);
+      if (e instanceof ConnectionError) throw new RegistryError(`cannot reach the token service of registry ${this.host}: ${e.code}`);
+      throw e;
     }
     if (!res.ok) {
       await res.body?.cancel();
