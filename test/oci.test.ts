@@ -25,12 +25,13 @@ const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex'
 
 const TREE = { 'bin/tool': '#!/bin/sh\necho tool\n', 'share/model.bin': 'weights v1\n', 'share/deep/x.txt': 'x\n' };
 
-test('a layer is deterministic: same content, any mtimes and modes bits but x, same digest', async () => {
+test('a layer is deterministic: same content, any mtimes, modes (0600, 0700 directories) and bits but x, same digest', async () => {
   const a = workspace(TREE);
   const b = workspace(TREE);
   chmodSync(path.join(a, 'bin/tool'), 0o755);
   chmodSync(path.join(b, 'bin/tool'), 0o700);
   chmodSync(path.join(b, 'share/model.bin'), 0o600);
+  chmodSync(path.join(b, 'share/deep'), 0o700); // as a checkout under umask 077 makes them
   utimesSync(path.join(b, 'share/model.bin'), new Date(2001, 1, 1), new Date(2001, 1, 1));
   const store = new ContentStore(tmp());
   const la = await writeLayer([...entriesForCopy(path.join(a, 'bin'), '/opt/bin'), ...entriesForCopy(path.join(a, 'share'), '/opt/share')], store);
