@@ -207,6 +207,30 @@ test('an opaque directory keeps the directories its own layer made without entri
   assert.is(lstatSync(path.join(root, 'c/a')).mode & 0o7777, 0o755, "the lower layer's mode is hidden too");
 });
 
+test('unpacking keeps setuid and setgid bits (owner set before mode) and makes directories without entries 0755, under umask 077', async () => {
+  const root = path.join(tmp(), 'rootfs');
+  const umask = process.umask(0o077);
+  try {
+    await apply(
+      root,
+      [
+        { name: 'usr/bin/su-tool', data: '#!/bin/sh\n', mode: 0o4755 },
+        { name: 'usr/bin/sg-tool', data: '#!/bin/sh\n', mode: 0o2711 },
+        { name: 'srv/', type: 'directory', mode: 0o2775 },
+        { name: 'srv/private', data: 'p', mode: 0o600 },
+        { name: 'tmp/', type: 'directory', mode: 0o1777 },
+      ],
+      true,
+    );
+  } finally {
+    process.umask(umask);
+  }
+  const modeOf = (rel: string) => `${rel || '/'} ${(lstatSync(path.join(root, rel)).mode & 0o7777).toString(8)}`;
+  assert.equal(['', 'usr', 'usr/bin', 'usr/bin/su-tool', 'usr/bin/sg-tool', 'srv', 'srv/private', 'tmp'].map(modeOf), [
+    '/ 755', 'usr 755', 'usr/bin 755', 'usr/bin/su-tool 4755', 'usr/bin/sg-tool 2711', 'srv 2775', 'srv/private 600', 'tmp 1777',
+  ]);
+});
+
 test('unsafe entries are rejected, naming the layer and the entry', async () => {
   const cases: Array<[Parameters<typeof rawLayer>[0], RegExp]> = [
     [[{ name: '/etc/passwd', data: 'x' }], /entry '\/etc\/passwd' has an absolute path$/],
