@@ -13,6 +13,7 @@ import { entriesForCopy, writeLayer, type LayerEntry } from './oci/layer.js';
 import { importLayout, writeLayout } from './oci/layout.js';
 import { debianRootfs, rootfsModes } from './debian/image.js';
 import { detectBuilder } from './dockerfile/builder.js';
+import { stageContext } from './dockerfile/context.js';
 import { LOCK_FILE, readLock, type ImagesLock } from './debian/lock.js';
 import { pullImage } from './registry/client.js';
 
@@ -125,7 +126,8 @@ async function dockerfileImage(image: ImageDecl, recipe: Extract<ImageDecl['reci
   const outLayout = path.join(ctx.scratchDir(), 'result');
   await builder.build({
     dockerfile: path.join(ctx.decls.root, recipe.dockerfile),
-    context: path.join(ctx.decls.root, recipe.context),
+    // A staged copy with the modes git checks out: the image never depends on the umask.
+    context: stageContext(ctx.decls.root, recipe.context, path.join(ctx.scratchDir(), 'context')),
     args: recipe.args,
     target: recipe.target,
     base,
