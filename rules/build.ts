@@ -11,8 +11,9 @@ import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, ty
 import { composeImage, imageBlobs, loadImage, type ConfigChanges, type StoredImage } from './oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from './oci/layer.js';
 import { importLayout, writeLayout } from './oci/layout.js';
-import { debianRootfs } from './debian/image.js';
+import { debianRootfs, rootfsModes } from './debian/image.js';
 import { detectBuilder } from './dockerfile/builder.js';
+import { stageContext } from './dockerfile/context.js';
 import { LOCK_FILE, readLock, type ImagesLock } from './debian/lock.js';
 import { pullImage } from './registry/client.js';
 
@@ -125,7 +126,8 @@ async function dockerfileImage(image: ImageDecl, recipe: Extract<ImageDecl['reci
   const outLayout = path.join(ctx.scratchDir(), 'result');
   await builder.build({
     dockerfile: path.join(ctx.decls.root, recipe.dockerfile),
-    context: path.join(ctx.decls.root, recipe.context),
+    // A staged copy with the modes git checks out: the image never depends on the umask.
+    context: stageContext(ctx.decls.root, recipe.context, path.join(ctx.scratchDir(), 'context')),
     args: recipe.args,
     target: recipe.target,
     base,
@@ -227,7 +229,7 @@ export const buildRule: Rule = {
         signal: ctx.signal,
         note: (line) => ctx.log.write(line),
       });
-      const blob = await writeLayer(entriesForCopy(rootfs, '/', undefined, true), ctx.store, { mtime: epoch, signal: ctx.signal });
+      const blob = await writeLayer(entriesForCopy(rootfs, '/', undefined, rootfsModes(got.modes)), ctx.store, { mtime: epoch, signal: ctx.signal });
       ctx.log.write(`layer ${blob.digest} (${blob.size} bytes) from ${got.packages} packages\n`);
       const createdBy = `graph debian: ${recipe.suite} ${recipe.packages.join(' ')}`;
       const built = composeImage(ctx.store, undefined, [{ descriptor: blob, diffId: blob.diffId, createdBy }], configChanges(image), epoch);

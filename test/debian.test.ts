@@ -4,9 +4,9 @@
  * reading (against a .deb built here with dpkg-deb), and one end-to-end run against the host's
  * configured mirror.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -21,6 +21,7 @@ import {
   debControl,
   debDataTar,
   debianArchitecture,
+  debModes,
   DigestMismatchError,
   dpkgStatusEntry,
   emptyLock,
@@ -47,6 +48,8 @@ import {
   type PackageIndex,
   type PackagePin,
 } from '../rules/debian/debian.js';
+import { rootfsModes } from '../rules/debian/image.js';
+import { entriesForCopy } from '../rules/oci/layer.js';
 
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'graph-debian-'));
 const sha256 = (data: string | Uint8Array) => createHash('sha256').update(data).digest('hex');
@@ -700,6 +703,60 @@ extract('a .deb built here: control fields, the dpkg status entry, the data tar'
     'Package: hello-test\nStatus: install ok installed\nVersion: 1.0-1\nArchitecture: all\nMaintainer: Test <test@example.invalid>\nDepends: libc6\nDescription: a test package\n longer text\n .\n end\n',
   );
   assert.equal(await tarNames(debDataTar(deb)), ['./', './usr/', './usr/share/', './usr/share/hello/', './usr/share/hello/greeting']);
+});
+
+/** Build a .deb of `files` (path → [mode, content], or [mode] for a directory; `-> target` content makes a symlink, `=> path` a hard link). */
+function buildDeb(dir: string, name: string, files: Record<string, [number, string?]>): string {
+  const root = path.join(dir, name);
+  mkdirSync(path.join(root, 'DEBIAN'), { recursive: true });
+  writeFileSync(path.join(root, 'DEBIAN/control'), `Package: ${name}\nVersion: 1\nArchitecture: all\nMaintainer: T <t@example.invalid>\nDescription: modes\n`);
+  for (const [rel, [mode, content]] of Object.entries(files)) {
+    const abs = path.join(root, rel);
+    if (content === undefined) mkdirSync(abs, { recursive: true });
+    else if (content.startsWith('-> ')) symlinkSync(content.slice(3), abs);
+    else if (content.startsWith('=> ')) linkSync(path.join(root, content.slice(3)), abs);
+    else writeFileSync(abs, content);
+    if (!content?.startsWith('-> ')) chmodSync(abs, mode);
+  }
+  const deb = path.join(dir, `${name}.deb`);
+  execFileSync('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', root, deb], { stdio: 'ignore' });
+  return deb;
+}
+
+extract('debModes: the tar headers’ modes (setuid, sticky, 0700), a later package’s entry wins, links', async () => {
+  const dir = tmp();
+  const first = buildDeb(dir, 'first', {
+    usr: [0o755], 'usr/bin': [0o755], 'usr/bin/su-tool': [0o4755, 'su'], 'usr/bin/again': [0o4755, '=> usr/bin/su-tool'],
+    'usr/bin/link': [0o777, '-> su-tool'], 'usr/bin/was-file': [0o644, 'f'], srv: [0o2775], 'srv/secret': [0o700], tmp: [0o1777],
+  });
+  const second = buildDeb(dir, 'second', { usr: [0o755], 'usr/bin': [0o755], 'usr/bin/was-file': [0o777, '-> su-tool'], srv: [0o755] });
+  const modes = await debModes(second, await debModes(first));
+  const shown = [...modes].map(([p, m]) => `${p} ${m.kind} ${m.mode.toString(8)}`).sort();
+  assert.equal(shown, [
+    'srv directory 755',
+    'srv/secret directory 700',
+    'tmp directory 1777',
+    'usr directory 755',
+    'usr/bin directory 755',
+    'usr/bin/again file 4755',
+    'usr/bin/su-tool file 4755',
+  ]);
+
+  // A root unpacked under umask 077 as dpkg-deb -x does: its layer entries take the headers'
+  // modes, directories nothing recorded 0755, files the umask made 0600 0644.
+  const rootfs = path.join(dir, 'rootfs');
+  for (const deb of [first, second]) {
+    const r = spawnSync('sh', ['-c', 'umask 077 && mkdir -p "$2/var/lib/x" && echo s > "$2/var/lib/x/status" && dpkg-deb -x "$1" "$2"', 'sh', deb, rootfs], { encoding: 'utf8' });
+    assert.is(r.status, 0, r.stderr);
+  }
+  const entries = entriesForCopy(rootfs, '/', undefined, rootfsModes(modes));
+  assert.equal(
+    entries.map((e) => `${e.path} ${e.type === 'symlink' ? `-> ${e.target}` : e.mode.toString(8)}`),
+    [
+      'srv 755', 'srv/secret 700', 'tmp 1777', 'usr 755', 'usr/bin 755', 'usr/bin/again 4755', 'usr/bin/link -> su-tool',
+      'usr/bin/su-tool 4755', 'usr/bin/was-file -> su-tool', 'var 755', 'var/lib 755', 'var/lib/x 755', 'var/lib/x/status 644',
+    ],
+  );
 });
 
 extract('dpkg status entries: Status replaced, value-on-next-line fields, required fields', () => {

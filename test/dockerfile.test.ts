@@ -10,7 +10,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
@@ -18,6 +18,7 @@ import * as assert from 'uvu/assert';
 import type { ProcessRunner, RunOptions, RunResult } from '../engine/process.js';
 import { BuildahBuilder } from '../rules/dockerfile/buildah.js';
 import { detectBuilder, findExecutable, killContainerProcesses, type DockerfileBuild } from '../rules/dockerfile/builder.js';
+import { stageContext } from '../rules/dockerfile/context.js';
 import { PodmanBuilder } from '../rules/dockerfile/podman.js';
 import { busyboxRoot } from './helpers.js';
 
@@ -176,6 +177,34 @@ test.before(() => {
 
 test.after(() => {
   rmSync(ROOT, { recursive: true, force: true });
+});
+
+test('stageContext: the files the key covers (.dockerignore applied), modes as git checks them out, right ones hard-linked', () => {
+  const ws = fresh('ws');
+  const files = { 'ctx/Dockerfile': 'FROM base\n', 'ctx/.dockerignore': '*.key\n', 'ctx/tool.sh': '#!/bin/sh\n', 'ctx/conf/a.txt': 'a\n', 'ctx/ok.txt': 'ok\n', 'ctx/id.key': 'secret\n', 'outside.txt': 'no\n' };
+  for (const [rel, text] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(ws, rel)), { recursive: true });
+    writeFileSync(path.join(ws, rel), text);
+  }
+  // As a checkout under umask 077 has them, but ok.txt.
+  for (const [rel, mode] of [['ctx/tool.sh', 0o700], ['ctx/conf/a.txt', 0o600], ['ctx/conf', 0o700], ['ctx/Dockerfile', 0o600], ['ctx/.dockerignore', 0o600], ['ctx/ok.txt', 0o644]] as const) {
+    chmodSync(path.join(ws, rel), mode);
+  }
+  symlinkSync('ok.txt', path.join(ws, 'ctx/link'));
+  const staged = stageContext(ws, 'ctx', path.join(fresh('stage'), 'context'));
+  const list = (dir: string, rel = ''): string[] =>
+    readdirSync(path.join(dir, rel)).sort().flatMap((name) => {
+      const p = rel ? `${rel}/${name}` : name;
+      const st = lstatSync(path.join(dir, p));
+      if (st.isSymbolicLink()) return [`${p} -> ${readlinkSync(path.join(dir, p))}`];
+      const line = `${p} ${(st.mode & 0o7777).toString(8)}`;
+      return st.isDirectory() ? [line, ...list(dir, p)] : [line];
+    });
+  assert.equal(list(staged), ['.dockerignore 644', 'Dockerfile 644', 'conf 755', 'conf/a.txt 644', 'link -> ok.txt', 'ok.txt 644', 'tool.sh 755']);
+  assert.is(lstatSync(path.join(staged, '.')).mode & 0o7777, 0o755);
+  assert.is(lstatSync(path.join(staged, 'ok.txt')).ino, lstatSync(path.join(ws, 'ctx/ok.txt')).ino, 'a file whose mode is right is a hard link');
+  assert.is.not(lstatSync(path.join(staged, 'tool.sh')).ino, lstatSync(path.join(ws, 'ctx/tool.sh')).ino);
+  assert.is(lstatSync(path.join(ws, 'ctx/tool.sh')).mode & 0o7777, 0o700, 'the workspace is left as it was');
 });
 
 test('detectBuilder: an unknown name, and nothing installed, are clear errors', async () => {

@@ -25,12 +25,13 @@ const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex'
 
 const TREE = { 'bin/tool': '#!/bin/sh\necho tool\n', 'share/model.bin': 'weights v1\n', 'share/deep/x.txt': 'x\n' };
 
-test('a layer is deterministic: same content, any mtimes and modes bits but x, same digest', async () => {
+test('a layer is deterministic: same content, any mtimes, modes (0600, 0700 directories) and bits but x, same digest', async () => {
   const a = workspace(TREE);
   const b = workspace(TREE);
   chmodSync(path.join(a, 'bin/tool'), 0o755);
   chmodSync(path.join(b, 'bin/tool'), 0o700);
   chmodSync(path.join(b, 'share/model.bin'), 0o600);
+  chmodSync(path.join(b, 'share/deep'), 0o700); // as a checkout under umask 077 makes them
   utimesSync(path.join(b, 'share/model.bin'), new Date(2001, 1, 1), new Date(2001, 1, 1));
   const store = new ContentStore(tmp());
   const la = await writeLayer([...entriesForCopy(path.join(a, 'bin'), '/opt/bin'), ...entriesForCopy(path.join(a, 'share'), '/opt/share')], store);
@@ -204,6 +205,30 @@ test('an opaque directory keeps the directories its own layer made without entri
   assert.is(readFileSync(path.join(root, 'c/a/b/new'), 'utf8'), 'upper');
   assert.not.ok(existsSync(path.join(root, 'c/a/old')));
   assert.is(lstatSync(path.join(root, 'c/a')).mode & 0o7777, 0o755, "the lower layer's mode is hidden too");
+});
+
+test('unpacking keeps setuid and setgid bits (owner set before mode) and makes directories without entries 0755, under umask 077', async () => {
+  const root = path.join(tmp(), 'rootfs');
+  const umask = process.umask(0o077);
+  try {
+    await apply(
+      root,
+      [
+        { name: 'usr/bin/su-tool', data: '#!/bin/sh\n', mode: 0o4755 },
+        { name: 'usr/bin/sg-tool', data: '#!/bin/sh\n', mode: 0o2711 },
+        { name: 'srv/', type: 'directory', mode: 0o2775 },
+        { name: 'srv/private', data: 'p', mode: 0o600 },
+        { name: 'tmp/', type: 'directory', mode: 0o1777 },
+      ],
+      true,
+    );
+  } finally {
+    process.umask(umask);
+  }
+  const modeOf = (rel: string) => `${rel || '/'} ${(lstatSync(path.join(root, rel)).mode & 0o7777).toString(8)}`;
+  assert.equal(['', 'usr', 'usr/bin', 'usr/bin/su-tool', 'usr/bin/sg-tool', 'srv', 'srv/private', 'tmp'].map(modeOf), [
+    '/ 755', 'usr 755', 'usr/bin 755', 'usr/bin/su-tool 4755', 'usr/bin/sg-tool 2711', 'srv 2775', 'srv/private 600', 'tmp 1777',
+  ]);
 });
 
 test('unsafe entries are rejected, naming the layer and the entry', async () => {

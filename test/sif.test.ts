@@ -14,7 +14,7 @@ import * as assert from 'uvu/assert';
 import { ExecaRunner, type ProcessRunner } from '../engine/process.js';
 import { ContentStore } from '../engine/store.js';
 import { composeImage, type StoredImage } from '../rules/oci/image.js';
-import { entriesForCopy, writeLayer, type LayerEntry } from '../rules/oci/layer.js';
+import { entriesForCopy, onDiskModes, writeLayer, type LayerEntry } from '../rules/oci/layer.js';
 import { addRuntimeFiles, ConvertError, envScript, imageToSif, labelsJson, mksquashfsArgs, type SifResult } from '../rules/sif/convert.js';
 import { completeSif, DataType, FsType, ID_NAMESPACE, PartType, primaryPartition, readSif, sifPartitionOffset, SifError, writeSif } from '../rules/sif/sif.js';
 import { busyboxRoot, SIFCHECK } from './helpers.js';
@@ -47,7 +47,7 @@ const data = (p: string, text: string, mode = 0o644): LayerEntry => ({ type: 'da
 async function makeImage(store: ContentStore): Promise<StoredImage> {
   const layers = [];
   for (const [entries, createdBy] of [
-    [entriesForCopy(busyboxRootfs(), '/', undefined, true), 'busybox-static'],
+    [entriesForCopy(busyboxRootfs(), '/', undefined, onDiskModes), 'busybox-static'],
     [[data('opt/app/hello.txt', 'hello from the image\n'), data('opt/app/old.txt', 'deleted later\n'), data('opt/app/bin/greet', '#!/bin/sh\necho "greet: $GREETING $*"\n', 0o755)], 'app'],
     [[data('opt/app/.wh.old.txt', '')], 'rm /opt/app/old.txt'],
   ] as const) {

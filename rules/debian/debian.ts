@@ -24,5 +24,5 @@ export { debCachePath, DigestMismatchError, downloadVerified, fetchDeb, fetchDeb
 export type { DownloadOptions, ExpectedContent } from './fetch.js';
 export { emptyLock, formatLock, LOCK_FILE, LOCK_VERSION, LockError, parseLock, readLock, withLockedImage, writeLock } from './lock.js';
 export type { ImagesLock, LockedImage } from './lock.js';
-export { debControl, debDataTar, dpkgStatusEntry } from './extract.js';
-export type { ControlFields } from './extract.js';
+export { debControl, debDataTar, debModes, dpkgStatusEntry } from './extract.js';
+export type { ControlFields, PackageModes } from './extract.js';

@@ -1,14 +1,20 @@
 /**
  * Reading a `.deb` (deb(5): an ar archive of `debian-binary`, `control.tar.*`, `data.tar.*`) with
  * `dpkg-deb`, which every Debian machine has: the data member as one uncompressed tar stream (the
- * package's files, paths `./usr/…`), and the control fields, from which the `/var/lib/dpkg/status`
- * entry that makes the package visible to dpkg and to image scanners is written. No maintainer
- * script is run: unpacking is all an image gets, as with apko and distroless.
+ * package's files, paths `./usr/…`), the permission bits its tar headers give each path, and the
+ * control fields, from which the `/var/lib/dpkg/status` entry that makes the package visible to
+ * dpkg and to image scanners is written. No maintainer script is run: unpacking is all an image
+ * gets, as with apko and distroless.
  */
 import { spawn } from 'node:child_process';
 import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type tar from 'tar-stream';
+import { lazyRequire } from '../../engine/lazy.js';
 import { captureOutput } from '../../engine/process.js';
 import { parseStanzas } from './index.js';
+
+const tarStream = lazyRequire<typeof tar>('tar-stream');
 
 /** Control fields of a binary package, in the control file's order (policy §5.3); values of multi-line fields keep their `\n ` continuation lines. */
 export type ControlFields = ReadonlyMap<string, string>;
@@ -36,6 +42,45 @@ export function debDataTar(debPath: string): Readable {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
   });
   return out;
+}
+
+/**
+ * Permission bits (`mode & 0o7777`: setuid, setgid and sticky included) of the paths a package's
+ * tar headers name, by in-image path (`usr/bin/su`, no `./`, no trailing `/`), with the kind of
+ * entry that gave them. Symbolic links have none (a layer gives every link 0777).
+ */
+export type PackageModes = Map<string, { readonly kind: 'directory' | 'file'; readonly mode: number }>;
+
+/**
+ * Record the modes of `debPath`'s filesystem entries, as its data tar's headers give them, into
+ * `modes`: an entry replaces what an earlier package recorded for its path (as `dpkg-deb -x` of a
+ * later package over the same root replaces it on disk), a symbolic link removes it, and a hard
+ * link gets its target's mode (it is the same inode). The headers, never the extracted files,
+ * are the truth: extraction is subject to the umask, and tar drops setuid bits when not run as
+ * root.
+ * @returns `modes`.
+ * @throws Error with dpkg-deb's message when the file is not a readable .deb.
+ */
+export async function debModes(debPath: string, modes: PackageModes = new Map()): Promise<PackageModes> {
+  const extract = tarStream().extract();
+  const read = (async () => {
+    for await (const entry of extract) {
+      const h = entry.header;
+      const name = h.name.split('/').filter((c) => c && c !== '.').join('/');
+      if (name) {
+        if (h.type === 'directory') modes.set(name, { kind: 'directory', mode: (h.mode ?? 0o755) & 0o7777 });
+        else if (h.type === 'file' || h.type === 'contiguous-file') modes.set(name, { kind: 'file', mode: (h.mode ?? 0o644) & 0o7777 });
+        else if (h.type === 'link') {
+          const target = modes.get((h.linkname ?? '').split('/').filter((c) => c && c !== '.').join('/'));
+          if (target) modes.set(name, target);
+          else modes.delete(name);
+        } else modes.delete(name);
+      }
+      entry.resume();
+    }
+  })();
+  await Promise.all([pipeline(debDataTar(debPath), extract), read]);
+  return modes;
 }
 
 /**

@@ -4,11 +4,17 @@
  * `dpkg-deb -x` (no maintainer scripts run, as apko and distroless do), and the files a package
  * manager would have written: a minimal `/etc/passwd` and `/etc/group`, and `/var/lib/dpkg/status`
  * listing the installed packages.
+ *
+ * Modes: the tree on disk has the packages' files, but its modes are not the image's (tar applies
+ * the umask to what it creates without a header, and drops setuid bits when not root). The image's
+ * modes are the packages' tar headers', recorded while unpacking (`debModes`), and explicit ones
+ * for what is written here; every other directory is 0755 (`rootfsModes`).
  */
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ProcessRunner } from '../../engine/process.js';
-import { debControl, dpkgStatusEntry } from './extract.js';
+import type { ModeOf } from '../oci/layer.js';
+import { debControl, debModes, dpkgStatusEntry, type PackageModes } from './extract.js';
 import { fetchDebs } from './fetch.js';
 import { debianArchitecture, loadIndex } from './index.js';
 import { LOCK_FILE, readLock, withLockedImage, writeLock, type LockedImage } from './lock.js';
@@ -67,7 +73,8 @@ const GROUP = 'root:x:0:\nnogroup:x:65534:\n';
  * Build the root filesystem of a `debian:` image in `rootfs` (an empty directory).
  * @param lockFile the workspace's images.lock; its entry for `name` is used when it matches.
  * @param note receives progress lines for the node's log.
- * @returns whether the packages came from the lock, and how many.
+ * @returns whether the packages came from the lock, and how many; `modes`, the permission bits of
+ *   every path the packages or this function made (give it to `rootfsModes`).
  * @throws the resolver's, downloader's or runner's errors, each naming the package.
  */
 export async function debianRootfs(options: {
@@ -80,7 +87,7 @@ export async function debianRootfs(options: {
   logFile: string;
   signal: AbortSignal;
   note: (line: string) => void;
-}): Promise<{ locked: boolean; packages: number }> {
+}): Promise<{ locked: boolean; packages: number; modes: PackageModes }> {
   const { request, cacheDir, rootfs, signal } = options;
   const entry = readLock(options.lockFile).images[options.name];
   let pins: LockedImage;
@@ -97,20 +104,37 @@ export async function debianRootfs(options: {
   const debs = await fetchDebs(mirror, pins.packages, cacheDir, signal);
   mkdirSync(rootfs, { recursive: true });
   const status: string[] = [];
+  const modes: PackageModes = new Map();
   for (const [i, deb] of debs.entries()) {
-    const r = await options.runner.run(['dpkg-deb', '-x', deb, rootfs], { signal, logFile: options.logFile });
+    // The headers are read while dpkg-deb unpacks (two cores), and recorded in package order.
+    const [r, headers] = await Promise.all([options.runner.run(['dpkg-deb', '-x', deb, rootfs], { signal, logFile: options.logFile }), debModes(deb)]);
     if (r.exitCode !== 0) throw new Error(`dpkg-deb -x failed for ${pins.packages[i].name} ${pins.packages[i].version} (exit ${r.exitCode ?? r.signal})`);
+    for (const [p, m] of headers) modes.set(p, m);
     status.push(dpkgStatusEntry(await debControl(deb)));
   }
   const write = (rel: string, text: string) => {
     const file = path.join(rootfs, rel);
     mkdirSync(path.dirname(file), { recursive: true });
     writeFileSync(file, text);
+    modes.set(rel, { kind: 'file', mode: 0o644 });
   };
   if (!existsSync(path.join(rootfs, 'etc/passwd'))) write('etc/passwd', PASSWD);
   if (!existsSync(path.join(rootfs, 'etc/group'))) write('etc/group', GROUP);
   write('var/lib/dpkg/status', status.join('\n'));
   mkdirSync(path.join(rootfs, 'tmp'), { recursive: true });
-  chmodSync(path.join(rootfs, 'tmp'), 0o1777);
-  return { locked, packages: pins.packages.length };
+  modes.set('tmp', { kind: 'directory', mode: 0o1777 });
+  return { locked, packages: pins.packages.length, modes };
+}
+
+/**
+ * The modes of a root filesystem made by `debianRootfs`, for `entriesForCopy(rootfs, '/',
+ * undefined, rootfsModes(modes))`: a path's recorded mode when the entry on disk is of the kind
+ * that recorded it, else (a directory only `mkdir -p` made) undefined, which `entriesForCopy`
+ * makes 0755 (0644 or 0755 for a file).
+ */
+export function rootfsModes(modes: PackageModes): ModeOf {
+  return (rel, stats) => {
+    const m = modes.get(rel);
+    return m && (m.kind === 'directory') === stats.isDirectory() ? m.mode : undefined;
+  };
 }

@@ -4,7 +4,8 @@
  *
  * Determinism: entries sorted by path, parents before children; every parent directory present;
  * mtime from SOURCE_DATE_EPOCH (or 0); uid/gid 0 and empty user/group names; modes normalized
- * (directories 0755, files 0644 or 0755 when executable, unless declared). The same inputs give
+ * (directories 0755, files 0644 or 0755 when executable, unless declared or given by the packages
+ * a root filesystem came from), never read from the umask. The same inputs give
  * the same bytes, hence the same digests, on any machine with the same zlib (gzip header mtime 0).
  *
  * The layer's diff_id (SHA-256 of the uncompressed tar, for the config's rootfs) and its digest
@@ -12,7 +13,7 @@
  * blob is written into the content-addressed store.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, lstatSync, readdirSync, readlinkSync, renameSync, rmSync, mkdirSync } from 'node:fs';
+import { createReadStream, createWriteStream, lstatSync, readdirSync, readlinkSync, renameSync, rmSync, mkdirSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -56,14 +57,27 @@ export function imagePath(p: string): string {
 }
 
 /**
+ * The permission bits to give `rel` (its in-image path) whose on-disk stats are `stats`, or
+ * undefined for the normalised default. For `entriesForCopy`.
+ */
+export type ModeOf = (rel: string, stats: Stats) => number | undefined;
+
+/**
+ * Every file's and directory's permission bits as they are on disk (setuid, sticky, 0700…). Only
+ * for trees whose every mode was set explicitly (chmod, never the umask), such as test fixtures.
+ */
+export const onDiskModes: ModeOf = (_rel, stats) => stats.mode & 0o7777;
+
+/**
  * Entries for copying `source` (a file, symlink or directory tree) to `dest` in the image.
+ * Modes never depend on the umask: `modeOf`'s answer, else normalised.
  * @param mode for files: the declared mode, or undefined for 0755 if any execute bit is set, else
  *   0644. Directories are 0755.
- * @param preserveModes keep every file's and directory's permission bits as they are on disk
- *   (setuid, sticky, 0700…): for a root filesystem unpacked from packages.
+ * @param modeOf overrides those for the paths it answers (a root filesystem unpacked from
+ *   packages gives the packages' own modes).
  * @throws LayerError when `source` does not exist.
  */
-export function entriesForCopy(source: string, dest: string, mode?: number, preserveModes = false): LayerEntry[] {
+export function entriesForCopy(source: string, dest: string, mode?: number, modeOf?: ModeOf): LayerEntry[] {
   const out: LayerEntry[] = [];
   const visit = (abs: string, rel: string) => {
     let st;
@@ -74,10 +88,10 @@ export function entriesForCopy(source: string, dest: string, mode?: number, pres
     }
     if (st.isSymbolicLink()) out.push({ type: 'symlink', path: rel, target: readlinkSync(abs) });
     else if (st.isDirectory()) {
-      if (rel) out.push({ type: 'directory', path: rel, mode: preserveModes ? st.mode & 0o7777 : 0o755 });
+      if (rel) out.push({ type: 'directory', path: rel, mode: modeOf?.(rel, st) ?? 0o755 });
       for (const name of readdirSync(abs).sort()) visit(path.join(abs, name), rel ? `${rel}/${name}` : name);
     } else if (st.isFile()) {
-      const fileMode = preserveModes ? st.mode & 0o7777 : (mode ?? (st.mode & 0o111 ? 0o755 : 0o644));
+      const fileMode = modeOf?.(rel, st) ?? mode ?? (st.mode & 0o111 ? 0o755 : 0o644);
       out.push({ type: 'file', path: rel, mode: fileMode, source: abs, size: st.size });
     }
     // sockets, fifos and devices are not copied into images

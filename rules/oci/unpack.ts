@@ -9,6 +9,10 @@
  * runtimes provide /dev). Paths are resolved inside the root as a container would see them
  * (symbolic links followed relative to the root, never to the host), so no entry can write
  * outside `root`.
+ *
+ * Modes are the layers' own, setuid and setgid bits included (the owner is set first, when
+ * privileged: chown(2) clears those bits), and 0755 for directories no entry stands for: nothing
+ * depends on the umask, and a tree unpacked here shows the modes the image's SIF shows.
  */
 import { chmodSync, createReadStream, createWriteStream, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
@@ -43,9 +47,15 @@ export interface UnpackOptions {
  */
 export const CHUNK = 1 << 20;
 
-/** Unpack every layer of `image` into `root` (created if missing). @throws UnpackError */
+/**
+ * Unpack every layer of `image` into `root` (created if missing, made 0755 as a SIF's root is).
+ * Modes are the layers' (setuid bits included) and 0755 for directories no entry stands for,
+ * never the umask's.
+ * @throws UnpackError
+ */
 export async function unpackImage(store: ContentStore, image: StoredImage, root: string, options: UnpackOptions = {}): Promise<void> {
-  mkdirSync(root, { recursive: true });
+  makeParents(root);
+  chmodSync(root, 0o755);
   for (const layer of image.manifest.layers) {
     await unpackLayer(createReadStream(store.pathOf(layer.digest), { highWaterMark: CHUNK }), layer, root, options);
   }
@@ -126,6 +136,16 @@ export function symlinkTarget(name: string, linkname: string | null | undefined,
   return link;
 }
 
+/** `mkdir -p dir`, each directory it creates made 0755 (the umask would give 0700 under 077). */
+export function makeParents(dir: string): void {
+  const first = mkdirSync(dir, { recursive: true });
+  if (first === undefined) return;
+  for (let d = dir; ; d = path.dirname(d)) {
+    chmodSync(d, 0o755);
+    if (d === first || d === path.dirname(d)) break;
+  }
+}
+
 function removeAll(p: string): void {
   rmSync(p, { recursive: true, force: true });
 }
@@ -195,17 +215,15 @@ export async function unpackLayer(source: Readable, layer: Descriptor, root: str
         continue;
       }
 
-      mkdirSync(parent, { recursive: true });
+      makeParents(parent);
       const target = path.join(parent, base);
       const kind = existingType(target);
       if (h.type === 'directory') {
         if (kind === 'other') removeAll(target);
         if (kind !== 'dir') mkdirSync(target);
-        chmodSync(target, h.mode ?? 0o755);
       } else if (h.type === 'file' || h.type === 'contiguous-file') {
         if (kind) removeAll(target);
-        await pipeline(entry, createWriteStream(target, { mode: h.mode ?? 0o644 }));
-        chmodSync(target, h.mode ?? 0o644);
+        await pipeline(entry, createWriteStream(target, { mode: 0o600 }));
       } else if (h.type === 'symlink') {
         const link = symlinkTarget(name, h.linkname, id);
         if (kind) removeAll(target);
@@ -229,6 +247,9 @@ export async function unpackLayer(source: Readable, layer: Descriptor, root: str
         continue;
       }
       if (privileged && h.type !== 'link') lchownSync(target, h.uid ?? 0, h.gid ?? 0);
+      // The mode after the owner: chown(2) clears the setuid and setgid bits of a file, root's too.
+      if (h.type === 'directory') chmodSync(target, h.mode ?? 0o755);
+      else if (h.type === 'file' || h.type === 'contiguous-file') chmodSync(target, h.mode ?? 0o644);
       if (h.mtime && h.type !== 'link') lutimesSync(target, h.mtime, h.mtime);
       written.add(name);
       entry.resume();

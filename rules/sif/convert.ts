@@ -29,7 +29,7 @@
  * Ownership is not kept: every file in the SIF belongs to root. (apptainer, building as root,
  * keeps the layers' owners; images whose files belong to other users differ there.)
  */
-import { appendFileSync, chmodSync, createReadStream, createWriteStream, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, createReadStream, createWriteStream, lstatSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { withTempFile } from '../../engine/atomic.js';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -38,7 +38,7 @@ import type { ProcessRunner, RunResult } from '../../engine/process.js';
 import type { ContentStore } from '../../engine/store.js';
 import { flattenImage, NotStreamable, type FlatEntry, type FlattenOptions } from '../oci/flatten.js';
 import type { ImageConfig, StoredImage } from '../oci/image.js';
-import { CHUNK, resolveInRoot, unpackImage, UnpackError } from '../oci/unpack.js';
+import { CHUNK, makeParents, resolveInRoot, unpackImage, UnpackError } from '../oci/unpack.js';
 import { completeSif, sifPartitionOffset, squashfsToSif } from './sif.js';
 
 /** Thrown when a conversion step fails (tar2sqfs or mksquashfs missing or failing). */
@@ -373,7 +373,7 @@ export function addRuntimeFiles(root: string, config: ImageConfig): void {
     const existing = lstatOrUndefined(target);
     if (f.kind === 'dir') {
       if (existing) continue;
-      mkdirSync(target, { recursive: true });
+      makeParents(target);
       chmodSync(target, f.mode);
     } else if (f.kind === 'symlink') {
       if (existing && !existing.isSymbolicLink()) continue;
@@ -384,13 +384,13 @@ export function addRuntimeFiles(root: string, config: ImageConfig): void {
       const st = lstatOrUndefined(resolved);
       if (st?.isFile()) chmodSync(resolved, f.mode); // bind mounts need it readable
       else if (!st) {
-        mkdirSync(path.dirname(resolved), { recursive: true });
+        makeParents(path.dirname(resolved));
         writeFileSync(resolved, '', { mode: f.mode });
         chmodSync(resolved, f.mode);
       }
     } else {
       if (existing) rmSync(target, { recursive: true, force: true });
-      mkdirSync(parent, { recursive: true });
+      makeParents(parent);
       writeFileSync(target, f.content, { mode: f.mode });
       chmodSync(target, f.mode);
     }
