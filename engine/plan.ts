@@ -1,7 +1,7 @@
 /**
  * Plan stage: for every selected node, decide before anything runs whether it is cached or will
  * run, and record why, the way ninja's `-d explain` does: no previous record; input X changed
- * (old → new digest); dependency Y will run; output missing.
+ * (old → new digest); dependency Y will run; output missing; cache entry corrupt.
  */
 import type { ActionCache, CacheEntry } from './cache.js';
 import { expandInputs, type FileDigester } from './files.js';
@@ -81,11 +81,13 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
       const missing = entry.result.artifacts.filter((d) => !inStore(d));
       if (missing.length === 0) status = 'cached';
       else reasons = [`output missing: ${missing.map(shortDigest).join(', ')} no longer in the store`];
+    } else if (ctx.cache.isCorrupt(key, id)) {
+      reasons = ['cache entry corrupt'];
     } else {
       const lastKey = ctx.cache.lastKey(id);
       const previous = lastKey === undefined || lastKey === key ? undefined : ctx.cache.get(lastKey)?.record;
       if (lastKey === undefined) reasons = ['no previous record'];
-      else if (lastKey === key) reasons = ['cache entry missing or corrupt'];
+      else if (lastKey === key) reasons = ['cache entry missing'];
       else if (!previous) reasons = ['previous record missing or corrupt'];
       else {
         reasons = explainChange(previous, record, (dep) => byId.get(dep as NodeId)?.status === 'run');

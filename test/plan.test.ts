@@ -146,12 +146,27 @@ test('a torn or edited cache entry or log line is a miss, never served', async (
   writeFileSync(entryFile, entry);
   writeFileSync(logFile, log.replace(line, line.replace('"duration_ms":', '"duration_ms":1')));
   assert.equal(toRun(plan(dir)), {});
-  // Both gone bad: a miss.
+  // Both gone bad: a miss, and the plan says the record was there but damaged.
   for (const [from, to] of [['"tool":"graph-debian/1"', '"tool":"graph-debian/2"'], ['"duration_ms":', '"duration_ms":1']]) {
     assert.ok(entry.includes(from));
     writeFileSync(entryFile, entry.replace(from, to));
-    assert.equal(toRun(plan(dir))['build:base'], ['no previous record']);
+    assert.equal(toRun(plan(dir))['build:base'], ['cache entry corrupt']);
   }
+  // The entry file gone and the log line damaged anywhere (its digest, its key, its id): still
+  // known as this node's damaged record, not "no previous record".
+  rmSync(entryFile);
+  for (const damaged of [`0${line.slice(1)}`, line.replace(key, `${key.slice(0, 10)}0${key.slice(11)}`), line.replace('"id":"build:base"', '"id":"build:basf"')]) {
+    assert.is.not(damaged, line);
+    writeFileSync(logFile, log.replace(line, damaged));
+    assert.equal(toRun(plan(dir))['build:base'], ['cache entry corrupt']);
+  }
+  // An intact entry file with a damaged log line still serves.
+  writeFileSync(entryFile, entry);
+  assert.equal(toRun(plan(dir)), {});
+  // Only the log line gone: no record at all.
+  rmSync(entryFile);
+  writeFileSync(logFile, log.replace(`${line}\n`, ''));
+  assert.equal(toRun(plan(dir))['build:base'], ['no previous record']);
   // A torn last log line (a crash mid-append) is skipped; earlier lines still count.
   writeFileSync(entryFile, entry);
   writeFileSync(logFile, `${log}0123abc`);
