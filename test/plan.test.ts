@@ -1,6 +1,6 @@
 /** Keys and explanations: what a change makes run, and the exact words for why. */
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -179,6 +179,23 @@ test('a result whose output blob is gone runs again: output missing', async () =
   const digest = `sha256:${createHash('sha256').update('output of build:pwm').digest('hex')}`;
   rmSync(path.join(dir, '.graph', 'cas', 'sha256', digest.slice(7)));
   assert.equal(toRun(plan(dir))['build:pwm'], [`output missing: sha256:${digest.slice(7, 19)} no longer in the store`]);
+});
+
+test('a result whose output blob was changed in place runs again: output corrupt; the rerun stores good bytes', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  const digest = `sha256:${createHash('sha256').update('output of build:pwm').digest('hex')}`;
+  const blob = path.join(dir, '.graph', 'cas', 'sha256', digest.slice(7));
+  writeFileSync(blob, 'output of build:pwn'); // same size, new bytes
+  assert.equal(toRun(plan(dir)), {
+    'build:pwm': [`output corrupt: sha256:${digest.slice(7, 19)} did not match its digest (removed from the store)`],
+  });
+  assert.is(existsSync(blob), false);
+  const run = await runEngine(dir, new FakeRunner());
+  // Its key is unchanged, so what depends on it stays cached: only the corrupt output is made again.
+  assert.equal(run.runner.calls.map((c) => c.id), ['build:pwm']);
+  assert.is(readFileSync(blob, 'utf8'), 'output of build:pwm');
+  assert.equal(toRun(plan(dir)), {});
 });
 
 test('a key is the SHA-256 of the canonical record, independent of key order', () => {

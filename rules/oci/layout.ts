@@ -31,9 +31,12 @@ interface Index {
 }
 
 /**
- * Write an image layout at `dir` holding `images` under their tags. Blobs are hard links into the
- * store when it is on the same file system (else copies). The layout is assembled in a temp
- * directory and renamed into place, replacing any previous one: readers never see half of it.
+ * Write an image layout at `dir` (inside graph's state: `.graph/out/oci/NAME`) holding `images`
+ * under their tags. Blobs are hard links into the store when it is on the same file system (else
+ * copies), made by `ContentStore.linkTo`, so the store's memo sees a write through either name.
+ * The layout is assembled in a temp directory and renamed into place, replacing any previous one:
+ * readers never see half of it.
+ * @throws DigestError when a blob is missing or corrupt in the store.
  */
 export function writeLayout(store: ContentStore, dir: string, images: ReadonlyArray<{ tag: string; image: StoredImage }>): void {
   const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
@@ -44,7 +47,7 @@ export function writeLayout(store: ContentStore, dir: string, images: ReadonlyAr
     for (const { image } of images) {
       for (const digest of imageBlobs(image)) {
         const target = path.join(blobs, digest.slice('sha256:'.length));
-        if (!existsSync(target)) linkOrCopy(store.pathOf(digest), target);
+        if (!existsSync(target)) store.linkTo(digest, target);
       }
     }
     writeFileSync(path.join(tmp, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
