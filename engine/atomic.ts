@@ -77,7 +77,8 @@ export async function withTempFile<T>(target: string, fill: (tmp: string) => Pro
 /**
  * Make `target` a hard link to `source` (a copy when they are on different file systems),
  * replacing any previous file atomically (temp name beside it, then rename); creates parents.
- * For giving store blobs user-visible names (image layouts, SIFs, dist/).
+ * For names inside graph's state only (`ContentStore.linkTo`): a hard link shares its bytes.
+ * @throws the fs error when neither link nor copy works; no temp file is left.
  */
 export function linkOrCopy(source: string, target: string): void {
   const tmp = tempPathFor(target);
@@ -89,9 +90,9 @@ export function linkOrCopy(source: string, target: string): void {
       copyFileSync(source, tmp);
     }
     renameSync(tmp, target);
-  } catch (e) {
+  } finally {
+    // rename(2) onto a name for the same inode does nothing and succeeds: the temp name stays.
     rmSync(tmp, { force: true });
-    throw e;
   }
 }
 
