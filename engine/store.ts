@@ -57,6 +57,8 @@ function hashFileSync(file: string): string {
 export class ContentStore {
   /** The verified-stat memo: hex digest → `statLine`, loaded on first use. */
   private memo?: Map<string, string>;
+  /** Blobs this object found corrupt and removed: still `corrupt` (not `missing`) until written again. */
+  private readonly removed = new Set<string>();
 
   /** @param dir absolute directory of the store (`.graph/cas`). */
   constructor(readonly dir: string) {}
@@ -79,7 +81,8 @@ export class ContentStore {
 
   /**
    * `has`, telling a missing blob from one found corrupt (and removed, so the next write of that
-   * digest stores good bytes). A malformed digest is `missing`.
+   * digest stores good bytes; until then this object keeps calling it `corrupt`, so every node
+   * that shares the blob is told the same). A malformed digest is `missing`.
    */
   check(digest: string): 'intact' | 'missing' | 'corrupt' {
     let file: string;
@@ -88,9 +91,9 @@ export class ContentStore {
     } catch {
       return 'missing';
     }
-    const st = statSync(file, { throwIfNoEntry: false });
-    if (!st) return 'missing';
     const hex = digest.slice('sha256:'.length);
+    const st = statSync(file, { throwIfNoEntry: false });
+    if (!st) return this.removed.has(hex) ? 'corrupt' : 'missing';
     const line = statLine(st);
     if (this.loadMemo().get(hex) === line) return 'intact';
     let actual: string | undefined;
@@ -113,6 +116,7 @@ export class ContentStore {
     } catch {
       // removed by another process meanwhile
     }
+    this.removed.add(hex);
     return 'corrupt';
   }
 
@@ -286,6 +290,7 @@ export class ContentStore {
   }
 
   private remember(hex: string, line: string): void {
+    this.removed.delete(hex);
     this.loadMemo().set(hex, line);
     try {
       appendFileSync(this.memoPath, `${hex} ${line}\n`);
@@ -295,6 +300,7 @@ export class ContentStore {
   }
 
   private async rememberAsync(hex: string, line: string): Promise<void> {
+    this.removed.delete(hex);
     this.loadMemo().set(hex, line);
     try {
       await appendFile(this.memoPath, `${hex} ${line}\n`);
