@@ -57,6 +57,9 @@ function hashFileSync(file: string): string {
 export class ContentStore {
   /** The verified-stat memo: hex digest → `statLine`, loaded on first use. */
   private memo?: Map<string, string>;
+  /** Memo lines waiting for `rememberAsync`'s next append, and that append. */
+  private memoQueue: string[] = [];
+  private memoFlush?: Promise<void>;
   /** Blobs this object found corrupt and removed: still `corrupt` (not `missing`) until written again. */
   private readonly removed = new Set<string>();
 
@@ -299,13 +302,26 @@ export class ContentStore {
     }
   }
 
-  private async rememberAsync(hex: string, line: string): Promise<void> {
+  /**
+   * `remember` for the scheduler's writes: the lines of one turn of the event loop go out in one
+   * append on the thread pool, so a burst of finishing nodes costs one open, write and close, not
+   * one per blob. Resolves when the line is appended (or could not be: as in `remember`).
+   */
+  private rememberAsync(hex: string, line: string): Promise<void> {
     this.removed.delete(hex);
     this.loadMemo().set(hex, line);
-    try {
-      await appendFile(this.memoPath, `${hex} ${line}\n`);
-    } catch {
-      // as in remember
-    }
+    this.memoQueue.push(`${hex} ${line}\n`);
+    this.memoFlush ??= (async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      const text = this.memoQueue.join('');
+      this.memoQueue = [];
+      this.memoFlush = undefined;
+      try {
+        await appendFile(this.memoPath, text);
+      } catch {
+        // as in remember
+      }
+    })();
+    return this.memoFlush;
   }
 }
