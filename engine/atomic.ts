@@ -4,7 +4,7 @@
  * writing the same path leave one whole version.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { constants, copyFileSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -77,7 +77,9 @@ export async function withTempFile<T>(target: string, fill: (tmp: string) => Pro
 /**
  * Make `target` a hard link to `source` (a copy when they are on different file systems),
  * replacing any previous file atomically (temp name beside it, then rename); creates parents.
- * For giving store blobs user-visible names (image layouts, SIFs, dist/).
+ * For names inside graph's state only (`ContentStore.linkTo`): a hard link shares its bytes, so
+ * published files are copies (`copyFileAtomic`).
+ * @throws the fs error when neither link nor copy works; no temp file is left.
  */
 export function linkOrCopy(source: string, target: string): void {
   const tmp = tempPathFor(target);
@@ -89,9 +91,27 @@ export function linkOrCopy(source: string, target: string): void {
       copyFileSync(source, tmp);
     }
     renameSync(tmp, target);
-  } catch (e) {
+  } finally {
+    // rename(2) onto a name for the same inode does nothing and succeeds: the temp name stays.
     rmSync(tmp, { force: true });
-    throw e;
+  }
+}
+
+/**
+ * Copy `source` to `target` atomically (temp file beside it, then rename), as a reflink where the
+ * file system has them (btrfs, XFS: no bytes copied, yet writes to one never reach the other) and
+ * a plain copy elsewhere; creates parents. Never shares an inode with `source`: for published
+ * files, whose editing must not reach the store, and vice versa.
+ * @throws the fs error when the copy fails; no temp file is left.
+ */
+export function copyFileAtomic(source: string, target: string): void {
+  const tmp = tempPathFor(target);
+  mkdirSync(path.dirname(target), { recursive: true });
+  try {
+    copyFileSync(source, tmp, constants.COPYFILE_FICLONE);
+    renameSync(tmp, target);
+  } finally {
+    rmSync(tmp, { force: true });
   }
 }
 

@@ -15,6 +15,11 @@
  *   mid-append) or an edited line fails its digest and is skipped. Appends of one line are atomic
  *   between processes (O_APPEND), so two `graph` processes can share it; `compact` rewrites it
  *   (atomic rename) to one line per node when it has grown past twice that.
+ *
+ * Damage is remembered, not only skipped, so the plan can say "cache entry corrupt" rather than
+ * "no previous record": an entry file that is there but fails its checks, and a log line that fails
+ * its digest yet still shows whose it is (its key field, or its id). Noticing costs nothing extra:
+ * only files and lines that are read anyway are looked at.
  */
 import { hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -63,6 +68,10 @@ function parseResult(line: string): (CachedResult & { id: NodeId }) | undefined 
 
 export class ActionCache {
   private index?: Map<string, { key: string; resultLine: string }>;
+  /** Keys whose entry file was read and found torn or tampered. */
+  private readonly corruptEntries = new Set<string>();
+  /** Keys and node ids named by log lines that failed their digest. */
+  private readonly corruptLines = { keys: new Set<string>(), ids: new Set<string>() };
 
   /** @param dir absolute `.graph` directory. */
   constructor(readonly dir: string) {}
@@ -89,9 +98,11 @@ export class ActionCache {
       return undefined;
     }
     const lines = text.split('\n');
-    if (lines.length !== 4 || lines[3] !== '') return undefined;
     const [recordLine, resultLine, resultSum] = lines;
-    if (sha256(resultLine) !== resultSum || sha256(recordLine) !== key) return undefined;
+    if (lines.length !== 4 || lines[3] !== '' || sha256(resultLine) !== resultSum || sha256(recordLine) !== key || !parseResult(resultLine)) {
+      this.corruptEntries.add(key);
+      return undefined;
+    }
     return { recordLine, resultLine };
   }
 
@@ -129,6 +140,16 @@ export class ActionCache {
     return file ? this.entry(key, file.resultLine, file.recordLine) : undefined;
   }
 
+  /**
+   * Was the record of `key` (or the last one of `id`) there but damaged? True when `get(key)` found
+   * its entry file torn or tampered, or `actions.log` holds a line for `key` (or, when no intact
+   * line for `id` follows, for `id`) that fails its digest. Reads nothing `get` has not read.
+   */
+  isCorrupt(key: string, id: NodeId): boolean {
+    const intact = this.lastEntries(); // fills corruptLines
+    return this.corruptEntries.has(key) || this.corruptLines.keys.has(key) || (this.corruptLines.ids.has(id) && !intact.has(id));
+  }
+
   /** The key `id` last succeeded with, from `actions.log`; undefined when it never did. */
   lastKey(id: NodeId): string | undefined {
     return this.lastEntries().get(id)?.key;
@@ -158,12 +179,22 @@ export class ActionCache {
       // `<64 hex sum> <64 hex key> <result line>`
       if (line.length < 131 || line[64] !== ' ' || line[129] !== ' ') continue;
       const rest = line.slice(65);
-      if (sha256(rest) !== line.slice(0, 64)) continue;
       const key = rest.slice(0, 64);
       const resultLine = rest.slice(65);
       const idMatch = /^\{"format":1,"id":("(?:[^"\\]|\\.)*")/.exec(resultLine);
-      if (!idMatch) continue;
-      map.set(JSON.parse(idMatch[1]) as string, { key, resultLine });
+      let id: string | undefined;
+      try {
+        id = idMatch ? (JSON.parse(idMatch[1]) as string) : undefined;
+      } catch {
+        // a damaged id
+      }
+      if (sha256(rest) !== line.slice(0, 64)) {
+        if (KEY.test(key)) this.corruptLines.keys.add(key);
+        if (id !== undefined) this.corruptLines.ids.add(id);
+        continue;
+      }
+      if (id === undefined) continue;
+      map.set(id, { key, resultLine });
     }
     this.index = map;
     return map;

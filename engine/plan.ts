@@ -1,7 +1,7 @@
 /**
  * Plan stage: for every selected node, decide before anything runs whether it is cached or will
  * run, and record why, the way ninja's `-d explain` does: no previous record; input X changed
- * (old → new digest); dependency Y will run; output missing.
+ * (old → new digest); dependency Y will run; output missing; output corrupt; cache entry corrupt.
  */
 import type { ActionCache, CacheEntry } from './cache.js';
 import { expandInputs, type FileDigester } from './files.js';
@@ -46,20 +46,15 @@ const MAX_REASONS = 8;
 
 /**
  * Plan `selection` (which must be closed under dependencies; see `BuildGraph.withDependencies`).
- * Reads the action cache and digests inputs (through the stat memo); writes nothing.
+ * Reads the action cache and digests inputs (through the stat memo); stats each cached result's
+ * artifacts, re-reading only those whose stat changed since they were verified (the store's memo,
+ * which it updates; a corrupt blob is removed from the store). Writes nothing else.
  */
 export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx: PlanContext): Plan {
   const keys = new Map<NodeId, string>();
   const byId = new Map<NodeId, PlannedNode>();
   const nodes: PlannedNode[] = [];
   const keyer = new Keyer(ctx.digester, ctx.env);
-  // One directory listing of the store beats a stat per artifact once there are many.
-  let storeChecks = 0;
-  let present: Set<string> | undefined;
-  const inStore = (digest: string) => {
-    if (!present && ++storeChecks > 64) present = ctx.store.digests();
-    return present ? present.has(digest) : ctx.store.has(digest);
-  };
   // Many nodes share one input spec (every test of a group reads its inputs); expand each once.
   const expanded = new Map<string, string[]>();
 
@@ -78,14 +73,24 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     let status: PlanStatus = 'run';
     let reasons: string[] = [];
     if (entry) {
-      const missing = entry.result.artifacts.filter((d) => !inStore(d));
-      if (missing.length === 0) status = 'cached';
-      else reasons = [`output missing: ${missing.map(shortDigest).join(', ')} no longer in the store`];
+      // One stat per artifact; the bytes are read only when a stat differs from the store's memo.
+      const missing: string[] = [];
+      const corrupt: string[] = [];
+      for (const d of entry.result.artifacts) {
+        const state = ctx.store.check(d);
+        if (state === 'missing') missing.push(d);
+        else if (state === 'corrupt') corrupt.push(d);
+      }
+      if (missing.length === 0 && corrupt.length === 0) status = 'cached';
+      if (missing.length) reasons.push(`output missing: ${missing.map(shortDigest).join(', ')} no longer in the store`);
+      if (corrupt.length) reasons.push(`output corrupt: ${corrupt.map(shortDigest).join(', ')} did not match its digest (removed from the store)`);
+    } else if (ctx.cache.isCorrupt(key, id)) {
+      reasons = ['cache entry corrupt'];
     } else {
       const lastKey = ctx.cache.lastKey(id);
       const previous = lastKey === undefined || lastKey === key ? undefined : ctx.cache.get(lastKey)?.record;
       if (lastKey === undefined) reasons = ['no previous record'];
-      else if (lastKey === key) reasons = ['cache entry missing or corrupt'];
+      else if (lastKey === key) reasons = ['cache entry missing'];
       else if (!previous) reasons = ['previous record missing or corrupt'];
       else {
         reasons = explainChange(previous, record, (dep) => byId.get(dep as NodeId)?.status === 'run');

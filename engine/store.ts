@@ -1,22 +1,68 @@
 /**
  * The content-addressed store: blobs under `.graph/cas/sha256/<hex>`, named by the SHA-256 of
  * their bytes (the same digest form as OCI descriptors, `sha256:<64 hex>`). Blobs are written to a
- * temp file, digested while written, and renamed into place, so a blob path always holds exactly
- * the bytes its name promises; `verify` re-reads to prove it.
+ * temp file, digested while written, and renamed into place, so a blob path holds the bytes its
+ * name promises when written; `has` and `verify` prove it later.
+ *
+ * The verified-stat memo, `.graph/cas/verified.log`, is what makes that proof cheap. One line per
+ * blob written or verified, the last line for a blob wins:
+ *
+ *     <64 hex digest> <size> <inode> <mtimeMs> <ctimeMs>\n
+ *
+ * A blob whose `lstat` still matches its line was not touched since its bytes were known good, so
+ * `has` answers with one stat and reads nothing; any difference (a byte flipped in place changes
+ * mtime and ctime, and a process cannot set ctime back; a replaced file has another inode) makes
+ * `has` read the blob and hash it again: good bytes are remembered with the new stat, bad ones are
+ * removed, so the blob counts as absent and the next write puts good bytes back. Lines are appended
+ * with O_APPEND (atomic between processes); a torn last line (no newline) or a line that does not
+ * parse is ignored, and a line whose numbers were damaged only costs a re-read. The memo is
+ * rewritten (temp file, rename) to one line per blob when it has grown past twice that. Time
+ * stamps come from the kernel: with multigrain time stamps (Linux 6.13+, ext4/XFS/btrfs/tmpfs) a
+ * write right after graph's stat still gets a new ctime; on older kernels a write within the same
+ * clock tick (≈4 ms) as graph's own write can go unseen.
+ *
+ * A hard link to a blob changes its ctime, so store blobs get other names only through `linkTo`,
+ * which remembers the new stat; published files (dist/) are copies (`copyFileAtomic`), never links.
  */
 import { createHash, hash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, closeSync, createReadStream, createWriteStream, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
+import { appendFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { tempPathFor, writeFileAtomic, writeFileAtomicAsync } from './atomic.js';
+import { linkOrCopy, tempPathFor, writeFileAtomic, writeFileAtomicAsync } from './atomic.js';
 
 const DIGEST = /^sha256:([a-f0-9]{64})$/;
+const MEMO_FILE = 'verified.log';
 
 /** Thrown for a malformed digest or a blob whose bytes do not match its digest. */
 export class DigestError extends Error {}
 
+/** What the memo keeps of a blob's stat: size, inode, mtime and ctime (ms, with the fraction). */
+const statLine = (st: Stats) => `${st.size} ${st.ino} ${st.mtimeMs} ${st.ctimeMs}`;
+
+/** SHA-256 (hex) of a file, read synchronously in 1 MiB chunks. @throws the fs error. */
+function hashFileSync(file: string): string {
+  const h = createHash('sha256');
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
 export class ContentStore {
+  /** The verified-stat memo: hex digest → `statLine`, loaded on first use. */
+  private memo?: Map<string, string>;
+  /** Memo lines waiting for `rememberAsync`'s next append, and that append. */
+  private memoQueue: string[] = [];
+  private memoFlush?: Promise<void>;
+  /** Blobs this object found corrupt and removed: still `corrupt` (not `missing`) until written again. */
+  private readonly removed = new Set<string>();
+
   /** @param dir absolute directory of the store (`.graph/cas`). */
   constructor(readonly dir: string) {}
 
@@ -27,39 +73,73 @@ export class ContentStore {
     return path.join(this.dir, 'sha256', m[1]);
   }
 
-  /** Is the blob present? (A cheap stat; `verify` checks its bytes.) */
+  /**
+   * Is the blob present with the bytes its digest names? One stat when it is unchanged since its
+   * bytes were last known good (module comment); otherwise the blob is read and hashed, and a
+   * corrupt one is removed (`check` says which).
+   */
   has(digest: string): boolean {
-    try {
-      return existsSync(this.pathOf(digest));
-    } catch {
-      return false;
-    }
+    return this.check(digest) === 'intact';
   }
 
-  /** Digests of every blob present (one directory listing). */
-  digests(): Set<string> {
+  /**
+   * `has`, telling a missing blob from one found corrupt (and removed, so the next write of that
+   * digest stores good bytes; until then this object keeps calling it `corrupt`, so every node
+   * that shares the blob is told the same). A malformed digest is `missing`.
+   */
+  check(digest: string): 'intact' | 'missing' | 'corrupt' {
+    let file: string;
     try {
-      // Blobs are the 64-character names; temp files start with `.tmp-`.
-      const names = readdirSync(path.join(this.dir, 'sha256'));
-      const digests = new Set<string>();
-      for (const n of names) if (n.length === 64 && n[0] !== '.') digests.add(`sha256:${n}`);
-      return digests;
+      file = this.pathOf(digest);
     } catch {
-      return new Set();
+      return 'missing';
     }
+    const hex = digest.slice('sha256:'.length);
+    const st = statSync(file, { throwIfNoEntry: false });
+    if (!st) return this.removed.has(hex) ? 'corrupt' : 'missing';
+    const line = statLine(st);
+    if (this.loadMemo().get(hex) === line) return 'intact';
+    let actual: string | undefined;
+    try {
+      actual = hashFileSync(file);
+    } catch {
+      // unreadable: as good as corrupt
+    }
+    // Remembered only if the file did not change while it was read.
+    if (actual === hex && statLine(statSync(file)) === line) {
+      this.remember(hex, line);
+      return 'intact';
+    }
+    if (actual === hex) return 'intact';
+    // Renamed away first: another process may be reading it, and its name must go at once.
+    const bad = tempPathFor(file);
+    try {
+      renameSync(file, bad);
+      rmSync(bad, { force: true });
+    } catch {
+      // removed by another process meanwhile
+    }
+    this.removed.add(hex);
+    return 'corrupt';
   }
 
-  /** Store bytes; returns `{digest, size}` with size in bytes. */
+  /** Store bytes (replacing a corrupt blob of that digest); returns `{digest, size}` with size in bytes. */
   putBytes(data: Uint8Array | string): { digest: string; size: number } {
     const { bytes, digest, target } = this.blobOf(data);
-    if (!existsSync(target)) writeFileAtomic(target, bytes);
+    if (!this.has(digest)) {
+      writeFileAtomic(target, bytes);
+      this.remember(digest.slice(7), statLine(statSync(target)));
+    }
     return { digest, size: bytes.byteLength };
   }
 
   /** `putBytes` with the write on libuv's thread pool (for the scheduler's bookkeeping). */
   async putBytesAsync(data: string | Uint8Array): Promise<{ digest: string; size: number }> {
     const { bytes, digest, target } = this.blobOf(data);
-    if (!existsSync(target)) await writeFileAtomicAsync(target, bytes);
+    if (!this.has(digest)) {
+      await writeFileAtomicAsync(target, bytes);
+      await this.rememberAsync(digest.slice(7), statLine(await stat(target)));
+    }
     return { digest, size: bytes.byteLength };
   }
 
@@ -72,7 +152,8 @@ export class ContentStore {
 
   /**
    * Copy a file into the store by streaming it once through SHA-256.
-   * @param expected when given, the digest the content must have.
+   * @param expected when given, the digest the content must have; an intact blob of that digest
+   *   is kept and the file not read.
    * @throws DigestError when `expected` does not match; nothing is stored then.
    */
   async putFile(file: string, expected?: string): Promise<{ digest: string; size: number }> {
@@ -94,6 +175,7 @@ export class ContentStore {
     mkdirSync(path.dirname(target), { recursive: true });
     try {
       renameSync(file, target);
+      this.remember(digest.slice(7), statLine(statSync(target)));
       return { digest, size };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
@@ -132,24 +214,114 @@ export class ContentStore {
       if (expected !== undefined && expected !== digest) {
         throw new DigestError(`content of ${what} has digest ${digest}, expected ${expected}`);
       }
-      renameSync(tmp, this.pathOf(digest));
+      const target = this.pathOf(digest);
+      renameSync(tmp, target);
+      this.remember(digest.slice(7), statLine(statSync(target)));
       return { digest, size };
     } finally {
       rmSync(tmp, { force: true });
     }
   }
 
-  /** Re-read a blob and check its digest; false when missing or corrupt. */
+  /**
+   * Give an intact blob another name inside graph's state (`.graph/out`: image layouts, SIFs): a
+   * hard link (a copy across file systems), replaced atomically. The link changes the blob's
+   * ctime, so its new stat is remembered. Never for published files: see `copyFileAtomic`.
+   * @throws DigestError when the blob is missing or corrupt; the fs error when linking fails.
+   */
+  linkTo(digest: string, target: string): void {
+    const state = this.check(digest);
+    if (state !== 'intact') throw new DigestError(`blob ${digest} is ${state} in the store`);
+    const file = this.pathOf(digest);
+    const before = statSync(file);
+    linkOrCopy(file, target);
+    const after = statSync(file);
+    // Only the link may have changed it (same bytes, new ctime); anything else is re-verified later.
+    if (after.ino === before.ino && after.size === before.size && after.mtimeMs === before.mtimeMs) this.remember(digest.slice(7), statLine(after));
+  }
+
+  /** Re-read a blob and check its digest; false when missing or corrupt (a corrupt one is kept). */
   async verify(digest: string): Promise<boolean> {
     let file: string;
+    let before: Stats;
     try {
       file = this.pathOf(digest);
-      statSync(file);
+      before = statSync(file);
     } catch {
       return false;
     }
     const hash = createHash('sha256');
     for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-    return `sha256:${hash.digest('hex')}` === digest;
+    if (`sha256:${hash.digest('hex')}` !== digest) return false;
+    const line = statLine(before);
+    if (statLine(statSync(file)) === line) this.remember(digest.slice(7), line);
+    return true;
+  }
+
+  private get memoPath(): string {
+    return path.join(this.dir, MEMO_FILE);
+  }
+
+  /** Read the memo (module comment), compacting it when it has grown past twice its blobs. */
+  private loadMemo(): Map<string, string> {
+    if (this.memo) return this.memo;
+    const memo = new Map<string, string>();
+    let text = '';
+    try {
+      text = readFileSync(this.memoPath, 'latin1');
+    } catch {
+      // no memo yet
+    }
+    let lines = 0;
+    // Only whole lines: a torn last one (a crash mid-append) has no newline.
+    // Lines are not parsed further: a stat is compared with the text `statLine` makes, so a
+    // damaged line matches nothing (and a plan of 10k cached nodes saves a regex per line).
+    for (let start = 0, end = text.indexOf('\n'); end !== -1; start = end + 1, end = text.indexOf('\n', start)) {
+      lines++;
+      if (text.charCodeAt(start + 64) === 32) memo.set(text.slice(start, start + 64), text.slice(start + 65, end));
+    }
+    this.memo = memo;
+    if (lines > 2 * memo.size + 1000) {
+      // A line another process appends during the rewrite can be lost: that costs a re-read.
+      try {
+        writeFileAtomic(this.memoPath, [...memo].map(([hex, st]) => `${hex} ${st}\n`).join(''));
+      } catch {
+        // a read-only store still works, only slower
+      }
+    }
+    return memo;
+  }
+
+  private remember(hex: string, line: string): void {
+    this.removed.delete(hex);
+    this.loadMemo().set(hex, line);
+    try {
+      appendFileSync(this.memoPath, `${hex} ${line}\n`);
+    } catch {
+      // unrecorded: the blob is re-read next time, never served unchecked
+    }
+  }
+
+  /**
+   * `remember` for the scheduler's writes: the lines of one turn of the event loop go out in one
+   * append on the thread pool, so a burst of finishing nodes costs one open, write and close, not
+   * one per blob. Resolves when the line is appended (or could not be: as in `remember`).
+   */
+  private rememberAsync(hex: string, line: string): Promise<void> {
+    this.removed.delete(hex);
+    this.loadMemo().set(hex, line);
+    this.memoQueue.push(`${hex} ${line}\n`);
+    this.memoFlush ??= (async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      const text = this.memoQueue.join('');
+      this.memoQueue = [];
+      this.memoFlush = undefined;
+      try {
+        await appendFile(this.memoPath, text);
+      } catch {
+        // as in remember
+      }
+    })();
+    return this.memoFlush;
   }
 }

@@ -4,7 +4,6 @@
  * file, `.graph/out/sif/NAME.sif`, workspace-relative), its `sha256`, `md5` and `size` (bytes),
  * and the `manifest` digest of the image it holds.
  */
-import { linkOrCopy } from '../engine/atomic.js';
 import path from 'node:path';
 import type { Declarations } from '../engine/declarations.js';
 import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
@@ -51,10 +50,11 @@ export const convertRule: Rule = {
       logFile: ctx.log.path,
     });
     // Into the store under the SHA-256 computed while the SIF was written (a rename, not a copy),
-    // and a stable, user-visible name for it (a hard link, replaced atomically).
+    // and a stable name for it in .graph/out (a hard link the store's memo knows of, replaced
+    // atomically; dist/ gets a copy).
     const { digest } = await ctx.store.moveFile(sifFile, `sha256:${result.sha256}`);
     const visible = path.join(ctx.outDir, 'sif', `${name}.sif`);
-    linkOrCopy(ctx.store.pathOf(digest), visible);
+    ctx.store.linkTo(digest, visible);
     ctx.log.write(`sif ${visible}: sha256 ${result.sha256}, md5 ${result.md5}, ${result.size} bytes\n`);
     return {
       outputs: { sif: path.relative(ctx.decls.root, visible), sha256: result.sha256, md5: result.md5, size: result.size, manifest },

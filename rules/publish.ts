@@ -2,15 +2,15 @@
  * publish:IMAGE — pushes an image (and its SIF, as an ORAS artifact tagged `TAG-sif`) to the
  * references in its `publish:` list with the OCI distribution API (rules/registry/push.ts), or,
  * when it names none, writes them into `dist/oci` (one OCI image layout, a tag per image) and
- * `dist/sif/NAME.sif`. It depends on the image's build and convert and on every test of every
+ * `dist/sif/NAME.sif` (copies of the store's blobs, never hard links). It depends on the image's build and convert and on every test of every
  * model that runs in the image: an image whose tests fail is never published. Each publication
  * is recorded in `published.lock.json`.
  */
 import path from 'node:path';
-import { linkOrCopy, readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
+import { copyFileAtomic, readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
 import { sampledModels, type Declarations, type ImageDecl } from '../engine/declarations.js';
 import { formatReference, parseReference, type ImageReference } from '../engine/reference.js';
-import type { NodeDef, NodeId, Rule } from '../engine/rule.js';
+import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { loadImage } from './oci/image.js';
 import { addToLayout } from './oci/layout.js';
 import { pushArtifact, pushImage, remoteDigest } from './registry/push.js';
@@ -97,8 +97,11 @@ export const publishRule: Rule = {
       await addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
       references.push(`oci-layout:${DIST}/oci:${name}`);
       if (sifBlob) {
+        // A copy (a reflink where the file system has them): dist/ never shares an inode with the
+        // store, so editing one cannot corrupt the other.
+        if (!ctx.store.has(`sha256:${sif.sha256}`)) throw new NodeFailure(`the SIF of '${name}' (sha256:${sif.sha256}) is missing or corrupt in the store`);
         const target = path.join(root, DIST, 'sif', `${name}.sif`);
-        linkOrCopy(sifBlob, target);
+        copyFileAtomic(sifBlob, target);
         sifReferences.push(path.relative(root, target));
       }
     }

@@ -8,12 +8,13 @@
  */
 import { sampledModels, substituteVars, type Declarations, type Runtime } from '../engine/declarations.js';
 import type { InputSpec } from '../engine/files.js';
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { loadImage } from './oci/image.js';
 import { unpackImage } from './oci/unpack.js';
 import { compareOutputs } from './runtime/expect.js';
+import { cachedRootfs } from './runtime/rootfs-cache.js';
 import { detectBackend } from './runtime/runtime.js';
 import { primaryPartition, readSif } from './sif/sif.js';
 import { buildId } from './build.js';
@@ -75,11 +76,11 @@ export const testRule: Rule = {
     const image = loadImage(ctx.store, manifest);
     let rootfs: string;
     if (decl.runtime === 'oci') {
-      rootfs = await cachedRootfs(path.join(ctx.cacheDir, 'rootfs', manifest.slice('sha256:'.length)), (dir) => unpackImage(ctx.store, image, dir, { signal: ctx.signal }));
+      rootfs = await cachedRootfs(path.join(ctx.cacheDir, 'rootfs', manifest.slice('sha256:'.length)), (dir) => unpackImage(ctx.store, image, dir, { signal: ctx.signal }), (why) => ctx.log.write(why));
     } else {
       const sif = ctx.deps.get(depId)?.outputs;
       const sifFile = path.join(root, String(sif?.sif));
-      rootfs = await cachedRootfs(path.join(ctx.cacheDir, 'sif-rootfs', String(sif?.sha256)), (dir) => extractSifPartition(sifFile, dir, ctx));
+      rootfs = await cachedRootfs(path.join(ctx.cacheDir, 'sif-rootfs', String(sif?.sha256)), (dir) => extractSifPartition(sifFile, dir, ctx), (why) => ctx.log.write(why));
     }
     const outputDir = path.join(ctx.outDir, 'test', testDirName(node.id), 'output');
     rmSync(outputDir, { recursive: true, force: true });
@@ -128,28 +129,6 @@ interface TestNodeDecl {
 /** A node id as one directory name. */
 function testDirName(id: NodeId): string {
   return id.replace(/%/g, '%25').replace(/\//g, '%2F');
-}
-
-/**
- * A root filesystem shared by every test of one image (or SIF), made once: `make` fills a
- * private temp directory that is renamed into place, so a reader never sees half of one and two
- * processes making the same one both end up with a whole one. The sandbox mounts it read-only.
- */
-async function cachedRootfs(dir: string, make: (dir: string) => Promise<void>): Promise<string> {
-  if (existsSync(dir)) return dir;
-  const tmp = `${dir}.tmp-${process.pid}-${Math.random().toString(16).slice(2)}`;
-  mkdirSync(path.dirname(dir), { recursive: true });
-  try {
-    await make(tmp);
-    try {
-      renameSync(tmp, dir);
-    } catch (e) {
-      if (!existsSync(dir)) throw e; // else another test made it first
-    }
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
-  return dir;
 }
 
 /** Unpack a SIF's primary system partition (squashfs) into `dir` with unsquashfs. */

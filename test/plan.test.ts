@@ -1,6 +1,6 @@
 /** Keys and explanations: what a change makes run, and the exact words for why. */
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -146,12 +146,27 @@ test('a torn or edited cache entry or log line is a miss, never served', async (
   writeFileSync(entryFile, entry);
   writeFileSync(logFile, log.replace(line, line.replace('"duration_ms":', '"duration_ms":1')));
   assert.equal(toRun(plan(dir)), {});
-  // Both gone bad: a miss.
+  // Both gone bad: a miss, and the plan says the record was there but damaged.
   for (const [from, to] of [['"tool":"graph-debian/1"', '"tool":"graph-debian/2"'], ['"duration_ms":', '"duration_ms":1']]) {
     assert.ok(entry.includes(from));
     writeFileSync(entryFile, entry.replace(from, to));
-    assert.equal(toRun(plan(dir))['build:base'], ['no previous record']);
+    assert.equal(toRun(plan(dir))['build:base'], ['cache entry corrupt']);
   }
+  // The entry file gone and the log line damaged anywhere (its digest, its key, its id): still
+  // known as this node's damaged record, not "no previous record".
+  rmSync(entryFile);
+  for (const damaged of [`0${line.slice(1)}`, line.replace(key, `${key.slice(0, 10)}0${key.slice(11)}`), line.replace('"id":"build:base"', '"id":"build:basf"')]) {
+    assert.is.not(damaged, line);
+    writeFileSync(logFile, log.replace(line, damaged));
+    assert.equal(toRun(plan(dir))['build:base'], ['cache entry corrupt']);
+  }
+  // An intact entry file with a damaged log line still serves.
+  writeFileSync(entryFile, entry);
+  assert.equal(toRun(plan(dir)), {});
+  // Only the log line gone: no record at all.
+  rmSync(entryFile);
+  writeFileSync(logFile, log.replace(`${line}\n`, ''));
+  assert.equal(toRun(plan(dir))['build:base'], ['no previous record']);
   // A torn last log line (a crash mid-append) is skipped; earlier lines still count.
   writeFileSync(entryFile, entry);
   writeFileSync(logFile, `${log}0123abc`);
@@ -164,6 +179,23 @@ test('a result whose output blob is gone runs again: output missing', async () =
   const digest = `sha256:${createHash('sha256').update('output of build:pwm').digest('hex')}`;
   rmSync(path.join(dir, '.graph', 'cas', 'sha256', digest.slice(7)));
   assert.equal(toRun(plan(dir))['build:pwm'], [`output missing: sha256:${digest.slice(7, 19)} no longer in the store`]);
+});
+
+test('a result whose output blob was changed in place runs again: output corrupt; the rerun stores good bytes', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  const digest = `sha256:${createHash('sha256').update('output of build:pwm').digest('hex')}`;
+  const blob = path.join(dir, '.graph', 'cas', 'sha256', digest.slice(7));
+  writeFileSync(blob, 'output of build:pwn'); // same size, new bytes
+  assert.equal(toRun(plan(dir)), {
+    'build:pwm': [`output corrupt: sha256:${digest.slice(7, 19)} did not match its digest (removed from the store)`],
+  });
+  assert.is(existsSync(blob), false);
+  const run = await runEngine(dir, new FakeRunner());
+  // Its key is unchanged, so what depends on it stays cached: only the corrupt output is made again.
+  assert.equal(run.runner.calls.map((c) => c.id), ['build:pwm']);
+  assert.is(readFileSync(blob, 'utf8'), 'output of build:pwm');
+  assert.equal(toRun(plan(dir)), {});
 });
 
 test('a key is the SHA-256 of the canonical record, independent of key order', () => {

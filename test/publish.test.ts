@@ -4,7 +4,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -66,6 +66,60 @@ test('default: dist/oci (a tag per image), dist/sif, published.lock.json; a seco
   // Edit the model: the plan says the lineage lock no longer matches what would be built.
   writeFileSync(path.join(dir, 'model/run.sh'), '#!/bin/sh\necho hi > /output/out.txt # v2\n');
   assert.match(graph(dir, 'plan').stdout, 'published.lock.json is out of date for:\n  model: build:model, convert:model changed since it was published\n');
+});
+
+/** Flip one byte of a file in place (same size and inode; only mtime and ctime change). */
+function flipByte(file: string, offset = 100): void {
+  const fd = openSync(file, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, offset);
+    b[0] ^= 0xff;
+    writeSync(fd, b, 0, 1, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+test('dist/ never shares an inode with the store; a flipped store blob re-runs its node; a re-publish replaces corrupt dist/ files and leaves no temp file', () => {
+  const dir = zoo();
+  assert.is(graph(dir, 'build').code, 0);
+  const cas = path.join(dir, '.graph', 'cas', 'sha256');
+  const distBlobs = path.join(dir, 'dist', 'oci', 'blobs', 'sha256');
+  const distSif = path.join(dir, 'dist', 'sif', 'model.sif');
+  const storeInodes = new Set(readdirSync(cas).map((n) => statSync(path.join(cas, n)).ino));
+  for (const f of [distSif, ...readdirSync(distBlobs).map((n) => path.join(distBlobs, n))]) assert.not.ok(storeInodes.has(statSync(f).ino), `${f} is a link into the store`);
+  const sif = JSON.parse(readFileSync(path.join(dir, 'published.lock.json'), 'utf8')).images.model.sif.sha256 as string;
+
+  // A byte flipped in the store's SIF: dist/ keeps good bytes, and the plan finds it.
+  flipByte(path.join(cas, sif));
+  assert.is(sha256(distSif), sif);
+  assert.match(graph(dir, 'plan').stdout, `1 node to run, 8 cached (9 nodes selected)\n  run    convert:model\n           output corrupt: sha256:${sif.slice(0, 12)} did not match its digest (removed from the store)\n`);
+  const rebuilt = graph(dir, 'build');
+  assert.match(rebuilt.stderr, 'ok: 1 ran, 8 cached, 0 failed, 0 skipped');
+  assert.is(sha256(path.join(cas, sif)), sif);
+
+  // Editing dist/ does not reach the store: still all cached.
+  flipByte(distSif);
+  // The base's layer, which every image of the layout shares, so the next publish finds it by name.
+  const index = JSON.parse(readFileSync(path.join(dir, 'dist', 'oci', 'index.json'), 'utf8')) as { manifests: Array<{ digest: string; annotations: Record<string, string> }> };
+  const manifest = index.manifests.find((m) => m.annotations['org.opencontainers.image.ref.name'] === 'model')?.digest as string;
+  const layer = (JSON.parse(readFileSync(path.join(distBlobs, manifest.slice(7)), 'utf8')).layers[0].digest as string).slice(7);
+  flipByte(path.join(distBlobs, layer), 10);
+  assert.match(graph(dir, 'plan').stdout, /^0 nodes to run, 9 cached/);
+  assert.is(sha256(path.join(cas, sif)), sif);
+  assert.is(sha256(path.join(cas, layer)), layer);
+
+  // Publish again with the same SIF and layers (its record dropped): dist/ is whole again.
+  const key = (JSON.parse(graph(dir, 'plan', '--format', 'json').stdout).nodes as Array<{ id: string; key: string }>).find((n) => n.id === 'publish:model')?.key as string;
+  rmSync(path.join(dir, '.graph', 'ac', key.slice(0, 2), key));
+  const log = path.join(dir, '.graph', 'actions.log');
+  writeFileSync(log, readFileSync(log, 'utf8').split('\n').filter((l) => !l.includes('"id":"publish:model"')).join('\n'));
+  assert.match(graph(dir, 'build').stderr, 'ok: 1 ran, 8 cached, 0 failed, 0 skipped');
+  assert.is(sha256(distSif), sif);
+  for (const n of readdirSync(distBlobs)) assert.is(sha256(path.join(distBlobs, n)), n);
+  assert.equal(readdirSync(path.join(dir, 'dist', 'sif')), ['model.sif']);
+  assert.equal(readdirSync(distBlobs).filter((n) => n.startsWith('.')), []);
 });
 
 test('barrier: an image whose test fails is not published; others are', () => {

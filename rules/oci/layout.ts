@@ -4,10 +4,11 @@
  * umoci, buildah and podman can read it) and imports them as bases (`from: oci-layout:DIR[:TAG]`)
  * or from external builders.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { linkOrCopy, withLock, writeFileAtomic } from '../../engine/atomic.js';
-import type { ContentStore } from '../../engine/store.js';
+import { copyFileAtomic, withLock, writeFileAtomic } from '../../engine/atomic.js';
+import { DigestError, type ContentStore } from '../../engine/store.js';
 import {
   ImageError,
   hostArchitecture,
@@ -31,9 +32,12 @@ interface Index {
 }
 
 /**
- * Write an image layout at `dir` holding `images` under their tags. Blobs are hard links into the
- * store when it is on the same file system (else copies). The layout is assembled in a temp
- * directory and renamed into place, replacing any previous one: readers never see half of it.
+ * Write an image layout at `dir` (inside graph's state: `.graph/out/oci/NAME`) holding `images`
+ * under their tags. Blobs are hard links into the store when it is on the same file system (else
+ * copies), made by `ContentStore.linkTo`, so the store's memo sees a write through either name.
+ * The layout is assembled in a temp directory and renamed into place, replacing any previous one:
+ * readers never see half of it.
+ * @throws DigestError when a blob is missing or corrupt in the store.
  */
 export function writeLayout(store: ContentStore, dir: string, images: ReadonlyArray<{ tag: string; image: StoredImage }>): void {
   const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
@@ -44,7 +48,7 @@ export function writeLayout(store: ContentStore, dir: string, images: ReadonlyAr
     for (const { image } of images) {
       for (const digest of imageBlobs(image)) {
         const target = path.join(blobs, digest.slice('sha256:'.length));
-        if (!existsSync(target)) linkOrCopy(store.pathOf(digest), target);
+        if (!existsSync(target)) store.linkTo(digest, target);
       }
     }
     writeFileSync(path.join(tmp, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
@@ -65,17 +69,25 @@ export function writeLayout(store: ContentStore, dir: string, images: ReadonlyAr
 }
 
 /**
- * Add (or replace) the image tagged `tag` in the layout at `dir`, keeping the other tags: one
- * layout shared by many images, updated under a lock so concurrent nodes lose nothing. Blobs are
- * hard links into the store (else copies); index.json is replaced atomically.
+ * Add (or replace) the image tagged `tag` in the layout at `dir` (a published one: `dist/oci`),
+ * keeping the other tags: one layout shared by many images, updated under a lock so concurrent
+ * nodes lose nothing. Blobs are copies (reflinks where the file system has them), never hard
+ * links: editing the layout must not reach the store. A blob already there is kept only when its
+ * bytes match its digest, else replaced; index.json is replaced atomically.
+ * @throws DigestError when a blob is missing or corrupt in the store.
  */
 export async function addToLayout(store: ContentStore, dir: string, tag: string, image: StoredImage): Promise<void> {
-  await withLock(dir, () => {
+  await withLock(dir, async () => {
     const blobs = path.join(dir, 'blobs', 'sha256');
     mkdirSync(blobs, { recursive: true });
     for (const digest of imageBlobs(image)) {
       const target = path.join(blobs, digest.slice('sha256:'.length));
-      if (!existsSync(target)) linkOrCopy(store.pathOf(digest), target);
+      const source = store.pathOf(digest);
+      // A hard link left by an older graph is replaced too, though its bytes are good.
+      const there = statSync(target, { throwIfNoEntry: false });
+      if (there && there.ino !== statSync(source, { throwIfNoEntry: false })?.ino && (await fileDigest(target)) === digest) continue;
+      if (!store.has(digest)) throw new DigestError(`blob ${digest} is missing or corrupt in the store`);
+      copyFileAtomic(source, target);
     }
     writeFileAtomic(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     const indexFile = path.join(dir, 'index.json');
@@ -84,6 +96,13 @@ export async function addToLayout(store: ContentStore, dir: string, tag: string,
     manifests.sort((a, b) => ((a.annotations?.[REF_NAME] ?? '') < (b.annotations?.[REF_NAME] ?? '') ? -1 : 1));
     writeFileAtomic(indexFile, JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_INDEX, manifests } satisfies Index));
   });
+}
+
+/** `sha256:<hex>` of a file's bytes, streamed. */
+async function fileDigest(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return `sha256:${hash.digest('hex')}`;
 }
 
 function readJson<T>(file: string, what: string): T {
