@@ -70,7 +70,8 @@ const commands: Record<string, Command> = {
     usage: `graph plan [TARGET...] [--changed-since REF] [--only KIND,...] [--format text|json|dot|mermaid|matrix] [-v]
 
 For each selected node: will it run or is it cached, and why (no previous record; input X
-changed, old -> new digest; dependency Y will run; output missing). Reads, never builds.
+changed, old -> new digest; dependency Y will run; output missing or corrupt; cache entry corrupt).
+Reads, never builds.
   --format F     text (default), json (stable: {version, nodes:[{id,kind,deps,key,status,reasons}], summary}),
                  dot, mermaid (draw the graph), matrix (a GitHub Actions matrix, one entry per image)
   -v, --verbose  list cached nodes too (text)
