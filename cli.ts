@@ -148,7 +148,7 @@ ${targetHelp}`,
         cache,
         store,
         stateDir: ws.stateDir,
-        leases: new KeyLeases({ dir: path.join(ws.stateDir, 'leases'), clock: systemClock }),
+        leases: new KeyLeases({ dir: path.join(ws.cacheDir, 'leases'), clock: systemClock }),
         emit: progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root }),
       });
       process.off('SIGINT', onSignal);
@@ -238,7 +238,8 @@ into images.lock (commit it). A build with a matching lock entry never resolves 
     usage: `graph clean [-C DIR]
 
 Deletes .graph/: the action cache, the content-addressed store, logs and the file memo. The next
-build runs everything. Declarations and outputs outside .graph/ are not touched.`,
+build runs everything. Declarations and outputs outside .graph/ are not touched, nor is a cache
+in GRAPH_CACHE_DIR (shared with other checkouts or machines: remove it yourself).`,
     options: { ...common },
     async run(_open, values) {
       const root = path.resolve((values.directory as string | undefined) ?? '.');
@@ -280,8 +281,8 @@ async function selectTargets(ws: Workspace, values: Record<string, unknown>, pos
 
 async function makePlan(ws: Workspace, values: Record<string, unknown>, positionals: string[]) {
   const selected = await selectTargets(ws, values, positionals);
-  const cache = new ActionCache(ws.stateDir);
-  const store = new ContentStore(path.join(ws.stateDir, 'cas'));
+  const cache = new ActionCache(ws.cacheDir);
+  const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
   let plan: Plan = planBuild(ws.graph, ws.graph.withDependencies(selected), { root: ws.root, cache, store, digester, env: process.env });
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.decls);

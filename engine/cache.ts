@@ -1,10 +1,10 @@
 /**
- * The action cache, in the workspace's `.graph/`:
+ * The action cache, in the workspace's `.graph/` (or `GRAPH_CACHE_DIR`):
  *
  * - `ac/<2 hex>/<key>`: one entry per action key, written (atomically) only after the node
  *   succeeded. Three lines: the key record as canonical JSON (so its SHA-256 is the key), the
  *   result line, and the SHA-256 (hex) of the result line. The result line is JSON
- *   `{"format": 1, "id", "outputs", "artifacts", "log", "duration_ms"}`. An entry is served only
+ *   `{"format": 1, "id", "outputs", "artifacts", "files"?, "log", "duration_ms"}`. An entry is served only
  *   if both digests match and the result has the right shape: a torn or edited entry is a miss,
  *   never served.
  * - `actions.log`: the index, append-only. One line per success:
@@ -27,12 +27,15 @@ import { appendFile } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic, writeFileAtomicAsync } from './atomic.js';
 import type { KeyRecord } from './key.js';
+import type { ContentStore } from './store.js';
 import type { Json, NodeId } from './rule.js';
 
 export interface CachedResult {
   readonly outputs: { readonly [k: string]: Json };
   /** Digests (`sha256:<hex>`) of blobs in the content-addressed store the result needs. */
   readonly artifacts: readonly string[];
+  /** Workspace-relative paths of the node's visible files (`NodeOutputs.files`). */
+  readonly files?: readonly string[];
   /** Digest of the node's log in the content-addressed store. */
   readonly log?: string;
   /** Milliseconds the node took when it ran. */
@@ -45,6 +48,33 @@ export interface CacheEntry {
   /** The key record, read on demand; undefined when its entry file is gone or corrupt. */
   readonly record: KeyRecord | undefined;
   readonly result: CachedResult;
+}
+
+/**
+ * A second tier of the action cache, shared between machines (e.g. the Bazel HTTP cache protocol:
+ * `ac/` and `cas/` on a server). The local `ActionCache` is always the first tier, and the two
+ * compose: a plan looks locally first, then asks the remote about the nodes that would run
+ * (`checkRemote` in plan.ts); a remote hit has its artifacts brought into the local store
+ * (verified against their digests) and is recorded locally, so the next plan needs no network.
+ * Every success is recorded locally, then uploaded (`CacheRecorder`).
+ *
+ * A remote cache never fails a build and never serves a wrong result: an unreachable server, a
+ * timeout, a truncated or mismatching body are a miss (`fetch` resolves undefined) or a skipped
+ * upload, reported by the implementation as one warning per run.
+ */
+export interface RemoteCache {
+  /** For messages: where it is (never with credentials). */
+  readonly name: string;
+  /**
+   * The result recorded under `key`, with every artifact fetched into `store` and verified; its
+   * key record must hash to `key`. Undefined on a miss, on any failure, or with `signal` aborted.
+   */
+  fetch(id: NodeId, key: string, store: ContentStore, signal?: AbortSignal): Promise<CachedResult | undefined>;
+  /**
+   * Upload a success: its key record (`recordLine`, whose SHA-256 is `key`), its result and the
+   * artifacts it names from `store`. Never rejects.
+   */
+  upload(id: NodeId, key: string, recordLine: string, result: CachedResult, store: ContentStore): Promise<void>;
 }
 
 const FORMAT = 1;
@@ -63,7 +93,8 @@ function parseResult(line: string): (CachedResult & { id: NodeId }) | undefined 
   }
   if (r.format !== FORMAT || typeof r.id !== 'string' || typeof r.outputs !== 'object' || r.outputs === null) return undefined;
   if (!Array.isArray(r.artifacts) || typeof r.duration_ms !== 'number') return undefined;
-  return { id: r.id as NodeId, outputs: r.outputs, artifacts: r.artifacts, log: r.log, duration_ms: r.duration_ms };
+  if (r.files !== undefined && !(Array.isArray(r.files) && r.files.every((f) => typeof f === 'string'))) return undefined;
+  return { id: r.id as NodeId, outputs: r.outputs, artifacts: r.artifacts, ...(r.files ? { files: r.files } : {}), log: r.log, duration_ms: r.duration_ms };
 }
 
 export class ActionCache {
@@ -73,7 +104,7 @@ export class ActionCache {
   /** Keys and node ids named by log lines that failed their digest. */
   private readonly corruptLines = { keys: new Set<string>(), ids: new Set<string>() };
 
-  /** @param dir absolute `.graph` directory. */
+  /** @param dir absolute cache directory (`.graph`, or `GRAPH_CACHE_DIR`). */
   constructor(readonly dir: string) {}
 
   private entryPath(key: string): string {

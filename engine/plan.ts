@@ -3,7 +3,9 @@
  * run, and record why, the way ninja's `-d explain` does: no previous record; input X changed
  * (old → new digest); dependency Y will run; output missing; output corrupt; cache entry corrupt.
  */
-import type { ActionCache, CacheEntry } from './cache.js';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { ActionCache, CacheEntry, RemoteCache } from './cache.js';
 import { expandInputs, type FileDigester } from './files.js';
 import type { BuildGraph } from './graph.js';
 import { explainChange, Keyer, shortDigest, type KeyRecord } from './key.js';
@@ -24,6 +26,8 @@ export interface PlannedNode {
   readonly reasons: readonly string[];
   /** The cache entry that makes it cached. */
   readonly cached?: CacheEntry;
+  /** Cached, but these visible files are gone: the rule writes them again from the store first. */
+  readonly restore?: readonly string[];
 }
 
 export interface Plan {
@@ -72,6 +76,7 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     const entry = ctx.cache.get(key, id);
     let status: PlanStatus = 'run';
     let reasons: string[] = [];
+    let restore: string[] | undefined;
     if (entry) {
       // One stat per artifact; the bytes are read only when a stat differs from the store's memo.
       const missing: string[] = [];
@@ -81,31 +86,92 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
         if (state === 'missing') missing.push(d);
         else if (state === 'corrupt') corrupt.push(d);
       }
-      if (missing.length === 0 && corrupt.length === 0) status = 'cached';
+      // One stat per visible file (a layout's index.json, a SIF, a dist/ copy). Files the rule can
+      // write again from the store are restored; others make the node run.
+      const gone = goneFiles(ctx.root, entry.result);
+      const restorable = gone.length > 0 && rule?.restore !== undefined;
+      if (missing.length === 0 && corrupt.length === 0 && (gone.length === 0 || restorable)) status = 'cached';
       if (missing.length) reasons.push(`output missing: ${missing.map(shortDigest).join(', ')} no longer in the store`);
       if (corrupt.length) reasons.push(`output corrupt: ${corrupt.map(shortDigest).join(', ')} did not match its digest (removed from the store)`);
+      if (gone.length) reasons.push(status === 'cached' ? restoresReason(gone) : `output missing: ${gone.join(', ')} no longer in the workspace`);
+      if (status === 'cached' && gone.length) restore = gone;
     } else if (ctx.cache.isCorrupt(key, id)) {
       reasons = ['cache entry corrupt'];
     } else {
-      const lastKey = ctx.cache.lastKey(id);
-      const previous = lastKey === undefined || lastKey === key ? undefined : ctx.cache.get(lastKey)?.record;
-      if (lastKey === undefined) reasons = ['no previous record'];
-      else if (lastKey === key) reasons = ['cache entry missing'];
-      else if (!previous) reasons = ['previous record missing or corrupt'];
-      else {
-        reasons = explainChange(previous, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
-        if (reasons.length === 0) reasons = ['key changed'];
-      }
+      reasons = whyNoEntry(ctx.cache, id, key, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
     }
-    if (reasons.length > MAX_REASONS) {
-      reasons = [...reasons.slice(0, MAX_REASONS - 1), `and ${reasons.length - MAX_REASONS + 1} more changes`];
-    }
-    const planned: PlannedNode = { node, key, record, recordText, status, reasons, cached: status === 'cached' ? entry : undefined };
+    const planned: PlannedNode = { node, key, record, recordText, status, reasons, cached: status === 'cached' ? entry : undefined, ...(restore ? { restore } : {}) };
     byId.set(id, planned);
     nodes.push(planned);
   }
   return { graph, nodes, byId };
 }
+
+/** A result's visible files that are not in the workspace at `root` (one stat each). */
+function goneFiles(root: string, result: CacheEntry['result']): string[] {
+  return (result.files ?? []).filter((f) => !existsSync(path.join(root, f)));
+}
+
+const restoresReason = (files: readonly string[]) => `restores ${files.join(', ')} from the store`;
+
+/**
+ * Why a node with no usable entry for `key` runs: no previous record; the entry is missing; or,
+ * against its last record, which inputs changed (`depWillRun` says which dependencies run).
+ */
+function whyNoEntry(cache: ActionCache, id: NodeId, key: string, record: KeyRecord, depWillRun: (id: string) => boolean): string[] {
+  const lastKey = cache.lastKey(id);
+  const previous = lastKey === undefined || lastKey === key ? undefined : cache.get(lastKey)?.record;
+  let reasons: string[];
+  if (lastKey === undefined) reasons = ['no previous record'];
+  else if (lastKey === key) reasons = ['cache entry missing'];
+  else if (!previous) reasons = ['previous record missing or corrupt'];
+  else {
+    reasons = explainChange(previous, record, depWillRun);
+    if (reasons.length === 0) reasons = ['key changed'];
+  }
+  return reasons.length > MAX_REASONS ? [...reasons.slice(0, MAX_REASONS - 1), `and ${reasons.length - MAX_REASONS + 1} more changes`] : reasons;
+}
+
+/**
+ * The second tier: ask `remote` about every node that would run (a few at a time), in order. A hit
+ * (artifacts fetched into `store` and verified by the remote) is recorded in the local `cache` and
+ * the node becomes cached with the reason `from remote cache NAME`; the nodes still to run are
+ * explained again, since a dependency they named as running may now be cached. Never throws for
+ * the remote's failures (they are misses).
+ */
+export async function checkRemote(plan: Plan, cache: ActionCache, remote: RemoteCache, store: ContentStore, root: string, signal?: AbortSignal): Promise<Plan> {
+  const candidates = plan.nodes.filter((p) => p.status === 'run');
+  if (!candidates.length) return plan;
+  const hits = new Map<NodeId, PlannedNode>();
+  let next = 0;
+  const worker = async () => {
+    while (next < candidates.length) {
+      const p = candidates[next++];
+      const result = await remote.fetch(p.node.id, p.key, store, signal).catch(() => undefined);
+      // Trust, then verify: every artifact the entry names must now be in the local store, intact.
+      if (!result || !result.artifacts.every((d) => store.check(d) === 'intact')) continue;
+      // Its visible files were written on another machine: usable only if the rule can restore them.
+      const gone = goneFiles(root, result);
+      if (gone.length && !plan.graph.rules.get(p.node.kind)?.restore) continue;
+      await cache.put(p.node.id, p.key, p.recordText, result);
+      const reasons = [`from remote cache ${remote.name}`, ...(gone.length ? [restoresReason(gone)] : [])];
+      hits.set(p.node.id, { ...p, status: 'cached', reasons, cached: cache.get(p.key, p.node.id), ...(gone.length ? { restore: gone } : {}) });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(REMOTE_CONCURRENCY, candidates.length) }, worker));
+  if (!hits.size) return plan;
+  const nodes = plan.nodes.map((p) => {
+    const hit = hits.get(p.node.id);
+    if (hit) return hit;
+    if (p.status !== 'run' || !p.node.deps.some((d) => hits.has(d.id))) return p;
+    const willRun = (dep: string) => !hits.has(dep as NodeId) && plan.byId.get(dep as NodeId)?.status === 'run';
+    return { ...p, reasons: whyNoEntry(cache, p.node.id, p.key, p.record, willRun) };
+  });
+  return { graph: plan.graph, nodes, byId: new Map(nodes.map((p) => [p.node.id, p])) };
+}
+
+/** Remote lookups in flight at once. */
+const REMOTE_CONCURRENCY = 8;
 
 /**
  * Ask rules with an `upToDate` check (a publish: is the registry already holding this digest?)

@@ -54,6 +54,12 @@ export interface NodeOutputs {
    * cached result whose artifact is gone is a miss ("output missing").
    */
   readonly artifacts: readonly string[];
+  /**
+   * Workspace-relative paths of the user-visible files the node wrote and later nodes or people
+   * read (an image layout's index.json, a SIF under .graph/out, a dist/ copy): a cached result
+   * whose file is gone is a miss ("output missing: PATH"), so the node writes it again.
+   */
+  readonly files?: readonly string[];
 }
 
 /** Sink for a node's log: everything its tools print, and the rule's own notes. */
@@ -104,6 +110,22 @@ export interface Rule {
    *   is not or cannot be told. Never throws for an unreachable service: that is "cannot tell".
    */
   upToDate?(node: NodeDef, ctx: UpToDateContext): Promise<{ outputs: NodeOutputs['outputs']; reason: string } | undefined>;
+  /**
+   * Optional: write a cached result's visible files (`NodeOutputs.files`) again from the store,
+   * without running the node (an image layout, a SIF's name under .graph/out). The planner uses it
+   * when those files are gone from the workspace but every artifact is intact in the store (a new
+   * checkout sharing a cache, a deleted .graph/out); without it, such a node runs again.
+   * @throws Error when it cannot; the node then fails with that reason.
+   */
+  restore?(node: NodeDef, result: NodeOutputs, ctx: RestoreContext): Promise<void>;
+}
+
+/** What `Rule.restore` may use. */
+export interface RestoreContext {
+  readonly decls: Declarations;
+  readonly store: ContentStore;
+  /** As `ExecContext.outDir`. */
+  readonly outDir: string;
 }
 
 /** What `Rule.upToDate` may use. */

@@ -18,8 +18,14 @@ export const MODELS_FILE = 'models.yaml';
 export interface Workspace {
   /** Absolute workspace directory. */
   readonly root: string;
-  /** Absolute `.graph` directory. */
+  /** Absolute `.graph` directory: logs, scratch space, outputs, memos. */
   readonly stateDir: string;
+  /**
+   * Absolute directory of the action cache (`ac/`, `actions.log`), the content-addressed store
+   * (`cas/`) and the leases (`leases/`): `GRAPH_CACHE_DIR` when set (e.g. on a filesystem every
+   * cluster node mounts, or shared by several clones of one zoo), else `stateDir`.
+   */
+  readonly cacheDir: string;
   readonly decls: Declarations;
   readonly graph: BuildGraph;
 }
@@ -51,5 +57,15 @@ export function openWorkspace(root: string, rules: readonly Rule[], overrides: S
 export function compileWorkspace(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined, rules: readonly Rule[], overrides: SettingsOverrides = {}): Workspace {
   const decls = validateDeclarations(root, imagesFile, modelsFile, overrides);
   const graph = BuildGraph.compile(decls, rules);
-  return { root, stateDir: path.join(root, STATE_DIR), decls, graph };
+  const stateDir = path.join(root, STATE_DIR);
+  return { root, stateDir, cacheDir: cacheDirFor(root, process.env), decls, graph };
+}
+
+/**
+ * Where the action cache and the store of the workspace at `root` live: `GRAPH_CACHE_DIR`
+ * (relative paths taken from `root`), else `root/.graph`.
+ */
+export function cacheDirFor(root: string, env: NodeJS.ProcessEnv): string {
+  const dir = env.GRAPH_CACHE_DIR;
+  return dir ? path.resolve(root, dir) : path.join(root, STATE_DIR);
 }

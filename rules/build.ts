@@ -7,7 +7,7 @@
 import path from 'node:path';
 import type { BaseImage, Declarations, ImageDecl, LayerCopy } from '../engine/declarations.js';
 import { isGlob, matchPaths, type InputSpec } from '../engine/files.js';
-import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, type NodeOutputs, type Rule } from '../engine/rule.js';
+import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, type NodeOutputs, type RestoreContext, type Rule } from '../engine/rule.js';
 import { composeImage, imageBlobs, loadImage, type ConfigChanges, type StoredImage } from './oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from './oci/layer.js';
 import { importLayout, writeLayout } from './oci/layout.js';
@@ -143,6 +143,13 @@ async function dockerfileImage(image: ImageDecl, recipe: Extract<ImageDecl['reci
   return changed ? composeImage(ctx.store, built, [], changes, epoch) : built;
 }
 
+/** The visible image layout of a cached build, written again from the store. */
+export async function restoreBuild(node: NodeDef, result: NodeOutputs, ctx: RestoreContext): Promise<void> {
+  const manifest = result.outputs.manifest;
+  if (typeof manifest !== 'string') throw new Error(`${node.id} has no manifest output`);
+  writeLayout(ctx.store, path.join(ctx.outDir, 'oci', node.image as string), [{ tag: 'latest', image: loadImage(ctx.store, manifest) }]);
+}
+
 /** Store the image as an OCI image layout under `.graph/out/oci/NAME` and describe it. */
 function imageOutputs(ctx: ExecContext, name: string, image: StoredImage): NodeOutputs {
   const layout = path.join(ctx.outDir, 'oci', name);
@@ -156,12 +163,14 @@ function imageOutputs(ctx: ExecContext, name: string, image: StoredImage): NodeO
       tag: 'latest',
     },
     artifacts: imageBlobs(image),
+    files: [path.relative(ctx.decls.root, path.join(layout, 'index.json'))],
   };
 }
 
 export const buildRule: Rule = {
   kind: 'build',
   version: 1,
+  restore: restoreBuild,
   expand(decls: Declarations): NodeDef[] {
     // A debian image's key holds its own images.lock entry (versions and SHA-256 of every
     // package), so re-locking one image rebuilds that image only.

@@ -17,6 +17,12 @@ export const convertId = (image: string) => `convert:${image}` as NodeId;
 export const convertRule: Rule = {
   kind: 'convert',
   version: 1,
+  /** The SIF's name under .graph/out, linked again to its store blob. */
+  async restore(node, result, ctx) {
+    const sha256 = result.outputs.sha256;
+    if (typeof sha256 !== 'string') throw new Error(`${node.id} has no sha256 output`);
+    ctx.store.linkTo(`sha256:${sha256}`, path.join(ctx.outDir, 'sif', `${node.image as string}.sif`));
+  },
   expand(decls: Declarations): NodeDef[] {
     return [...decls.images.values()]
       .filter((image) => image.convert.includes('sif'))
@@ -59,6 +65,7 @@ export const convertRule: Rule = {
     return {
       outputs: { sif: path.relative(ctx.decls.root, visible), sha256: result.sha256, md5: result.md5, size: result.size, manifest },
       artifacts: [digest],
+      files: [path.relative(ctx.decls.root, visible)],
     };
   },
 };

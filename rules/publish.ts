@@ -92,10 +92,12 @@ export const publishRule: Rule = {
     const sifBlob = sif && ctx.store.pathOf(`sha256:${sif.sha256}`);
     const references: string[] = [];
     const sifReferences: string[] = [];
+    const files: string[] = [];
     if (decl.publish.length === 0) {
       // The embedded default: a local OCI image layout (a tag per image) and the SIFs, in dist/.
       await addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
       references.push(`oci-layout:${DIST}/oci:${name}`);
+      files.push(path.join(DIST, 'oci', 'blobs', 'sha256', manifest.slice('sha256:'.length)));
       if (sifBlob) {
         // A copy (a reflink where the file system has them): dist/ never shares an inode with the
         // store, so editing one cannot corrupt the other.
@@ -103,6 +105,7 @@ export const publishRule: Rule = {
         const target = path.join(root, DIST, 'sif', `${name}.sif`);
         copyFileAtomic(sifBlob, target);
         sifReferences.push(path.relative(root, target));
+        files.push(path.relative(root, target));
       }
     }
     for (const ref of publishReferences(decl)) {
@@ -123,7 +126,7 @@ export const publishRule: Rule = {
       keys: Object.fromEntries(Object.entries({ [node.id]: ctx.keys.node, ...ctx.keys.deps }).filter(([id]) => !id.startsWith('test:')).sort()),
     };
     await recordPublished(root, name, entry);
-    return { outputs: { manifest, references, sif: entry.sif }, artifacts: [] };
+    return { outputs: { manifest, references, sif: entry.sif }, artifacts: [], files };
   },
 };
 

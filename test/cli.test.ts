@@ -1,11 +1,12 @@
 /** The `graph` binary end to end in temp workspaces (and a temp git repository). */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { FakeRunner, graph, graphAsync, runEngine, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
+import { FakeRunner, graph, graphAsync, graphWith, runEngine, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
 
 const test = suite('cli');
 
@@ -186,6 +187,66 @@ test('build: two graph processes on one workspace run each node once; the other 
   }
   assert.equal(readdirSync(path.join(dir, '.graph', 'leases')), []);
   assert.is(graph(dir, 'plan').stdout.split('\n')[0], '0 nodes to run, 12 cached (12 nodes selected)');
+});
+
+/** Two images (one FROM the other), each converted to SIF and published into dist/. */
+const SIF_PAIR = {
+  'a.txt': 'a\n',
+  'b.txt': 'b\n',
+  'images.yaml': 'version: 1\nimages:\n  base:\n    layers: [{copy: a.txt, to: /a}]\n    convert: [sif]\n  top:\n    from: base\n    layers: [{copy: b.txt, to: /b}]\n    convert: [sif]\n',
+};
+
+test('build: visible outputs deleted from .graph/out are restored from the store, dist/ is published again; nothing else runs', () => {
+  const dir = workspace(SIF_PAIR);
+  assert.is(graph(dir, 'build').code, 0);
+  const sif = readFileSync(path.join(dir, 'dist/sif/top.sif'));
+  const manifest = (name: string) => JSON.parse(readFileSync(path.join(dir, 'published.lock.json'), 'utf8')).images[name].manifest.slice('sha256:'.length);
+  rmSync(path.join(dir, '.graph', 'out'), { recursive: true });
+  rmSync(path.join(dir, 'dist'), { recursive: true });
+  const plan = graph(dir, 'plan', '-v');
+  assert.is(plan.code, 0);
+  assert.is(
+    plan.stdout,
+    `2 nodes to run, 4 cached (6 nodes selected)
+  cached build:base
+           restores .graph/out/oci/base/index.json from the store
+  cached build:top
+           restores .graph/out/oci/top/index.json from the store
+  cached convert:base
+           restores .graph/out/sif/base.sif from the store
+  cached convert:top
+           restores .graph/out/sif/top.sif from the store
+  run    publish:base
+           output missing: dist/oci/blobs/sha256/${manifest('base')}, dist/sif/base.sif no longer in the workspace
+  run    publish:top
+           output missing: dist/oci/blobs/sha256/${manifest('top')}, dist/sif/top.sif no longer in the workspace
+`,
+  );
+  const r = graph(dir, 'build');
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, 'ok: 2 ran, 4 cached, 0 failed, 0 skipped');
+  assert.ok(existsSync(path.join(dir, '.graph/out/oci/top/index.json')));
+  assert.ok(readFileSync(path.join(dir, '.graph/out/sif/top.sif')).equals(sif));
+  assert.ok(readFileSync(path.join(dir, 'dist/sif/top.sif')).equals(sif));
+  execFileSync('skopeo', ['inspect', `oci:${path.join(dir, '.graph/out/oci/top')}:latest`], { stdio: 'pipe' });
+  assert.is(graph(dir, 'plan').stdout.split('\n')[0], '0 nodes to run, 6 cached (6 nodes selected)');
+});
+
+test('GRAPH_CACHE_DIR: a second checkout sharing the cache builds nothing; it restores the layouts and SIFs and publishes its dist/', () => {
+  const shared = mkdtempSync(path.join(tmpdir(), 'graph-shared-cache-'));
+  const a = workspace(SIF_PAIR);
+  const b = workspace(SIF_PAIR);
+  const env = { GRAPH_CACHE_DIR: shared };
+  assert.is(graphWith(env, a, 'build').code, 0);
+  assert.ok(existsSync(path.join(shared, 'actions.log')) && existsSync(path.join(shared, 'cas', 'sha256')));
+  assert.not.ok(existsSync(path.join(a, '.graph', 'cas')), 'the store is in GRAPH_CACHE_DIR, not in .graph/');
+  const r = graphWith(env, b, 'build', '--report', 'report.json');
+  assert.is(r.code, 0, r.stderr);
+  const report = JSON.parse(readFileSync(path.join(b, 'report.json'), 'utf8'));
+  const ran = report.nodes.filter((n: { status: string }) => n.status === 'ran').map((n: { id: string }) => n.id);
+  assert.equal(ran, ['publish:base', 'publish:top']);
+  assert.ok(readFileSync(path.join(b, 'dist/sif/top.sif')).equals(readFileSync(path.join(a, 'dist/sif/top.sif'))));
+  assert.equal(readFileSync(path.join(b, 'published.lock.json'), 'utf8'), readFileSync(path.join(a, 'published.lock.json'), 'utf8'));
 });
 
 test('build: everything cached is exit 0, a one-line summary, and the outputs in the report', async () => {

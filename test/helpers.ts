@@ -9,7 +9,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ActionCache } from '../engine/cache.js';
+import { ActionCache, type CachedResult, type RemoteCache } from '../engine/cache.js';
+import { CacheRecorder } from '../engine/execute/recorder.js';
 import type { EngineEvent } from '../engine/events.js';
 import { systemClock, type Clock } from '../engine/execute/clock.js';
 import { KeyLeases } from '../engine/execute/lease.js';
@@ -17,7 +18,7 @@ import type { Executor, Job, Outcome } from '../engine/execute/executor.js';
 import type { Failure } from '../engine/execute/failure.js';
 import { executePlan } from '../engine/execute/scheduler.js';
 import { FileDigester } from '../engine/files.js';
-import { planBuild } from '../engine/plan.js';
+import { checkRemote, planBuild, type Plan } from '../engine/plan.js';
 import type { ProcessRunner, RunOptions, RunResult } from '../engine/process.js';
 import { NodeFailure, type NodeId, type Rule } from '../engine/rule.js';
 import { ContentStore } from '../engine/store.js';
@@ -57,8 +58,10 @@ export function graph(cwd: string, ...args: string[]): { code: number; stdout: s
 
 /** As `graph`, with extra environment variables. */
 export function graphWith(extraEnv: NodeJS.ProcessEnv, cwd: string, ...args: string[]): { code: number; stdout: string; stderr: string } {
-  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true', ...extraEnv };
+  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' };
   delete env.SOURCE_DATE_EPOCH; // in-process runs key with an empty environment; match them
+  delete env.GRAPH_CACHE_DIR; // each test's cache is its workspace's, unless it says otherwise
+  Object.assign(env, extraEnv);
   const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
@@ -67,6 +70,7 @@ export function graphWith(extraEnv: NodeJS.ProcessEnv, cwd: string, ...args: str
 export function graphAsync(cwd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' };
   delete env.SOURCE_DATE_EPOCH;
+  delete env.GRAPH_CACHE_DIR;
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -198,20 +202,32 @@ export interface EngineRun {
   readonly events: EngineEvent[];
   readonly digester: FileDigester;
   readonly summary: Awaited<ReturnType<typeof executePlan>>;
+  /** The plan that ran (after the remote cache's pass, with `remote`). */
+  readonly plan: Plan;
 }
 
 /** Plan and execute a workspace in-process with fake rules and `runner`. */
 export async function runEngine(
   dir: string,
   runner: FakeRunner,
-  opts: { targets?: NodeId[]; jobs?: number; limits?: Record<string, number>; failFast?: boolean; signal?: AbortSignal; resources?: Record<string, number>; onEvent?: (e: EngineEvent) => void } = {},
+  opts: {
+    targets?: NodeId[];
+    jobs?: number;
+    limits?: Record<string, number>;
+    failFast?: boolean;
+    signal?: AbortSignal;
+    resources?: Record<string, number>;
+    onEvent?: (e: EngineEvent) => void;
+    remote?: RemoteCache;
+  } = {},
 ): Promise<EngineRun> {
   const ws = openWorkspace(dir, fakeRules());
   const cache = new ActionCache(ws.stateDir);
   const store = new ContentStore(path.join(ws.stateDir, 'cas'));
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
   const selected = opts.targets ? ws.graph.withDependencies(opts.targets) : new Set(ws.graph.order);
-  const plan = planBuild(ws.graph, selected, { root: ws.root, cache, store, digester, env: {} });
+  let plan = planBuild(ws.graph, selected, { root: ws.root, cache, store, digester, env: {} });
+  if (opts.remote) plan = await checkRemote(plan, cache, opts.remote, store, ws.root);
   digester.save();
   const events: EngineEvent[] = [];
   const summary = await executePlan(plan, {
@@ -226,12 +242,13 @@ export async function runEngine(
     store,
     stateDir: ws.stateDir,
     leases: new KeyLeases({ dir: path.join(ws.stateDir, 'leases'), clock: systemClock }),
+    recorder: new CacheRecorder(cache, store, opts.remote),
     emit: (e) => {
       events.push(e);
       opts.onEvent?.(e);
     },
   });
-  return { ws, runner, events, digester, summary };
+  return { ws, runner, events, digester, summary, plan };
 }
 
 /** Status of each node in a run, as `{id: status}`. */
@@ -444,5 +461,31 @@ export class FakeExecutor implements Executor {
     const r = this.running.get(id);
     if (!r) throw new Error(`${id} is not running (running: ${[...this.running.keys()].join(', ') || 'none'})`);
     return r;
+  }
+}
+
+/**
+ * An in-memory remote cache (the unit tier's stand-in for an HTTP cache): entries by key with their
+ * artifacts' bytes. `down` makes every call fail as an unreachable server would (a miss, no upload).
+ */
+export class FakeRemoteCache implements RemoteCache {
+  readonly name = 'fake://remote';
+  readonly entries = new Map<string, { id: string; recordLine: string; result: CachedResult; blobs: Map<string, Buffer> }>();
+  readonly fetched: string[] = [];
+  down = false;
+
+  async fetch(id: NodeId, key: string, store: ContentStore): Promise<CachedResult | undefined> {
+    if (this.down) return undefined;
+    const e = this.entries.get(key);
+    if (!e) return undefined;
+    for (const [digest, bytes] of e.blobs) if (store.putBytes(bytes).digest !== digest) return undefined;
+    this.fetched.push(id);
+    return e.result;
+  }
+
+  async upload(id: NodeId, key: string, recordLine: string, result: CachedResult, store: ContentStore): Promise<void> {
+    if (this.down) return;
+    const blobs = new Map(result.artifacts.map((d) => [d, readFileSync(store.pathOf(d))] as const));
+    this.entries.set(key, { id, recordLine, result, blobs });
   }
 }

@@ -1,10 +1,12 @@
 /**
  * The recorder: makes a finished node's result durable before anything depends on it. A success
  * is recorded as its log (a blob in the content-addressed store) and an action-cache entry under
- * the node's key; only then does the scheduler release the node's dependents.
+ * the node's key; only then does the scheduler release the node's dependents. With a remote cache,
+ * the result is uploaded after it is recorded locally, in the background (dependents need only
+ * the local record); the run waits for the uploads at its end (`flush`).
  */
 import { readFile } from 'node:fs/promises';
-import type { ActionCache } from '../cache.js';
+import type { ActionCache, CachedResult, RemoteCache } from '../cache.js';
 import type { ContentStore } from '../store.js';
 import type { Job } from './executor.js';
 import type { NodeOutputs } from '../rule.js';
@@ -16,18 +18,29 @@ export interface Recorder {
    *   scheduler then fails the node with a `record` failure.
    */
   record(job: Job, result: NodeOutputs, duration_ms: number): Promise<void>;
+  /** Wait for work the recorder does after `record` resolved (uploads). Never rejects. */
+  flush?(): Promise<void>;
 }
 
-/** Records into the local action cache and content-addressed store. */
+/** Records into the local action cache and content-addressed store, then uploads to `remote`. */
 export class CacheRecorder implements Recorder {
+  private readonly uploads: Array<Promise<void>> = [];
+
   constructor(
     private readonly cache: ActionCache,
     private readonly store: ContentStore,
+    private readonly remote?: RemoteCache,
   ) {}
 
   async record(job: Job, result: NodeOutputs, duration_ms: number): Promise<void> {
     const p = job.planned;
     const log = (await this.store.putBytesAsync(await readFile(job.log))).digest;
-    await this.cache.put(p.node.id, p.key, p.recordText, { outputs: result.outputs, artifacts: result.artifacts, log, duration_ms });
+    const cached: CachedResult = { outputs: result.outputs, artifacts: result.artifacts, ...(result.files ? { files: result.files } : {}), log, duration_ms };
+    await this.cache.put(p.node.id, p.key, p.recordText, cached);
+    if (this.remote) this.uploads.push(this.remote.upload(p.node.id, p.key, p.recordText, cached, this.store).catch(() => {}));
+  }
+
+  async flush(): Promise<void> {
+    await Promise.all(this.uploads);
   }
 }

@@ -18,7 +18,7 @@
  * recorded finish recording, so the next run resumes from there. With `failFast`, nothing new
  * starts after the first failure.
  */
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import PQueue from 'p-queue';
 import type { ActionCache, CacheEntry } from '../cache.js';
@@ -109,11 +109,6 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
   options.emit({ type: 'run-start', total: plan.nodes.length, toRun: toRun.length, cached: plan.nodes.length - toRun.length, jobs: options.jobs });
 
   const outputs = new Map<NodeId, NodeOutputs>();
-  for (const p of plan.nodes) {
-    if (p.status !== 'cached' || !p.cached) continue;
-    outputs.set(p.node.id, { outputs: p.cached.result.outputs, artifacts: p.cached.result.artifacts });
-    finish({ id: p.node.id, kind: p.node.kind, status: 'cached', duration_ms: 0, reasons: [], outputs: p.cached.result.outputs });
-  }
 
   // Critical path: a node's priority is its estimated duration plus its costliest dependent's.
   const runSet = new Set(toRun.map((p) => p.node.id));
@@ -208,9 +203,16 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       }
       if (got) {
         leases.set(node.id, got.lease);
-        // Whoever held the lease (now, or since this run planned) may have recorded the result.
+        // Whoever held the lease (now, or since this run planned) may have recorded the result:
+        // usable if its artifacts are intact and its visible files are here (in this workspace).
         const entry = options.cache.get(key);
-        if (entry && entry.result.artifacts.every((a) => options.store.has(a))) return { type: 'reused', job, entry, by: got.waitedFor };
+        if (
+          entry &&
+          entry.result.artifacts.every((a) => options.store.has(a)) &&
+          (entry.result.files ?? []).every((f) => existsSync(path.join(options.decls.root, f)))
+        ) {
+          return { type: 'reused', job, entry, by: got.waitedFor };
+        }
       }
     }
     return { type: 'ended', job, outcome: await executor.run(job) };
@@ -223,9 +225,9 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     releasing.push(lease.release());
   };
 
-  const fail = (job: Job, status: NodeStatus, failure: Failure, duration_ms: number) => {
-    const { node } = job.planned;
-    finish({ id: node.id, kind: node.kind, status, duration_ms, reasons: [describeFailure(failure)], failure, log: job.log });
+  const fail = (p: PlannedNode, status: NodeStatus, failure: Failure, duration_ms: number, log?: string) => {
+    const { node } = p;
+    finish({ id: node.id, kind: node.kind, status, duration_ms, reasons: [describeFailure(failure)], failure, ...(log ? { log } : {}) });
     // Everything downstream is skipped, naming this node and why it failed.
     const skipped: Failure = { type: 'dependency', dependency: node.id, cause: failure };
     const stack = [...plan.graph.dependents(node.id)];
@@ -268,7 +270,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       const { outcome } = m;
       if (!outcome.ok) {
         releaseLease(node.id);
-        fail(m.job, outcome.failure.type === 'interrupted' ? 'interrupted' : 'failed', outcome.failure, outcome.duration_ms);
+        fail(m.job.planned, outcome.failure.type === 'interrupted' ? 'interrupted' : 'failed', outcome.failure, outcome.duration_ms, m.job.log);
         return;
       }
       options.emit({ type: 'node-executed', id: node.id, duration_ms: outcome.duration_ms });
@@ -292,11 +294,29 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       } catch {
         // the disk is full: the failure is still reported
       }
-      fail(m.job, 'failed', failure, m.duration_ms);
+      fail(m.job.planned, 'failed', failure, m.duration_ms, m.job.log);
       return;
     }
     release(m.job, { id: node.id, kind: node.kind, status: 'ran', duration_ms: m.duration_ms, reasons: m.job.planned.reasons, outputs: m.result.outputs, log: m.job.log }, m.result);
   };
+
+  // Cached nodes are done; those whose visible files are gone get them back from the store first
+  // (in order: a restore is a link or a small write). One that cannot be restored fails, and what
+  // would run after it is skipped.
+  for (const p of plan.nodes) {
+    if (p.status !== 'cached' || !p.cached) continue;
+    const result: NodeOutputs = { outputs: p.cached.result.outputs, artifacts: p.cached.result.artifacts, ...(p.cached.result.files ? { files: p.cached.result.files } : {}) };
+    if (p.restore) {
+      try {
+        await plan.graph.rules.get(p.node.kind)?.restore?.(p.node, result, { decls: options.decls, store: options.store, outDir: path.join(options.stateDir, 'out') });
+      } catch (e) {
+        fail(p, 'failed', { type: 'error', message: `could not restore ${p.restore.join(', ')}: ${(e as Error).message}` }, 0);
+        continue;
+      }
+    }
+    outputs.set(p.node.id, result);
+    finish({ id: p.node.id, kind: p.node.kind, status: 'cached', duration_ms: 0, reasons: p.restore ? p.reasons : [], outputs: p.cached.result.outputs });
+  }
 
   for (;;) {
     while (mailbox.length) handle(mailbox.shift() as Message);
@@ -312,6 +332,8 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
         }
         if (!best) break;
         best.heap.pop();
+        // Skipped while it waited in the heap (a cached dependency could not be restored).
+        if (results.has(best.id)) continue;
         start(plan.byId.get(best.id) as PlannedNode);
       }
     }
@@ -320,7 +342,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     wake = undefined;
   }
   options.signal?.removeEventListener('abort', onInterrupt);
-  await Promise.all(releasing);
+  await Promise.all([...releasing, recorder.flush?.()]);
 
   // Whatever never started: stopped by --fail-fast or an interrupt.
   const notStarted: Failure = stop ?? { type: 'not-started', why: 'interrupted' };
