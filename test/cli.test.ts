@@ -1,5 +1,5 @@
 /** The `graph` binary end to end in temp workspaces (and a temp git repository). */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -59,7 +59,8 @@ test('plan: text lists what runs and why', () => {
 test('plan: dot, mermaid and matrix formats', () => {
   const dir = workspace(SMALL_ZOO);
   const dot = graph(dir, 'plan', '--format', 'dot').stdout;
-  assert.ok(dot.startsWith('digraph graph {'));
+  assert.ok(dot.startsWith('digraph plan {\n'));
+  assert.match(dot, '  "build:base" [label="build:base\\nrun", style=filled, fillcolor="#ffd8a8"];\n');
   assert.match(dot, '"build:base" -> "build:pwm";');
   assert.match(dot, '"convert:pwm" -> "test:pwm/CTCF@sif";');
   const mermaid = graph(dir, 'plan', '--format', 'mermaid').stdout;
@@ -70,6 +71,23 @@ test('plan: dot, mermaid and matrix formats', () => {
   const bad = graph(dir, 'plan', '--format', 'yaml');
   assert.is(bad.code, 2);
   assert.match(bad.stderr, "unknown --format 'yaml' (one of: text, json, dot, mermaid, matrix)");
+});
+
+test('plan --format dot is read by Graphviz: a label is the id and the status on two lines', () => {
+  const hasDot = spawnSync('dot', ['-V']).status === 0;
+  if (!hasDot) {
+    console.warn('skipped: Graphviz `dot` is not installed (apt-get install graphviz)');
+    return;
+  }
+  const dir = workspace(SMALL_ZOO);
+  const dot = graph(dir, 'plan', '--format', 'dot').stdout;
+  const svg = spawnSync('dot', ['-Tsvg'], { input: dot, encoding: 'utf8' });
+  assert.is(svg.status, 0, svg.stderr);
+  assert.is(svg.stderr, '');
+  const texts = [...svg.stdout.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) => m[1]);
+  assert.equal(texts.slice(0, 4), ['build:base', 'run', 'build:pwm', 'run']);
+  assert.is(texts.filter((t) => t === 'run').length, 9, 'every node is to run, on its own line');
+  assert.not.ok(texts.some((t) => t.includes('\\')), 'no literal backslash in a label');
 });
 
 test('targets: image:, group:, globs, --only, and did-you-mean', () => {
