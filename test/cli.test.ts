@@ -1,7 +1,7 @@
 /** The `graph` binary end to end in temp workspaces (and a temp git repository). */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -33,6 +33,12 @@ test('--help on every command, and the command list', () => {
     assert.is(r.code, 0, c);
     assert.ok(r.stdout.startsWith(`graph ${c}`), `${c} --help starts with its usage`);
   }
+  const bare = graph('.');
+  assert.is(bare.code, 2, 'no command is a usage error');
+  assert.is(bare.stdout, '');
+  assert.is(bare.stderr, top.stdout, 'the usage, on stderr');
+  assert.is(graph('.', '-C', '.').code, 2);
+  assert.is(graph('.', 'help').code, 0);
   assert.is(graph('.', 'frobnicate').code, 2);
   const badFlag = graph('.', 'plan', '--bogus');
   assert.is(badFlag.code, 2);
@@ -143,6 +149,21 @@ test('build: exit 1 on a failed node, reports written, dependents skipped, exit 
   assert.is(graph(dir, 'build', '--jobs', '0').code, 2);
   assert.is(graph(dir, 'build', '--limit', 'bogus=2').code, 2);
   assert.is(graph(dir, 'build', '--keep-going', '--fail-fast').code, 2);
+});
+
+test('build: an unwritable --report or --junit is exit 2 before anything runs', () => {
+  const dir = workspace({ ...SMALL_ZOO, 'f.txt': 'a file', 'out/keep': '' });
+  const underFile = graph(dir, 'build', '--report', 'f.txt/report.json');
+  assert.is(underFile.code, 2);
+  assert.is(underFile.stderr, `graph build: cannot write --report f.txt/report.json: ${path.join(dir, 'f.txt')} is not a directory\nRun 'graph build --help' for usage.\n`);
+  const deeper = graph(dir, 'build', '--junit', 'f.txt/a/b/junit.xml');
+  assert.is(deeper.stderr, `graph build: cannot write --junit f.txt/a/b/junit.xml: ${path.join(dir, 'f.txt')} is not a directory\nRun 'graph build --help' for usage.\n`);
+  const directory = graph(dir, 'build', '--report', 'report.json', '--junit', 'out');
+  assert.is(directory.code, 2);
+  assert.is(directory.stderr, "graph build: cannot write --junit out: it is a directory\nRun 'graph build --help' for usage.\n");
+  assert.not.ok(existsSync(path.join(dir, '.graph')), 'no node ran, nothing planned');
+  assert.not.ok(existsSync(path.join(dir, 'report.json')));
+  assert.equal(readdirSync(dir).sort(), ['f.txt', 'images.yaml', 'models.yaml', 'out', 'zoo'], 'no probe file left');
 });
 
 test('build: everything cached is exit 0, a one-line summary, and the outputs in the report', async () => {
