@@ -37,6 +37,22 @@ export type InputSpec =
   /** Files matching a glob (a directory match brings in every file under it). */
   | { readonly kind: 'glob'; readonly pattern: string };
 
+/**
+ * The directory part of a glob: its leading components without pattern syntax (`zoo/*.pwm` →
+ * `zoo`, `**` → `.`), which fast-glob reads from, following a symbolic link there. A plain path is
+ * its own base.
+ */
+export function globBase(pattern: string): string {
+  if (!isDynamic(pattern)) return pattern;
+  const parts = pattern.split('/');
+  const fixed: string[] = [];
+  for (const part of parts.slice(0, -1)) {
+    if (isDynamic(part)) break;
+    fixed.push(part);
+  }
+  return fixed.length ? fixed.join('/') || '/' : '.';
+}
+
 /** The directory of graph's own state, never an input. */
 export const STATE_DIR = '.graph';
 

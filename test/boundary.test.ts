@@ -1,0 +1,149 @@
+/**
+ * The workspace boundary: declarations read nothing outside the workspace (or the directories of
+ * settings.allow_outside), symbolic links followed; checked at validation with exact diagnostics,
+ * and again when keys are computed, layers written and tests compared.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { graph, workspace } from './helpers.js';
+
+const test = suite('boundary');
+
+const HINT = '  hint: declarations read only inside the workspace (the directory of images.yaml): move the files in, or list their directory under settings.allow_outside in images.yaml';
+
+test('every declared path must resolve inside the workspace, symbolic links followed: exit 2, one diagnostic each', () => {
+  const dir = workspace({
+    'zoo/a.txt': 'a\n',
+    'Dockerfile': 'FROM scratch\n',
+    'expect/m1/out.txt': 'x\n',
+    'images.yaml': `version: 1
+images:
+  a:
+    layers:
+      - {copy: /etc/passwd, to: /x}
+      - {copy: ../../../../../../../../etc/passwd, to: /y}
+      - {copy: zoo/etc/passwd, to: /z}
+      - {copy: "zoo/etc/pass*", to: /e/}
+      - {copy: zoo/etc, to: /l}
+      - {copy: "zoo/*", to: /fine/}
+  b:
+    dockerfile: Dockerfile
+    context: zoo/etc
+  c:
+    from: oci-layout:/etc
+    layers: [{copy: zoo/a.txt, to: /a}]
+`,
+    'models.yaml': `version: 1
+groups:
+  g:
+    image: a
+    models: [m1, m2]
+    test: {command: [x], inputs: /etc, expect: "expect/{model}"}
+`,
+  });
+  symlinkSync('/etc', path.join(dir, 'zoo/etc'));
+  symlinkSync('../zoo/etc', path.join(dir, 'expect/m2'));
+  const r = graph(dir, 'validate');
+  assert.is(r.code, 2);
+  assert.fixture(
+    r.stderr,
+    `images.yaml:5:16: error[outside-workspace]: images.a.layers[0].copy '/etc/passwd' resolves to /etc/passwd, outside the workspace
+    5 |       - {copy: /etc/passwd, to: /x}
+      |                ^^^^^^^^^^^
+${HINT}
+
+images.yaml:6:16: error[outside-workspace]: images.a.layers[1].copy '../../../../../../../../etc/passwd' resolves to /etc/passwd, outside the workspace
+    6 |       - {copy: ../../../../../../../../etc/passwd, to: /y}
+      |                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+${HINT}
+
+images.yaml:7:16: error[outside-workspace]: images.a.layers[2].copy 'zoo/etc/passwd' resolves to /etc/passwd, outside the workspace (zoo/etc is a symbolic link to /etc)
+    7 |       - {copy: zoo/etc/passwd, to: /z}
+      |                ^^^^^^^^^^^^^^
+${HINT}
+
+images.yaml:8:16: error[outside-workspace]: images.a.layers[3].copy 'zoo/etc/pass*' resolves to /etc, outside the workspace (zoo/etc is a symbolic link to /etc)
+    8 |       - {copy: "zoo/etc/pass*", to: /e/}
+      |                ^^^^^^^^^^^^^^^
+${HINT}
+
+images.yaml:9:16: error[outside-workspace]: images.a.layers[4].copy 'zoo/etc' resolves to /etc, outside the workspace (zoo/etc is a symbolic link to /etc)
+    9 |       - {copy: zoo/etc, to: /l}
+      |                ^^^^^^^
+${HINT}
+
+images.yaml:13:14: error[outside-workspace]: images.b.context 'zoo/etc' resolves to /etc, outside the workspace (zoo/etc is a symbolic link to /etc)
+    13 |     context: zoo/etc
+       |              ^^^^^^^
+${HINT}
+
+images.yaml:15:11: error[outside-workspace]: images.c.from 'oci-layout:/etc' resolves to /etc, outside the workspace
+    15 |     from: oci-layout:/etc
+       |           ^^^^^^^^^^^^^^^
+${HINT}
+
+models.yaml:6:34: error[outside-workspace]: groups.g.test.inputs '/etc' resolves to /etc, outside the workspace
+    6 |     test: {command: [x], inputs: /etc, expect: "expect/{model}"}
+      |                                  ^^^^
+${HINT}
+
+models.yaml:6:48: error[outside-workspace]: groups.g.test.expect 'expect/{model}' (model 'm2') resolves to /etc, outside the workspace (expect/m2 is a symbolic link to ../zoo/etc)
+    6 |     test: {command: [x], inputs: /etc, expect: "expect/{model}"}
+      |                                                ^^^^^^^^^^^^^^^^
+${HINT}
+
+9 errors
+`,
+  );
+});
+
+test('copy: ../../../root is a diagnostic, not a walk of the whole directory', () => {
+  const dir = workspace({ 'images.yaml': 'version: 1\nimages:\n  a:\n    layers: [{copy: ../../../../../../../../root, to: /r}]\n' });
+  const r = graph(dir, 'plan');
+  assert.is(r.code, 2);
+  assert.ok(r.stderr.startsWith("images.yaml:4:21: error[outside-workspace]: images.a.layers[0].copy '../../../../../../../../root' resolves to /root, outside the workspace\n"), r.stderr);
+});
+
+test('settings.allow_outside: a listed directory may be read (relative to images.yaml); one that does not exist is an error', () => {
+  const outside = workspace({ 'w.bin': 'weights\n' });
+  const dir = workspace({ 'zoo/a.txt': 'a\n' });
+  const rel = path.relative(dir, outside);
+  writeFileSync(path.join(dir, 'images.yaml'), `version: 1\nsettings:\n  allow_outside: [${rel}]\nimages:\n  a:\n    layers: [{copy: ${rel}/w.bin, to: /w.bin}, {copy: zoo/a.txt, to: /a.txt}]\n`);
+  const r = graph(dir, 'build', 'build:a', '--report', 'r.json');
+  assert.is(r.code, 0, r.stderr);
+  const layer = JSON.parse(readFileSync(path.join(dir, 'r.json'), 'utf8')).nodes[0].outputs.layers[0] as string;
+  const listing = spawnSync('tar', ['-tzf', path.join(dir, '.graph/cas/sha256', layer.slice('sha256:'.length))], { encoding: 'utf8' }).stdout;
+  assert.is(listing, 'a.txt\nw.bin\n');
+
+  writeFileSync(path.join(dir, 'images.yaml'), `version: 1\nsettings:\n  allow_outside: [${rel}, ../no-such-dir]\nimages:\n  a:\n    layers: [{copy: zoo/a.txt, to: /a.txt}]\n`);
+  const missing = graph(dir, 'validate');
+  assert.is(missing.code, 2);
+  assert.is(
+    missing.stderr,
+    `images.yaml:3:${21 + rel.length}: error[missing-file]: settings.allow_outside[1]: directory '${path.join(path.dirname(dir), 'no-such-dir')}' does not exist
+    3 |   allow_outside: [${rel}, ../no-such-dir]
+      | ${' '.repeat(20 + rel.length)}^^^^^^^^^^^^^^
+
+1 error
+`,
+  );
+});
+
+test('a symbolic link matched by a glob is copied as a link (as Docker COPY does); its target outside is never read', () => {
+  const outside = workspace({ secret: 'TOP SECRET\n' });
+  const dir = workspace({ 'zoo/a.txt': 'a\n', 'images.yaml': 'version: 1\nimages:\n  a:\n    layers: [{copy: "zoo/*", to: /z/}]\n' });
+  symlinkSync(path.join(outside, 'secret'), path.join(dir, 'zoo/link'));
+  const r = graph(dir, 'build', 'build:a', '--report', 'r.json');
+  assert.is(r.code, 0, r.stderr);
+  const layer = JSON.parse(readFileSync(path.join(dir, 'r.json'), 'utf8')).nodes[0].outputs.layers[0] as string;
+  const blob = path.join(dir, '.graph/cas/sha256', layer.slice('sha256:'.length));
+  const listing = spawnSync('tar', ['-tvzf', blob], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map((l) => l.replace(/^(\S+) .* 1970-01-01 00:00 /, '$1 '));
+  assert.equal(listing, ['drwxr-xr-x z/', '-rw-r--r-- z/a.txt', `lrwxrwxrwx z/link -> ${path.join(outside, 'secret')}`]);
+  assert.not.ok(gunzipSync(readFileSync(blob)).includes('TOP SECRET'), 'the target was not read');
+});
+
+test.run();
