@@ -283,7 +283,7 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   const selected = await selectTargets(ws, values, positionals);
   const cache = new ActionCache(ws.stateDir);
   const store = new ContentStore(path.join(ws.stateDir, 'cas'));
-  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
+  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'), ws.decls.boundary);
   let plan: Plan = planBuild(ws.graph, ws.graph.withDependencies(selected), { root: ws.root, cache, store, digester, env: process.env });
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.decls);
   return { plan, cache, store, digester, summary: planSummary(plan) };

@@ -4,16 +4,35 @@
  * and again when keys are computed, layers written and tests compared.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { Boundary, OutsideWorkspaceError } from '../engine/boundary.js';
+import { FileDigester } from '../engine/files.js';
+import { ContentStore } from '../engine/store.js';
+import { openWorkspace } from '../engine/workspace.js';
+import { layerEntries } from '../rules/build.js';
+import { defaultRules } from '../rules/index.js';
+import { writeLayer } from '../rules/oci/layer.js';
+import { compareOutputs } from '../rules/runtime/expect.js';
 import { graph, workspace } from './helpers.js';
 
 const test = suite('boundary');
 
 const HINT = '  hint: declarations read only inside the workspace (the directory of images.yaml): move the files in, or list their directory under settings.allow_outside in images.yaml';
+
+/** How a thrown error reads, for exact assertions. */
+function thrown(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    return `${(e as Error).name}: ${(e as Error).message}`;
+  }
+  return 'nothing thrown';
+}
 
 test('every declared path must resolve inside the workspace, symbolic links followed: exit 2, one diagnostic each', () => {
   const dir = workspace({
@@ -144,6 +163,88 @@ test('a symbolic link matched by a glob is copied as a link (as Docker COPY does
   const listing = spawnSync('tar', ['-tvzf', blob], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map((l) => l.replace(/^(\S+) .* 1970-01-01 00:00 /, '$1 '));
   assert.equal(listing, ['drwxr-xr-x z/', '-rw-r--r-- z/a.txt', `lrwxrwxrwx z/link -> ${path.join(outside, 'secret')}`]);
   assert.not.ok(gunzipSync(readFileSync(blob)).includes('TOP SECRET'), 'the target was not read');
+});
+
+test('checked again at execution: a directory replaced by a link after validation is refused by keys, layer entries and the layer writer', async () => {
+  const outside = workspace({ 'f.txt': 'TOP SECRET\n' });
+  const dir = workspace({ 'zoo/d/f.txt': 'inside\n', 'images.yaml': 'version: 1\nimages:\n  a:\n    layers: [{copy: zoo/d, to: /d}, {copy: "zoo/*", to: /z/}]\n' });
+  const ws = openWorkspace(dir, defaultRules);
+  const recipe = ws.decls.images.get('a')!.recipe;
+  if (recipe.kind !== 'layers') throw new Error('a layers: image');
+  const listed = layerEntries(dir, recipe.layers, ws.decls.boundary);
+  // After validation (and after the entries were listed), zoo/d becomes a link to a directory outside.
+  renameSync(path.join(dir, 'zoo/d'), path.join(dir, 'zoo/was-d'));
+  symlinkSync(outside, path.join(dir, 'zoo/d'));
+  const real = realpathSync(outside);
+
+  const digester = new FileDigester(dir, undefined, ws.decls.boundary);
+  assert.is(digester.fingerprint('zoo/d/f.txt'), `outside-workspace:${real}/f.txt`);
+  assert.is(digester.stats.bytesRead, 0, 'not a byte read');
+
+  assert.is(thrown(() => layerEntries(dir, recipe.layers, ws.decls.boundary)), `OutsideWorkspaceError: zoo/d resolves to ${real}, outside the workspace`);
+
+  const store = new ContentStore(path.join(dir, '.graph/cas'));
+  try {
+    await writeLayer(listed, store, { within: ws.decls.boundary });
+    assert.unreachable('the layer was written');
+  } catch (e) {
+    assert.instance(e, OutsideWorkspaceError);
+    assert.is((e as Error).message, `zoo/d/f.txt resolves to ${real}/f.txt, outside the workspace`);
+  }
+  assert.equal(readdirSync(path.join(dir, '.graph/cas/sha256')), [], 'no blob, no temp file left');
+
+  // A file replaced by a link is not followed at all (O_NOFOLLOW), wherever the link points.
+  renameSync(path.join(dir, 'zoo/d'), path.join(dir, 'zoo/link-to-outside'));
+  renameSync(path.join(dir, 'zoo/was-d'), path.join(dir, 'zoo/d'));
+  renameSync(path.join(dir, 'zoo/d/f.txt'), path.join(dir, 'zoo/d/g.txt'));
+  symlinkSync('g.txt', path.join(dir, 'zoo/d/f.txt'));
+  try {
+    await writeLayer(listed, store, { within: ws.decls.boundary });
+    assert.unreachable('the layer was written');
+  } catch (e) {
+    assert.is((e as NodeJS.ErrnoException).code, 'ELOOP');
+  }
+});
+
+test('test outputs: a link the command left in /output is not followed on the host; expectations stay inside the boundary', () => {
+  const outside = workspace({ 'scores.tsv': 's1\t0.9\n' });
+  const real = realpathSync(outside);
+  const output = workspace({ 'log.txt': 'ran\n' });
+  symlinkSync(path.join(outside, 'scores.tsv'), path.join(output, 'scores.tsv'));
+  const dir = workspace({ 'expect/scores.tsv': 's1\t0.5\n' });
+  const boundary = new Boundary(dir);
+  assert.equal(compareOutputs(output, path.join(dir, 'expect'), { absolute: 0.001 }, boundary), {
+    ok: false,
+    differences: [`scores.tsv: leads out of /output (to ${real}/scores.tsv); not read`],
+  });
+  mkdirSync(path.join(dir, 'expect2'));
+  symlinkSync(path.join(outside, 'scores.tsv'), path.join(dir, 'expect2/real.tsv'));
+  writeFileSync(path.join(output, 'real.tsv'), 's1\t0.5\n');
+  assert.is(
+    thrown(() => compareOutputs(output, path.join(dir, 'expect2'), { absolute: 0.001 }, boundary)),
+    `OutsideWorkspaceError: ${path.join(dir, 'expect2/real.tsv')} resolves to ${real}/scores.tsv, outside the workspace`,
+  );
+  // A link that stays inside its directory is followed as before.
+  symlinkSync('real.tsv', path.join(output, 'same.tsv'));
+  writeFileSync(path.join(dir, 'expect/same.tsv'), 's1\t0.5\n');
+  rmSync(path.join(output, 'scores.tsv'));
+  writeFileSync(path.join(output, 'scores.tsv'), 's1\t0.5\n');
+  assert.equal(compareOutputs(output, path.join(dir, 'expect'), { absolute: 0.001 }, boundary), { ok: true, differences: [] });
+});
+
+test('a directory with more entries than a call takes arguments is copied (no "Maximum call stack size exceeded")', () => {
+  const dir = workspace({});
+  mkdirSync(path.join(dir, 'many'));
+  for (let i = 0; i < 20_000; i++) writeFileSync(path.join(dir, 'many', `f${i}`), '');
+  // A smaller stack makes the old push(...entries) overflow at ~15,000 entries instead of ~130,000.
+  const build = fileURLToPath(new URL('../rules/build.js', import.meta.url));
+  const boundary = fileURLToPath(new URL('../engine/boundary.js', import.meta.url));
+  const script = `const { layerEntries } = await import(${JSON.stringify(build)}); const { Boundary } = await import(${JSON.stringify(boundary)});
+const root = ${JSON.stringify(dir)};
+process.stdout.write(String(layerEntries(root, [{ copy: 'many', to: '/m' }], new Boundary(root)).length));`;
+  const r = spawnSync(process.execPath, ['--stack-size=100', '--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.is(r.stderr, '');
+  assert.is(r.stdout, '20001', '20,000 files and their directory');
 });
 
 test.run();
