@@ -14,7 +14,7 @@
  * COPY does) and never followed, so a link to `/etc/shadow` lands in the image as a link, to the
  * image's own `/etc/shadow`; the target's bytes are never read.
  */
-import { closeSync, constants, lstatSync, openSync, readlinkSync, realpathSync } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 
 /** Thrown when a path resolves outside the boundary; `real` is where it leads. */
@@ -124,6 +124,30 @@ export class Boundary {
     const real = this.resolve(abs);
     if (!this.contains(real)) throw new OutsideWorkspaceError(display, real);
     return real;
+  }
+
+  /**
+   * Check every symbolic link under a directory, before a tool that follows links reads the tree
+   * (an OCI image layout handed to the layout importer or a Dockerfile builder): each must resolve
+   * inside the boundary. Links to directories are not descended into; their targets are checked.
+   * @param display the directory as the user knows it; errors name `display/relative/path`.
+   * @throws OutsideWorkspaceError for the first link (in sorted order) that leads outside.
+   */
+  checkTree(absDir: string, display: string): void {
+    const visit = (abs: string, shown: string) => {
+      for (const name of readdirSync(abs).sort()) {
+        const child = path.join(abs, name);
+        const childShown = `${shown}/${name}`;
+        const st = lstatSync(child);
+        if (st.isSymbolicLink()) {
+          const real = this.resolve(child);
+          if (!this.contains(real)) throw new OutsideWorkspaceError(childShown, real);
+        } else if (st.isDirectory()) {
+          visit(child, childShown);
+        }
+      }
+    };
+    visit(absDir, display);
   }
 
   /**

@@ -59,6 +59,18 @@ export function sourceDateEpoch(): number {
   return Number.isFinite(v) && v >= 0 ? Math.floor(v) : 0;
 }
 
+/**
+ * The real path of a declared `oci-layout:` directory, checked again (validation did first) with
+ * every symbolic link in it (`oci-layout`, `index.json`, blobs): the importer and the builders
+ * follow them, and a JSON parse error would quote the first bytes of an outside file.
+ * @throws OutsideWorkspaceError when the directory or a link in it leads outside.
+ */
+function layoutInside(boundary: Boundary, root: string, dir: string): string {
+  const real = boundary.realInside(path.join(root, dir), dir);
+  boundary.checkTree(real, dir);
+  return real;
+}
+
 /** The base image of a build, loaded into the store (undefined for scratch and Debian bases). */
 async function resolveBase(image: ImageDecl, ctx: ExecContext): Promise<StoredImage | undefined> {
   const from = image.from;
@@ -69,7 +81,7 @@ async function resolveBase(image: ImageDecl, ctx: ExecContext): Promise<StoredIm
     if (typeof manifest !== 'string') throw new NodeFailure(`base image '${from.name}' has no manifest output`);
     return loadImage(ctx.store, manifest);
   }
-  if (from.kind === 'oci-layout') return importLayout(ctx.store, ctx.decls.boundary.realInside(path.join(ctx.decls.root, from.dir), from.dir), from.tag);
+  if (from.kind === 'oci-layout') return importLayout(ctx.store, layoutInside(ctx.decls.boundary, ctx.decls.root, from.dir), from.tag);
   ctx.log.write(`pulling ${from.ref}\n`);
   return pullImage(ctx.store, from.parsed, ctx.signal);
 }
@@ -127,7 +139,7 @@ async function dockerfileImage(image: ImageDecl, recipe: Extract<ImageDecl['reci
     const dep = ctx.deps.get(buildId(image.from.name));
     base = { layoutDir: path.join(ctx.decls.root, String(dep?.outputs.layout)), tag: String(dep?.outputs.tag), name: image.from.name };
   } else if (image.from?.kind === 'oci-layout') {
-    base = { layoutDir: ctx.decls.boundary.realInside(path.join(ctx.decls.root, image.from.dir), image.from.dir), tag: image.from.tag ?? 'latest', name: path.basename(image.from.dir).toLowerCase() };
+    base = { layoutDir: layoutInside(ctx.decls.boundary, ctx.decls.root, image.from.dir), tag: image.from.tag ?? 'latest', name: path.basename(image.from.dir).toLowerCase() };
   } else if (image.from) {
     throw new NodeFailure(`a dockerfile: image takes its base from the Dockerfile's FROM, or from an image declared here or an oci-layout: directory; remove 'from: ${image.from.kind === 'registry' ? image.from.ref : 'scratch'}'`);
   }

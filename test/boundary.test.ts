@@ -206,6 +206,17 @@ test('checked again at execution: a directory replaced by a link after validatio
   }
 });
 
+test('an oci-layout: base whose files link outside the workspace is refused before anything reads them', () => {
+  const outside = workspace({ secret: 'TOP SECRET\n' });
+  const dir = workspace({ 'f.txt': 'x\n', 'layout/index.json': '{}', 'images.yaml': 'version: 1\nimages:\n  a:\n    from: oci-layout:layout\n    layers: [{copy: f.txt, to: /f}]\n' });
+  symlinkSync(path.join(outside, 'secret'), path.join(dir, 'layout/oci-layout'));
+  const r = graph(dir, 'build', 'build:a', '--report', 'r.json');
+  assert.is(r.code, 1, r.stderr);
+  const why = `layout/oci-layout resolves to ${realpathSync(outside)}/secret, outside the workspace`;
+  assert.equal(JSON.parse(readFileSync(path.join(dir, 'r.json'), 'utf8')).nodes[0].reasons, [why]);
+  assert.not.ok(r.stderr.includes('TOP SECRET') || readFileSync(path.join(dir, '.graph/logs/build:a.log'), 'utf8').includes('TOP SECRET'));
+});
+
 test('test outputs: a link the command left in /output is not followed on the host; expectations stay inside the boundary', () => {
   const outside = workspace({ 'scores.tsv': 's1\t0.9\n' });
   const real = realpathSync(outside);
