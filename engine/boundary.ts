@@ -31,6 +31,10 @@ export class OutsideWorkspaceError extends Error {
 /** Most symbolic links followed while resolving one path (Linux's MAXSYMLINKS). */
 const MAX_LINKS = 40;
 
+/**
+ * The directories declarations may read (module comment), with the checks validation and
+ * execution make against them. Immutable; cheap to make (one realpath per directory).
+ */
 export class Boundary {
   /** Real paths (every symbolic link resolved) of the workspace, then of each allowed directory. */
   readonly roots: readonly string[];
@@ -69,7 +73,7 @@ export class Boundary {
     }
     const parent = path.dirname(abs);
     if (parent === abs || links > MAX_LINKS) return abs;
-    const here = path.join(this.resolve(parent, links + 1), path.basename(abs));
+    const here = path.join(this.resolve(parent, links), path.basename(abs));
     let target: string;
     try {
       target = readlinkSync(here);

@@ -127,6 +127,20 @@ test('copy: ../../../root is a diagnostic, not a walk of the whole directory', (
   assert.ok(r.stderr.startsWith("images.yaml:4:21: error[outside-workspace]: images.a.layers[0].copy '../../../../../../../../root' resolves to /root, outside the workspace\n"), r.stderr);
 });
 
+test('Boundary.resolve follows links also where nothing exists (a dangling link), and gives up on a loop', () => {
+  const dir = realpathSync(workspace({ 'zoo/a.txt': 'a\n' }));
+  symlinkSync('/nonexistent/graph-test', path.join(dir, 'zoo/dangling'));
+  symlinkSync('loop-b', path.join(dir, 'zoo/loop-a'));
+  symlinkSync('loop-a', path.join(dir, 'zoo/loop-b'));
+  const b = new Boundary(dir);
+  assert.is(b.resolve(path.join(dir, 'zoo/dangling/x')), '/nonexistent/graph-test/x');
+  assert.is(b.outside(path.join(dir, 'zoo/dangling')), '/nonexistent/graph-test');
+  assert.is(b.outside(path.join(dir, 'zoo/not-yet/b.txt')), undefined);
+  assert.is(b.outside(path.join(dir, 'zoo/loop-a')), undefined, 'a loop inside stays inside (reading it fails with ELOOP)');
+  assert.equal(b.linkOnTheWay(path.join(dir, 'zoo/dangling/x')), { link: 'zoo/dangling', target: '/nonexistent/graph-test' });
+  assert.ok(b.contains(dir) && b.contains(`${dir}/x`) && !b.contains(`${dir}x`), 'a sibling with the same prefix is outside');
+});
+
 test('settings.allow_outside: a listed directory may be read (relative to images.yaml); one that does not exist is an error', () => {
   const outside = workspace({ 'w.bin': 'weights\n' });
   const dir = workspace({ 'zoo/a.txt': 'a\n' });
