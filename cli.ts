@@ -16,7 +16,7 @@ import { executePlan } from './engine/execute/scheduler.js';
 import { FileDigester } from './engine/files.js';
 import { checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
 import { ExecaRunner } from './engine/process.js';
-import { reportJson, reportJunit, writeReport } from './engine/report/files.js';
+import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/files.js';
 import { PLAN_FORMATS, renderPlan, type PlanFormat } from './engine/report/plan.js';
 import { progressReporter } from './engine/report/progress.js';
 import type { NodeId } from './engine/rule.js';
@@ -120,6 +120,11 @@ ${targetHelp}`,
         const m = /^([a-z]+)=(.+)$/.exec(l);
         if (!m) throw new UsageError(`--limit takes KIND=N, got '${l}'`);
         cliLimits[m[1]] = positiveInt(m[2], `--limit ${m[1]}`);
+      }
+      for (const flag of ['report', 'junit'] as const) {
+        const file = values[flag] as string | undefined;
+        const problem = file === undefined ? undefined : reportPathProblem(file);
+        if (problem) throw new UsageError(`cannot write --${flag} ${file}: ${problem}`);
       }
       const ws = open();
       for (const kind of Object.keys(cliLimits)) {
@@ -283,7 +288,7 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   const selected = await selectTargets(ws, values, positionals);
   const cache = new ActionCache(ws.cacheDir);
   const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
-  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
+  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'), ws.decls.boundary);
   let plan: Plan = planBuild(ws.graph, ws.graph.withDependencies(selected), { root: ws.root, cache, store, digester, env: process.env });
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.decls);
   return { plan, cache, store, digester, summary: planSummary(plan) };
@@ -324,7 +329,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const [name, ...afterName] = argv;
   const rest = [...leading, ...afterName];
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  if (name === undefined) {
+    // No command is a usage error, as with git and make: a script that lost its arguments fails.
+    process.stderr.write(mainHelp());
+    return EXIT_USAGE;
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
     const topic = name === 'help' ? rest[0] : undefined;
     process.stdout.write(topic && commands[topic] ? `${commands[topic].usage}\n` : mainHelp());
     return EXIT_OK;

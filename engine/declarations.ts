@@ -3,6 +3,7 @@
  * with defaults applied and every path made relative to the workspace root (POSIX separators).
  * Produced by `validate.ts`; read by the rules to expand nodes.
  */
+import type { Boundary } from './boundary.js';
 import type { Span } from './diagnostics.js';
 import type { DataPath, LoadedFile } from './load.js';
 import type { ImageReference } from './reference.js';
@@ -97,12 +98,16 @@ export interface Settings {
   readonly builder: string;
   /** Where test commands run: `bubblewrap` (default), `podman`, `docker`, `apptainer`. */
   readonly sandbox: string;
+  /** Absolute directories outside the workspace that declarations may read (`allow_outside`). */
+  readonly allowOutside: readonly string[];
 }
 
 export interface Declarations {
   /** Absolute workspace directory (where images.yaml lives). */
   readonly root: string;
   readonly settings: Settings;
+  /** What declarations may read: the workspace and `settings.allow_outside` (boundary.ts). */
+  readonly boundary: Boundary;
   /** In declaration order. */
   readonly images: ReadonlyMap<string, ImageDecl>;
   /** In declaration order. */

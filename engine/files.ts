@@ -7,14 +7,17 @@
  * set (a copied file's mode is part of the image), or `symlink:<target>` for a symbolic link.
  * The memo maps path → (size, mtime, inode, fingerprint) and is trusted only for files whose mtime
  * is older than the moment they were hashed (git's "racy clean" rule): a file rewritten within the
- * same clock tick is hashed again.
+ * same clock tick is hashed again. A file that turns out, when opened, to lie outside the workspace
+ * boundary (boundary.ts; a directory on its way replaced by a link since validation) is not read:
+ * its fingerprint is `outside-workspace:<real path>`, and the node that reads it fails.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
+import { closeSync, lstatSync, readFileSync, readSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { Ignore as Dockerignore } from '@balena/dockerignore';
 import type FastGlob from 'fast-glob';
 import { readJsonFile, writeFileAtomic } from './atomic.js';
+import { Boundary, OutsideWorkspaceError } from './boundary.js';
 import { lazyRequire } from './lazy.js';
 
 // @balena/dockerignore is CommonJS with `module.exports = factory`; its types say `export default`.
@@ -36,6 +39,22 @@ export type InputSpec =
   | { readonly kind: 'dir'; readonly path: string; readonly ignoreFile?: string }
   /** Files matching a glob (a directory match brings in every file under it). */
   | { readonly kind: 'glob'; readonly pattern: string };
+
+/**
+ * The directory part of a glob: its leading components without pattern syntax (`zoo/*.pwm` →
+ * `zoo`, `**` → `.`), which fast-glob reads from, following a symbolic link there. A plain path is
+ * its own base.
+ */
+export function globBase(pattern: string): string {
+  if (!isDynamic(pattern)) return pattern;
+  const parts = pattern.split('/');
+  const fixed: string[] = [];
+  for (const part of parts.slice(0, -1)) {
+    if (isDynamic(part)) break;
+    fixed.push(part);
+  }
+  return fixed.length ? fixed.join('/') || '/' : '.';
+}
 
 /** The directory of graph's own state, never an input. */
 export const STATE_DIR = '.graph';
@@ -63,7 +82,7 @@ function globFiles(root: string, pattern: string): string[] {
   const matches = fg().sync(pattern, { cwd: root, dot: true, onlyFiles: false, markDirectories: true, followSymbolicLinks: false });
   const out: string[] = [];
   for (const m of matches) {
-    if (m.endsWith('/')) out.push(...walk(root, m.slice(0, -1), undefined));
+    if (m.endsWith('/')) for (const f of walk(root, m.slice(0, -1), undefined)) out.push(f);
     else out.push(path.posix.normalize(m));
   }
   return out;
@@ -159,10 +178,12 @@ export class FileDigester {
   /**
    * @param root absolute workspace directory.
    * @param memoPath absolute path of the memo file, or undefined for no persistent memo.
+   * @param boundary what may be read (the declarations' `boundary`); default: the workspace alone.
    */
   constructor(
     private readonly root: string,
     private readonly memoPath: string | undefined,
+    private readonly boundary: Boundary = new Boundary(root),
   ) {
     const loaded = memoPath ? readJsonFile(memoPath) : undefined;
     const valid =
@@ -196,17 +217,37 @@ export class FileDigester {
     } else {
       const hashedAt = Date.now();
       if (st.isSymbolicLink()) fp = `symlink:${readlinkSync(abs)}`;
-      else fp = `sha256:${this.hashFile(abs)}${st.mode & 0o111 ? '+x' : ''}`;
-      this.memo.set(rel, [st.size, st.mtimeMs, st.ino, fp, hashedAt]);
-      this.dirty = true;
+      else fp = this.fileFingerprint(abs, rel, st);
+      // An outside file is never remembered: the next run looks again.
+      if (!fp.startsWith('outside-workspace:')) {
+        this.memo.set(rel, [st.size, st.mtimeMs, st.ino, fp, hashedAt]);
+        this.dirty = true;
+      }
     }
     this.run.set(rel, fp);
     return fp;
   }
 
-  private hashFile(abs: string): string {
+  /**
+   * The fingerprint of what lstat saw as a regular file: `sha256:<hex>[+x]`, or, when it is now
+   * outside the boundary, `outside-workspace:<real path>` without reading a byte; a link swapped in
+   * since the lstat is not followed (`symlink:<target>`).
+   */
+  private fileFingerprint(abs: string, rel: string, st: Stats): string {
+    let fd: number;
+    try {
+      fd = this.boundary.openFile(abs, rel, true);
+    } catch (e) {
+      if (e instanceof OutsideWorkspaceError) return `outside-workspace:${e.real}`;
+      if ((e as NodeJS.ErrnoException).code === 'ELOOP') return `symlink:${readlinkSync(abs)}`;
+      throw e;
+    }
+    return `sha256:${this.hashFd(fd)}${st.mode & 0o111 ? '+x' : ''}`;
+  }
+
+  /** SHA-256 hex of an open file's bytes; closes it. */
+  private hashFd(fd: number): string {
     const hash = createHash('sha256');
-    const fd = openSync(abs, 'r');
     try {
       for (;;) {
         const n = readSync(fd, this.buffer, 0, CHUNK, null);

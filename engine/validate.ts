@@ -1,12 +1,14 @@
 /**
  * Validate stage: JSON Schema checks (ajv, against schema/*.schema.json, compiled to code at build
  * time) and the semantic checks a
- * schema cannot express (references between images and groups, files that must exist, resources
- * that must be declared), turning loaded YAML into typed `Declarations`.
+ * schema cannot express (references between images and groups, files that must exist and lie
+ * inside the workspace boundary (boundary.ts), resources that must be declared), turning loaded
+ * YAML into typed `Declarations`.
  *
  * Every problem becomes a `Diagnostic` pointing at its span; all are collected, then thrown at
  * once as a `DiagnosticError`.
  */
+import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { ErrorObject, ValidateFunction } from 'ajv';
@@ -24,8 +26,9 @@ import {
   type Settings,
   type TestDecl,
 } from './declarations.js';
-import { DiagnosticError, didYouMean, type Diagnostic } from './diagnostics.js';
-import { inputExists } from './files.js';
+import { Boundary } from './boundary.js';
+import { DiagnosticError, didYouMean, type Diagnostic, type Span } from './diagnostics.js';
+import { globBase, inputExists, isGlob } from './files.js';
 import type { DataPath, LoadedFile } from './load.js';
 import { parseReference } from './reference.js';
 
@@ -183,13 +186,21 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
   if (diagnostics.length) throw new DiagnosticError(diagnostics);
 
   const rawImages = (imagesFile.data as { images: Record<string, Record<string, unknown>> }).images ?? {};
-  const rawSettings = (imagesFile.data as { settings?: { concurrency?: Record<string, number>; resources?: Record<string, number>; builder?: string; sandbox?: string } }).settings;
+  const rawSettings = (imagesFile.data as { settings?: { concurrency?: Record<string, number>; resources?: Record<string, number>; builder?: string; sandbox?: string; allow_outside?: string[] } }).settings;
+  const allowOutside = (rawSettings?.allow_outside ?? []).map((dir) => path.resolve(path.dirname(imagesFile.absPath), dir));
+  allowOutside.forEach((dir, i) => {
+    if (!isDirectory(dir)) {
+      diagnostics.push({ code: 'missing-file', message: `settings.allow_outside[${i}]: directory '${dir}' does not exist`, span: imagesFile.spanAt(['settings', 'allow_outside', i]) });
+    }
+  });
   const settings: Settings = {
     concurrency: { ...rawSettings?.concurrency },
     resources: { ...rawSettings?.resources },
     builder: overrides.builder ?? rawSettings?.builder ?? 'auto',
     sandbox: overrides.sandbox ?? rawSettings?.sandbox ?? 'bubblewrap',
+    allowOutside,
   };
+  const boundary = new Boundary(root, allowOutside);
   const rel = (file: LoadedFile, p: string) =>
     path.posix.normalize(path.relative(root, path.resolve(path.dirname(file.absPath), p)).split(path.sep).join('/'));
 
@@ -227,14 +238,18 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
             span: image.at(['from'], 'key'),
           });
         }
-        if (base.kind === 'oci-layout' && !inputExists(root, { kind: 'dir', path: base.dir })) {
-          diagnostics.push({ code: 'missing-file', message: `OCI image layout directory '${base.dir}' does not exist`, span: image.at(['from']) });
+        if (base.kind === 'oci-layout') {
+          const outside = outsideProblem(boundary, base.dir, describePath(['images', name, 'from']), `'${from}'`, image.at(['from']));
+          if (outside) diagnostics.push(outside);
+          else if (!inputExists(root, { kind: 'dir', path: base.dir })) {
+            diagnostics.push({ code: 'missing-file', message: `OCI image layout directory '${base.dir}' does not exist`, span: image.at(['from']) });
+          }
         }
       }
     } else if (image.recipe.kind === 'layers') {
       image.from = { kind: 'scratch' };
     }
-    diagnostics.push(...recipeFileProblems(root, image, raw.context !== undefined));
+    diagnostics.push(...recipeFileProblems(boundary, image, raw));
     (raw.publish as string[] | undefined)?.forEach((ref, i) => {
       const parsed = parseReference(ref);
       if (typeof parsed === 'string') diagnostics.push({ code: 'bad-reference', message: parsed, span: image.at(['publish', i]) });
@@ -284,9 +299,21 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
       for (const key of ['inputs', 'expect'] as const) {
         const pattern = test[key];
         if (pattern === undefined) continue;
-        // With {model} in the path each sampled model has its own directory; report the first missing.
+        // With {model} in the path each sampled model has its own directory; report the first
+        // outside the workspace, else the first missing.
         const sampled = sampledModels({ name, image, sif, models, test, at });
-        const missing = [...new Set(sampled.map((m) => substituteVars(pattern, m)))].filter((dir) => !inputExists(root, { kind: 'dir', path: dir }));
+        const dirs = [...new Set(sampled.map((m) => substituteVars(pattern, m)))];
+        const declared = `'${rawTest[key] as string}'`;
+        let outside: Diagnostic | undefined;
+        for (const m of sampled) {
+          const dir = substituteVars(pattern, m);
+          outside ??= outsideProblem(boundary, dir, describePath(['groups', name, 'test', key]), dir === pattern ? declared : `${declared} (model '${m.name}')`, at(['test', key]));
+        }
+        if (outside) {
+          diagnostics.push(outside);
+          continue;
+        }
+        const missing = dirs.filter((dir) => !inputExists(root, { kind: 'dir', path: dir }));
         if (missing.length) {
           const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : '';
           diagnostics.push({ code: 'missing-file', message: `test ${key} directory '${missing[0]}' does not exist${more}`, span: at(['test', key]) });
@@ -323,7 +350,7 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
   }
 
   if (diagnostics.length) throw new DiagnosticError(diagnostics);
-  return { root, settings, images, groups, imagesFile, modelsFile };
+  return { root, settings, boundary, images, groups, imagesFile, modelsFile };
 }
 
 function modelsOf(raw: unknown): ModelDecl[] {
@@ -377,19 +404,60 @@ function hintForBase(from: string, images: ReadonlyMap<string, unknown>): string
     : "'from' takes an image declared here, a registry reference (REGISTRY/REPO:TAG), oci-layout:DIR[:TAG] or scratch";
 }
 
-function recipeFileProblems(root: string, image: ImageDecl, hasContext: boolean): Diagnostic[] {
+const OUTSIDE_HINT =
+  'declarations read only inside the workspace (the directory of images.yaml): move the files in, or list their directory under settings.allow_outside in images.yaml';
+
+/**
+ * The `outside-workspace` diagnostic for a declared path that leads outside the boundary, or
+ * undefined. A glob is judged by its directory part (what fast-glob reads from).
+ * @param rel the workspace-relative path (validate's `rel`); `field` and `shown` (the value as
+ *   written, quoted) name it in the message.
+ */
+function outsideProblem(boundary: Boundary, rel: string, field: string, shown: string, span: Span): Diagnostic | undefined {
+  const abs = path.resolve(boundary.root, isGlob(rel) ? globBase(rel) : rel);
+  const real = boundary.outside(abs);
+  if (real === undefined) return undefined;
+  const via = boundary.linkOnTheWay(abs);
+  return {
+    code: 'outside-workspace',
+    message: `${field} ${shown} resolves to ${real}, outside the workspace${via ? ` (${via.link} is a symbolic link to ${via.target})` : ''}`,
+    span,
+    hint: OUTSIDE_HINT,
+  };
+}
+
+function isDirectory(abs: string): boolean {
+  try {
+    return statSync(abs).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function recipeFileProblems(boundary: Boundary, image: ImageDecl, raw: Record<string, unknown>): Diagnostic[] {
   const out: Diagnostic[] = [];
+  const root = boundary.root;
   const r = image.recipe;
+  const field = (...p: DataPath) => describePath(['images', image.name, ...p]);
   if (r.kind === 'dockerfile') {
-    if (!inputExists(root, { kind: 'file', path: r.dockerfile })) {
+    const dockerfileOutside = outsideProblem(boundary, r.dockerfile, field('dockerfile'), `'${raw.dockerfile as string}'`, image.at(['dockerfile']));
+    if (dockerfileOutside) out.push(dockerfileOutside);
+    else if (!inputExists(root, { kind: 'file', path: r.dockerfile })) {
       out.push({ code: 'missing-file', message: `Dockerfile '${r.dockerfile}' does not exist`, span: image.at(['dockerfile']) });
     }
-    if (!inputExists(root, { kind: 'dir', path: r.context })) {
+    const hasContext = raw.context !== undefined;
+    // The default context is the Dockerfile's directory: said once, for the Dockerfile.
+    const contextOutside = hasContext || !dockerfileOutside ? outsideProblem(boundary, r.context, field(hasContext ? 'context' : 'dockerfile'), `'${(hasContext ? raw.context : raw.dockerfile) as string}'`, image.at([hasContext ? 'context' : 'dockerfile'])) : undefined;
+    if (contextOutside) out.push(contextOutside);
+    else if (!dockerfileOutside && !inputExists(root, { kind: 'dir', path: r.context })) {
       out.push({ code: 'missing-file', message: `build context directory '${r.context}' does not exist`, span: image.at([hasContext ? 'context' : 'dockerfile']) });
     }
   } else if (r.kind === 'layers') {
+    const rawLayers = raw.layers as Array<{ copy: string }>;
     r.layers.forEach((l, i) => {
-      if (!inputExists(root, { kind: 'glob', pattern: l.copy })) {
+      const outside = outsideProblem(boundary, l.copy, field('layers', i, 'copy'), `'${rawLayers[i].copy}'`, image.at(['layers', i, 'copy']));
+      if (outside) out.push(outside);
+      else if (!inputExists(root, { kind: 'glob', pattern: l.copy })) {
         out.push({ code: 'missing-file', message: `'${l.copy}' matches no file`, span: image.at(['layers', i, 'copy']) });
       }
     });

@@ -5,8 +5,9 @@
  * `layers` (digests), `layout` (an OCI image layout directory, workspace-relative) and its `tag`.
  */
 import path from 'node:path';
+import type { Boundary } from '../engine/boundary.js';
 import type { BaseImage, Declarations, ImageDecl, LayerCopy } from '../engine/declarations.js';
-import { isGlob, matchPaths, type InputSpec } from '../engine/files.js';
+import { globBase, isGlob, matchPaths, type InputSpec } from '../engine/files.js';
 import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, type NodeOutputs, type RestoreContext, type Rule } from '../engine/rule.js';
 import { composeImage, imageBlobs, loadImage, type ConfigChanges, type StoredImage } from './oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from './oci/layer.js';
@@ -59,6 +60,18 @@ export function sourceDateEpoch(): number {
   return Number.isFinite(v) && v >= 0 ? Math.floor(v) : 0;
 }
 
+/**
+ * The real path of a declared `oci-layout:` directory, checked again (validation did first) with
+ * every symbolic link in it (`oci-layout`, `index.json`, blobs): the importer and the builders
+ * follow them, and a JSON parse error would quote the first bytes of an outside file.
+ * @throws OutsideWorkspaceError when the directory or a link in it leads outside.
+ */
+function layoutInside(boundary: Boundary, root: string, dir: string): string {
+  const real = boundary.realInside(path.join(root, dir), dir);
+  boundary.checkTree(real, dir);
+  return real;
+}
+
 /** The base image of a build, loaded into the store (undefined for scratch and Debian bases). */
 async function resolveBase(image: ImageDecl, ctx: ExecContext): Promise<StoredImage | undefined> {
   const from = image.from;
@@ -69,7 +82,7 @@ async function resolveBase(image: ImageDecl, ctx: ExecContext): Promise<StoredIm
     if (typeof manifest !== 'string') throw new NodeFailure(`base image '${from.name}' has no manifest output`);
     return loadImage(ctx.store, manifest);
   }
-  if (from.kind === 'oci-layout') return importLayout(ctx.store, path.join(ctx.decls.root, from.dir), from.tag);
+  if (from.kind === 'oci-layout') return importLayout(ctx.store, layoutInside(ctx.decls.boundary, ctx.decls.root, from.dir), from.tag);
   ctx.log.write(`pulling ${from.ref}\n`);
   return pullImage(ctx.store, from.parsed, ctx.signal);
 }
@@ -78,16 +91,24 @@ async function resolveBase(image: ImageDecl, ctx: ExecContext): Promise<StoredIm
  * The `layers:` recipe's entries, with Dockerfile COPY semantics: a glob's matches, or any source
  * copied to a destination ending in '/', land in that directory under their own names; a single
  * file or directory otherwise lands at the destination itself (a directory's contents under it).
+ * Symbolic links in a copied directory or matched by a glob are copied as links, never followed.
+ * @param boundary checked again here (validation did first): a plain path must resolve inside it,
+ *   a glob's directory part and every match's directory too.
+ * @throws OutsideWorkspaceError when one does not; NodeFailure when a copy matches nothing.
  */
-export function layerEntries(root: string, copies: readonly LayerCopy[]): LayerEntry[] {
+export function layerEntries(root: string, copies: readonly LayerCopy[], boundary: Boundary): LayerEntry[] {
   const entries: LayerEntry[] = [];
   for (const c of copies) {
+    const glob = isGlob(c.copy);
+    boundary.realInside(path.join(root, glob ? globBase(c.copy) : c.copy), c.copy);
     const matches = matchPaths(root, c.copy);
     if (!matches.length) throw new NodeFailure(`layers: '${c.copy}' matches no file`);
-    const intoDir = isGlob(c.copy) || c.to.endsWith('/');
+    const intoDir = glob || c.to.endsWith('/');
     for (const m of matches) {
+      if (glob) boundary.realInside(path.dirname(path.join(root, m)), m);
       const dest = intoDir ? path.posix.join(c.to, path.posix.basename(m)) : c.to;
-      entries.push(...entriesForCopy(path.join(root, m), dest, c.mode));
+      // A loop, not push(...list): a large directory has more entries than a call takes arguments.
+      for (const e of entriesForCopy(path.join(root, m), dest, c.mode)) entries.push(e);
     }
   }
   return entries;
@@ -119,15 +140,19 @@ async function dockerfileImage(image: ImageDecl, recipe: Extract<ImageDecl['reci
     const dep = ctx.deps.get(buildId(image.from.name));
     base = { layoutDir: path.join(ctx.decls.root, String(dep?.outputs.layout)), tag: String(dep?.outputs.tag), name: image.from.name };
   } else if (image.from?.kind === 'oci-layout') {
-    base = { layoutDir: path.join(ctx.decls.root, image.from.dir), tag: image.from.tag ?? 'latest', name: path.basename(image.from.dir).toLowerCase() };
+    base = { layoutDir: layoutInside(ctx.decls.boundary, ctx.decls.root, image.from.dir), tag: image.from.tag ?? 'latest', name: path.basename(image.from.dir).toLowerCase() };
   } else if (image.from) {
     throw new NodeFailure(`a dockerfile: image takes its base from the Dockerfile's FROM, or from an image declared here or an oci-layout: directory; remove 'from: ${image.from.kind === 'registry' ? image.from.ref : 'scratch'}'`);
   }
   const outLayout = path.join(ctx.scratchDir(), 'result');
+  // Checked again (validation did first), and the builder gets the real paths.
+  const boundary = ctx.decls.boundary;
+  boundary.realInside(path.join(ctx.decls.root, recipe.context), recipe.context);
+  // A staged copy with the modes git checks out: the image never depends on the umask.
+  const context = stageContext(ctx.decls.root, recipe.context, path.join(ctx.scratchDir(), 'context'));
   await builder.build({
-    dockerfile: path.join(ctx.decls.root, recipe.dockerfile),
-    // A staged copy with the modes git checks out: the image never depends on the umask.
-    context: stageContext(ctx.decls.root, recipe.context, path.join(ctx.scratchDir(), 'context')),
+    dockerfile: boundary.realInside(path.join(ctx.decls.root, recipe.dockerfile), recipe.dockerfile),
+    context,
     args: recipe.args,
     target: recipe.target,
     base,
@@ -216,9 +241,9 @@ export const buildRule: Rule = {
     const epoch = sourceDateEpoch();
     if (recipe.kind === 'layers') {
       const base = await resolveBase(image, ctx);
-      const entries = layerEntries(ctx.decls.root, recipe.layers);
+      const entries = layerEntries(ctx.decls.root, recipe.layers, ctx.decls.boundary);
       ctx.log.write(`layers: ${entries.length} entries from ${recipe.layers.map((l) => l.copy).join(', ')}\n`);
-      const blob = await writeLayer(entries, ctx.store, { mtime: epoch, signal: ctx.signal });
+      const blob = await writeLayer(entries, ctx.store, { mtime: epoch, signal: ctx.signal, within: ctx.decls.boundary });
       ctx.log.write(`layer ${blob.digest} (${blob.size} bytes), diff_id ${blob.diffId}\n`);
       const createdBy = `graph layers: ${recipe.layers.map((l) => `${l.copy} -> ${l.to}`).join(', ')}`;
       const built = composeImage(ctx.store, base, [{ descriptor: blob, diffId: blob.diffId, createdBy }], configChanges(image), epoch);

@@ -99,7 +99,8 @@ export const testRule: Rule = {
       command: [...decl.command],
       env,
       workdir: config.WorkingDir || undefined,
-      inputDir: decl.inputs ? path.join(root, decl.inputs) : undefined,
+      // Checked again (validation did first); the sandbox mounts the real directory.
+      inputDir: decl.inputs ? ctx.decls.boundary.realInside(path.join(root, decl.inputs), decl.inputs) : undefined,
       outputDir,
       signal: ctx.signal,
       logFile: ctx.log.path,
@@ -107,7 +108,8 @@ export const testRule: Rule = {
     const kept = `output kept in ${path.relative(root, outputDir)}`;
     if (outcome.exitCode !== 0) throw new NodeFailure(`${outcome.reason ?? 'the command failed'} (${kept})`, { type: 'exit', code: outcome.exitCode });
     if (decl.expect) {
-      const verdict = compareOutputs(outputDir, path.join(root, decl.expect), decl.tolerance ?? undefined);
+      const boundary = ctx.decls.boundary;
+      const verdict = compareOutputs(outputDir, boundary.realInside(path.join(root, decl.expect), decl.expect), decl.tolerance ?? undefined, boundary);
       if (!verdict.ok) {
         ctx.log.write(`differences:\n${verdict.differences.map((d) => `  ${d}`).join('\n')}\n`);
         throw new NodeFailure(`output differs from ${decl.expect}: ${verdict.differences.slice(0, 3).join('; ')}${verdict.differences.length > 3 ? '; …' : ''} (${kept})`);

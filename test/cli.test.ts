@@ -1,5 +1,5 @@
 /** The `graph` binary end to end in temp workspaces (and a temp git repository). */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,6 +34,12 @@ test('--help on every command, and the command list', () => {
     assert.is(r.code, 0, c);
     assert.ok(r.stdout.startsWith(`graph ${c}`), `${c} --help starts with its usage`);
   }
+  const bare = graph('.');
+  assert.is(bare.code, 2, 'no command is a usage error');
+  assert.is(bare.stdout, '');
+  assert.is(bare.stderr, top.stdout, 'the usage, on stderr');
+  assert.is(graph('.', '-C', '.').code, 2);
+  assert.is(graph('.', 'help').code, 0);
   assert.is(graph('.', 'frobnicate').code, 2);
   const badFlag = graph('.', 'plan', '--bogus');
   assert.is(badFlag.code, 2);
@@ -60,7 +66,8 @@ test('plan: text lists what runs and why', () => {
 test('plan: dot, mermaid and matrix formats', () => {
   const dir = workspace(SMALL_ZOO);
   const dot = graph(dir, 'plan', '--format', 'dot').stdout;
-  assert.ok(dot.startsWith('digraph graph {'));
+  assert.ok(dot.startsWith('digraph plan {\n'));
+  assert.match(dot, '  "build:base" [label="build:base\\nrun", style=filled, fillcolor="#ffd8a8"];\n');
   assert.match(dot, '"build:base" -> "build:pwm";');
   assert.match(dot, '"convert:pwm" -> "test:pwm/CTCF@sif";');
   const mermaid = graph(dir, 'plan', '--format', 'mermaid').stdout;
@@ -71,6 +78,23 @@ test('plan: dot, mermaid and matrix formats', () => {
   const bad = graph(dir, 'plan', '--format', 'yaml');
   assert.is(bad.code, 2);
   assert.match(bad.stderr, "unknown --format 'yaml' (one of: text, json, dot, mermaid, matrix)");
+});
+
+test('plan --format dot is read by Graphviz: a label is the id and the status on two lines', () => {
+  const hasDot = spawnSync('dot', ['-V']).status === 0;
+  if (!hasDot) {
+    console.warn('skipped: Graphviz `dot` is not installed (apt-get install graphviz)');
+    return;
+  }
+  const dir = workspace(SMALL_ZOO);
+  const dot = graph(dir, 'plan', '--format', 'dot').stdout;
+  const svg = spawnSync('dot', ['-Tsvg'], { input: dot, encoding: 'utf8' });
+  assert.is(svg.status, 0, svg.stderr);
+  assert.is(svg.stderr, '');
+  const texts = [...svg.stdout.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) => m[1]);
+  assert.equal(texts.slice(0, 4), ['build:base', 'run', 'build:pwm', 'run']);
+  assert.is(texts.filter((t) => t === 'run').length, 9, 'every node is to run, on its own line');
+  assert.not.ok(texts.some((t) => t.includes('\\')), 'no literal backslash in a label');
 });
 
 test('targets: image:, group:, globs, --only, and did-you-mean', () => {
@@ -247,6 +271,21 @@ test('GRAPH_CACHE_DIR: a second checkout sharing the cache builds nothing; it re
   assert.equal(ran, ['publish:base', 'publish:top']);
   assert.ok(readFileSync(path.join(b, 'dist/sif/top.sif')).equals(readFileSync(path.join(a, 'dist/sif/top.sif'))));
   assert.equal(readFileSync(path.join(b, 'published.lock.json'), 'utf8'), readFileSync(path.join(a, 'published.lock.json'), 'utf8'));
+});
+
+test('build: an unwritable --report or --junit is exit 2 before anything runs', () => {
+  const dir = workspace({ ...SMALL_ZOO, 'f.txt': 'a file', 'out/keep': '' });
+  const underFile = graph(dir, 'build', '--report', 'f.txt/report.json');
+  assert.is(underFile.code, 2);
+  assert.is(underFile.stderr, `graph build: cannot write --report f.txt/report.json: ${path.join(dir, 'f.txt')} is not a directory\nRun 'graph build --help' for usage.\n`);
+  const deeper = graph(dir, 'build', '--junit', 'f.txt/a/b/junit.xml');
+  assert.is(deeper.stderr, `graph build: cannot write --junit f.txt/a/b/junit.xml: ${path.join(dir, 'f.txt')} is not a directory\nRun 'graph build --help' for usage.\n`);
+  const directory = graph(dir, 'build', '--report', 'report.json', '--junit', 'out');
+  assert.is(directory.code, 2);
+  assert.is(directory.stderr, "graph build: cannot write --junit out: it is a directory\nRun 'graph build --help' for usage.\n");
+  assert.not.ok(existsSync(path.join(dir, '.graph')), 'no node ran, nothing planned');
+  assert.not.ok(existsSync(path.join(dir, 'report.json')));
+  assert.equal(readdirSync(dir).sort(), ['f.txt', 'images.yaml', 'models.yaml', 'out', 'zoo'], 'no probe file left');
 });
 
 test('build: everything cached is exit 0, a one-line summary, and the outputs in the report', async () => {

@@ -1,5 +1,5 @@
 /** Bad declarations: the exact text users see, every problem at once, exit 2, .graph untouched. */
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -173,6 +173,62 @@ test('YAML syntax errors and duplicate keys point at the spot', () => {
   const tab = validate({ 'images.yaml': 'version: 1\nimages:\n  a: [unclosed\n' });
   assert.is(tab.code, 2);
   assert.match(tab.stderr, /^images\.yaml:\d+:\d+: error\[yaml-syntax\]: /);
+});
+
+test('YAML aliases: an alias bomb, an alias with no anchor and one inside its own anchor are exit 2 before any work', () => {
+  const laughs = ['a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]'];
+  for (const c of 'bcdefghi') laughs.push(`${c}: &${c} [${Array(9).fill(`*${String.fromCharCode(c.charCodeAt(0) - 1)}`).join(', ')}]`);
+  const bomb = validate({ 'images.yaml': `version: 1\nimages: {}\n${laughs.join('\n')}\n` });
+  assert.is(bomb.code, 2);
+  assert.fixture(
+    bomb.stderr,
+    `images.yaml:9:8: error[yaml-alias]: aliases would add more than 1,000,000 nodes to the data (an alias bomb?); this *f passes the limit
+    9 | g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+      |        ^^
+  hint: each alias copies the whole node of its anchor, aliases in it included; write the data out, or nest fewer aliases
+
+1 error
+`,
+  );
+  assert.not.ok(existsSync(path.join(bomb.dir, '.graph')), 'nothing written to .graph');
+  const dangling = validate({ 'images.yaml': 'version: 1\nimages:\n  a:\n    layers: *nope\n  b: &b [*b]\n' });
+  assert.is(dangling.code, 2);
+  assert.fixture(
+    dangling.stderr,
+    `images.yaml:4:13: error[yaml-alias]: alias *nope has no anchor: &nope must be set on a node before it
+    4 |     layers: *nope
+      |             ^^^^^
+
+images.yaml:5:10: error[yaml-alias]: alias *b is inside the node it names (&b): the data would contain itself
+    5 |   b: &b [*b]
+      |          ^^
+
+2 errors
+`,
+  );
+  // Aliases within the limit are plain data.
+  const fine = validate({ 'm/a': 'x', 'images.yaml': 'version: 1\nimages:\n  a:\n    layers: &l [{copy: m/a, to: /a}]\n  b:\n    layers: *l\n' });
+  assert.is(fine.code, 0, fine.stderr);
+});
+
+test('bytes that are not UTF-8 are an error where they are, not replaced', () => {
+  const dir = workspace({ 'models.yaml': 'version: 1\ngroups: {}\n' });
+  writeFileSync(path.join(dir, 'images.yaml'), Buffer.concat([Buffer.from('version: 1\nimages:\n  a:\n    layers: [{copy: caf'), Buffer.from([0xe9]), Buffer.from('.txt, to: /x}]\n')]));
+  const r = graph(dir, 'validate');
+  assert.is(r.code, 2);
+  assert.fixture(
+    r.stderr,
+    `images.yaml:4:24: error[encoding]: byte 0xe9 is not UTF-8: images.yaml must be UTF-8 text
+    4 |     layers: [{copy: caf\ufffd.txt, to: /x}]
+      |                        ^
+  hint: save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)
+
+1 error
+`,
+  );
+  // A surrogate encoded in UTF-8 (ED A0 80) is not UTF-8 either; the UTF-8 before it is kept.
+  writeFileSync(path.join(dir, 'images.yaml'), Buffer.concat([Buffer.from('version: 1\n# é '), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('\nimages: {}\n')]));
+  assert.match(graph(dir, 'validate').stderr, /^images\.yaml:2:5: error\[encoding\]: byte 0xed is not UTF-8/);
 });
 
 test('no images.yaml: a clear error naming the directory', () => {

@@ -224,7 +224,7 @@ export async function runEngine(
   const ws = openWorkspace(dir, fakeRules());
   const cache = new ActionCache(ws.stateDir);
   const store = new ContentStore(path.join(ws.stateDir, 'cas'));
-  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
+  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'), ws.decls.boundary);
   const selected = opts.targets ? ws.graph.withDependencies(opts.targets) : new Set(ws.graph.order);
   let plan = planBuild(ws.graph, selected, { root: ws.root, cache, store, digester, env: {} });
   if (opts.remote) plan = await checkRemote(plan, cache, opts.remote, store, ws.root);

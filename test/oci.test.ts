@@ -145,7 +145,8 @@ test('an OCI image layout written by graph imports back, and serves as a base', 
     assert.is((e as Error).message, `OCI image layout ${layoutDir} has no image tagged 'v2' (tags: v1)`);
   }
 
-  const dir = workspace({ 'extra.txt': 'more\n', 'images.yaml': `version: 1\nimages:\n  top:\n    from: oci-layout:${layoutDir}:v1\n    layers: [{copy: extra.txt, to: /app/extra.txt}]\n` });
+  // The layout lies outside the workspace: images.yaml lets it be read.
+  const dir = workspace({ 'extra.txt': 'more\n', 'images.yaml': `version: 1\nsettings:\n  allow_outside: [${path.dirname(layoutDir)}]\nimages:\n  top:\n    from: oci-layout:${layoutDir}:v1\n    layers: [{copy: extra.txt, to: /app/extra.txt}]\n` });
   const r = graph(dir, 'build', '--only', 'build');
   assert.is(r.code, 0, r.stderr);
   const inspect = JSON.parse(execFileSync('skopeo', ['inspect', `oci:${path.join(dir, '.graph/out/oci/top')}:latest`], { encoding: 'utf8' }));

@@ -17,9 +17,9 @@
  * the kind, name = the node id, time in seconds), `<failure>` with the reason and the end of the
  * log, `<error>` for an interrupted node, `<skipped>` with the reason.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../atomic.js';
+import { tempPathFor, writeFileAtomic } from '../atomic.js';
 import type { RunSummary } from '../events.js';
 
 /** Characters of a failed node's log embedded in JUnit. */
@@ -99,4 +99,43 @@ export function reportJunit(s: RunSummary): string {
 /** Write a report file atomically (the user's file is never left half-written). */
 export function writeReport(file: string, text: string): void {
   writeFileAtomic(path.resolve(file), text);
+}
+
+/**
+ * Why a report file could not be written at `file`, checked before a build starts so a typo costs
+ * no build: the path is a directory, an ancestor is a file, or no file can be created in the
+ * nearest existing directory (read-only file system, permissions). Creates nothing: a probe file
+ * is made in that directory and removed at once; missing directories are left for `writeReport`.
+ * @returns undefined when the report can be written, else the reason (a sentence without the path).
+ */
+export function reportPathProblem(file: string): string | undefined {
+  const target = path.resolve(file);
+  try {
+    if (existing(target)?.isDirectory()) return 'it is a directory';
+    let dir = path.dirname(target);
+    let st = existing(dir);
+    while (!st && dir !== path.dirname(dir)) st = existing((dir = path.dirname(dir)));
+    if (!st?.isDirectory()) return `${dir} is not a directory`;
+    const probe = tempPathFor(path.join(dir, 'report'));
+    try {
+      closeSync(openSync(probe, 'wx'));
+    } catch (e) {
+      return `no file can be created in ${dir} (${(e as Error).message.replace(/, open .*$/, '')})`;
+    }
+    rmSync(probe, { force: true });
+    return undefined;
+  } catch (e) {
+    return (e as Error).message; // EACCES, EROFS…: node's message names the path
+  }
+}
+
+/** The stats of `p`, or undefined when it (or a directory on its way) does not exist. */
+function existing(p: string) {
+  try {
+    return statSync(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw e;
+  }
 }

@@ -65,15 +65,25 @@ export function planJson(plan: Plan) {
   };
 }
 
-function quote(s: string): string {
-  return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+/** Text inside a DOT double-quoted string: `"` and `\` escaped (a lone `\` would start an escape such as `\n`). */
+function dotEscape(s: string): string {
+  return s.replace(/\\/g, '\\\\').replace(/"/g, '\\"');
 }
 
+function quote(s: string): string {
+  return `"${dotEscape(s)}"`;
+}
+
+/**
+ * The plan as a Graphviz DOT digraph (graphviz.org/doc/info/lang.html): one box per node, labelled
+ * with its id and status on two lines (`\n`, DOT's centred line break), nodes to run filled.
+ * The graph is named `plan`: `graph`, `digraph`, `node`, `edge`, `strict` and `subgraph` are DOT keywords.
+ */
 function planDot(plan: Plan): string {
-  const lines = ['digraph graph {', '  rankdir=LR;', '  node [shape=box, fontname="monospace"];'];
+  const lines = ['digraph plan {', '  rankdir=LR;', '  node [shape=box, fontname="monospace"];'];
   for (const p of plan.nodes) {
     const style = p.status === 'run' ? ', style=filled, fillcolor="#ffd8a8"' : ', color="#868e96"';
-    lines.push(`  ${quote(p.node.id)} [label=${quote(`${p.node.id}\\n${p.status}`)}${style}];`);
+    lines.push(`  ${quote(p.node.id)} [label="${dotEscape(p.node.id)}\\n${p.status}"${style}];`);
   }
   for (const p of plan.nodes) for (const d of p.node.deps) lines.push(`  ${quote(d.id)} -> ${quote(p.node.id)};`);
   lines.push('}');

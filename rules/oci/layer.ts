@@ -21,6 +21,7 @@ import { createGzip } from 'node:zlib';
 import type tar from 'tar-stream';
 import { lazyRequire } from '../../engine/lazy.js';
 import { tempPathFor } from '../../engine/atomic.js';
+import type { Boundary } from '../../engine/boundary.js';
 import type { ContentStore } from '../../engine/store.js';
 
 const tarStream = lazyRequire<typeof tar>('tar-stream');
@@ -149,13 +150,20 @@ export interface WriteLayerOptions {
   /** gzip level, 1–9; default 6 (as `gzip -6`). */
   readonly level?: number;
   readonly signal?: AbortSignal;
+  /**
+   * Read files only inside this boundary: each file entry's source is opened without following a
+   * link at its end, then checked on the open descriptor (boundary.ts), so a file replaced by a
+   * link, or a directory on its way, since the entries were listed is refused, not read.
+   */
+  readonly within?: Boundary;
 }
 
 /**
  * Write entries as a gzip-compressed tar layer into the store.
  * @returns the layer's media type, digest, size and diff_id.
- * @throws LayerError for unsafe paths; fs errors for unreadable sources. Nothing is left in the
- *   store on failure (the blob is renamed into place only when complete).
+ * @throws LayerError for unsafe paths; OutsideWorkspaceError for a source outside `within`; fs
+ *   errors for unreadable sources. Nothing is left in the store on failure (the blob is renamed
+ *   into place only when complete).
  */
 export async function writeLayer(entries: readonly LayerEntry[], store: ContentStore, options: WriteLayerOptions = {}): Promise<LayerBlob> {
   const mtime = new Date((options.mtime ?? 0) * 1000);
@@ -173,7 +181,7 @@ export async function writeLayer(entries: readonly LayerEntry[], store: ContentS
       if (e.type === 'directory') await addEntry(pack, { ...header, name: `${e.path}/`, type: 'directory', mode: e.mode });
       else if (e.type === 'symlink') await addEntry(pack, { ...header, name: e.path, type: 'symlink', linkname: e.target, mode: 0o777 });
       else if (e.type === 'data') await addEntry(pack, { ...header, name: e.path, type: 'file', mode: e.mode, size: e.data.length }, e.data);
-      else await addFile(pack, { ...header, name: e.path, type: 'file', mode: e.mode, size: e.size }, e.source);
+      else await addFile(pack, { ...header, name: e.path, type: 'file', mode: e.mode, size: e.size }, e.source, options.within);
     }
     pack.finalize();
   })();
@@ -198,10 +206,12 @@ function addEntry(pack: tar.Pack, header: TarHeader, data?: Buffer): Promise<voi
   });
 }
 
-function addFile(pack: tar.Pack, header: TarHeader, source: string): Promise<void> {
+function addFile(pack: tar.Pack, header: TarHeader, source: string, within: Boundary | undefined): Promise<void> {
+  // Opened (and checked) before the entry starts, so a refusal leaves no half-written entry.
+  const fd = within?.openFile(source, path.relative(within.root, source), true);
   return new Promise((resolve, reject) => {
     const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-    const src = createReadStream(source, { highWaterMark: 1 << 20 });
+    const src = fd === undefined ? createReadStream(source, { highWaterMark: 1 << 20 }) : createReadStream('', { fd, highWaterMark: 1 << 20 });
     src.on('error', (err) => {
       sink.destroy(err);
       reject(err);

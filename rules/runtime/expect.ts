@@ -15,9 +15,15 @@
  *   scores.tsv: line 4: 2 columns, expected 3
  *   scores.tsv: 5 lines, expected 4
  *   model.bin: differs at byte 1024 (size 2048, expected 4096)
+ *   scores.tsv: leads out of /output (to /etc/shadow); not read
+ *
+ * Nothing outside the two directories is read: the command may have left a symbolic link in
+ * /output to a file of the host (the link is followed on the host, not in the sandbox), and the
+ * expectations must stay inside the workspace boundary (boundary.ts).
  */
-import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { Boundary, OutsideWorkspaceError } from '../../engine/boundary.js';
 
 /**
  * Numeric tolerance of TSV/CSV cells: an output number `a` matches the expected number `b` when
@@ -43,15 +49,19 @@ export const WROTE_NOTHING = 'the command wrote nothing to /output';
 
 /**
  * Compare `outputDir` (what the command wrote to /output) with `expectDir` (module comment).
- * Symbolic links are followed; only regular files are compared.
- * @throws Error when `expectDir` is not a readable directory. A missing `outputDir` counts as empty.
+ * Symbolic links are followed while they stay inside their directory (for the expectations: inside
+ * `expectWithin`); only regular files are compared.
+ * @param expectWithin where expected files may lead (the workspace boundary); default: anywhere.
+ * @throws Error when `expectDir` is not a readable directory; OutsideWorkspaceError when an
+ *   expected file leads outside `expectWithin`. A missing `outputDir` counts as empty.
  */
-export function compareOutputs(outputDir: string, expectDir: string, tolerance?: Tolerance): Comparison {
+export function compareOutputs(outputDir: string, expectDir: string, tolerance?: Tolerance, expectWithin?: Boundary): Comparison {
   if (!statSync(expectDir, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`expected outputs ${expectDir} is not a directory`);
   const differences: string[] = [];
   let more = 0;
   const add = (line: string) => (differences.length < MAX_DIFFERENCES ? differences.push(line) : more++);
   if (listFiles(outputDir).length === 0) return { ok: false, differences: [WROTE_NOTHING] };
+  const outputWithin = new Boundary(outputDir);
   for (const rel of listFiles(expectDir)) {
     const actual = path.join(outputDir, rel);
     const expected = path.join(expectDir, rel);
@@ -59,12 +69,27 @@ export function compareOutputs(outputDir: string, expectDir: string, tolerance?:
       add(`missing: ${rel}`);
       continue;
     }
-    const ext = path.extname(rel).toLowerCase();
-    if (tolerance !== undefined && (ext === '.tsv' || ext === '.csv')) {
-      compareTables(rel, readFileSync(actual, 'utf8'), readFileSync(expected, 'utf8'), ext === '.tsv' ? splitTsv : splitCsv, tolerance, add);
-    } else {
-      const at = firstDifference(actual, expected);
-      if (at !== undefined) add(`${rel}: differs at byte ${at} (size ${statSync(actual).size}, expected ${statSync(expected).size})`);
+    let fa: number;
+    try {
+      fa = outputWithin.openFile(actual, rel);
+    } catch (e) {
+      if (!(e instanceof OutsideWorkspaceError)) throw e;
+      add(`${rel}: leads out of /output (to ${e.real}); not read`);
+      continue;
+    }
+    let fe: number | undefined;
+    try {
+      fe = expectWithin ? expectWithin.openFile(expected, expected) : openSync(expected, 'r');
+      const ext = path.extname(rel).toLowerCase();
+      if (tolerance !== undefined && (ext === '.tsv' || ext === '.csv')) {
+        compareTables(rel, readFileSync(fa, 'utf8'), readFileSync(fe, 'utf8'), ext === '.tsv' ? splitTsv : splitCsv, tolerance, add);
+      } else {
+        const at = firstDifference(fa, fe);
+        if (at !== undefined) add(`${rel}: differs at byte ${at} (size ${fstatSync(fa).size}, expected ${fstatSync(fe).size})`);
+      }
+    } finally {
+      closeSync(fa);
+      if (fe !== undefined) closeSync(fe);
     }
   }
   if (more > 0) differences.push(`… and ${more} more difference${more === 1 ? '' : 's'}`);
@@ -83,7 +108,7 @@ function listFiles(dir: string, prefix = ''): string[] {
   for (const name of names) {
     const rel = prefix ? `${prefix}/${name}` : name;
     const st = statSync(path.join(dir, rel), { throwIfNoEntry: false });
-    if (st?.isDirectory()) files.push(...listFiles(dir, rel));
+    if (st?.isDirectory()) for (const f of listFiles(dir, rel)) files.push(f);
     else if (st?.isFile()) files.push(rel);
   }
   return files;
@@ -92,26 +117,20 @@ function listFiles(dir: string, prefix = ''): string[] {
 /** Chunk size of the byte comparison (model outputs can be large: never read whole). */
 const CHUNK = 1 << 20;
 
-/** Offset (0-based) of the first byte where the files differ, counting a length difference; undefined when identical. */
-function firstDifference(a: string, b: string): number | undefined {
-  const fa = openSync(a, 'r');
-  const fb = openSync(b, 'r');
-  try {
-    const ba = Buffer.alloc(CHUNK);
-    const bb = Buffer.alloc(CHUNK);
-    for (let offset = 0; ; offset += CHUNK) {
-      const na = readFull(fa, ba, offset);
-      const nb = readFull(fb, bb, offset);
-      const n = Math.min(na, nb);
-      for (let i = 0; i < n; i++) if (ba[i] !== bb[i]) return offset + i;
-      if (na !== nb) return offset + n;
-      if (na < CHUNK) return undefined;
-    }
-  } finally {
-    closeSync(fa);
-    closeSync(fb);
+/** Offset (0-based) of the first byte where two open files differ, counting a length difference; undefined when identical. */
+function firstDifference(fa: number, fb: number): number | undefined {
+  const ba = Buffer.alloc(CHUNK);
+  const bb = Buffer.alloc(CHUNK);
+  for (let offset = 0; ; offset += CHUNK) {
+    const na = readFull(fa, ba, offset);
+    const nb = readFull(fb, bb, offset);
+    const n = Math.min(na, nb);
+    for (let i = 0; i < n; i++) if (ba[i] !== bb[i]) return offset + i;
+    if (na !== nb) return offset + n;
+    if (na < CHUNK) return undefined;
   }
 }
+
 
 /** Fill `buf` from `fd` at `position` (short only at end of file); the bytes read. */
 function readFull(fd: number, buf: Buffer, position: number): number {
