@@ -200,7 +200,9 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
     sandbox: overrides.sandbox ?? rawSettings?.sandbox ?? 'bubblewrap',
     allowOutside,
   };
-  const boundary = new Boundary(root, allowOutside);
+  // Validation resolves thousands of paths under a few directories: one pass, with a memo of
+  // real directories. The declarations keep a boundary without one, for the checks at execution.
+  const boundary = new Boundary(root, allowOutside, { memo: true });
   const rel = (file: LoadedFile, p: string) =>
     path.posix.normalize(path.relative(root, path.resolve(path.dirname(file.absPath), p)).split(path.sep).join('/'));
 
@@ -239,7 +241,7 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
           });
         }
         if (base.kind === 'oci-layout') {
-          const outside = outsideProblem(boundary, base.dir, describePath(['images', name, 'from']), `'${from}'`, image.at(['from']));
+          const outside = outsideProblem(boundary, base.dir, describePath(['images', name, 'from']), `'${from}'`, () => image.at(['from']));
           if (outside) diagnostics.push(outside);
           else if (!inputExists(root, { kind: 'dir', path: base.dir })) {
             diagnostics.push({ code: 'missing-file', message: `OCI image layout directory '${base.dir}' does not exist`, span: image.at(['from']) });
@@ -307,7 +309,7 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
         let outside: Diagnostic | undefined;
         for (const m of sampled) {
           const dir = substituteVars(pattern, m);
-          outside ??= outsideProblem(boundary, dir, describePath(['groups', name, 'test', key]), dir === pattern ? declared : `${declared} (model '${m.name}')`, at(['test', key]));
+          outside ??= outsideProblem(boundary, dir, describePath(['groups', name, 'test', key]), dir === pattern ? declared : `${declared} (model '${m.name}')`, () => at(['test', key]));
         }
         if (outside) {
           diagnostics.push(outside);
@@ -350,7 +352,7 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
   }
 
   if (diagnostics.length) throw new DiagnosticError(diagnostics);
-  return { root, settings, boundary, images, groups, imagesFile, modelsFile };
+  return { root, settings, boundary: new Boundary(root, allowOutside), images, groups, imagesFile, modelsFile };
 }
 
 function modelsOf(raw: unknown): ModelDecl[] {
@@ -413,7 +415,7 @@ const OUTSIDE_HINT =
  * @param rel the workspace-relative path (validate's `rel`); `field` and `shown` (the value as
  *   written, quoted) name it in the message.
  */
-function outsideProblem(boundary: Boundary, rel: string, field: string, shown: string, span: Span): Diagnostic | undefined {
+function outsideProblem(boundary: Boundary, rel: string, field: string, shown: string, span: () => Span): Diagnostic | undefined {
   const abs = path.resolve(boundary.root, isGlob(rel) ? globBase(rel) : rel);
   const real = boundary.outside(abs);
   if (real === undefined) return undefined;
@@ -421,7 +423,7 @@ function outsideProblem(boundary: Boundary, rel: string, field: string, shown: s
   return {
     code: 'outside-workspace',
     message: `${field} ${shown} resolves to ${real}, outside the workspace${via ? ` (${via.link} is a symbolic link to ${via.target})` : ''}`,
-    span,
+    span: span(),
     hint: OUTSIDE_HINT,
   };
 }
@@ -440,14 +442,14 @@ function recipeFileProblems(boundary: Boundary, image: ImageDecl, raw: Record<st
   const r = image.recipe;
   const field = (...p: DataPath) => describePath(['images', image.name, ...p]);
   if (r.kind === 'dockerfile') {
-    const dockerfileOutside = outsideProblem(boundary, r.dockerfile, field('dockerfile'), `'${raw.dockerfile as string}'`, image.at(['dockerfile']));
+    const dockerfileOutside = outsideProblem(boundary, r.dockerfile, field('dockerfile'), `'${raw.dockerfile as string}'`, () => image.at(['dockerfile']));
     if (dockerfileOutside) out.push(dockerfileOutside);
     else if (!inputExists(root, { kind: 'file', path: r.dockerfile })) {
       out.push({ code: 'missing-file', message: `Dockerfile '${r.dockerfile}' does not exist`, span: image.at(['dockerfile']) });
     }
     const hasContext = raw.context !== undefined;
     // The default context is the Dockerfile's directory: said once, for the Dockerfile.
-    const contextOutside = hasContext || !dockerfileOutside ? outsideProblem(boundary, r.context, field(hasContext ? 'context' : 'dockerfile'), `'${(hasContext ? raw.context : raw.dockerfile) as string}'`, image.at([hasContext ? 'context' : 'dockerfile'])) : undefined;
+    const contextOutside = hasContext || !dockerfileOutside ? outsideProblem(boundary, r.context, field(hasContext ? 'context' : 'dockerfile'), `'${(hasContext ? raw.context : raw.dockerfile) as string}'`, () => image.at([hasContext ? 'context' : 'dockerfile'])) : undefined;
     if (contextOutside) out.push(contextOutside);
     else if (!dockerfileOutside && !inputExists(root, { kind: 'dir', path: r.context })) {
       out.push({ code: 'missing-file', message: `build context directory '${r.context}' does not exist`, span: image.at([hasContext ? 'context' : 'dockerfile']) });
@@ -455,7 +457,7 @@ function recipeFileProblems(boundary: Boundary, image: ImageDecl, raw: Record<st
   } else if (r.kind === 'layers') {
     const rawLayers = raw.layers as Array<{ copy: string }>;
     r.layers.forEach((l, i) => {
-      const outside = outsideProblem(boundary, l.copy, field('layers', i, 'copy'), `'${rawLayers[i].copy}'`, image.at(['layers', i, 'copy']));
+      const outside = outsideProblem(boundary, l.copy, field('layers', i, 'copy'), `'${rawLayers[i].copy}'`, () => image.at(['layers', i, 'copy']));
       if (outside) out.push(outside);
       else if (!inputExists(root, { kind: 'glob', pattern: l.copy })) {
         out.push({ code: 'missing-file', message: `'${l.copy}' matches no file`, span: image.at(['layers', i, 'copy']) });
