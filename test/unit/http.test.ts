@@ -3,8 +3,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
-import { ConnectionError, httpRequest, TransientError, withRetries } from '../engine/http.js';
-import { freePort } from './helpers.js';
+import { ConnectionError, httpRequest, TransientError, withRetries } from '../../engine/http.js';
+import { freePort } from '../helpers.js';
 
 const test = suite('http');
 const FAST = { backoffMs: [1] };

@@ -6,14 +6,14 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { ActionCache, type CachedResult } from '../engine/cache.js';
-import { executePlan } from '../engine/execute/scheduler.js';
-import { FileDigester } from '../engine/files.js';
-import { planBuild } from '../engine/plan.js';
-import { ContentStore } from '../engine/store.js';
-import { openWorkspace } from '../engine/workspace.js';
-import { fakeRules, FakeRunner, runEngine, SMALL_ZOO, statuses, workspace } from './helpers.js';
-import type { NodeId } from '../engine/rule.js';
+import { ActionCache, type CachedResult } from '../../engine/cache.js';
+import { executePlan } from '../../engine/execute/scheduler.js';
+import { FileDigester } from '../../engine/files.js';
+import { planBuild } from '../../engine/plan.js';
+import { ContentStore } from '../../engine/store.js';
+import { openWorkspace } from '../../engine/workspace.js';
+import { fakeRules, FakeRunner, runEngine, SMALL_ZOO, statuses, workspace } from '../helpers.js';
+import type { NodeId } from '../../engine/rule.js';
 
 const test = suite('execute');
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { copyFileAtomic, linkOrCopy } from '../engine/atomic.js';
+import { copyFileAtomic, linkOrCopy } from '../../engine/atomic.js';
 
 const test = suite('atomic');
 

@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { FakeRemoteCache, FakeRunner, runEngine, SMALL_ZOO, statuses, workspace } from './helpers.js';
+import { FakeRemoteCache, FakeRunner, runEngine, SMALL_ZOO, statuses, workspace } from '../helpers.js';
 
 const test = suite('remote-cache');
 

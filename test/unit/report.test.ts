@@ -1,9 +1,9 @@
 /** Reporters: the exact lines a person sees, live and plain, and the summary. */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { EngineEvent, NodeResult } from '../engine/events.js';
-import { progressReporter } from '../engine/report/progress.js';
-import type { NodeId } from '../engine/rule.js';
+import type { EngineEvent, NodeResult } from '../../engine/events.js';
+import { progressReporter } from '../../engine/report/progress.js';
+import type { NodeId } from '../../engine/rule.js';
 
 const test = suite('report');
 

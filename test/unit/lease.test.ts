@@ -4,8 +4,8 @@ import * as assert from 'uvu/assert';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
-import { KeyLeases, STALE_MS, type Holder } from '../engine/execute/lease.js';
-import { FakeClock } from './helpers.js';
+import { KeyLeases, STALE_MS, type Holder } from '../../engine/execute/lease.js';
+import { FakeClock } from '../helpers.js';
 
 const test = suite('lease');
 const KEY = 'a'.repeat(64);

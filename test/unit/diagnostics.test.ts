@@ -3,8 +3,8 @@ import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { didYouMean, formatDiagnostic, lineColumn } from '../engine/diagnostics.js';
-import { graph, workspace } from './helpers.js';
+import { didYouMean, formatDiagnostic, lineColumn } from '../../engine/diagnostics.js';
+import { graph, workspace } from '../helpers.js';
 
 const test = suite('diagnostics');
 

@@ -6,8 +6,8 @@ import { appendFileSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesS
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cachedRootfs, checkTree } from '../rules/runtime/rootfs-cache.js';
-import { graph, workspace, writeFiles } from './helpers.js';
+import { cachedRootfs, checkTree } from '../../rules/runtime/rootfs-cache.js';
+import { graph, workspace, writeFiles } from '../helpers.js';
 
 const test = suite('rootfs-cache');
 

@@ -10,15 +10,15 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Boundary, OutsideWorkspaceError } from '../engine/boundary.js';
-import { FileDigester } from '../engine/files.js';
-import { ContentStore } from '../engine/store.js';
-import { openWorkspace } from '../engine/workspace.js';
-import { layerEntries } from '../rules/build.js';
-import { defaultRules } from '../rules/index.js';
-import { writeLayer } from '../rules/oci/layer.js';
-import { compareOutputs } from '../rules/runtime/expect.js';
-import { graph, workspace } from './helpers.js';
+import { Boundary, OutsideWorkspaceError } from '../../engine/boundary.js';
+import { FileDigester } from '../../engine/files.js';
+import { ContentStore } from '../../engine/store.js';
+import { openWorkspace } from '../../engine/workspace.js';
+import { layerEntries } from '../../rules/build.js';
+import { defaultRules } from '../../rules/index.js';
+import { writeLayer } from '../../rules/oci/layer.js';
+import { compareOutputs } from '../../rules/runtime/expect.js';
+import { graph, workspace } from '../helpers.js';
 
 const test = suite('boundary');
 
