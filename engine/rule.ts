@@ -78,6 +78,12 @@ export interface ExecContext {
   readonly log: LogSink;
   readonly runner: ProcessRunner;
   readonly store: ContentStore;
+  /**
+   * The allow-listed environment variables (`NodeDef.env`) exactly as the node's key recorded
+   * them: name → value, null when unset. Rules read these, never `process.env`, so what runs is
+   * what the key describes.
+   */
+  readonly env: Readonly<Record<string, string | null>>;
   /** This node's action key, and its dependencies' (for records such as a lineage lock). */
   readonly keys: { readonly node: string; readonly deps: Readonly<Record<string, string>> };
   /** Outputs of this node's dependencies (all succeeded), by node id. */

@@ -54,9 +54,12 @@ function toolOf(image: ImageDecl, decls: Declarations): string {
   return `dockerfile-builder:${decls.settings.builder}`;
 }
 
-/** Seconds since the epoch for layer times and config dates: SOURCE_DATE_EPOCH, else 0. */
-export function sourceDateEpoch(): number {
-  const v = Number(process.env.SOURCE_DATE_EPOCH ?? 0);
+/**
+ * Seconds since the epoch for layer times and config dates: SOURCE_DATE_EPOCH as the node's key
+ * recorded it (`ExecContext.env`, never the process's own environment), else 0.
+ */
+export function sourceDateEpoch(env: ExecContext['env']): number {
+  const v = Number(env.SOURCE_DATE_EPOCH ?? 0);
   return Number.isFinite(v) && v >= 0 ? Math.floor(v) : 0;
 }
 
@@ -238,7 +241,7 @@ export const buildRule: Rule = {
     const name = node.image as string;
     const image = ctx.decls.images.get(name) as ImageDecl;
     const recipe = image.recipe;
-    const epoch = sourceDateEpoch();
+    const epoch = sourceDateEpoch(ctx.env);
     if (recipe.kind === 'layers') {
       const base = await resolveBase(image, ctx);
       const entries = layerEntries(ctx.decls.root, recipe.layers, ctx.decls.boundary);

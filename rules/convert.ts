@@ -50,7 +50,7 @@ export const convertRule: Rule = {
       image,
       scratchDir: ctx.scratchDir(),
       outFile: sifFile,
-      epoch: sourceDateEpoch(),
+      epoch: sourceDateEpoch(ctx.env),
       runner: ctx.runner,
       signal: ctx.signal,
       logFile: ctx.log.path,

@@ -57,6 +57,7 @@ export class LocalExecutor implements Executor {
         store: options.store,
         outDir: path.join(options.stateDir, 'out'),
         cacheDir: path.join(options.stateDir, 'cache'),
+        env: p.record.env,
         keys: { node: p.key, deps: p.record.deps },
         deps: job.deps,
         scratchDir: () => {

@@ -14,6 +14,7 @@ import { ContentStore } from '../../engine/store.js';
 import { openWorkspace } from '../../engine/workspace.js';
 import { fakeRules, FakeRunner, runEngine, SMALL_ZOO, statuses, workspace } from '../helpers.js';
 import type { NodeId } from '../../engine/rule.js';
+import { defaultRules } from '../../rules/index.js';
 
 const test = suite('execute');
 
@@ -122,6 +123,25 @@ test('a result that cannot be recorded fails its node; its dependents never run 
   // Everything that ran was recorded before executePlan returned: the next plan runs build:pwm and what depends on it.
   const again = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache: new ActionCache(ws.stateDir), store, digester: new FileDigester(ws.root, undefined), env: {} });
   assert.equal(again.nodes.filter((p) => p.status === 'run').map((p) => p.node.id).sort(), ['build:pwm', 'convert:pwm', 'publish:pwm', 'test:pwm/CTCF@oci', 'test:pwm/CTCF@sif', 'test:pwm/GATA1@oci', 'test:pwm/GATA1@sif']);
+});
+
+test('rules read the environment the key recorded, never the process\'s own', async () => {
+  const dir = workspace({ 'f.txt': 'x', 'images.yaml': 'version: 1\nimages:\n  a:\n    layers: [{copy: f.txt, to: /f}]\n' });
+  const ws = openWorkspace(dir, defaultRules);
+  const cache = new ActionCache(ws.stateDir);
+  const store = new ContentStore(path.join(ws.stateDir, 'cas'));
+  const saved = process.env.SOURCE_DATE_EPOCH;
+  process.env.SOURCE_DATE_EPOCH = '999999999';
+  try {
+    const plan = planBuild(ws.graph, new Set(['build:a' as NodeId]), { root: ws.root, cache, store, digester: new FileDigester(ws.root, undefined), env: { SOURCE_DATE_EPOCH: '1234' } });
+    assert.equal(plan.byId.get('build:a' as NodeId)?.record.env, { SOURCE_DATE_EPOCH: '1234' });
+    const summary = await executePlan(plan, { decls: ws.decls, jobs: 1, limits: {}, resources: {}, failFast: false, runner: new FakeRunner(), cache, store, stateDir: ws.stateDir, emit: () => {} });
+    const config = JSON.parse(readFileSync(store.pathOf(String(summary.results[0].outputs?.config)), 'utf8'));
+    assert.is(config.created, '1970-01-01T00:20:34Z');
+  } finally {
+    if (saved === undefined) delete process.env.SOURCE_DATE_EPOCH;
+    else process.env.SOURCE_DATE_EPOCH = saved;
+  }
 });
 
 test.run();
