@@ -5,7 +5,9 @@
  * Determinism: entries sorted by path, parents before children; every parent directory present;
  * mtime from SOURCE_DATE_EPOCH (or 0); uid/gid 0 and empty user/group names; modes normalized
  * (directories 0755, files 0644 or 0755 when executable, unless declared). The same inputs give
- * the same bytes, hence the same digests, on any machine with the same zlib (gzip header mtime 0).
+ * the same bytes, hence the same digests, on any machine with the same zlib: the tar is gzipped in
+ * 128 KiB blocks compressed in parallel (rules/oci/gzip.ts), cut by byte count alone, with a fixed
+ * gzip header (mtime 0, OS 3), so neither timing nor the number of cores changes a byte.
  *
  * The layer's diff_id (SHA-256 of the uncompressed tar, for the config's rootfs) and its digest
  * (SHA-256 of the compressed blob, for the manifest) are computed in one streaming pass while the
@@ -16,11 +18,11 @@ import { createReadStream, createWriteStream, lstatSync, readdirSync, readlinkSy
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import type tar from 'tar-stream';
 import { lazyRequire } from '../../engine/lazy.js';
 import { tempPathFor } from '../../engine/atomic.js';
 import type { ContentStore } from '../../engine/store.js';
+import { gzipParallel } from './gzip.js';
 
 const tarStream = lazyRequire<typeof tar>('tar-stream');
 
@@ -134,6 +136,8 @@ export interface WriteLayerOptions {
   readonly mtime?: number;
   /** gzip level, 1–9; default 6 (as `gzip -6`). */
   readonly level?: number;
+  /** Blocks compressed at once (gzipParallel's concurrency); default: the available parallelism. Never changes the bytes. */
+  readonly concurrency?: number;
   readonly signal?: AbortSignal;
 }
 
@@ -167,7 +171,7 @@ export async function writeLayer(entries: readonly LayerEntry[], store: ContentS
 
   try {
     await Promise.all([
-      pipeline(pack, uncompressed, createGzip({ level: options.level ?? 6 }), compressed, createWriteStream(tmp), { signal: options.signal }),
+      pipeline(pack, uncompressed, (source: AsyncIterable<Buffer>) => gzipParallel(source, options), compressed, createWriteStream(tmp), { signal: options.signal }),
       feed,
     ]);
     const digest = compressed.digest();
