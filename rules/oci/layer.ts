@@ -14,6 +14,7 @@
  * blob is written into the content-addressed store.
  */
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { createReadStream, createWriteStream, lstatSync, readdirSync, readlinkSync, renameSync, rmSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
@@ -169,9 +170,10 @@ export async function writeLayer(entries: readonly LayerEntry[], store: ContentS
   })();
   feed.catch((err) => pack.destroy(err));
 
+  const file = createWriteStream(tmp);
   try {
     await Promise.all([
-      pipeline(pack, uncompressed, (source: AsyncIterable<Buffer>) => gzipParallel(source, options), compressed, createWriteStream(tmp), { signal: options.signal }),
+      pipeline(pack, uncompressed, (source: AsyncIterable<Buffer>) => gzipParallel(source, options), compressed, file, { signal: options.signal }),
       feed,
     ]);
     const digest = compressed.digest();
@@ -182,6 +184,10 @@ export async function writeLayer(entries: readonly LayerEntry[], store: ContentS
     if (options.signal?.aborted) throw options.signal.reason;
     throw e;
   } finally {
+    // A failed or aborted pipeline rejects before the file stream has finished opening and closing
+    // the temp file: wait for that, or the file would appear after its removal.
+    file.destroy();
+    if (!file.closed) await once(file, 'close').catch(() => undefined);
     rmSync(tmp, { force: true });
   }
 }
