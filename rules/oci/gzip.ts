@@ -1,22 +1,24 @@
 /**
  * Parallel gzip, made as pigz makes it: one gzip member (RFC 1952) around one raw deflate stream
- * (RFC 1951) whose parts are compressed independently, several at once.
+ * (RFC 1951) whose parts are compressed independently, on several cores at once.
  *
  * The uncompressed stream is cut into blocks of BLOCK_SIZE bytes (by byte count only, so the cuts
- * and hence the output do not depend on timing or on how many blocks run at once). Each block is
+ * and hence the output do not depend on timing or on how many workers run). Each block is
  * deflated on its own, primed with the 32 KiB before it as its dictionary (so matches reach back
  * across the cut, as in one deflate stream). Every block but the last ends with a sync flush (an
  * empty stored block, byte-aligned, not final); the last ends with Z_FINISH (the final block).
  * Concatenated, they form one valid deflate stream that any inflater reads.
  *
- * Blocks are deflated by zlib's asynchronous API, which runs on libuv's thread pool: the event
- * loop stays free for tar packing, hashing and writing, no worker threads or files to load, and
- * nothing to keep alive or unref. The header is fixed (no mtime, no name, OS 3 = Unix on every
- * platform), the trailer is the CRC-32 and length (mod 2^32) of the whole uncompressed stream, so
- * the same input gives the same bytes with the same zlib, whatever the concurrency.
+ * Blocks are deflated by a pool of worker threads (one per core, started on first use, kept for
+ * the process and unref'd while idle, so they never keep it alive); a stream that fits in one
+ * block is deflated on the calling thread, starting no worker. The header is fixed (no mtime, no
+ * name, OS 3 = Unix on every platform); the trailer is the CRC-32 and length (mod 2^32) of the
+ * whole uncompressed stream. So the same input gives the same bytes with the same zlib, whatever
+ * the number of workers: within one block, exactly zlib's `gzip -6` output.
  */
 import { availableParallelism } from 'node:os';
-import zlib, { constants, deflateRaw } from 'node:zlib';
+import { Worker } from 'node:worker_threads';
+import zlib, { constants, deflateRawSync } from 'node:zlib';
 
 /** Bytes of uncompressed input per independently deflated block (pigz's default, 128 KiB). */
 export const BLOCK_SIZE = 128 * 1024;
@@ -27,8 +29,8 @@ export interface GzipOptions {
   /** Compression level, 0–9; default 6 (as `gzip -6`). */
   readonly level?: number;
   /**
-   * Blocks deflated at once (≥ 1); default: the machine's available parallelism. Also bounds
-   * memory: at most this many blocks (plus the one being filled) are held.
+   * Worker threads deflating blocks (≥ 1); default: the machine's available parallelism. Never
+   * changes the bytes. At most twice this many blocks are held in flight, so memory stays bounded.
    */
   readonly concurrency?: number;
 }
@@ -46,24 +48,32 @@ const crc32: Crc32 = (zlib as { crc32?: Crc32 }).crc32 ?? tableCrc32();
  */
 export async function* gzipParallel(source: AsyncIterable<Uint8Array>, options: GzipOptions = {}): AsyncGenerator<Buffer> {
   const level = options.level ?? 6;
-  const concurrency = Math.max(1, options.concurrency ?? availableParallelism());
+  const workers = Math.max(1, options.concurrency ?? availableParallelism());
   yield gzipHeader(level);
   let crc = 0;
   let length = 0;
-  // The block being filled: its dictionary (the previous block's last WINDOW bytes), then its data.
-  let block = Buffer.allocUnsafe(BLOCK_SIZE);
-  let dictionary: Buffer | undefined;
+  // The block being filled: WINDOW bytes of dictionary (the previous block's last WINDOW bytes;
+  // none in the first block), then up to BLOCK_SIZE bytes of data. Its own ArrayBuffer, so it
+  // moves to a worker without a copy.
+  let block = Buffer.allocUnsafeSlow(WINDOW + BLOCK_SIZE);
+  let dictionaryLength = 0;
   let fill = 0;
+  let sent = 0;
   const inFlight: Array<Promise<Buffer>> = [];
   const send = (last: boolean) => {
-    const data = block.subarray(0, fill);
-    const deflated = deflateBlock(data, dictionary, level, last);
+    const job = { block, dictionaryLength, length: dictionaryLength + fill, level, last };
+    if (!last) {
+      const next = Buffer.allocUnsafeSlow(WINDOW + BLOCK_SIZE);
+      block.copy(next, 0, job.length - WINDOW, job.length);
+      block = next;
+      dictionaryLength = WINDOW;
+      fill = 0;
+    }
+    const deflated = last && sent === 0 ? Promise.resolve(deflateBlock(job)) : deflatePool(workers).deflate(job);
     // Awaited in order below; this only keeps a rejection that comes early from being unhandled.
     deflated.catch(() => undefined);
     inFlight.push(deflated);
-    dictionary = data.subarray(fill - WINDOW);
-    block = Buffer.allocUnsafe(BLOCK_SIZE);
-    fill = 0;
+    sent++;
   };
   try {
     for await (const chunk of source) {
@@ -71,12 +81,12 @@ export async function* gzipParallel(source: AsyncIterable<Uint8Array>, options: 
       length += chunk.length;
       for (let offset = 0; offset < chunk.length; ) {
         const n = Math.min(chunk.length - offset, BLOCK_SIZE - fill);
-        block.set(chunk.subarray(offset, offset + n), fill);
+        block.set(chunk.subarray(offset, offset + n), dictionaryLength + fill);
         fill += n;
         offset += n;
         if (fill === BLOCK_SIZE) {
           send(false);
-          while (inFlight.length >= concurrency) yield await (inFlight.shift() as Promise<Buffer>);
+          while (inFlight.length >= 2 * workers) yield await (inFlight.shift() as Promise<Buffer>);
         }
       }
     }
@@ -84,7 +94,7 @@ export async function* gzipParallel(source: AsyncIterable<Uint8Array>, options: 
     while (inFlight.length > 0) yield await (inFlight.shift() as Promise<Buffer>);
   } finally {
     // On an early end (the pipeline failed or was aborted) the blocks still in flight finish on
-    // the thread pool and are dropped; their rejections are already handled.
+    // their workers and are dropped; their rejections are already handled.
     inFlight.length = 0;
   }
   const trailer = Buffer.alloc(8);
@@ -102,21 +112,121 @@ function gzipHeader(level: number): Buffer {
   return Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3]);
 }
 
-/** One block deflated on libuv's thread pool: a sync flush at its end, or Z_FINISH if `last`. */
-function deflateBlock(data: Buffer, dictionary: Buffer | undefined, level: number, last: boolean): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    deflateRaw(
-      data,
-      {
-        level,
-        dictionary,
-        finishFlush: last ? constants.Z_FINISH : constants.Z_SYNC_FLUSH,
-        // Room for the whole block's output at once: one trip to the thread pool per block.
-        chunkSize: BLOCK_SIZE + 1024,
-      },
-      (err, out) => (err ? reject(err) : resolve(out)),
-    );
+/** A block to deflate: `block[0, dictionaryLength)` primes the window, the rest up to `length` is data. */
+interface DeflateJob {
+  readonly block: Buffer;
+  readonly dictionaryLength: number;
+  readonly length: number;
+  readonly level: number;
+  /** Z_FINISH (the final deflate block) instead of a sync flush. */
+  readonly last: boolean;
+}
+
+/**
+ * Deflate one block on this thread (a stream of one block), with the same call as the workers in
+ * WORKER_SOURCE make.
+ */
+function deflateBlock(job: DeflateJob): Buffer {
+  const bytes = job.block.subarray(0, job.length);
+  return deflateRawSync(bytes.subarray(job.dictionaryLength), {
+    level: job.level,
+    dictionary: job.dictionaryLength > 0 ? bytes.subarray(0, job.dictionaryLength) : undefined,
+    finishFlush: job.last ? constants.Z_FINISH : constants.Z_SYNC_FLUSH,
   });
+}
+
+/** A worker's program: deflate each block it is sent, answer with the bytes (moved, not copied). */
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { constants, deflateRawSync } = require('node:zlib');
+parentPort.on('message', ({ id, buffer, dictionaryLength, length, level, last }) => {
+  try {
+    const bytes = new Uint8Array(buffer, 0, length);
+    const out = deflateRawSync(bytes.subarray(dictionaryLength), {
+      level,
+      dictionary: dictionaryLength > 0 ? bytes.subarray(0, dictionaryLength) : undefined,
+      finishFlush: last ? constants.Z_FINISH : constants.Z_SYNC_FLUSH,
+    });
+    const whole = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out : new Uint8Array(out);
+    parentPort.postMessage({ id, buffer: whole.buffer, length: whole.byteLength }, [whole.buffer]);
+  } catch (e) {
+    parentPort.postMessage({ id, error: String((e && e.message) || e) });
+  }
+});
+`;
+
+interface PoolWorker {
+  readonly worker: Worker;
+  /** Jobs sent and not yet answered; the worker is ref'd only while there are some. */
+  pending: number;
+}
+
+/**
+ * Worker threads deflating blocks for every gzip stream of the process. Workers start on first use
+ * (up to `size`), each job goes to the least busy one, and a worker that dies fails its jobs and is
+ * replaced on the next use.
+ */
+class DeflatePool {
+  private readonly workers: PoolWorker[] = [];
+  private readonly jobs = new Map<number, { resolve: (b: Buffer) => void; reject: (e: Error) => void; slot: PoolWorker }>();
+  private nextId = 0;
+
+  constructor(private readonly size: number) {}
+
+  /** Deflate `job` on a worker; `job.block` moves there and must not be touched again. */
+  deflate(job: DeflateJob): Promise<Buffer> {
+    const slot = this.pick();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.jobs.set(id, { resolve, reject, slot });
+      if (slot.pending++ === 0) slot.worker.ref();
+      const { block, dictionaryLength, length, level, last } = job;
+      slot.worker.postMessage({ id, buffer: block.buffer, dictionaryLength, length, level, last }, [block.buffer as ArrayBuffer]);
+    });
+  }
+
+  private pick(): PoolWorker {
+    const idle = this.workers.find((w) => w.pending === 0);
+    if (idle) return idle;
+    if (this.workers.length < this.size) return this.start();
+    return this.workers.reduce((a, b) => (b.pending < a.pending ? b : a));
+  }
+
+  private start(): PoolWorker {
+    const slot: PoolWorker = { worker: new Worker(WORKER_SOURCE, { eval: true }), pending: 0 };
+    slot.worker.unref();
+    slot.worker.on('message', (m: { id: number; buffer?: ArrayBuffer; length?: number; error?: string }) => {
+      const job = this.jobs.get(m.id);
+      if (!job) return;
+      this.jobs.delete(m.id);
+      if (--slot.pending === 0) slot.worker.unref();
+      if (m.error !== undefined) job.reject(new Error(`deflate: ${m.error}`));
+      else job.resolve(Buffer.from(m.buffer as ArrayBuffer, 0, m.length));
+    });
+    const fail = (e: Error) => {
+      const at = this.workers.indexOf(slot);
+      if (at >= 0) this.workers.splice(at, 1);
+      for (const [id, job] of this.jobs) {
+        if (job.slot !== slot) continue;
+        this.jobs.delete(id);
+        job.reject(e);
+      }
+      slot.pending = 0;
+    };
+    slot.worker.on('error', fail);
+    slot.worker.on('exit', (code) => fail(new Error(`deflate worker exited with code ${code}`)));
+    this.workers.push(slot);
+    return slot;
+  }
+}
+
+const pools = new Map<number, DeflatePool>();
+
+/** The process's pool of `size` workers (one per size asked for; graph asks for one). */
+function deflatePool(size: number): DeflatePool {
+  let pool = pools.get(size);
+  if (!pool) pools.set(size, (pool = new DeflatePool(size)));
+  return pool;
 }
 
 function tableCrc32(): Crc32 {
