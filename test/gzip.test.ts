@@ -93,4 +93,25 @@ test('a source that fails fails the stream with its error', async () => {
   }
 });
 
+test('a level zlib refuses fails the stream with zlib\'s error, on a worker as on this thread', async () => {
+  for (const length of [1000, 3 * BLOCK_SIZE]) {
+    try {
+      await gzip(sample(length), { level: 42 });
+      assert.unreachable();
+    } catch (e) {
+      assert.match((e as Error).message, /level/);
+    }
+  }
+});
+
+test('the worker pool does not keep the process alive once the stream is done', () => {
+  const module = new URL('../rules/oci/gzip.js', import.meta.url).href;
+  const script = `import { gzipParallel } from '${module}';
+    let n = 0;
+    for await (const c of gzipParallel([Buffer.alloc(3_000_000, 7)], { concurrency: 2 })) n += c.length;
+    process.stdout.write(String(n));`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+  assert.ok(Number(out) > 0, out);
+});
+
 test.run();

@@ -135,10 +135,14 @@ function deflateBlock(job: DeflateJob): Buffer {
   });
 }
 
-/** A worker's program: deflate each block it is sent, answer with the bytes (moved, not copied). */
+/**
+ * A worker's program: deflate each block it is sent, answer with the bytes (moved, not copied).
+ * An ES module in a data: URL, loaded as such whatever the flags the process started with (an
+ * `eval` worker's code is CommonJS or ESM depending on the inherited --input-type).
+ */
 const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const { constants, deflateRawSync } = require('node:zlib');
+import { parentPort } from 'node:worker_threads';
+import { constants, deflateRawSync } from 'node:zlib';
 parentPort.on('message', ({ id, buffer, dictionaryLength, length, level, last }) => {
   try {
     const bytes = new Uint8Array(buffer, 0, length);
@@ -154,6 +158,8 @@ parentPort.on('message', ({ id, buffer, dictionaryLength, length, level, last })
   }
 });
 `;
+
+const WORKER_URL = new URL(`data:text/javascript,${encodeURIComponent(WORKER_SOURCE)}`);
 
 interface PoolWorker {
   readonly worker: Worker;
@@ -193,7 +199,7 @@ class DeflatePool {
   }
 
   private start(): PoolWorker {
-    const slot: PoolWorker = { worker: new Worker(WORKER_SOURCE, { eval: true }), pending: 0 };
+    const slot: PoolWorker = { worker: new Worker(WORKER_URL), pending: 0 };
     slot.worker.unref();
     slot.worker.on('message', (m: { id: number; buffer?: ArrayBuffer; length?: number; error?: string }) => {
       const job = this.jobs.get(m.id);
