@@ -1,7 +1,8 @@
 /**
- * Layer build benchmark: the daemonless builder (tar-stream + zlib gzip -6, digest and diff_id in
- * one pass, into the store) vs `tar -c DIR | gzip -6 > FILE` (and pigz -6 when installed) on the
- * same ≈200 MB directory of model files; then a rebuild with unchanged inputs through the planner,
+ * Layer build benchmark: the daemonless builder (tar-stream + gzip -6 in parallel blocks on every
+ * core, digest and diff_id in one pass, into the store) vs `tar -c DIR | gzip -6 > FILE` and
+ * `tar -c DIR | pigz -6 > FILE` (pigz on the same cores; `apt-get install pigz`) on the same
+ * ≈200 MB directory of model files; then a rebuild with unchanged inputs through the planner,
  * counting file bytes read. Run: `node out/bench/layer.js [MB]`.
  */
 import { execSync } from 'node:child_process';
@@ -68,7 +69,7 @@ const mb = (ms: number) => (total / 1e6 / (ms / 1000)).toFixed(1);
 process.stdout.write(
   `layer build of ${(total / 1e6).toFixed(0)} MB, median of ${RUNS} after a warm-up\n` +
     `| builder | ms | MB/s | ratio to tar | gzip -6 |\n| --- | --- | --- | --- |\n` +
-    `| graph writeLayer (gzip -6) | ${median(ours).toFixed(0)} | ${mb(median(ours))} | ${(median(ours) / median(reference)).toFixed(2)} |\n` +
+    `| graph writeLayer (gzip -6, parallel blocks) | ${median(ours).toFixed(0)} | ${mb(median(ours))} | ${(median(ours) / median(reference)).toFixed(2)} |\n` +
     `| tar -c \\| gzip -6 | ${median(reference).toFixed(0)} | ${mb(median(reference))} | 1.00 |\n` +
     (hasPigz ? `| tar -c \\| pigz -6 | ${median(pigz).toFixed(0)} | ${mb(median(pigz))} | ${(median(pigz) / median(reference)).toFixed(2)} |\n` : '') +
     `warm re-digest of the tree: ${warm.stats.bytesRead} bytes read, ${warm.stats.memoHits} memo hits\n`,
@@ -85,7 +86,17 @@ emitRows([
     met: median(ours) / median(reference) <= 1.5,
   },
   ...(hasPigz
-    ? [{ section: 'layer build', case: size, graph: `${ms(median(ours))}`, reference: `tar -c | pigz -6: ${ms(median(pigz))}, ${mb(median(pigz))} MB/s`, ratio: median(ours) / median(pigz) }]
+    ? [
+        {
+          section: 'layer build',
+          case: size,
+          graph: `${ms(median(ours))}`,
+          reference: `tar -c | pigz -6: ${ms(median(pigz))}, ${mb(median(pigz))} MB/s`,
+          ratio: median(ours) / median(pigz),
+          target: '≤ 1.0',
+          met: median(ours) / median(pigz) <= 1.0,
+        },
+      ]
     : [{ section: 'layer build', case: size, graph: `${ms(median(ours))}`, reference: 'pigz: not installed' }]),
   { section: 'layer build', case: `${size}, unchanged: re-digest`, graph: `${warm.stats.bytesRead} bytes read, ${warm.stats.memoHits} memo hits`, reference: 'must read 0 bytes', target: '0 bytes', met: warm.stats.bytesRead === 0 },
 ]);

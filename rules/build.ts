@@ -47,10 +47,14 @@ function inputsOf(image: ImageDecl): InputSpec[] {
   return inputs;
 }
 
-/** The tool that makes an image; a Dockerfile build names the builder chosen (see settings.builder). */
+/**
+ * The tool that makes an image; a Dockerfile build names the builder chosen (see settings.builder).
+ * Version 2 of the layer writers: gzip in parallel blocks (rules/oci/gzip.ts), other bytes and so
+ * other digests than version 1's single zlib stream; the bump keeps version 1's records unused.
+ */
 function toolOf(image: ImageDecl, decls: Declarations): string {
-  if (image.recipe.kind === 'layers') return 'graph-layers/1';
-  if (image.recipe.kind === 'debian') return 'graph-debian/1';
+  if (image.recipe.kind === 'layers') return 'graph-layers/2';
+  if (image.recipe.kind === 'debian') return 'graph-debian/2';
   return `dockerfile-builder:${decls.settings.builder}`;
 }
 

@@ -3,8 +3,8 @@
  * layout we write, umoci unpacks it.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, utimesSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -14,10 +14,11 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ContentStore } from '../engine/store.js';
 import { composeImage, loadImage } from '../rules/oci/image.js';
+import { BLOCK_SIZE } from '../rules/oci/gzip.js';
 import { entriesForCopy, writeLayer, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR } from '../rules/oci/layer.js';
 import { importLayout, writeLayout } from '../rules/oci/layout.js';
 import { unpackImage, unpackLayer, UnpackError } from '../rules/oci/unpack.js';
-import { graph, workspace } from './helpers.js';
+import { graph, uncaughtDuring, workspace } from './helpers.js';
 
 const test = suite('oci');
 const tmp = (prefix = 'graph-oci-') => mkdtempSync(path.join(tmpdir(), prefix));
@@ -73,7 +74,72 @@ test('SOURCE_DATE_EPOCH sets every mtime (and so the digest)', async () => {
   assert.is.not(zero.digest, later.digest);
 });
 
+test('an interrupt while a layer is packed rejects with its reason, leaves no temp blob and raises nothing uncaught', async () => {
+  // 200 files of 200 kB: packing takes long enough to be aborted at each of these moments.
+  const src = tmp();
+  for (let i = 0; i < 200; i++) writeFileSync(path.join(src, `f${i}`), Buffer.alloc(200_000, i));
+  const entries = entriesForCopy(src, '/data');
+  const store = new ContentStore(tmp());
+  for (const afterMs of [0, 1, 5, 20, 60]) {
+    const interrupt = new AbortController();
+    const reason = new Error('interrupted');
+    setTimeout(() => interrupt.abort(reason), afterMs);
+    let rejected: unknown;
+    const uncaught = await uncaughtDuring(() => writeLayer(entries, store, { signal: interrupt.signal }).catch((e) => (rejected = e)));
+    assert.equal(uncaught, [], `aborted after ${afterMs} ms`);
+    assert.is(rejected, reason, `aborted after ${afterMs} ms`);
+    assert.equal(readdirSync(path.join(store.dir, 'sha256')), [], `aborted after ${afterMs} ms`);
+  }
+});
+
+/** A file of `length` bytes spanning compression blocks: text, then noise (a vocabulary, weights). */
+function modelFile(length: number): Buffer {
+  const text = Buffer.from(Array.from({ length: 20_000 }, (_, i) => `token_${i % 997}\t${i % 13}\n`).join(''));
+  return Buffer.concat([text, randomBytes(Math.max(0, length - text.length))]).subarray(0, length);
+}
+
+test('a layer over several compression blocks (a cut inside a file): gzip -t passes, gzip -dc is the tar of its diff_id, the same bytes at any concurrency', async () => {
+  const src = workspace({ 'a.txt': 'small\n' });
+  const big = modelFile(3 * BLOCK_SIZE + 1000);
+  writeFileSync(path.join(src, 'big.bin'), big);
+  const entries = entriesForCopy(src, '/data');
+  const store = new ContentStore(tmp());
+  const one = await writeLayer(entries, store, { concurrency: 1 });
+  const four = await writeLayer(entries, new ContentStore(tmp()), { concurrency: 4 });
+  assert.equal(four, one);
+  const blob = readFileSync(store.pathOf(one.digest));
+  execFileSync('gzip', ['-t'], { input: blob });
+  const tarBytes = execFileSync('gzip', ['-dc'], { input: blob, maxBuffer: 1 << 28 });
+  assert.is(sha(tarBytes), one.diffId);
+  assert.ok(tarBytes.length > 3 * BLOCK_SIZE);
+  const out = tmp();
+  execFileSync('tar', ['-x', '-C', out], { input: tarBytes });
+  assert.ok(readFileSync(path.join(out, 'data/big.bin')).equals(big), 'tar -x gives the file back');
+  assert.is(readFileSync(path.join(out, 'data/a.txt'), 'utf8'), 'small\n');
+});
+
+test('an interrupt while a layer is compressed rejects with its reason, leaves no temp blob, and the next layer builds', async () => {
+  // 32 MB of noise: seconds of deflate, so each moment falls while blocks are being compressed.
+  const src = tmp();
+  for (let i = 0; i < 4; i++) writeFileSync(path.join(src, `weights${i}.bin`), randomBytes(8_000_000));
+  const store = new ContentStore(tmp());
+  for (const afterMs of [20, 100, 300]) {
+    const interrupt = new AbortController();
+    const reason = new Error('interrupted');
+    setTimeout(() => interrupt.abort(reason), afterMs);
+    let rejected: unknown;
+    const uncaught = await uncaughtDuring(() => writeLayer(entriesForCopy(src, '/w'), store, { signal: interrupt.signal }).catch((e) => (rejected = e)));
+    assert.equal(uncaught, [], `aborted after ${afterMs} ms`);
+    assert.is(rejected, reason, `aborted after ${afterMs} ms`);
+    assert.equal(readdirSync(path.join(store.dir, 'sha256')), [], `aborted after ${afterMs} ms`);
+  }
+  const small = workspace(TREE);
+  const layer = await writeLayer(entriesForCopy(small, '/x'), store);
+  assert.is(sha(readFileSync(store.pathOf(layer.digest))), layer.digest);
+});
+
 test('build: a layers image that skopeo reads and umoci unpacks, byte-identical when rebuilt', () => {
+  const weights = modelFile(2 * BLOCK_SIZE + 4321);
   const dir = workspace({
     ...TREE,
     'images.yaml': `version: 1
@@ -93,6 +159,7 @@ images:
     labels: {org.opencontainers.image.title: model}
 `,
   });
+  writeFileSync(path.join(dir, 'share/weights.bin'), weights);
   const r = graph(dir, 'build', '--only', 'build', '--report', 'report.json');
   assert.is(r.code, 0, r.stderr);
   const report = JSON.parse(readFileSync(path.join(dir, 'report.json'), 'utf8'));
@@ -115,6 +182,11 @@ images:
   assert.is(lstatSync(path.join(rootfs, 'usr/local/bin/tool')).mode & 0o777, 0o755);
   assert.is(readFileSync(path.join(rootfs, 'opt/model/deep/x.txt'), 'utf8'), 'x\n');
   assert.is(readFileSync(path.join(rootfs, 'weights/model.bin'), 'utf8'), 'weights v1\n');
+  assert.ok(readFileSync(path.join(rootfs, 'weights/weights.bin')).equals(weights), 'a file across compression blocks');
+  assert.ok(readFileSync(path.join(rootfs, 'opt/model/weights.bin')).equals(weights));
+  for (const layer of inspect.Layers as string[]) {
+    execFileSync('gzip', ['-t', path.join(dir, model.layout, 'blobs', 'sha256', layer.slice(7))]);
+  }
 
   // Unchanged inputs: cached. A clean store: the same digest again.
   const again = graph(dir, 'build', '--only', 'build');

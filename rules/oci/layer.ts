@@ -5,24 +5,27 @@
  * Determinism: entries sorted by path, parents before children; every parent directory present;
  * mtime from SOURCE_DATE_EPOCH (or 0); uid/gid 0 and empty user/group names; modes normalized
  * (directories 0755, files 0644 or 0755 when executable, unless declared or given by the packages
- * a root filesystem came from), never read from the umask. The same inputs give
- * the same bytes, hence the same digests, on any machine with the same zlib (gzip header mtime 0).
+ * a root filesystem came from), never read from the umask. The same inputs give the same bytes,
+ * hence the same digests, on any machine with the same zlib: the tar is gzipped in 128 KiB blocks
+ * compressed in parallel (rules/oci/gzip.ts), cut by byte count alone, with a fixed gzip header
+ * (mtime 0, OS 3), so neither timing nor the number of cores changes a byte.
  *
  * The layer's diff_id (SHA-256 of the uncompressed tar, for the config's rootfs) and its digest
  * (SHA-256 of the compressed blob, for the manifest) are computed in one streaming pass while the
  * blob is written into the content-addressed store.
  */
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { createReadStream, createWriteStream, lstatSync, readdirSync, readlinkSync, renameSync, rmSync, mkdirSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import type tar from 'tar-stream';
 import { lazyRequire } from '../../engine/lazy.js';
 import { tempPathFor } from '../../engine/atomic.js';
 import type { Boundary } from '../../engine/boundary.js';
 import type { ContentStore } from '../../engine/store.js';
+import { gzipParallel } from './gzip.js';
 
 const tarStream = lazyRequire<typeof tar>('tar-stream');
 
@@ -149,6 +152,8 @@ export interface WriteLayerOptions {
   readonly mtime?: number;
   /** gzip level, 1–9; default 6 (as `gzip -6`). */
   readonly level?: number;
+  /** Blocks compressed at once (gzipParallel's concurrency); default: the available parallelism. Never changes the bytes. */
+  readonly concurrency?: number;
   readonly signal?: AbortSignal;
   /**
    * Read files only inside this boundary: each file entry's source is opened without following a
@@ -187,15 +192,24 @@ export async function writeLayer(entries: readonly LayerEntry[], store: ContentS
   })();
   feed.catch((err) => pack.destroy(err));
 
+  const file = createWriteStream(tmp);
   try {
     await Promise.all([
-      pipeline(pack, uncompressed, createGzip({ level: options.level ?? 6 }), compressed, createWriteStream(tmp), { signal: options.signal }),
+      pipeline(pack, uncompressed, (source: AsyncIterable<Buffer>) => gzipParallel(source, options), compressed, file, { signal: options.signal }),
       feed,
     ]);
     const digest = compressed.digest();
     renameSync(tmp, store.pathOf(digest));
     return { mediaType: MEDIA_TYPE_LAYER_GZIP, digest, size: compressed.size, diffId: uncompressed.digest() };
+  } catch (e) {
+    // The pipeline rejects with its own AbortError; callers are promised the signal's reason.
+    if (options.signal?.aborted) throw options.signal.reason;
+    throw e;
   } finally {
+    // A failed or aborted pipeline rejects before the file stream has finished opening and closing
+    // the temp file: wait for that, or the file would appear after its removal.
+    file.destroy();
+    if (!file.closed) await once(file, 'close').catch(() => undefined);
     rmSync(tmp, { force: true });
   }
 }
@@ -212,10 +226,8 @@ function addFile(pack: tar.Pack, header: TarHeader, source: string, within: Boun
   return new Promise((resolve, reject) => {
     const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
     const src = fd === undefined ? createReadStream(source, { highWaterMark: 1 << 20 }) : createReadStream('', { fd, highWaterMark: 1 << 20 });
-    src.on('error', (err) => {
-      sink.destroy(err);
-      reject(err);
-    });
-    src.pipe(sink);
+    // pipeline, not pipe: when the pack is destroyed (an abort) the entry errors, and pipe would
+    // re-emit that error with no listener (an uncaught exception) and leave the file open.
+    pipeline(src, sink).catch(reject);
   });
 }
