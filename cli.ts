@@ -16,7 +16,7 @@ import { executePlan } from './engine/execute/scheduler.js';
 import { FileDigester } from './engine/files.js';
 import { checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
 import { ExecaRunner } from './engine/process.js';
-import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/files.js';
+import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/build-report.js';
 import { PLAN_FORMATS, renderPlan, type PlanFormat } from './engine/report/plan.js';
 import { progressReporter } from './engine/report/progress.js';
 import type { NodeId } from './engine/rule.js';

@@ -15,7 +15,7 @@ import { type ProcessRunner, type RunOptions, type RunResult } from '../engine/p
 import { findExecutable } from '../rules/dockerfile/builder.js';
 import { apptainerArgv, ApptainerBackend } from '../rules/runtime/apptainer.js';
 import { bubblewrapArgv, BubblewrapBackend, rootMounts } from '../rules/runtime/bubblewrap.js';
-import { podmanRunArgs } from '../rules/runtime/container.js';
+import { podmanRunArgs } from '../rules/runtime/podman.js';
 import { compareOutputs, WROTE_NOTHING } from '../rules/runtime/expect.js';
 import { detectBackend, type RunInImage, type TestRuntimeBackend } from '../rules/runtime/runtime.js';
 import { busyboxRoot, debianRoot, writeFiles } from './helpers.js';

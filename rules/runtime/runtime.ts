@@ -112,7 +112,7 @@ export async function detectBackend(preferred?: string, options: RuntimeOptions 
       const podman = findExecutable('podman', searchPath);
       const runc = findExecutable('runc', searchPath, SBIN_DIRS);
       if (!podman || !runc) throw new Error(`test runtime podman: ${podman ? 'runc' : 'podman'} is not on PATH; install it with \`apt-get install podman runc\` (Debian/Ubuntu)`);
-      return new (await import('./container.js')).PodmanBackend(podman, runc, options);
+      return new (await import('./podman.js')).PodmanBackend(podman, runc, options);
     }
     case 'docker':
       throw new Error(
