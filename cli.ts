@@ -22,6 +22,7 @@ import { progressReporter } from './engine/report/progress.js';
 import type { NodeId } from './engine/rule.js';
 import { ContentStore } from './engine/store.js';
 import { matchTargets, TargetError } from './engine/targets.js';
+import { resolveTools } from './engine/tools.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
 import { lockImages } from './rules/debian/image.js';
 import { stalePublished } from './rules/publish.js';
@@ -289,7 +290,10 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   const cache = new ActionCache(ws.cacheDir);
   const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'), ws.decls.boundary);
-  let plan: Plan = planBuild(ws.graph, ws.graph.withDependencies(selected), { root: ws.root, cache, store, digester, env: process.env });
+  const selection = ws.graph.withDependencies(selected);
+  // The external tools' identities go into the keys (memoized by their executables' stat).
+  const tools = await resolveTools([...selection].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
+  let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools });
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.decls);
   return { plan, cache, store, digester, summary: planSummary(plan) };
 }

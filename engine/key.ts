@@ -7,12 +7,14 @@
  * - `decl`:  the normalized declaration the node depends on (only the fields it reads).
  * - `files`: workspace-relative path → fingerprint (files.ts) of every input file.
  * - `env`:   allow-listed environment variables → value, or null when unset.
- * - `tool`:  identity and version of the tool that produces the output.
+ * - `tool`:  identity and version of the code that produces the output: graph's own (the node's
+ *            `tool`), then each external tool's as probed (engine/tools.ts).
  * - `deps`:  dependency node id → that dependency's key. Keys (not output digests) make a plan
  *            exact before anything runs: a dependency that will run changes its dependents' keys.
  */
 import { createHash, hash } from 'node:crypto';
 import type { FileDigester } from './files.js';
+import { toolField, type ToolIdentities } from './tools.js';
 import type { Json, NodeDef, NodeId } from './rule.js';
 
 export interface KeyRecord {
@@ -80,10 +82,14 @@ export interface KeyedRecord {
 export class Keyer {
   private readonly fileParts = new Map<string, { map: Record<string, string>; text: string }>();
 
-  /** @param env the environment allow-listed variables are read from. */
+  /**
+   * @param env the environment allow-listed variables are read from.
+   * @param tools the identities of the external tools nodes name (`resolveTools`).
+   */
   constructor(
     private readonly digester: FileDigester,
     private readonly env: NodeJS.ProcessEnv,
+    private readonly tools?: ToolIdentities,
   ) {}
 
   /**
@@ -104,11 +110,12 @@ export class Keyer {
     for (const name of node.env.length > 1 ? [...node.env].sort() : node.env) envMap[name] = this.env[name] ?? null;
     const deps: Record<string, string> = {};
     for (const id of node.deps.length > 1 ? node.deps.map((d) => d.id).sort() : node.deps.map((d) => d.id)) deps[id] = depKeys.get(id) as string;
-    const record: KeyRecord = { rule: node.kind, ruleVersion, decl: node.decl, files: part.map, env: envMap, tool: node.tool, deps };
+    const tool = toolField(node, this.tools);
+    const record: KeyRecord = { rule: node.kind, ruleVersion, decl: node.decl, files: part.map, env: envMap, tool, deps };
     // Fields in sorted order, as canonicalJson writes them.
     const text =
       `{"decl":${canonicalJson(node.decl)},"deps":${canonicalJson(deps)},"env":${canonicalJson(envMap)},` +
-      `"files":${part.text},"rule":${JSON.stringify(node.kind)},"ruleVersion":${canonicalJson(ruleVersion)},"tool":${JSON.stringify(node.tool)}}`;
+      `"files":${part.text},"rule":${JSON.stringify(node.kind)},"ruleVersion":${canonicalJson(ruleVersion)},"tool":${JSON.stringify(tool)}}`;
     return { record, text, key: hash('sha256', text, 'hex') };
   }
 }

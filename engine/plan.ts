@@ -12,6 +12,7 @@ import { explainChange, Keyer, shortDigest, type KeyRecord } from './key.js';
 import type { Declarations } from './declarations.js';
 import type { Json, NodeDef, NodeId, Rule } from './rule.js';
 import type { ContentStore } from './store.js';
+import type { ToolIdentities } from './tools.js';
 
 export type PlanStatus = 'run' | 'cached';
 
@@ -43,6 +44,8 @@ export interface PlanContext {
   readonly store: ContentStore;
   readonly digester: FileDigester;
   readonly env: NodeJS.ProcessEnv;
+  /** Identities of the external tools the nodes name (`resolveTools`); without, `NAME: not probed`. */
+  readonly tools?: ToolIdentities;
 }
 
 /** Most reasons listed for one node before "and N more". */
@@ -58,7 +61,7 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
   const keys = new Map<NodeId, string>();
   const byId = new Map<NodeId, PlannedNode>();
   const nodes: PlannedNode[] = [];
-  const keyer = new Keyer(ctx.digester, ctx.env);
+  const keyer = new Keyer(ctx.digester, ctx.env, ctx.tools);
   // Many nodes share one input spec (every test of a group reads its inputs); expand each once.
   const expanded = new Map<string, string[]>();
 

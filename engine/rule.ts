@@ -8,6 +8,7 @@ import type { Span } from './diagnostics.js';
 import type { InputSpec } from './files.js';
 import type { ProcessRunner } from './process.js';
 import type { ContentStore } from './store.js';
+import type { ToolProbe } from './tools.js';
 
 /** A node id such as `build:base`, `test:CpGenie/A549_ENCSR000DDI@oci`. */
 export type NodeId = string & { readonly __brand: 'NodeId' };
@@ -31,8 +32,14 @@ export interface NodeDef {
   readonly inputs: readonly InputSpec[];
   /** Environment variables whose values go into the key (an allow-list; others never do). */
   readonly env: readonly string[];
-  /** Identity and version of the tool that produces the output, e.g. `graph-layers/1`. */
+  /** Identity and version of graph's own code that produces the output, e.g. `graph-layers/1`. */
   readonly tool: string;
+  /**
+   * External tools that make the output (a Dockerfile builder, tar2sqfs, the test sandbox): each
+   * is probed before planning and its identity (`buildah version 1.28.2 …`) joins `tool` in the
+   * key (engine/tools.ts).
+   */
+  readonly tools?: readonly ToolProbe[];
   /** Wall-clock limit in milliseconds; undefined for none. */
   readonly timeoutMs?: number;
   /** Named resource tokens held while running, e.g. `{gpu: 1}`. */

@@ -8,12 +8,13 @@ import path from 'node:path';
 import type { Boundary } from '../engine/boundary.js';
 import type { BaseImage, Declarations, ImageDecl, LayerCopy } from '../engine/declarations.js';
 import { globBase, isGlob, matchPaths, type InputSpec } from '../engine/files.js';
+import { findExecutable, type ToolProbe } from '../engine/tools.js';
 import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, type NodeOutputs, type RestoreContext, type Rule } from '../engine/rule.js';
 import { composeImage, imageBlobs, loadImage, type ConfigChanges, type StoredImage } from './oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from './oci/layer.js';
 import { importLayout, writeLayout } from './oci/layout.js';
 import { debianRootfs, rootfsModes } from './debian/image.js';
-import { detectBuilder } from './dockerfile/builder.js';
+import { BUILDER_NAMES, detectBuilder } from './dockerfile/builder.js';
 import { stageContext } from './dockerfile/context.js';
 import { LOCK_FILE, readLock, type ImagesLock } from './debian/lock.js';
 import { pullImage } from './registry/client.js';
@@ -56,6 +57,21 @@ function toolOf(image: ImageDecl, decls: Declarations): string {
   if (image.recipe.kind === 'layers') return 'graph-layers/2';
   if (image.recipe.kind === 'debian') return 'graph-debian/2';
   return `dockerfile-builder:${decls.settings.builder}`;
+}
+
+/**
+ * The probe of the Dockerfile builder `choice` would pick (`auto`: the first usable of buildah,
+ * podman, docker): which it is and its version go into the key, so a new builder is a new key.
+ */
+function builderProbe(choice: string): ToolProbe {
+  return {
+    name: `dockerfile-builder:${choice}`,
+    executables: () => [
+      ...BUILDER_NAMES.map((exe) => findExecutable(exe, process.env.PATH) ?? `${exe} (not on PATH)`),
+      process.env.DOCKER_HOST ? `DOCKER_HOST=${process.env.DOCKER_HOST} (not a file)` : '/var/run/docker.sock',
+    ],
+    identify: async () => (await detectBuilder(choice === 'auto' ? undefined : choice)).version(),
+  };
 }
 
 /**
@@ -215,6 +231,7 @@ export const buildRule: Rule = {
       }
       return (lock.images[name] as unknown as Json) ?? null;
     };
+    let builder: ToolProbe | undefined;
     return [...decls.images.values()].map((image) => {
       const deps = image.from?.kind === 'image' ? [{ id: buildId(image.from.name), at: () => image.at(['from']) }] : [];
       const decl = {
@@ -235,6 +252,7 @@ export const buildRule: Rule = {
         inputs: inputsOf(image),
         env: ['SOURCE_DATE_EPOCH'],
         tool: toolOf(image, decls),
+        ...(image.recipe.kind === 'dockerfile' ? { tools: [(builder ??= builderProbe(decls.settings.builder))] } : {}),
         resources: {},
         image: image.name,
         at: () => image.at([], 'key'),

@@ -6,10 +6,22 @@
  */
 import path from 'node:path';
 import type { Declarations } from '../engine/declarations.js';
+import { captureOutput } from '../engine/process.js';
 import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { findExecutable, type ToolProbe } from '../engine/tools.js';
 import { buildId, sourceDateEpoch } from './build.js';
 import { loadImage } from './oci/image.js';
 import { imageToSif } from './sif/convert.js';
+
+/** tar2sqfs (squashfs-tools-ng) writes the partition; mksquashfs for layers that cannot stream. */
+const SQUASHFS_TOOLS: ToolProbe = {
+  name: 'squashfs',
+  executables: () => ['tar2sqfs', 'mksquashfs'].map((exe) => findExecutable(exe, process.env.PATH) ?? `${exe} (not on PATH)`),
+  identify: async () => {
+    const first = async (argv: string[]) => (await captureOutput(argv)).trim().split('\n')[0];
+    return `${await first(['tar2sqfs', '--version'])}; ${await first(['mksquashfs', '-version'])}`;
+  },
+};
 
 /** Node id of an image's conversion to SIF. */
 export const convertId = (image: string) => `convert:${image}` as NodeId;
@@ -34,6 +46,7 @@ export const convertRule: Rule = {
         inputs: [],
         env: ['SOURCE_DATE_EPOCH'],
         tool: 'graph-sif/2 tar2sqfs-gzip',
+        tools: [SQUASHFS_TOOLS],
         resources: {},
         image: image.name,
         at: () => image.at(['convert']),

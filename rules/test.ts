@@ -15,7 +15,7 @@ import { loadImage } from './oci/image.js';
 import { unpackImage } from './oci/unpack.js';
 import { compareOutputs } from './runtime/expect.js';
 import { cachedRootfs } from './runtime/rootfs-cache.js';
-import { detectBackend } from './runtime/runtime.js';
+import { detectBackend, sandboxProbe } from './runtime/runtime.js';
 import { primaryPartition, readSif } from './sif/sif.js';
 import { buildId } from './build.js';
 import { convertId } from './convert.js';
@@ -29,6 +29,7 @@ export const testRule: Rule = {
   version: 1,
   expand(decls: Declarations): NodeDef[] {
     const nodes: NodeDef[] = [];
+    const sandbox = [sandboxProbe(decls.settings.sandbox)];
     for (const group of decls.groups.values()) {
       const test = group.test;
       if (!test) continue;
@@ -56,6 +57,7 @@ export const testRule: Rule = {
             inputs,
             env: [],
             tool: `graph-test-${runtime}/1 sandbox:${decls.settings.sandbox}`,
+            tools: sandbox,
             timeoutMs: test.timeoutMs,
             resources: test.resources,
             image: group.image,

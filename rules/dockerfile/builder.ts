@@ -15,10 +15,8 @@
  * at in `base.layoutDir` when the build starts: see {@link pinBaseImage}.
  */
 import {
-  accessSync,
   appendFileSync,
   closeSync,
-  constants,
   existsSync,
   fstatSync,
   mkdirSync,
@@ -35,6 +33,7 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import { quoteArg, type ProcessRunner, type RunResult } from '../../engine/process.js';
+import { findExecutable } from '../../engine/tools.js';
 import { MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, type Descriptor } from '../oci/image.js';
 import { layoutDescriptor } from '../oci/layout.js';
 import { NodeFailure } from '../../engine/rule.js';
@@ -144,24 +143,6 @@ function unusable(name: BuilderName, env: Readonly<Record<string, string | undef
   if (!exe) return 'not on PATH';
   if (name === 'docker' && !env.DOCKER_HOST && !existsSync('/var/run/docker.sock')) {
     return `CLI at ${exe}, but no engine (DOCKER_HOST is unset and /var/run/docker.sock does not exist)`;
-  }
-  return undefined;
-}
-
-/**
- * Absolute path of executable `name` in the `:`-separated `searchPath` (then in `extraDirs`), or
- * undefined when there is none.
- */
-export function findExecutable(name: string, searchPath: string | undefined, extraDirs: readonly string[] = []): string | undefined {
-  for (const dir of [...(searchPath ?? '').split(':'), ...extraDirs]) {
-    if (!dir) continue;
-    const candidate = path.join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
   }
   return undefined;
 }

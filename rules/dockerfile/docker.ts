@@ -35,11 +35,11 @@ import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { captureOutput, ExecaRunner, type ProcessRunner } from '../../engine/process.js';
 import { NodeFailure } from '../../engine/rule.js';
+import { findExecutable } from '../../engine/tools.js';
 import {
   argsAndTarget,
   builderEnv,
   commitLayout,
-  findExecutable,
   partialLayoutPath,
   pinBaseImage,
   prepareWork,

@@ -262,8 +262,8 @@ test('a directory with more entries than a call takes arguments is copied (no "M
   mkdirSync(path.join(dir, 'many'));
   for (let i = 0; i < 20_000; i++) writeFileSync(path.join(dir, 'many', `f${i}`), '');
   // A smaller stack makes the old push(...entries) overflow at ~15,000 entries instead of ~130,000.
-  const build = fileURLToPath(new URL('../rules/build.js', import.meta.url));
-  const boundary = fileURLToPath(new URL('../engine/boundary.js', import.meta.url));
+  const build = fileURLToPath(new URL('../../rules/build.js', import.meta.url));
+  const boundary = fileURLToPath(new URL('../../engine/boundary.js', import.meta.url));
   const script = `const { layerEntries } = await import(${JSON.stringify(build)}); const { Boundary } = await import(${JSON.stringify(boundary)});
 const root = ${JSON.stringify(dir)};
 process.stdout.write(String(layerEntries(root, [{ copy: 'many', to: '/m' }], new Boundary(root)).length));`;
