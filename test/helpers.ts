@@ -309,3 +309,23 @@ export function processAlive(pid: number): boolean {
     return false;
   }
 }
+
+/**
+ * Run `fn` and collect every uncaught exception and unhandled rejection raised meanwhile and in
+ * the `settleMs` after it (a stream destroyed on abort may emit its error a few ticks later).
+ * Listening keeps them from ending the test process, so a test can assert there were none.
+ */
+export async function uncaughtDuring(fn: () => Promise<unknown>, settleMs = 50): Promise<string[]> {
+  const seen: string[] = [];
+  const onError = (e: unknown) => seen.push(`${(e as Error)?.name}: ${(e as Error)?.message}`);
+  process.on('uncaughtException', onError);
+  process.on('unhandledRejection', onError);
+  try {
+    await fn().catch(() => undefined);
+    await new Promise((r) => setTimeout(r, settleMs));
+  } finally {
+    process.off('uncaughtException', onError);
+    process.off('unhandledRejection', onError);
+  }
+  return seen;
+}

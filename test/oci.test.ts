@@ -4,7 +4,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, utimesSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -17,7 +17,7 @@ import { composeImage, loadImage } from '../rules/oci/image.js';
 import { entriesForCopy, writeLayer, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR } from '../rules/oci/layer.js';
 import { importLayout, writeLayout } from '../rules/oci/layout.js';
 import { unpackImage, unpackLayer, UnpackError } from '../rules/oci/unpack.js';
-import { graph, workspace } from './helpers.js';
+import { graph, uncaughtDuring, workspace } from './helpers.js';
 
 const test = suite('oci');
 const tmp = (prefix = 'graph-oci-') => mkdtempSync(path.join(tmpdir(), prefix));
@@ -70,6 +70,24 @@ test('SOURCE_DATE_EPOCH sets every mtime (and so the digest)', async () => {
   const zero = await writeLayer(entriesForCopy(a, '/x'), store);
   const later = await writeLayer(entriesForCopy(a, '/x'), store, { mtime: 1_700_000_000 });
   assert.is.not(zero.digest, later.digest);
+});
+
+test('an interrupt while a layer is packed rejects with its reason, leaves no temp blob and raises nothing uncaught', async () => {
+  // 200 files of 200 kB: packing takes long enough to be aborted at each of these moments.
+  const src = tmp();
+  for (let i = 0; i < 200; i++) writeFileSync(path.join(src, `f${i}`), Buffer.alloc(200_000, i));
+  const entries = entriesForCopy(src, '/data');
+  const store = new ContentStore(tmp());
+  for (const afterMs of [0, 1, 5, 20, 60]) {
+    const interrupt = new AbortController();
+    const reason = new Error('interrupted');
+    setTimeout(() => interrupt.abort(reason), afterMs);
+    let rejected: unknown;
+    const uncaught = await uncaughtDuring(() => writeLayer(entries, store, { signal: interrupt.signal }).catch((e) => (rejected = e)));
+    assert.equal(uncaught, [], `aborted after ${afterMs} ms`);
+    assert.is(rejected, reason, `aborted after ${afterMs} ms`);
+    assert.equal(readdirSync(path.join(store.dir, 'sha256')), [], `aborted after ${afterMs} ms`);
+  }
 });
 
 test('build: a layers image that skopeo reads and umoci unpacks, byte-identical when rebuilt', () => {

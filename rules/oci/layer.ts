@@ -173,6 +173,10 @@ export async function writeLayer(entries: readonly LayerEntry[], store: ContentS
     const digest = compressed.digest();
     renameSync(tmp, store.pathOf(digest));
     return { mediaType: MEDIA_TYPE_LAYER_GZIP, digest, size: compressed.size, diffId: uncompressed.digest() };
+  } catch (e) {
+    // The pipeline rejects with its own AbortError; callers are promised the signal's reason.
+    if (options.signal?.aborted) throw options.signal.reason;
+    throw e;
   } finally {
     rmSync(tmp, { force: true });
   }
@@ -187,11 +191,8 @@ function addEntry(pack: tar.Pack, header: TarHeader, data?: Buffer): Promise<voi
 function addFile(pack: tar.Pack, header: TarHeader, source: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-    const src = createReadStream(source, { highWaterMark: 1 << 20 });
-    src.on('error', (err) => {
-      sink.destroy(err);
-      reject(err);
-    });
-    src.pipe(sink);
+    // pipeline, not pipe: when the pack is destroyed (an abort) the entry errors, and pipe would
+    // re-emit that error with no listener (an uncaught exception) and leave the file open.
+    pipeline(createReadStream(source, { highWaterMark: 1 << 20 }), sink).catch(reject);
   });
 }
