@@ -1,10 +1,12 @@
 /** The real process runner (execa): exit codes, logs, and ending a whole process group. */
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { captureOutput, ExecaRunner } from '../engine/process.js';
+import { fileURLToPath } from 'node:url';
+import { captureOutput, ExecaRunner, readOutput } from '../engine/process.js';
 import { processAlive } from './helpers.js';
 
 const test = suite('process');
@@ -62,6 +64,73 @@ test('captureOutput returns stdout, and names the command and its stderr on fail
   } catch (e) {
     assert.is((e as Error).message, "sh -c echo broken >&2; exit 1 failed: broken");
   }
+});
+
+test('readOutput streams stdout, ends only on exit 0, and fails with what `fail` makes of a bad end', async () => {
+  const collect = async (argv: string[]) => {
+    let text = '';
+    for await (const c of readOutput(argv, (f) => new Error(`${f.error ? `cannot start: ${f.error.message}` : `exit ${f.exitCode ?? f.signal}`}; stderr ${f.stderr.trim()}`))) text += c;
+    return text;
+  };
+  assert.is(await collect(['sh', '-c', 'printf hello']), 'hello');
+  assert.is(await collect(['sh', '-c', 'printf partial; echo bad >&2; exit 4']).catch((e: Error) => e.message), 'exit 4; stderr bad');
+  assert.match(await collect(['/nonexistent/tool']).catch((e: Error) => e.message), /^cannot start: .*ENOENT/);
+});
+
+/** Wait until `file` holds `n` lines (pids written by the children); returns them as numbers. */
+async function pidsIn(file: string, n: number): Promise<number[]> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
+    if (lines.length >= n) return lines.map(Number);
+    if (Date.now() > deadline) throw new Error(`only ${lines.length} of ${n} pids in ${file}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function ended(pids: number[], withinMs: number): Promise<number[]> {
+  const deadline = Date.now() + withinMs;
+  while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  return pids.filter(alive);
+}
+
+// A graph process (here a small script on the real runner) started as a terminal starts a
+// foreground job: in a process group of its own, which the terminal's Ctrl-C signals whole.
+const PROCESS_JS = fileURLToPath(new URL('../engine/process.js', import.meta.url));
+function startGraphLike(pidFile: string) {
+  const script = `
+    import { ExecaRunner, captureOutput, readOutput } from ${JSON.stringify(PROCESS_JS)};
+    process.on('SIGINT', () => {}); // graph handles its interrupt; it survives the Ctrl-C
+    const child = (what) => ['sh', '-c', 'echo $$ >> ${pidFile}; exec sleep 30 # ' + what];
+    new ExecaRunner().run(child('runner')).catch(() => {});
+    captureOutput(child('captureOutput')).catch(() => {});
+    readOutput(child('readOutput'), () => new Error('failed')).on('error', () => {}).resume();
+    setInterval(() => {}, 1000);
+  `;
+  return spawn(process.execPath, ['--input-type=module', '-e', script], { detached: true, stdio: 'ignore' });
+}
+
+test("every child runs in its own process group: the terminal's Ctrl-C to graph's group reaches none of them", async () => {
+  const pidFile = path.join(tmp(), 'pids');
+  const graphLike = startGraphLike(pidFile);
+  try {
+    const pids = await pidsIn(pidFile, 3);
+    process.kill(-(graphLike.pid as number), 'SIGINT');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(pids.filter((p) => !alive(p)), [], 'no child ended by the Ctrl-C');
+  } finally {
+    process.kill(-(graphLike.pid as number), 'SIGKILL');
+  }
+});
+
+test('every child dies with graph, even when graph is killed with SIGKILL, and so does its whole group', async () => {
+  const pidFile = path.join(tmp(), 'pids');
+  const graphLike = startGraphLike(pidFile);
+  const pids = await pidsIn(pidFile, 3);
+  assert.equal(pids.filter((p) => !alive(p)), []);
+  // graph's process group, as `kill -9 -PGID` does: the reaper is not in it.
+  process.kill(-(graphLike.pid as number), 'SIGKILL');
+  assert.equal(await ended(pids, 3000), [], 'every child ended');
 });
 
 test.run();
