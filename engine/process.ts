@@ -48,6 +48,14 @@ export interface ProcessRunner {
 /** Grace period between SIGTERM and SIGKILL for a process group, in milliseconds. */
 export const KILL_GRACE_MS = 2000;
 
+/**
+ * How long a child that died of SIGINT or SIGTERM waits for its run's signal to abort, in
+ * milliseconds. An interrupt can reach graph and the child at once (a service manager signals
+ * every process of a unit, `kill` of a whole session), and the child's exit may be seen before
+ * graph's own handler has run: the node must then end as interrupted, not failed.
+ */
+export const INTERRUPT_SETTLE_MS = 500;
+
 /** The real runner, on execa. */
 export class ExecaRunner implements ProcessRunner {
   async run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
@@ -83,7 +91,9 @@ export class ExecaRunner implements ProcessRunner {
       if (r.failed && r.exitCode === undefined && r.signal === undefined && !options.signal?.aborted) {
         throw new Error(r.shortMessage ?? `cannot run ${file}`);
       }
-      return { exitCode: r.exitCode, signal: r.signal, aborted: options.signal?.aborted ?? false };
+      let aborted = options.signal?.aborted ?? false;
+      if (!aborted && options.signal && (r.signal === 'SIGINT' || r.signal === 'SIGTERM')) aborted = await abortsWithin(options.signal, INTERRUPT_SETTLE_MS);
+      return { exitCode: r.exitCode, signal: r.signal, aborted };
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
       if (killTimer) clearTimeout(killTimer);
@@ -94,6 +104,21 @@ export class ExecaRunner implements ProcessRunner {
       }
     }
   }
+}
+
+/** Whether `signal` is aborted now or aborts within `ms` milliseconds. */
+function abortsWithin(signal: AbortSignal, ms: number): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const done = (aborted: boolean) => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      resolve(aborted);
+    };
+    const onAbort = () => done(true);
+    const timer = setTimeout(() => done(false), ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {

@@ -1,12 +1,12 @@
 /** The real process runner (execa): exit codes, logs, and ending a whole process group. */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fileURLToPath } from 'node:url';
-import { captureOutput, ExecaRunner, readOutput } from '../engine/process.js';
+import { captureOutput, ExecaRunner, INTERRUPT_SETTLE_MS, readOutput } from '../engine/process.js';
 import { processAlive } from './helpers.js';
 
 const test = suite('process');
@@ -93,6 +93,27 @@ async function ended(pids: number[], withinMs: number): Promise<number[]> {
   while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   return pids.filter(alive);
 }
+
+test('a child killed by SIGINT while its run aborts counts as aborted; killed by SIGINT alone, it does not', async () => {
+  const dir = tmp();
+  const pidFile = path.join(dir, 'pid');
+  const start = (signal: AbortSignal) => runner.run(['sh', '-c', `echo $$ > ${pidFile}; exec sleep 30`], { signal });
+  // The interrupt reaches the child first, graph's own handler a moment later.
+  const interrupt = new AbortController();
+  const run = start(interrupt.signal);
+  const [pid] = await pidsIn(pidFile, 1);
+  process.kill(pid, 'SIGINT');
+  setTimeout(() => interrupt.abort(new Error('interrupted')), 100);
+  assert.equal(await run, { exitCode: undefined, signal: 'SIGINT', aborted: true });
+  // Nothing aborts: a SIGINT from elsewhere is the command's own failure, told after the settle time.
+  writeFileSync(pidFile, '');
+  const other = start(new AbortController().signal);
+  const [pid2] = await pidsIn(pidFile, 1);
+  const t0 = Date.now();
+  process.kill(pid2, 'SIGINT');
+  assert.equal(await other, { exitCode: undefined, signal: 'SIGINT', aborted: false });
+  assert.ok(Date.now() - t0 >= INTERRUPT_SETTLE_MS - 10);
+});
 
 // A graph process (here a small script on the real runner) started as a terminal starts a
 // foreground job: in a process group of its own, which the terminal's Ctrl-C signals whole.
