@@ -20,6 +20,7 @@ import { progressReporter } from './engine/report/progress.js';
 import type { NodeId } from './engine/rule.js';
 import { ContentStore } from './engine/store.js';
 import { matchTargets, TargetError } from './engine/targets.js';
+import { recordProcess, sweepTemps } from './engine/tmp.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
 import { lockImages } from './rules/debian/image.js';
 import { stalePublished } from './rules/publish.js';
@@ -122,6 +123,11 @@ ${targetHelp}`,
       for (const kind of Object.keys(cliLimits)) {
         if (!ws.graph.rules.has(kind)) throw new UsageError(`--limit: unknown node kind '${kind}' (kinds: ${[...ws.graph.rules.keys()].join(', ')})`);
       }
+      // Before this process makes any temp file: those of processes that are gone go first.
+      const swept = sweepTemps(ws.root, ws.stateDir);
+      if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
+      for (const p of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, p)}, left by a graph process that is gone: something is mounted inside it\n`);
+      recordProcess(ws.stateDir);
       const { plan, digester, cache, store } = await makePlan(ws, values, positionals);
       digester.save();
       cache.compact();

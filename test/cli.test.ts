@@ -1,7 +1,7 @@
 /** The `graph` binary end to end in temp workspaces (and a temp git repository). */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -178,6 +178,20 @@ test('clean removes .graph and only it', () => {
   assert.not.ok(existsSync(path.join(dir, '.graph')));
   assert.ok(existsSync(path.join(dir, 'images.yaml')));
   assert.is(graph(dir, 'clean').stdout, 'nothing to clean\n');
+});
+
+test('build: first removes the temp files that graph processes now gone left (kill -9)', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  const gone = spawnSync('true').pid as number;
+  const temps = [`.graph/tmp/${gone}-0123456789ab/rootfs/f`, `.graph/cas/sha256/.tmp-layer-${gone}-c144ed7f`, `dist/sif/.tmp-pwm.sif-${gone}-9abcdef0`];
+  writeFiles(dir, Object.fromEntries(temps.map((t) => [t, 'x'])));
+  const r = graph(dir, 'build');
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^removed 3 temp files left by graph processes that are gone\n0 to run, 9 cached/);
+  for (const t of temps) assert.not.ok(existsSync(path.join(dir, t)), t);
+  assert.not.ok(existsSync(path.join(dir, `.graph/tmp/${gone}-0123456789ab`)));
+  assert.equal(readdirSync(path.join(dir, '.graph/tmp')), [], "this build's own record went at its exit");
 });
 
 test.run();
