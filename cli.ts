@@ -30,6 +30,9 @@ const EXIT_OK = 0;
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 const EXIT_INTERRUPTED = 130;
+const EXIT_INTERNAL = 70;
+/** A second SIGINT/SIGTERM sooner than this after the first is the same interrupt (ms). */
+const REPEAT_SIGNAL_MS = 1000;
 
 class UsageError extends Error {}
 
@@ -123,6 +126,7 @@ ${targetHelp}`,
       for (const kind of Object.keys(cliLimits)) {
         if (!ws.graph.rules.has(kind)) throw new UsageError(`--limit: unknown node kind '${kind}' (kinds: ${[...ws.graph.rules.keys()].join(', ')})`);
       }
+      const interrupt = handleInterrupts();
       // Before this process makes any temp file: those of processes that are gone go first.
       const swept = sweepTemps(ws.root, ws.stateDir);
       if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
@@ -131,14 +135,6 @@ ${targetHelp}`,
       const { plan, digester, cache, store } = await makePlan(ws, values, positionals);
       digester.save();
       cache.compact();
-      const interrupt = new AbortController();
-      const onSignal = () => {
-        if (interrupt.signal.aborted) process.exit(EXIT_INTERRUPTED);
-        process.stderr.write('\ninterrupt: stopping running nodes (again to quit at once)\n');
-        interrupt.abort();
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
       const live = process.stderr.isTTY === true && !process.env.CI;
       const summary = await executePlan(plan, {
         decls: ws.decls,
@@ -153,8 +149,7 @@ ${targetHelp}`,
         stateDir: ws.stateDir,
         emit: progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root }),
       });
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      interrupt.finished();
       if (values.report) writeReport(values.report as string, reportJson(summary, ws.root));
       if (values.junit) writeReport(values.junit as string, reportJunit(summary));
       if (summary.interrupted) return EXIT_INTERRUPTED;
@@ -262,6 +257,51 @@ build runs everything. Declarations and outputs outside .graph/ are not touched.
     },
   },
 };
+
+/**
+ * SIGINT and SIGTERM for a build, from its start to its exit. The first aborts the returned signal
+ * (the scheduler stops running nodes and prints the interrupted summary); a repeat within
+ * REPEAT_SIGNAL_MS is the same interrupt delivered twice; a later one quits at once (the reaper
+ * ends the nodes' processes, the next build removes their temp files); one after the run has
+ * finished exits 130 at once. A safety net: a stream or promise that fails unexpectedly while the
+ * nodes stop must not end graph without its summary; outside an interrupt it is graph's bug,
+ * reported as one (exit 70).
+ */
+function handleInterrupts(): { signal: AbortSignal; finished(): void } {
+  const interrupt = new AbortController();
+  let interruptedAt = 0;
+  let done = false;
+  const onSignal = () => {
+    if (done) process.exit(EXIT_INTERRUPTED);
+    if (interrupt.signal.aborted) {
+      // One Ctrl-C can arrive twice: from the terminal, and forwarded by a wrapper (npx, npm run).
+      if (Date.now() - interruptedAt < REPEAT_SIGNAL_MS) return;
+      process.stderr.write('\ninterrupted: quit at once\n');
+      process.exit(EXIT_INTERRUPTED);
+    }
+    interruptedAt = Date.now();
+    process.stderr.write('\ninterrupt: stopping running nodes (again to quit at once)\n');
+    interrupt.abort(new Error('interrupted'));
+  };
+  const onUnexpected = (e: unknown) => {
+    if (interrupt.signal.aborted) {
+      process.stderr.write(`graph: while stopping: ${(e as Error)?.message ?? e}\n`);
+      return;
+    }
+    process.stderr.write(`graph: internal error: ${(e as Error)?.stack ?? e}\n`);
+    process.exit(EXIT_INTERNAL);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('uncaughtException', onUnexpected);
+  process.on('unhandledRejection', onUnexpected);
+  return {
+    signal: interrupt.signal,
+    finished: () => {
+      done = true;
+    },
+  };
+}
 
 function splitList(v: unknown): string[] | undefined {
   return typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
@@ -373,6 +413,6 @@ main(process.argv.slice(2)).then(
   },
   (e) => {
     process.stderr.write(`graph: internal error: ${(e as Error).stack ?? e}\n`);
-    process.exitCode = 70;
+    process.exitCode = EXIT_INTERNAL;
   },
 );
