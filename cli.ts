@@ -114,6 +114,7 @@ ${targetHelp}`,
       junit: { type: 'string' },
     },
     async run(open, values, positionals) {
+      const interrupt = handleInterrupts();
       const jobs = values.jobs === undefined ? availableParallelism() : positiveInt(values.jobs as string, '--jobs');
       if (values['keep-going'] && values['fail-fast']) throw new UsageError('--keep-going and --fail-fast exclude each other');
       const cliLimits: Record<string, number> = {};
@@ -126,7 +127,6 @@ ${targetHelp}`,
       for (const kind of Object.keys(cliLimits)) {
         if (!ws.graph.rules.has(kind)) throw new UsageError(`--limit: unknown node kind '${kind}' (kinds: ${[...ws.graph.rules.keys()].join(', ')})`);
       }
-      const interrupt = handleInterrupts();
       // Before this process makes any temp file: those of processes that are gone go first.
       const swept = sweepTemps(ws.root, ws.stateDir);
       if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
