@@ -410,6 +410,9 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // Interrupted: exit now. While Node tears down after the event loop ends it restores the
+    // default SIGINT action, and a repeated Ctrl-C arriving then would kill graph instead.
+    if (code === EXIT_INTERRUPTED) process.exit(code);
   },
   (e) => {
     process.stderr.write(`graph: internal error: ${(e as Error).stack ?? e}\n`);
