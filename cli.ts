@@ -13,14 +13,14 @@ import { DiagnosticError, didYouMean, formatDiagnostic } from './engine/diagnost
 import { executePlan } from './engine/execute.js';
 import { FileDigester } from './engine/files.js';
 import { checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
-import { ExecaRunner } from './engine/process.js';
+import { ExecaRunner, killAllProcesses } from './engine/process.js';
 import { reportJson, reportJunit, writeReport } from './engine/report/files.js';
 import { PLAN_FORMATS, renderPlan, type PlanFormat } from './engine/report/plan.js';
 import { progressReporter } from './engine/report/progress.js';
 import type { NodeId } from './engine/rule.js';
 import { ContentStore } from './engine/store.js';
 import { matchTargets, TargetError } from './engine/targets.js';
-import { recordProcess, sweepTemps } from './engine/tmp.js';
+import { recordProcess, removeOwnTemps, sweepTemps } from './engine/tmp.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
 import { lockImages } from './rules/debian/image.js';
 import { stalePublished } from './rules/publish.js';
@@ -127,6 +127,7 @@ ${targetHelp}`,
       for (const kind of Object.keys(cliLimits)) {
         if (!ws.graph.rules.has(kind)) throw new UsageError(`--limit: unknown node kind '${kind}' (kinds: ${[...ws.graph.rules.keys()].join(', ')})`);
       }
+      interrupt.workspace(ws);
       // Before this process makes any temp file: those of processes that are gone go first.
       const swept = sweepTemps(ws.root, ws.stateDir);
       if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
@@ -260,28 +261,38 @@ build runs everything. Declarations and outputs outside .graph/ are not touched.
 
 /**
  * SIGINT and SIGTERM for a build, from its start to its exit. The first aborts the returned signal
- * (the scheduler stops running nodes and prints the interrupted summary); a repeat within
- * REPEAT_SIGNAL_MS is the same interrupt delivered twice; a later one quits at once (the reaper
- * ends the nodes' processes, the next build removes their temp files); one after the run has
- * finished exits 130 at once. A safety net: a stream or promise that fails unexpectedly while the
- * nodes stop must not end graph without its summary; outside an interrupt it is graph's bug,
+ * (the scheduler stops the running nodes, their process groups get SIGTERM, and the interrupted
+ * summary follows); the second SIGKILLs those process groups at once (the summary still follows);
+ * the third quits without a summary, after killing them and removing this process's temp files.
+ * A repeat within REPEAT_SIGNAL_MS is the same interrupt delivered twice; a signal after the run
+ * has finished exits 130 at once. A safety net: a stream or promise that fails unexpectedly while
+ * the nodes stop must not end graph without its summary; outside an interrupt it is graph's bug,
  * reported as one (exit 70).
  */
-function handleInterrupts(): { signal: AbortSignal; finished(): void } {
+function handleInterrupts(): { signal: AbortSignal; workspace(ws: Workspace): void; finished(): void } {
   const interrupt = new AbortController();
-  let interruptedAt = 0;
+  let workspace: Workspace | undefined;
+  let count = 0;
+  let lastAt = 0;
   let done = false;
   const onSignal = () => {
     if (done) process.exit(EXIT_INTERRUPTED);
-    if (interrupt.signal.aborted) {
-      // One Ctrl-C can arrive twice: from the terminal, and forwarded by a wrapper (npx, npm run).
-      if (Date.now() - interruptedAt < REPEAT_SIGNAL_MS) return;
+    // One Ctrl-C can arrive twice: from the terminal, and forwarded by a wrapper (npx, npm run).
+    if (count > 0 && Date.now() - lastAt < REPEAT_SIGNAL_MS) return;
+    lastAt = Date.now();
+    count++;
+    if (count === 1) {
+      process.stderr.write('\ninterrupt: stopping running nodes (again to kill them at once)\n');
+      interrupt.abort(new Error('interrupted'));
+    } else if (count === 2) {
+      process.stderr.write('\ninterrupt: killing running nodes (again to quit at once)\n');
+      killAllProcesses();
+    } else {
+      killAllProcesses();
+      if (workspace) removeOwnTemps(workspace.root, workspace.stateDir);
       process.stderr.write('\ninterrupted: quit at once\n');
       process.exit(EXIT_INTERRUPTED);
     }
-    interruptedAt = Date.now();
-    process.stderr.write('\ninterrupt: stopping running nodes (again to quit at once)\n');
-    interrupt.abort(new Error('interrupted'));
   };
   const onUnexpected = (e: unknown) => {
     if (interrupt.signal.aborted) {
@@ -297,6 +308,9 @@ function handleInterrupts(): { signal: AbortSignal; finished(): void } {
   process.on('unhandledRejection', onUnexpected);
   return {
     signal: interrupt.signal,
+    workspace: (ws) => {
+      workspace = ws;
+    },
     finished: () => {
       done = true;
     },

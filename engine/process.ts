@@ -179,6 +179,11 @@ class Reaper {
     this.child.stdin?.write(line);
   }
 
+  /** SIGKILL every live group now. */
+  killAll(): void {
+    for (const g of this.groups) killGroup(g, 'SIGKILL');
+  }
+
   /** The reaper's pid (tests). */
   get pid(): number | undefined {
     return this.child?.pid;
@@ -186,6 +191,14 @@ class Reaper {
 }
 
 const reaper = new Reaper();
+
+/**
+ * SIGKILL the process group of every child running now, without the grace period (a second
+ * Ctrl-C: the runs then end at once, as aborted if their signal has aborted).
+ */
+export function killAllProcesses(): void {
+  reaper.killAll();
+}
 
 /** The reaper's pid, once a child has started (for tests: it must outlive graph's group). */
 export function reaperPid(): number | undefined {

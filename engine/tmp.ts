@@ -68,18 +68,32 @@ export function recordProcess(stateDir: string): () => void {
  * @returns the paths removed (absolute), and those kept because something is mounted inside.
  */
 export function sweepTemps(root: string, stateDir: string): { removed: string[]; kept: string[] } {
-  const removed: string[] = [];
-  const kept: string[] = [];
   const tmpDir = path.join(stateDir, 'tmp');
   const records = new Map<number, string>();
   for (const name of list(tmpDir)) {
     const m = RECORD_NAME.exec(name);
     if (m) records.set(Number(m[1]), readFileSync(path.join(tmpDir, name), 'utf8').trim());
   }
+  return removeTemps(root, stateDir, (pid) => processGone(pid, records.get(pid)));
+}
+
+/**
+ * Remove this process's own temps, for a process about to exit in the middle of its work (a
+ * third Ctrl-C): call it only once nothing of this process writes them any more.
+ * @returns as `sweepTemps`.
+ */
+export function removeOwnTemps(root: string, stateDir: string): { removed: string[]; kept: string[] } {
+  return removeTemps(root, stateDir, (pid) => pid === process.pid);
+}
+
+function removeTemps(root: string, stateDir: string, stale: (pid: number) => boolean): { removed: string[]; kept: string[] } {
+  const removed: string[] = [];
+  const kept: string[] = [];
+  const tmpDir = path.join(stateDir, 'tmp');
   const gone = new Map<number, boolean>();
   const isGone = (pid: number): boolean => {
     let g = gone.get(pid);
-    if (g === undefined) gone.set(pid, (g = processGone(pid, records.get(pid))));
+    if (g === undefined) gone.set(pid, (g = stale(pid)));
     return g;
   };
   const mounts = mountPoints();

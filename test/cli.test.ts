@@ -231,7 +231,7 @@ for (const [what, signals, gapMs] of [
   test(`build: ${what} while a layer is packed ends with exit 130, the interrupted summary and no temp file`, async () => {
     const r = await interruptedBuild([...signals], gapMs);
     assert.is(r.code, 130, r.stderr);
-    assert.match(r.stderr, /\ninterrupt: stopping running nodes \(again to quit at once\)\n/);
+    assert.match(r.stderr, /\ninterrupt: stopping running nodes \(again to kill them at once\)\n/);
     assert.match(r.stderr, /\n\[1\/2\] FAILED  build:big \([^)]+\): interrupted\n/);
     assert.match(r.stderr, /\ninterrupted: 0 ran, 0 cached, 1 failed, 1 skipped in [0-9.]+m?s\n  failed build:big: interrupted\n         log: \.graph\/logs\/build:big\.log\n$/);
     assert.not.match(r.stderr, /Error|\n\s+at /);
@@ -242,7 +242,7 @@ for (const [what, signals, gapMs] of [
 test('build: a second interrupt a second later, whether the nodes have stopped by then or not, still ends with exit 130', async () => {
   const r = await interruptedBuild(['SIGINT', 'SIGINT'], 1100);
   assert.is(r.code, 130, r.stderr);
-  assert.match(r.stderr, /\ninterrupt: stopping running nodes \(again to quit at once\)\n/);
+  assert.match(r.stderr, /\ninterrupt: stopping running nodes \(again to kill them at once\)\n/);
 });
 
 test.run();

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fileURLToPath } from 'node:url';
-import { captureOutput, ExecaRunner, INTERRUPT_SETTLE_MS, readOutput } from '../engine/process.js';
+import { captureOutput, ExecaRunner, INTERRUPT_SETTLE_MS, killAllProcesses, readOutput } from '../engine/process.js';
 import { processAlive } from './helpers.js';
 
 const test = suite('process');
@@ -54,6 +54,21 @@ test('abort ends the whole process group, grandchildren included', async () => {
   assert.ok(Date.now() - t0 < 1500, 'ended promptly by SIGTERM');
   await new Promise((res) => setTimeout(res, 50));
   assert.not.ok(alive(grandchild), 'grandchild ended with its group');
+});
+
+test('killAllProcesses ends at once the groups that a SIGTERM would leave running for the grace period', async () => {
+  const dir = tmp();
+  const pidFile = path.join(dir, 'pid');
+  const interrupt = new AbortController();
+  const run = runner.run(['sh', '-c', `trap '' TERM; echo $$ > ${pidFile}; while :; do sleep 0.05; done`], { signal: interrupt.signal });
+  while (!existsSync(pidFile) || !readFileSync(pidFile, 'utf8').trim()) await new Promise((r) => setTimeout(r, 10));
+  interrupt.abort();
+  await new Promise((r) => setTimeout(r, 200));
+  assert.ok(alive(Number(readFileSync(pidFile, 'utf8'))), 'SIGTERM ignored: still running, within the grace period');
+  const t0 = Date.now();
+  killAllProcesses();
+  assert.equal(await run, { exitCode: undefined, signal: 'SIGKILL', aborted: true });
+  assert.ok(Date.now() - t0 < 500, `ended ${Date.now() - t0} ms after, not at the end of the grace period`);
 });
 
 test('captureOutput returns stdout, and names the command and its stderr on failure', async () => {

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { processIdentity, recordProcess, sweepTemps } from '../engine/tmp.js';
+import { processIdentity, recordProcess, removeOwnTemps, sweepTemps } from '../engine/tmp.js';
 import { workspace } from './helpers.js';
 
 const test = suite('tmp');
@@ -71,6 +71,14 @@ test('a live process keeps its temps, unless its record names another process (a
   } finally {
     sleeper.kill('SIGKILL');
   }
+});
+
+test("removeOwnTemps removes this process's temps only (a build quitting at once)", () => {
+  const other = deadPid();
+  const dir = workspace(Object.fromEntries([...tempsOf(process.pid), ...tempsOf(other)].map((f) => [f, 'x'])));
+  const { removed } = removeOwnTemps(dir, path.join(dir, '.graph'));
+  assert.equal(removed.map((p) => path.relative(dir, p)).sort(), tempsOf(process.pid).map((t) => topOf(t, process.pid)).sort());
+  for (const t of tempsOf(other)) assert.ok(existsSync(path.join(dir, t)), t);
 });
 
 test('recordProcess writes this process’s identity, and the record goes when asked (or at exit)', () => {
