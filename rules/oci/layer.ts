@@ -165,11 +165,9 @@ export async function writeLayer(entries: readonly LayerEntry[], store: ContentS
   })();
   feed.catch((err) => pack.destroy(err));
 
+  const sink = createWriteStream(tmp);
   try {
-    await Promise.all([
-      pipeline(pack, uncompressed, createGzip({ level: options.level ?? 6 }), compressed, createWriteStream(tmp), { signal: options.signal }),
-      feed,
-    ]);
+    await Promise.all([pipeline(pack, uncompressed, createGzip({ level: options.level ?? 6 }), compressed, sink, { signal: options.signal }), feed]);
     const digest = compressed.digest();
     renameSync(tmp, store.pathOf(digest));
     return { mediaType: MEDIA_TYPE_LAYER_GZIP, digest, size: compressed.size, diffId: uncompressed.digest() };
@@ -178,6 +176,9 @@ export async function writeLayer(entries: readonly LayerEntry[], store: ContentS
     if (options.signal?.aborted) throw options.signal.reason;
     throw e;
   } finally {
+    // A pipeline can fail before the temp file is even open; it is created then after all, unless
+    // the removal waits for the stream to close.
+    if (!sink.closed) await new Promise<void>((resolve) => sink.once('close', () => resolve()));
     rmSync(tmp, { force: true });
   }
 }
