@@ -183,11 +183,6 @@ class Reaper {
   killAll(): void {
     for (const g of this.groups) killGroup(g, 'SIGKILL');
   }
-
-  /** The reaper's pid (tests). */
-  get pid(): number | undefined {
-    return this.child?.pid;
-  }
 }
 
 const reaper = new Reaper();
@@ -198,11 +193,6 @@ const reaper = new Reaper();
  */
 export function killAllProcesses(): void {
   reaper.killAll();
-}
-
-/** The reaper's pid, once a child has started (for tests: it must outlive graph's group). */
-export function reaperPid(): number | undefined {
-  return reaper.pid;
 }
 
 /**
