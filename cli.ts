@@ -131,7 +131,7 @@ ${targetHelp}`,
       // Before this process makes any temp file: those of processes that are gone go first.
       const swept = sweepTemps(ws.root, ws.stateDir);
       if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
-      for (const p of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, p)}, left by a graph process that is gone: something is mounted inside it\n`);
+      for (const k of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, k.path)}, left by a graph process that is gone: ${k.why}\n`);
       recordProcess(ws.stateDir);
       const { plan, digester, cache, store } = await makePlan(ws, values, positionals);
       digester.save();

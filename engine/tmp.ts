@@ -65,14 +65,20 @@ export function recordProcess(stateDir: string): () => void {
  * Remove the temp files and directories of graph processes that are gone, under workspace
  * `root` (its top level, `.graph/` and `dist/`). Call it before this process makes any temp: a
  * temp named with this process's own pid is taken to be an earlier process's.
- * @returns the paths removed (absolute), and those kept because something is mounted inside.
+ * @returns the paths removed (absolute), and those kept with why: something is mounted inside, or
+ *   the removal failed (its error's message).
  */
-export function sweepTemps(root: string, stateDir: string): { removed: string[]; kept: string[] } {
+export function sweepTemps(root: string, stateDir: string): Swept {
   const tmpDir = path.join(stateDir, 'tmp');
   const records = new Map<number, string>();
   for (const name of list(tmpDir)) {
     const m = RECORD_NAME.exec(name);
-    if (m) records.set(Number(m[1]), readFileSync(path.join(tmpDir, name), 'utf8').trim());
+    if (!m) continue;
+    try {
+      records.set(Number(m[1]), readFileSync(path.join(tmpDir, name), 'utf8').trim());
+    } catch {
+      // removed meanwhile: its process has just exited
+    }
   }
   return removeTemps(root, stateDir, (pid) => processGone(pid, records.get(pid)));
 }
@@ -82,13 +88,19 @@ export function sweepTemps(root: string, stateDir: string): { removed: string[];
  * third Ctrl-C): call it only once nothing of this process writes them any more.
  * @returns as `sweepTemps`.
  */
-export function removeOwnTemps(root: string, stateDir: string): { removed: string[]; kept: string[] } {
+export function removeOwnTemps(root: string, stateDir: string): Swept {
   return removeTemps(root, stateDir, (pid) => pid === process.pid);
 }
 
-function removeTemps(root: string, stateDir: string, stale: (pid: number) => boolean): { removed: string[]; kept: string[] } {
+/** What a sweep removed, and what it could not (absolute paths). */
+export interface Swept {
+  readonly removed: string[];
+  readonly kept: Array<{ readonly path: string; readonly why: string }>;
+}
+
+function removeTemps(root: string, stateDir: string, stale: (pid: number) => boolean): Swept {
   const removed: string[] = [];
-  const kept: string[] = [];
+  const kept: Swept['kept'] = [];
   const tmpDir = path.join(stateDir, 'tmp');
   const gone = new Map<number, boolean>();
   const isGone = (pid: number): boolean => {
@@ -99,11 +111,15 @@ function removeTemps(root: string, stateDir: string, stale: (pid: number) => boo
   const mounts = mountPoints();
   const remove = (p: string) => {
     if (mounts.some((m) => m === p || m.startsWith(`${p}/`))) {
-      kept.push(p);
+      kept.push({ path: p, why: 'something is mounted inside it' });
       return;
     }
-    rmSync(p, { recursive: true, force: true });
-    removed.push(p);
+    try {
+      rmSync(p, { recursive: true, force: true });
+      removed.push(p);
+    } catch (e) {
+      kept.push({ path: p, why: (e as Error).message });
+    }
   };
 
   for (const name of list(root)) {

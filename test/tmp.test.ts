@@ -98,7 +98,7 @@ test('a temp directory with something mounted inside is kept and named', () => {
   if (spawnSync('mount', ['-t', 'tmpfs', 'none', path.join(scratch, 'rootfs', 'proc')]).status !== 0) return; // not allowed here
   try {
     writeFileSync(path.join(scratch, 'rootfs', 'proc', 'host-file'), 'x');
-    assert.equal(sweepTemps(dir, path.join(dir, '.graph')), { removed: [], kept: [scratch] });
+    assert.equal(sweepTemps(dir, path.join(dir, '.graph')), { removed: [], kept: [{ path: scratch, why: 'something is mounted inside it' }] });
     assert.ok(existsSync(path.join(scratch, 'rootfs', 'proc', 'host-file')));
   } finally {
     spawnSync('umount', [path.join(scratch, 'rootfs', 'proc')]);
