@@ -9,7 +9,9 @@
  * end. And every such group dies with graph, even when graph is killed with SIGKILL: a reaper
  * (one `sh` per graph process, in a group of its own too) is told each group as it starts and
  * ends, and when its standard input reaches end-of-file (graph has exited, however it exited) it
- * ends the groups still listed: SIGTERM, then SIGKILL a second later.
+ * ends the groups still listed: SIGTERM, then SIGKILL a second later. (A group is told in the same
+ * turn as its process starts: only a SIGKILL in that instant, before graph's next line of
+ * JavaScript, leaves one behind.)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { PassThrough, type Readable } from 'node:stream';

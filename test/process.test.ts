@@ -131,26 +131,41 @@ test('a child killed by SIGINT while its run aborts counts as aborted; killed by
 });
 
 // A graph process (here a small script on the real runner) started as a terminal starts a
-// foreground job: in a process group of its own, which the terminal's Ctrl-C signals whole.
+// foreground job: in a process group of its own, which the terminal's Ctrl-C signals whole. It
+// writes `ready` once its children run and it has had its turn after starting them (they are
+// registered with the reaper as they start, in the same turn).
 const PROCESS_JS = fileURLToPath(new URL('../engine/process.js', import.meta.url));
 function startGraphLike(pidFile: string) {
   const script = `
+    import { existsSync, readFileSync, writeFileSync } from 'node:fs';
     import { ExecaRunner, captureOutput, readOutput } from ${JSON.stringify(PROCESS_JS)};
     process.on('SIGINT', () => {}); // graph handles its interrupt; it survives the Ctrl-C
     const child = (what) => ['sh', '-c', 'echo $$ >> ${pidFile}; exec sleep 30 # ' + what];
     new ExecaRunner().run(child('runner')).catch(() => {});
     captureOutput(child('captureOutput')).catch(() => {});
     readOutput(child('readOutput'), () => new Error('failed')).on('error', () => {}).resume();
+    const poll = setInterval(() => {
+      if (existsSync('${pidFile}') && readFileSync('${pidFile}', 'utf8').split('\\n').filter(Boolean).length === 3) {
+        writeFileSync('${pidFile}.ready', '');
+        clearInterval(poll);
+      }
+    }, 10);
     setInterval(() => {}, 1000);
   `;
   return spawn(process.execPath, ['--input-type=module', '-e', script], { detached: true, stdio: 'ignore' });
+}
+
+async function readyPids(pidFile: string): Promise<number[]> {
+  const pids = await pidsIn(pidFile, 3);
+  while (!existsSync(`${pidFile}.ready`)) await new Promise((r) => setTimeout(r, 10));
+  return pids;
 }
 
 test("every child runs in its own process group: the terminal's Ctrl-C to graph's group reaches none of them", async () => {
   const pidFile = path.join(tmp(), 'pids');
   const graphLike = startGraphLike(pidFile);
   try {
-    const pids = await pidsIn(pidFile, 3);
+    const pids = await readyPids(pidFile);
     process.kill(-(graphLike.pid as number), 'SIGINT');
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(pids.filter((p) => !alive(p)), [], 'no child ended by the Ctrl-C');
@@ -162,7 +177,7 @@ test("every child runs in its own process group: the terminal's Ctrl-C to graph'
 test('every child dies with graph, even when graph is killed with SIGKILL, and so does its whole group', async () => {
   const pidFile = path.join(tmp(), 'pids');
   const graphLike = startGraphLike(pidFile);
-  const pids = await pidsIn(pidFile, 3);
+  const pids = await readyPids(pidFile);
   assert.equal(pids.filter((p) => !alive(p)), []);
   // graph's process group, as `kill -9 -PGID` does: the reaper is not in it.
   process.kill(-(graphLike.pid as number), 'SIGKILL');
