@@ -15,13 +15,14 @@ import { KeyLeases } from './engine/execute/lease.js';
 import { executePlan } from './engine/execute/scheduler.js';
 import { FileDigester } from './engine/files.js';
 import { checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
-import { ExecaRunner } from './engine/process.js';
+import { ExecaRunner, killAllProcesses } from './engine/process.js';
 import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/build-report.js';
 import { PLAN_FORMATS, renderPlan, type PlanFormat } from './engine/report/plan.js';
 import { progressReporter } from './engine/report/progress.js';
 import type { NodeId } from './engine/rule.js';
 import { ContentStore } from './engine/store.js';
 import { matchTargets, TargetError } from './engine/targets.js';
+import { recordProcess, removeOwnTemps, sweepTemps } from './engine/tmp.js';
 import { resolveTools } from './engine/tools.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
 import { lockImages } from './rules/debian/image.js';
@@ -32,6 +33,9 @@ const EXIT_OK = 0;
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 const EXIT_INTERRUPTED = 130;
+const EXIT_INTERNAL = 70;
+/** A second SIGINT/SIGTERM sooner than this after the first is the same interrupt (ms). */
+const REPEAT_SIGNAL_MS = 1000;
 
 class UsageError extends Error {}
 
@@ -114,6 +118,7 @@ ${targetHelp}`,
       junit: { type: 'string' },
     },
     async run(open, values, positionals) {
+      const interrupt = handleInterrupts();
       const jobs = values.jobs === undefined ? availableParallelism() : positiveInt(values.jobs as string, '--jobs');
       if (values['keep-going'] && values['fail-fast']) throw new UsageError('--keep-going and --fail-fast exclude each other');
       const cliLimits: Record<string, number> = {};
@@ -131,17 +136,15 @@ ${targetHelp}`,
       for (const kind of Object.keys(cliLimits)) {
         if (!ws.graph.rules.has(kind)) throw new UsageError(`--limit: unknown node kind '${kind}' (kinds: ${[...ws.graph.rules.keys()].join(', ')})`);
       }
+      interrupt.workspace(ws);
+      // Before this process makes any temp file: those of processes that are gone go first.
+      const swept = sweepTemps(ws.root, ws.stateDir);
+      if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
+      for (const k of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, k.path)}, left by a graph process that is gone: ${k.why}\n`);
+      recordProcess(ws.stateDir);
       const { plan, digester, cache, store } = await makePlan(ws, values, positionals);
       digester.save();
       cache.compact();
-      const interrupt = new AbortController();
-      const onSignal = () => {
-        if (interrupt.signal.aborted) process.exit(EXIT_INTERRUPTED);
-        process.stderr.write('\ninterrupt: stopping running nodes (again to quit at once)\n');
-        interrupt.abort();
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
       const live = process.stderr.isTTY === true && !process.env.CI;
       const summary = await executePlan(plan, {
         decls: ws.decls,
@@ -157,8 +160,7 @@ ${targetHelp}`,
         leases: new KeyLeases({ dir: path.join(ws.cacheDir, 'leases'), clock: systemClock }),
         emit: progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root }),
       });
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      interrupt.finished();
       if (values.report) writeReport(values.report as string, reportJson(summary, ws.root));
       if (values.junit) writeReport(values.junit as string, reportJunit(summary));
       if (summary.interrupted) return EXIT_INTERRUPTED;
@@ -267,6 +269,64 @@ in GRAPH_CACHE_DIR (shared with other checkouts or machines: remove it yourself)
     },
   },
 };
+
+/**
+ * SIGINT and SIGTERM for a build, from its start to its exit. The first aborts the returned signal
+ * (the scheduler stops the running nodes, their process groups get SIGTERM, and the interrupted
+ * summary follows); the second SIGKILLs those process groups at once (the summary still follows);
+ * the third quits without a summary, after killing them and removing this process's temp files.
+ * A repeat within REPEAT_SIGNAL_MS is the same interrupt delivered twice; a signal after the run
+ * has finished exits 130 at once. A safety net: a stream or promise that fails unexpectedly while
+ * the nodes stop must not end graph without its summary; outside an interrupt it is graph's bug,
+ * reported as one (exit 70).
+ */
+function handleInterrupts(): { signal: AbortSignal; workspace(ws: Workspace): void; finished(): void } {
+  const interrupt = new AbortController();
+  let workspace: Workspace | undefined;
+  let count = 0;
+  let lastAt = 0;
+  let done = false;
+  const onSignal = () => {
+    if (done) process.exit(EXIT_INTERRUPTED);
+    // One Ctrl-C can arrive twice: from the terminal, and forwarded by a wrapper (npx, npm run).
+    if (count > 0 && Date.now() - lastAt < REPEAT_SIGNAL_MS) return;
+    lastAt = Date.now();
+    count++;
+    if (count === 1) {
+      process.stderr.write('\ninterrupt: stopping running nodes (again to kill them at once)\n');
+      interrupt.abort(new Error('interrupted'));
+    } else if (count === 2) {
+      process.stderr.write('\ninterrupt: killing running nodes (again to quit at once)\n');
+      killAllProcesses();
+    } else {
+      killAllProcesses();
+      if (workspace) removeOwnTemps(workspace.root, workspace.stateDir);
+      process.stderr.write('\ninterrupted: quit at once\n');
+      process.exit(EXIT_INTERRUPTED);
+    }
+  };
+  const onUnexpected = (e: unknown) => {
+    if (interrupt.signal.aborted) {
+      process.stderr.write(`graph: while stopping: ${(e as Error)?.message ?? e}\n`);
+      return;
+    }
+    process.stderr.write(`graph: internal error: ${(e as Error)?.stack ?? e}\n`);
+    process.exit(EXIT_INTERNAL);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('uncaughtException', onUnexpected);
+  process.on('unhandledRejection', onUnexpected);
+  return {
+    signal: interrupt.signal,
+    workspace: (ws) => {
+      workspace = ws;
+    },
+    finished: () => {
+      done = true;
+    },
+  };
+}
 
 function splitList(v: unknown): string[] | undefined {
   return typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
@@ -383,9 +443,12 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // Interrupted: exit now. While Node tears down after the event loop ends it restores the
+    // default SIGINT action, and a repeated Ctrl-C arriving then would kill graph instead.
+    if (code === EXIT_INTERRUPTED) process.exit(code);
   },
   (e) => {
     process.stderr.write(`graph: internal error: ${(e as Error).stack ?? e}\n`);
-    process.exitCode = 70;
+    process.exitCode = EXIT_INTERNAL;
   },
 );

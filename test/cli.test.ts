@@ -1,12 +1,12 @@
 /** The `graph` binary end to end in temp workspaces (and a temp git repository). */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { FakeRunner, graph, graphAsync, graphWith, runEngine, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
+import { CLI, FakeRunner, graph, graphAsync, graphWith, runEngine, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
 
 const test = suite('cli');
 
@@ -339,6 +339,70 @@ test('clean removes .graph and only it', () => {
   assert.not.ok(existsSync(path.join(dir, '.graph')));
   assert.ok(existsSync(path.join(dir, 'images.yaml')));
   assert.is(graph(dir, 'clean').stdout, 'nothing to clean\n');
+});
+
+test('build: first removes the temp files that graph processes now gone left (kill -9)', async () => {
+  const dir = workspace(SMALL_ZOO);
+  await runEngine(dir, new FakeRunner());
+  const gone = spawnSync('true').pid as number;
+  const temps = [`.graph/tmp/${gone}-0123456789ab/rootfs/f`, `.graph/cas/sha256/.tmp-layer-${gone}-c144ed7f`, `dist/sif/.tmp-pwm.sif-${gone}-9abcdef0`];
+  writeFiles(dir, Object.fromEntries(temps.map((t) => [t, 'x'])));
+  const r = graph(dir, 'build');
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^removed 3 temp files left by graph processes that are gone\n0 to run, 9 cached/);
+  for (const t of temps) assert.not.ok(existsSync(path.join(dir, t)), t);
+  assert.not.ok(existsSync(path.join(dir, `.graph/tmp/${gone}-0123456789ab`)));
+  assert.equal(readdirSync(path.join(dir, '.graph/tmp')), [], "this build's own record went at its exit");
+});
+
+/**
+ * A build whose one node packs a 48 MB layer (seconds of gzip), interrupted by `signals` (sent
+ * `gapMs` apart) once the node has run for 300 ms.
+ */
+async function interruptedBuild(signals: NodeJS.Signals[], gapMs: number): Promise<{ code: number | null; stderr: string; dir: string }> {
+  const dir = workspace({ 'images.yaml': 'version: 1\nimages:\n  big:\n    layers: [{copy: data, to: /data}]\n' });
+  mkdirSync(path.join(dir, 'data'));
+  for (let i = 0; i < 48; i++) writeFileSync(path.join(dir, 'data', `f${i}`), randomBytes(1 << 20));
+  const child = spawn(process.execPath, [CLI, 'build'], { cwd: dir, env: { ...process.env, CI: 'true' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  await new Promise<void>((resolve) =>
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+      if (stderr.includes('start   build:big')) resolve();
+    }),
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  for (const [i, signal] of signals.entries()) {
+    if (i) await new Promise((r) => setTimeout(r, gapMs));
+    child.kill(signal);
+  }
+  return { code: await exited, stderr, dir };
+}
+
+/** Temp files anywhere in `.graph/`. */
+const tempsIn = (dir: string) => readdirSync(path.join(dir, '.graph'), { recursive: true }).map(String).filter((p) => /(^|\/)\.tmp-|^tmp\/./.test(p));
+
+for (const [what, signals, gapMs] of [
+  ['SIGINT', ['SIGINT'], 0],
+  ['SIGTERM', ['SIGTERM'], 0],
+  // One Ctrl-C under npx: the terminal's SIGINT and npm's forwarded copy, a moment apart.
+  ['one Ctrl-C delivered twice (npx)', ['SIGINT', 'SIGINT'], 20],
+] as const) {
+  test(`build: ${what} while a layer is packed ends with exit 130, the interrupted summary and no temp file`, async () => {
+    const r = await interruptedBuild([...signals], gapMs);
+    assert.is(r.code, 130, r.stderr);
+    assert.match(r.stderr, /\ninterrupt: stopping running nodes \(again to kill them at once\)\n/);
+    assert.match(r.stderr, /\n\[1\/2\] interrupted build:big \([^)]+\)\n\[2\/2\] skipped publish:big: interrupted\ninterrupted: 0 ran, 0 cached, 0 failed, 1 interrupted, 1 skipped in [0-9.]+m?s\n$/);
+    assert.not.match(r.stderr, /Error|\n\s+at /);
+    assert.equal(tempsIn(r.dir), []);
+  });
+}
+
+test('build: a second interrupt a second later, whether the nodes have stopped by then or not, still ends with exit 130', async () => {
+  const r = await interruptedBuild(['SIGINT', 'SIGINT'], 1100);
+  assert.is(r.code, 130, r.stderr);
+  assert.match(r.stderr, /\ninterrupt: stopping running nodes \(again to kill them at once\)\n/);
 });
 
 test.run();

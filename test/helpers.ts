@@ -19,6 +19,7 @@ import type { Failure } from '../engine/execute/failure.js';
 import { executePlan } from '../engine/execute/scheduler.js';
 import { FileDigester } from '../engine/files.js';
 import { checkRemote, planBuild, type Plan } from '../engine/plan.js';
+import { resolveTools } from '../engine/tools.js';
 import type { ProcessRunner, RunOptions, RunResult } from '../engine/process.js';
 import { NodeFailure, type NodeId, type Rule } from '../engine/rule.js';
 import { ContentStore } from '../engine/store.js';
@@ -226,7 +227,9 @@ export async function runEngine(
   const store = new ContentStore(path.join(ws.stateDir, 'cas'));
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'), ws.decls.boundary);
   const selected = opts.targets ? ws.graph.withDependencies(opts.targets) : new Set(ws.graph.order);
-  let plan = planBuild(ws.graph, selected, { root: ws.root, cache, store, digester, env: {} });
+  // Tools probed as the CLI probes them (and remembered where it looks), so keys agree with it.
+  const tools = await resolveTools([...selected].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
+  let plan = planBuild(ws.graph, selected, { root: ws.root, cache, store, digester, env: {}, tools });
   if (opts.remote) plan = await checkRemote(plan, cache, opts.remote, store, ws.root);
   digester.save();
   const events: EngineEvent[] = [];

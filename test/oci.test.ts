@@ -80,10 +80,12 @@ test('an interrupt while a layer is packed rejects with its reason, leaves no te
   for (let i = 0; i < 200; i++) writeFileSync(path.join(src, `f${i}`), Buffer.alloc(200_000, i));
   const entries = entriesForCopy(src, '/data');
   const store = new ContentStore(tmp());
-  for (const afterMs of [0, 1, 5, 20, 60]) {
+  // -1: aborted before the call (the write stream's file is not even open when the pipeline fails).
+  for (const afterMs of [-1, 0, 1, 5, 20, 60]) {
     const interrupt = new AbortController();
     const reason = new Error('interrupted');
-    setTimeout(() => interrupt.abort(reason), afterMs);
+    if (afterMs < 0) interrupt.abort(reason);
+    else setTimeout(() => interrupt.abort(reason), afterMs);
     let rejected: unknown;
     const uncaught = await uncaughtDuring(() => writeLayer(entries, store, { signal: interrupt.signal }).catch((e) => (rejected = e)));
     assert.equal(uncaught, [], `aborted after ${afterMs} ms`);

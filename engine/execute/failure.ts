@@ -38,6 +38,7 @@ export function describeFailure(f: Failure): string {
     case 'record':
       return `ran, but its result could not be recorded in the action cache: ${f.message}`;
     case 'dependency':
+      if (f.cause.type === 'interrupted') return 'interrupted';
       return f.cause.type === 'record'
         ? `dependency ${f.dependency} failed (could not record its result: ${f.cause.message})`
         : `dependency ${f.dependency} failed`;

@@ -6,12 +6,11 @@
  * dpkg and to image scanners is written. No maintainer script is run: unpacking is all an image
  * gets, as with apko and distroless.
  */
-import { spawn } from 'node:child_process';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type tar from 'tar-stream';
 import { lazyRequire } from '../../engine/lazy.js';
-import { captureOutput } from '../../engine/process.js';
+import { captureOutput, readOutput } from '../../engine/process.js';
 import { parseStanzas } from './index.js';
 
 const tarStream = lazyRequire<typeof tar>('tar-stream');
@@ -26,22 +25,11 @@ export type ControlFields = ReadonlyMap<string, string>;
  *   truncated, missing) or cannot be started (install dpkg).
  */
 export function debDataTar(debPath: string): Readable {
-  const out = new PassThrough();
-  const child = spawn('dpkg-deb', ['--fsys-tarfile', debPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  // end: false — the stream ends only once the exit code says the tar is whole.
-  child.stdout.pipe(out, { end: false });
-  child.on('error', (e) => out.destroy(new Error(`cannot run dpkg-deb to read ${debPath} (${e.message}): install the dpkg package`)));
-  child.on('close', (code, signal) => {
-    if (out.destroyed) return;
-    if (code === 0) out.end();
-    else out.destroy(new Error(`dpkg-deb --fsys-tarfile ${debPath} failed (${signal ?? `exit ${code}`}): ${stderr.trim() || 'no message'}`));
-  });
-  out.on('close', () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-  });
-  return out;
+  return readOutput(['dpkg-deb', '--fsys-tarfile', debPath], (f) =>
+    f.error
+      ? new Error(`cannot run dpkg-deb to read ${debPath} (${f.error.message}): install the dpkg package`)
+      : new Error(`dpkg-deb --fsys-tarfile ${debPath} failed (${f.signal ?? `exit ${f.exitCode}`}): ${f.stderr.trim() || 'no message'}`),
+  );
 }
 
 /**

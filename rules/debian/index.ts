@@ -10,11 +10,11 @@
  * connection to the mirror; verifying InRelease against debian-archive-keyring (gpgv) is the missing
  * step for untrusted networks.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { readJsonFile, writeFileAtomic } from '../../engine/atomic.js';
+import { readOutput } from '../../engine/process.js';
 import { downloadVerified, fetchText, type DownloadOptions, type ExpectedContent } from './fetch.js';
 import type { DebianMirror } from './mirror.js';
 
@@ -301,16 +301,12 @@ async function decompress(file: string, name: 'Packages.gz' | 'Packages.xz' | 'P
   // Large output chunks: the default 16 KiB makes gunzip of a 50 MB index several times slower.
   if (name === 'Packages.gz') return gunzipSync(readFileSync(file), { chunkSize: 1 << 22 }).toString('utf8');
   // Node has no xz decoder: stream the file through the xz program and collect its output.
-  return new Promise((resolve, reject) => {
-    const child = spawn('xz', ['--decompress', '--stdout', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const chunks: Buffer[] = [];
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => chunks.push(c));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', (e) => reject(new Error(`cannot run xz to unpack ${file} (${e.message}): install the xz-utils package`)));
-    child.on('close', (code) => {
-      if (code === 0) resolve(Buffer.concat(chunks).toString('utf8'));
-      else reject(new Error(`xz failed to unpack ${file} (exit ${code}): ${stderr.trim()}`));
-    });
-  });
+  const chunks: Buffer[] = [];
+  const xz = readOutput(['xz', '--decompress', '--stdout', file], (f) =>
+    f.error
+      ? new Error(`cannot run xz to unpack ${file} (${f.error.message}): install the xz-utils package`)
+      : new Error(`xz failed to unpack ${file} (exit ${f.exitCode ?? f.signal}): ${f.stderr.trim()}`),
+  );
+  for await (const c of xz) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }

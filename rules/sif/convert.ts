@@ -188,7 +188,15 @@ async function makeRoom(file: string, offset: number, options: ImageToSifOptions
   options.signal?.throwIfAborted();
   if (inserted?.exitCode === 0) return;
   if (options.logFile) appendFileSync(options.logFile, `graph: fallocate --insert-range is not available here: copying the squashfs to offset ${offset}\n`);
-  await withTempFile(file, (shifted) => pipeline(createReadStream(file, { highWaterMark: CHUNK }), createWriteStream(shifted, { start: offset }), { signal: options.signal }));
+  await withTempFile(file, async (shifted) => {
+    const sink = createWriteStream(shifted, { start: offset });
+    try {
+      await pipeline(createReadStream(file, { highWaterMark: CHUNK }), sink, { signal: options.signal });
+    } finally {
+      // An abort can fail the pipeline before `shifted` is open: it must not be created after its removal.
+      if (!sink.closed) await new Promise<void>((resolve) => sink.once('close', () => resolve()));
+    }
+  });
 }
 
 /** `mksquashfs` `rootfs` into `out`, the squashfs starting `offset` bytes into the file (zeros before it). */
