@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants, copyFileSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -134,10 +135,40 @@ export function readJsonFile(file: string): unknown {
 const STALE_LOCK_MS = 10 * 60 * 1000;
 
 /**
+ * Whether the lock directory `lock` was left by a process that is gone: its `owner` file names
+ * this host and a pid that no longer runs (a `kill -9` while it held the lock), or it is older
+ * than STALE_LOCK_MS (an owner on another host, or one that died before writing its name).
+ */
+function lockAbandoned(lock: string): boolean {
+  try {
+    const [host, pid] = readFileSync(path.join(lock, 'owner'), 'utf8').trim().split(' ');
+    if (host === hostname() && !pidRuns(Number(pid))) return true;
+  } catch {
+    // no owner yet (being written), or released meanwhile
+  }
+  try {
+    return Date.now() - statSync(lock).mtimeMs > STALE_LOCK_MS;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether process `pid` of this host runs (signal 0 only probes). */
+function pidRuns(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
  * Run `fn` holding an inter-process lock on `target` (a directory `TARGET.lock`, created
  * atomically by mkdir): for read-modify-write updates of a file several nodes or processes share,
- * such as a layout's index.json or published.lock.json. A lock older than 10 minutes is taken to
- * be left by a dead process and broken.
+ * such as a layout's index.json or published.lock.json. The lock names its owner (host and pid):
+ * a lock whose owner on this host no longer runs, or one older than 10 minutes, is broken.
  * @throws Error when the lock cannot be had within `timeoutMs` (default 60 s); `fn`'s errors.
  */
 export async function withLock<T>(target: string, fn: () => T | Promise<T>, timeoutMs = 60_000): Promise<T> {
@@ -147,14 +178,11 @@ export async function withLock<T>(target: string, fn: () => T | Promise<T>, time
   for (;;) {
     try {
       mkdirSync(lock);
+      writeFileSync(path.join(lock, 'owner'), `${hostname()} ${process.pid}\n`);
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      try {
-        if (Date.now() - statSync(lock).mtimeMs > STALE_LOCK_MS) rmSync(lock, { recursive: true, force: true });
-      } catch {
-        // released meanwhile
-      }
+      if (lockAbandoned(lock)) rmSync(lock, { recursive: true, force: true });
       if (Date.now() - start > timeoutMs) throw new Error(`could not lock ${target} within ${timeoutMs / 1000} s (held by another graph process? remove ${lock} if none runs)`);
       await new Promise((r) => setTimeout(r, 25));
     }
