@@ -25,6 +25,7 @@
  * which remembers the new stat; published files (dist/) are copies (`copyFileAtomic`), never links.
  */
 import { createHash, hash } from 'node:crypto';
+import { once } from 'node:events';
 import { appendFileSync, closeSync, createReadStream, createWriteStream, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
 import { appendFile, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -198,6 +199,7 @@ export class ContentStore {
     const tmp = tempPathFor(path.join(this.dir, 'sha256', 'blob'));
     const hash = createHash('sha256');
     let size = 0;
+    const file = createWriteStream(tmp);
     try {
       await pipeline(
         source,
@@ -208,7 +210,7 @@ export class ContentStore {
             yield chunk;
           }
         },
-        createWriteStream(tmp),
+        file,
       );
       const digest = `sha256:${hash.digest('hex')}`;
       if (expected !== undefined && expected !== digest) {
@@ -219,6 +221,10 @@ export class ContentStore {
       this.remember(digest.slice(7), statLine(statSync(target)));
       return { digest, size };
     } finally {
+      // A pipeline that fails early rejects before the stream has opened the temp file, which
+      // would then appear after its removal: wait for the stream to close first.
+      file.destroy();
+      if (!file.closed) await once(file, 'close').catch(() => undefined);
       rmSync(tmp, { force: true });
     }
   }

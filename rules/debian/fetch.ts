@@ -7,6 +7,7 @@
  * HTTP 5xx) are retried with backoff; anything else fails at once with a sentence saying what to do.
  */
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { createReadStream, createWriteStream, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -136,6 +137,7 @@ export async function downloadVerified(
       const tmp = tempPathFor(target);
       const hash = createHash('sha256');
       let size = 0;
+      const file = createWriteStream(tmp);
       try {
         try {
           await pipeline(
@@ -149,7 +151,7 @@ export async function downloadVerified(
                 yield chunk;
               }
             },
-            createWriteStream(tmp),
+            file,
             { signal },
           );
         } catch (e) {
@@ -162,6 +164,10 @@ export async function downloadVerified(
         }
         renameSync(tmp, target);
       } finally {
+        // An aborted pipeline can reject before the stream has opened the temp file, which would
+        // then appear after its removal: wait for the stream to close first.
+        file.destroy();
+        if (!file.closed) await once(file, 'close').catch(() => undefined);
         rmSync(tmp, { force: true });
       }
     },
