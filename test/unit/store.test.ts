@@ -4,7 +4,7 @@
  * damaged memo costs a re-read, never a wrong answer.
  */
 import { createHash } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -145,6 +145,16 @@ test('verify re-reads and remembers; a missing or malformed digest is missing', 
   assert.is(await store.verify(digest), false);
   assert.is(store.check(digestOf('never stored')), 'missing');
   assert.is(store.check('sha256:nothex'), 'missing');
+});
+
+test('putStream: a source that fails at once leaves no temp file (the write stream had not opened it yet)', async () => {
+  const store = new ContentStore(mkdtempSync(path.join(tmpdir(), 'graph-store-')));
+  for (let i = 0; i < 5; i++) {
+    const failing = new Readable({ read() { this.destroy(new Error('interrupted')); } });
+    const why = await store.putStream(failing).then(() => 'stored', (e: Error) => e.message);
+    assert.is(why, 'interrupted');
+  }
+  assert.equal(readdirSync(path.join(store.dir, 'sha256')), []);
 });
 
 test.run();
