@@ -10,6 +10,7 @@
  * after the response arrived (a body reset mid-stream) retries with `withRetries` around its own
  * attempt, throwing `TransientError` for what is worth another try.
  */
+import { systemClock } from './execute/clock.js';
 
 /** A failure worth another attempt (no connection, a reset body, HTTP 5xx). */
 export class TransientError extends Error {
@@ -81,7 +82,7 @@ export async function httpRequest(url: string, init: HttpRequest = {}, options: 
       stream?.destroy();
       if (options.signal?.aborted) throw options.signal.reason ?? e;
       if (attempt >= attempts) throw new ConnectionError(url, causeOf(e), attempts);
-      await sleep(backoff(options, attempt), options.signal);
+      await systemClock.sleep(backoff(options, attempt), options.signal);
       continue;
     }
     // The server may answer without reading the whole body (an error, a 401): release the source.
@@ -89,7 +90,7 @@ export async function httpRequest(url: string, init: HttpRequest = {}, options: 
     if ((res.status === 429 || res.status >= 500) && attempt < attempts) {
       const retryAfter = Number(res.headers.get('retry-after'));
       await res.body?.cancel().catch(() => undefined);
-      await sleep(Number.isFinite(retryAfter) && retryAfter > 0 ? Math.min(retryAfter, MAX_RETRY_AFTER_S) * 1000 : backoff(options, attempt), options.signal);
+      await systemClock.sleep(Number.isFinite(retryAfter) && retryAfter > 0 ? Math.min(retryAfter, MAX_RETRY_AFTER_S) * 1000 : backoff(options, attempt), options.signal);
       continue;
     }
     return res;
@@ -110,7 +111,7 @@ export async function withRetries<T>(attempt: (n: number) => Promise<T>, options
       if (options.signal?.aborted) throw options.signal.reason ?? e;
       if (!(e instanceof TransientError)) throw e;
       if (i >= attempts) throw new Error(`${e.message} (gave up after ${attempts} attempts${options.hint ? `; ${options.hint}` : ''})`);
-      await sleep(backoff(options, i), options.signal);
+      await systemClock.sleep(backoff(options, i), options.signal);
     }
   }
 }
@@ -119,19 +120,4 @@ export async function withRetries<T>(attempt: (n: number) => Promise<T>, options
 function causeOf(e: unknown): string {
   const cause = (e as { cause?: { code?: string; message?: string } }).cause;
   return cause?.code ?? cause?.message ?? (e as Error).message ?? String(e);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }

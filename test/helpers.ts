@@ -4,7 +4,7 @@
  * expansion (nodes, edges, key inputs) but execute through that runner.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -81,6 +81,32 @@ export function graphAsync(cwd: string, ...args: string[]): Promise<{ code: numb
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+/** A zoo with `n` independent images, each with one model tested in oci (and a `gpu` token). */
+export function wideZoo(n: number, extra = ''): Record<string, string> {
+  let images = 'version: 1\nsettings:\n  resources: {gpu: 1}\nimages:\n';
+  let models = 'version: 1\ngroups:\n';
+  const files: Record<string, string> = {};
+  for (let i = 0; i < n; i++) {
+    images += `  img${i}:\n    layers: [{copy: f${i}.txt, to: /f}]\n`;
+    models += `  g${i}:\n    image: img${i}\n    models: [m]\n    test: {command: [run]${extra}}\n`;
+    files[`f${i}.txt`] = `file ${i}\n`;
+  }
+  return { ...files, 'images.yaml': images, 'models.yaml': models };
+}
+
+/** Flip one byte of a file in place (same size and inode: only its mtime and ctime change). */
+export function flipByte(file: string, offset = 0): void {
+  const fd = openSync(file, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, offset);
+    b[0] ^= 0xff;
+    writeSync(fd, b, 0, 1, offset);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** A small zoo: a Debian base, a layered model image with SIF, a group tested in both runtimes. */

@@ -4,11 +4,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { graph, startRegistry, workspace } from './helpers.js';
+import { flipByte, graph, startRegistry, workspace } from './helpers.js';
 
 const test = suite('publish');
 
@@ -68,19 +68,6 @@ test('default: dist/oci (a tag per image), dist/sif, published.lock.json; a seco
   assert.match(graph(dir, 'plan').stdout, 'published.lock.json is out of date for:\n  model: build:model, convert:model changed since it was published\n');
 });
 
-/** Flip one byte of a file in place (same size and inode; only mtime and ctime change). */
-function flipByte(file: string, offset = 100): void {
-  const fd = openSync(file, 'r+');
-  try {
-    const b = Buffer.alloc(1);
-    readSync(fd, b, 0, 1, offset);
-    b[0] ^= 0xff;
-    writeSync(fd, b, 0, 1, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 test('dist/ never shares an inode with the store; a flipped store blob re-runs its node; a re-publish replaces corrupt dist/ files and leaves no temp file', () => {
   const dir = zoo();
   assert.is(graph(dir, 'build').code, 0);
@@ -92,7 +79,7 @@ test('dist/ never shares an inode with the store; a flipped store blob re-runs i
   const sif = JSON.parse(readFileSync(path.join(dir, 'published.lock.json'), 'utf8')).images.model.sif.sha256 as string;
 
   // A byte flipped in the store's SIF: dist/ keeps good bytes, and the plan finds it.
-  flipByte(path.join(cas, sif));
+  flipByte(path.join(cas, sif), 100);
   assert.is(sha256(distSif), sif);
   assert.match(graph(dir, 'plan').stdout, `1 node to run, 8 cached (9 nodes selected)\n  run    convert:model\n           output corrupt: sha256:${sif.slice(0, 12)} did not match its digest (removed from the store)\n`);
   const rebuilt = graph(dir, 'build');
@@ -100,7 +87,7 @@ test('dist/ never shares an inode with the store; a flipped store blob re-runs i
   assert.is(sha256(path.join(cas, sif)), sif);
 
   // Editing dist/ does not reach the store: still all cached.
-  flipByte(distSif);
+  flipByte(distSif, 100);
   // The base's layer, which every image of the layout shares, so the next publish finds it by name.
   const index = JSON.parse(readFileSync(path.join(dir, 'dist', 'oci', 'index.json'), 'utf8')) as { manifests: Array<{ digest: string; annotations: Record<string, string> }> };
   const manifest = index.manifests.find((m) => m.annotations['org.opencontainers.image.ref.name'] === 'model')?.digest as string;

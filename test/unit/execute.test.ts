@@ -12,24 +12,11 @@ import { FileDigester } from '../../engine/files.js';
 import { planBuild } from '../../engine/plan.js';
 import { ContentStore } from '../../engine/store.js';
 import { openWorkspace } from '../../engine/workspace.js';
-import { fakeRules, FakeRunner, runEngine, SMALL_ZOO, statuses, workspace } from '../helpers.js';
+import { fakeRules, FakeRunner, runEngine, SMALL_ZOO, statuses, wideZoo, workspace } from '../helpers.js';
 import type { NodeId } from '../../engine/rule.js';
 import { defaultRules } from '../../rules/index.js';
 
 const test = suite('execute');
-
-/** A zoo with `n` independent images, each with one model tested in oci. */
-function wideZoo(n: number, extra = ''): Record<string, string> {
-  let images = 'version: 1\nsettings:\n  resources: {gpu: 1}\nimages:\n';
-  let models = 'version: 1\ngroups:\n';
-  const files: Record<string, string> = {};
-  for (let i = 0; i < n; i++) {
-    images += `  img${i}:\n    layers: [{copy: f${i}.txt, to: /f}]\n`;
-    models += `  g${i}:\n    image: img${i}\n    models: [m]\n    test: {command: [run]${extra}}\n`;
-    files[`f${i}.txt`] = `file ${i}\n`;
-  }
-  return { ...files, 'images.yaml': images, 'models.yaml': models };
-}
 
 test('runs every node once, each after all of its dependencies', async () => {
   const run = await runEngine(workspace(SMALL_ZOO), new FakeRunner());

@@ -10,12 +10,17 @@ import { canonicalJson, keyOf } from '../../engine/key.js';
 import { planBuild, type Plan } from '../../engine/plan.js';
 import { renderPlan } from '../../engine/report/plan.js';
 import { ContentStore } from '../../engine/store.js';
+import { resolveTools, type ToolIdentities } from '../../engine/tools.js';
 import { openWorkspace } from '../../engine/workspace.js';
 import { FakeRunner, fakeRules, REPO, runEngine, SMALL_ZOO, workspace, writeFiles } from '../helpers.js';
 
 const test = suite('plan');
 
-function plan(dir: string, env: NodeJS.ProcessEnv = {}): Plan & { digester: FileDigester } {
+/**
+ * Plan every node of `dir` as the CLI does: tools probed (and remembered where the CLI looks), or
+ * given as `tools` (the golden file must not depend on this machine's tool versions).
+ */
+async function plan(dir: string, env: NodeJS.ProcessEnv = {}, tools?: ToolIdentities): Promise<Plan & { digester: FileDigester }> {
   const ws = openWorkspace(dir, fakeRules());
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
   const p = planBuild(ws.graph, new Set(ws.graph.order), {
@@ -24,6 +29,7 @@ function plan(dir: string, env: NodeJS.ProcessEnv = {}): Plan & { digester: File
     store: new ContentStore(path.join(ws.stateDir, 'cas')),
     digester,
     env,
+    tools: tools ?? (await resolveTools(ws.graph.nodes(), path.join(ws.stateDir, 'tools.json'))),
   });
   return Object.assign(p, { digester });
 }
@@ -35,8 +41,8 @@ function toRun(p: Plan): Record<string, readonly string[]> {
 
 const short = (text: string) => `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 12)}`;
 
-test('a fresh workspace: every node runs for want of a record', () => {
-  const p = plan(workspace(SMALL_ZOO));
+test('a fresh workspace: every node runs for want of a record', async () => {
+  const p = await plan(workspace(SMALL_ZOO));
   assert.equal(p.nodes.length, 9);
   for (const n of p.nodes) assert.equal(n.reasons, ['no previous record']);
 });
@@ -45,7 +51,7 @@ test('editing one motif file re-runs exactly its image and what is downstream, n
   const dir = workspace(SMALL_ZOO);
   await runEngine(dir, new FakeRunner());
   writeFiles(dir, { 'zoo/pwm/motifs/CTCF.pwm': 'A 0.9 0.9\n' });
-  assert.equal(toRun(plan(dir)), {
+  assert.equal(toRun(await plan(dir)), {
     'build:pwm': [`input file zoo/pwm/motifs/CTCF.pwm changed (${short('A 0.1 0.2\n')} → ${short('A 0.9 0.9\n')})`],
     'convert:pwm': ['dependency build:pwm will run'],
     'test:pwm/CTCF@oci': ['dependency build:pwm will run'],
@@ -67,7 +73,7 @@ test('a test expectation change re-runs only the tests and the publish', async (
   const dir = workspace(SMALL_ZOO);
   await runEngine(dir, new FakeRunner());
   writeFiles(dir, { 'zoo/pwm/test/expect/scores.tsv': 's1\t0.6\n', 'zoo/pwm/test/expect/new.tsv': 'x\n' });
-  const run = toRun(plan(dir));
+  const run = toRun(await plan(dir));
   assert.equal(Object.keys(run).sort(), ['publish:pwm', 'test:pwm/CTCF@oci', 'test:pwm/CTCF@sif', 'test:pwm/GATA1@oci', 'test:pwm/GATA1@sif']);
   assert.equal(run['test:pwm/CTCF@oci'], [
     'input file zoo/pwm/test/expect/new.tsv added',
@@ -79,19 +85,19 @@ test('a declaration change names the field, old and new value', async () => {
   const dir = workspace(SMALL_ZOO);
   await runEngine(dir, new FakeRunner());
   writeFiles(dir, { 'images.yaml': SMALL_ZOO['images.yaml'].replace('    convert: [sif]', '    env: {MODE: fast}\n    convert: [sif]') });
-  assert.equal(toRun(plan(dir))['build:pwm'], ['declaration env.MODE changed (absent → "fast")']);
+  assert.equal(toRun(await plan(dir))['build:pwm'], ['declaration env.MODE changed (absent → "fast")']);
   writeFiles(dir, { 'models.yaml': SMALL_ZOO['models.yaml'].replace('/output/scores.tsv]', '/output/scores.tsv, --fast]') });
-  const reasons = toRun(plan(dir))['test:pwm/GATA1@oci'];
+  const reasons = toRun(await plan(dir))['test:pwm/GATA1@oci'];
   assert.equal(reasons, ['declaration command[4] added ("--fast")', 'dependency build:pwm will run']);
 });
 
 test('an allow-listed environment variable is part of the build key', async () => {
   const dir = workspace(SMALL_ZOO);
   await runEngine(dir, new FakeRunner());
-  const run = toRun(plan(dir, { SOURCE_DATE_EPOCH: '1700000000', HOME: '/elsewhere' }));
+  const run = toRun(await plan(dir, { SOURCE_DATE_EPOCH: '1700000000', HOME: '/elsewhere' }));
   assert.equal(run['build:base'], ['environment variable SOURCE_DATE_EPOCH changed (unset → "1700000000")']);
   // HOME is not allow-listed: it changes nothing by itself.
-  assert.equal(toRun(plan(dir, { HOME: '/elsewhere' })), {});
+  assert.equal(toRun(await plan(dir, { HOME: '/elsewhere' })), {});
 });
 
 test('.dockerignore: an ignored file in the build context changes nothing', async () => {
@@ -107,22 +113,22 @@ test('.dockerignore: an ignored file in the build context changes nothing', asyn
   const dir = workspace(files);
   await runEngine(dir, new FakeRunner());
   writeFiles(dir, { 'app/notes/todo.md': 'sooner', 'app/scratch.tmp': 'y' });
-  assert.equal(toRun(plan(dir)), {});
+  assert.equal(toRun(await plan(dir)), {});
   writeFiles(dir, { 'app/keep.tmp': 'changed' });
-  assert.equal(Object.keys(toRun(plan(dir))), ['build:app', 'publish:app']);
-  const record = plan(dir).byId.get('build:app' as never)?.record;
+  assert.equal(Object.keys(toRun(await plan(dir))), ['build:app', 'publish:app']);
+  const record = (await plan(dir)).byId.get('build:app' as never)?.record;
   assert.equal(Object.keys(record?.files ?? {}), ['app/.dockerignore', 'app/Dockerfile', 'app/keep.tmp', 'app/model.bin']);
 });
 
 test('a no-op plan reads no file bytes; touching a file without changing it re-hashes only that file', async () => {
   const dir = workspace(SMALL_ZOO);
   await runEngine(dir, new FakeRunner());
-  const warm = plan(dir);
+  const warm = await plan(dir);
   assert.equal(warm.digester.stats.bytesRead, 0);
   assert.equal(toRun(warm), {});
   const later = new Date(Date.now() - 5000);
   utimesSync(path.join(dir, 'zoo/pwm/predict.py'), later, later);
-  const touched = plan(dir);
+  const touched = await plan(dir);
   assert.equal(touched.digester.stats.filesHashed, 1);
   assert.equal(touched.digester.stats.bytesRead, SMALL_ZOO['zoo/pwm/predict.py'].length);
   assert.equal(toRun(touched), {});
@@ -131,7 +137,7 @@ test('a no-op plan reads no file bytes; touching a file without changing it re-h
 test('a torn or edited cache entry or log line is a miss, never served', async () => {
   const dir = workspace(SMALL_ZOO);
   await runEngine(dir, new FakeRunner());
-  const p = plan(dir);
+  const p = await plan(dir);
   const key = p.byId.get('build:base' as never)?.key as string;
   const entryFile = path.join(dir, '.graph', 'ac', key.slice(0, 2), key);
   const logFile = path.join(dir, '.graph', 'actions.log');
@@ -141,16 +147,16 @@ test('a torn or edited cache entry or log line is a miss, never served', async (
 
   // The log line serves a node whose key is unchanged, even with its entry file torn.
   writeFileSync(entryFile, entry.slice(0, entry.length / 2));
-  assert.equal(toRun(plan(dir)), {});
+  assert.equal(toRun(await plan(dir)), {});
   // An edited log line fails its digest; the intact entry file still serves.
   writeFileSync(entryFile, entry);
   writeFileSync(logFile, log.replace(line, line.replace('"duration_ms":', '"duration_ms":1')));
-  assert.equal(toRun(plan(dir)), {});
+  assert.equal(toRun(await plan(dir)), {});
   // Both gone bad: a miss, and the plan says the record was there but damaged.
   for (const [from, to] of [['"tool":"graph-debian/2"', '"tool":"graph-debian/3"'], ['"duration_ms":', '"duration_ms":1']]) {
     assert.ok(entry.includes(from));
     writeFileSync(entryFile, entry.replace(from, to));
-    assert.equal(toRun(plan(dir))['build:base'], ['cache entry corrupt']);
+    assert.equal(toRun(await plan(dir))['build:base'], ['cache entry corrupt']);
   }
   // The entry file gone and the log line damaged anywhere (its digest, its key, its id): still
   // known as this node's damaged record, not "no previous record".
@@ -158,19 +164,19 @@ test('a torn or edited cache entry or log line is a miss, never served', async (
   for (const damaged of [`0${line.slice(1)}`, line.replace(key, `${key.slice(0, 10)}0${key.slice(11)}`), line.replace('"id":"build:base"', '"id":"build:basf"')]) {
     assert.is.not(damaged, line);
     writeFileSync(logFile, log.replace(line, damaged));
-    assert.equal(toRun(plan(dir))['build:base'], ['cache entry corrupt']);
+    assert.equal(toRun(await plan(dir))['build:base'], ['cache entry corrupt']);
   }
   // An intact entry file with a damaged log line still serves.
   writeFileSync(entryFile, entry);
-  assert.equal(toRun(plan(dir)), {});
+  assert.equal(toRun(await plan(dir)), {});
   // Only the log line gone: no record at all.
   rmSync(entryFile);
   writeFileSync(logFile, log.replace(`${line}\n`, ''));
-  assert.equal(toRun(plan(dir))['build:base'], ['no previous record']);
+  assert.equal(toRun(await plan(dir))['build:base'], ['no previous record']);
   // A torn last log line (a crash mid-append) is skipped; earlier lines still count.
   writeFileSync(entryFile, entry);
   writeFileSync(logFile, `${log}0123abc`);
-  assert.equal(toRun(plan(dir)), {});
+  assert.equal(toRun(await plan(dir)), {});
 });
 
 test('a result whose output blob is gone runs again: output missing', async () => {
@@ -178,7 +184,7 @@ test('a result whose output blob is gone runs again: output missing', async () =
   await runEngine(dir, new FakeRunner());
   const digest = `sha256:${createHash('sha256').update('output of build:pwm').digest('hex')}`;
   rmSync(path.join(dir, '.graph', 'cas', 'sha256', digest.slice(7)));
-  assert.equal(toRun(plan(dir))['build:pwm'], [`output missing: sha256:${digest.slice(7, 19)} no longer in the store`]);
+  assert.equal(toRun(await plan(dir))['build:pwm'], [`output missing: sha256:${digest.slice(7, 19)} no longer in the store`]);
 });
 
 test('a result whose output blob was changed in place runs again: output corrupt; the rerun stores good bytes', async () => {
@@ -187,7 +193,7 @@ test('a result whose output blob was changed in place runs again: output corrupt
   const digest = `sha256:${createHash('sha256').update('output of build:pwm').digest('hex')}`;
   const blob = path.join(dir, '.graph', 'cas', 'sha256', digest.slice(7));
   writeFileSync(blob, 'output of build:pwn'); // same size, new bytes
-  assert.equal(toRun(plan(dir)), {
+  assert.equal(toRun(await plan(dir)), {
     'build:pwm': [`output corrupt: sha256:${digest.slice(7, 19)} did not match its digest (removed from the store)`],
   });
   assert.is(existsSync(blob), false);
@@ -195,10 +201,10 @@ test('a result whose output blob was changed in place runs again: output corrupt
   // Its key is unchanged, so what depends on it stays cached: only the corrupt output is made again.
   assert.equal(run.runner.calls.map((c) => c.id), ['build:pwm']);
   assert.is(readFileSync(blob, 'utf8'), 'output of build:pwm');
-  assert.equal(toRun(plan(dir)), {});
+  assert.equal(toRun(await plan(dir)), {});
 });
 
-test('a key is the SHA-256 of the canonical record, independent of key order', () => {
+test('a key is the SHA-256 of the canonical record, independent of key order', async () => {
   const a = { rule: 'build', ruleVersion: 1, decl: { b: 1, a: [1, { y: 2, x: 1 }] }, files: {}, env: {}, tool: 't', deps: {} };
   const b = { deps: {}, tool: 't', env: {}, files: {}, decl: { a: [1, { x: 1, y: 2 }], b: 1 }, ruleVersion: 1, rule: 'build' };
   assert.is(canonicalJson(a), canonicalJson(b));
@@ -206,33 +212,37 @@ test('a key is the SHA-256 of the canonical record, independent of key order', (
   assert.is(keyOf(a), createHash('sha256').update(canonicalJson(a)).digest('hex'));
 });
 
-test("the keyer's assembled record text is the canonical JSON of its record", () => {
-  const p = plan(workspace(SMALL_ZOO), { SOURCE_DATE_EPOCH: '0' });
+test("the keyer's assembled record text is the canonical JSON of its record", async () => {
+  const p = await plan(workspace(SMALL_ZOO), { SOURCE_DATE_EPOCH: '0' });
   for (const n of p.nodes) {
     assert.is(n.recordText, canonicalJson(n.record));
     assert.is(n.key, keyOf(n.record));
   }
 });
 
-test('plan --format json matches the golden file', () => {
+test('plan --format json matches the golden file', async () => {
   const dir = workspace(SMALL_ZOO);
-  const actual = renderPlan(plan(dir), 'json');
+  const tools = new Map([
+    ['sandbox:bubblewrap', 'bubblewrap (golden)'],
+    ['squashfs', 'tar2sqfs (golden); mksquashfs (golden)'],
+  ]);
+  const actual = renderPlan(await plan(dir, {}, tools), 'json');
   const golden = path.join(REPO, 'test', 'golden', 'small-zoo.plan.json');
   if (process.env.UPDATE_GOLDEN) writeFileSync(golden, actual);
   assert.fixture(actual, readFileSync(golden, 'utf8'));
 });
 
-test('planning writes nothing into .graph but the parsed declarations', () => {
+test('planning writes nothing into .graph but its own caches: the parsed declarations and the tool identities', async () => {
   const dir = workspace(SMALL_ZOO);
-  plan(dir);
-  assert.equal(readdirSync(path.join(dir, '.graph')), ['parsed']);
+  await plan(dir);
+  assert.equal(readdirSync(path.join(dir, '.graph')).sort(), ['parsed', 'tools.json']);
   assert.equal(readdirSync(path.join(dir, '.graph', 'parsed')).sort(), ['images.yaml.json', 'models.yaml.json']);
 });
 
-test('declarations from the parse cache give the same plan, and spans still resolve', () => {
+test('declarations from the parse cache give the same plan, and spans still resolve', async () => {
   const dir = workspace(SMALL_ZOO);
-  const first = renderPlan(plan(dir), 'json');
-  const second = renderPlan(plan(dir), 'json');
+  const first = renderPlan(await plan(dir), 'json');
+  const second = renderPlan(await plan(dir), 'json');
   assert.is(second, first);
   const ws = openWorkspace(dir, fakeRules());
   assert.ok(ws.decls.imagesFile.fromCache);

@@ -17,7 +17,7 @@ import { planBuild } from '../../engine/plan.js';
 import type { NodeId, Rule } from '../../engine/rule.js';
 import { ContentStore } from '../../engine/store.js';
 import { openWorkspace, type Workspace } from '../../engine/workspace.js';
-import { FakeClock, FakeExecutor, FakeRunner, fakeRules, SMALL_ZOO, workspace } from '../helpers.js';
+import { FakeClock, FakeExecutor, FakeRunner, fakeRules, SMALL_ZOO, wideZoo, workspace } from '../helpers.js';
 
 const test = suite('scheduler');
 
@@ -42,19 +42,6 @@ class FakeRecorder implements Recorder {
   release(id: string): void {
     this.held.get(id)?.();
   }
-}
-
-/** A zoo with `n` independent images, each with one model tested in oci. */
-function wideZoo(n: number, extra = ''): Record<string, string> {
-  let images = 'version: 1\nsettings:\n  resources: {gpu: 1}\nimages:\n';
-  let models = 'version: 1\ngroups:\n';
-  const files: Record<string, string> = {};
-  for (let i = 0; i < n; i++) {
-    images += `  img${i}:\n    layers: [{copy: f${i}.txt, to: /f}]\n`;
-    models += `  g${i}:\n    image: img${i}\n    models: [m]\n    test: {command: [run]${extra}}\n`;
-    files[`f${i}.txt`] = `file ${i}\n`;
-  }
-  return { ...files, 'images.yaml': images, 'models.yaml': models };
 }
 
 interface Run {

@@ -4,31 +4,19 @@
  * damaged memo costs a re-read, never a wrong answer.
  */
 import { createHash } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ContentStore, DigestError } from '../../engine/store.js';
+import { flipByte } from '../helpers.js';
 
 const test = suite('store');
 
 const fresh = () => new ContentStore(path.join(mkdtempSync(path.join(tmpdir(), 'graph-store-')), 'cas'));
 const digestOf = (bytes: string | Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-
-/** Flip one byte of a file in place (same size, same inode: only its mtime and ctime change). */
-function flipByte(file: string, offset = 0): void {
-  const fd = openSync(file, 'r+');
-  try {
-    const b = Buffer.alloc(1);
-    readSync(fd, b, 0, 1, offset);
-    b[0] ^= 0xff;
-    writeSync(fd, b, 0, 1, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** Bytes this process has read through read(2) so far (Linux /proc/self/io `rchar`). */
 function bytesRead(): number {
