@@ -10,12 +10,12 @@
  * aliases that would grow the data by more than {@link MAX_ALIAS_EXPANSION} nodes (a "billion
  * laughs" bomb: nine aliases of nine aliases of … make gigabytes from a few lines).
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Document, Node as YamlNode } from 'yaml';
 import { lazyRequire } from './lazy.js';
-import { readJsonFile, writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from './atomic.js';
 import type { Diagnostic, SourceText, Span } from './diagnostics.js';
 
 const yaml = lazyRequire<typeof import('yaml')>('yaml');
@@ -241,9 +241,12 @@ function aliasProblems(doc: Document, source: SourceText): Diagnostic[] {
 const PARSE_FORMAT = 'graph-parse-1\0';
 
 /**
- * Parsed declaration data from earlier runs, one JSON file per declaration file
- * (`.graph/parsed/<name>.json`: `{digest, data}`), so an unchanged 1 MB models.yaml costs a
- * JSON.parse instead of a YAML parse. Only data that passed validation is stored.
+ * Parsed declaration data from earlier runs, one file per declaration file
+ * (`.graph/parsed/<name>.json`), so an unchanged 1 MB models.yaml costs a JSON.parse instead of a
+ * YAML parse. Only data that passed validation is stored. The file is one header line
+ * `{"digest": <the declaration file's digest>, "sum": <SHA-256 of the data line>}` and the data as
+ * one JSON line: data whose bytes changed since (a flipped byte, an edit) fails its sum and is
+ * parsed again from the YAML, never served.
  */
 export class ParseCache {
   /** @param dir absolute directory of the cache. */
@@ -254,14 +257,29 @@ export class ParseCache {
   }
 
   get(name: string, digest: string): { data: unknown } | undefined {
-    const entry = readJsonFile(this.file(name)) as { digest?: string; data?: unknown } | undefined;
-    return entry && entry.digest === digest && entry.data !== undefined ? { data: entry.data } : undefined;
+    let text: string;
+    try {
+      text = readFileSync(this.file(name), 'utf8');
+    } catch {
+      return undefined;
+    }
+    const nl = text.indexOf('\n');
+    if (nl < 0) return undefined;
+    try {
+      const header = JSON.parse(text.slice(0, nl)) as { digest?: string; sum?: string };
+      const dataText = text.slice(nl + 1);
+      if (header.digest !== digest || header.sum !== hash('sha256', dataText, 'hex')) return undefined;
+      return { data: JSON.parse(dataText) };
+    } catch {
+      return undefined;
+    }
   }
 
   /** Remember a validated file's data (atomic write; a no-op for data that came from here). */
   put(file: LoadedFile): void {
     if (file.fromCache || !file.digest || file.data === undefined) return;
-    writeFileAtomic(this.file(file.source.path), JSON.stringify({ digest: file.digest, data: file.data }));
+    const dataText = JSON.stringify(file.data);
+    writeFileAtomic(this.file(file.source.path), `${JSON.stringify({ digest: file.digest, sum: hash('sha256', dataText, 'hex') })}\n${dataText}`);
   }
 }
 

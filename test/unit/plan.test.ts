@@ -250,4 +250,18 @@ test('declarations from the parse cache give the same plan, and spans still reso
   assert.is(span && ws.decls.imagesFile.source.text.slice(span.start, span.end), 'base');
 });
 
+test('an edited parse cache is not served: the data fails its sum and the YAML is parsed again', async () => {
+  const dir = workspace(SMALL_ZOO);
+  const first = renderPlan(await plan(dir), 'json');
+  const cached = path.join(dir, '.graph', 'parsed', 'models.yaml.json');
+  const text = readFileSync(cached, 'utf8');
+  assert.ok(text.includes('"GATA1"'));
+  // Same length, same header: what a flipped byte or a hand edit leaves.
+  writeFileSync(cached, text.replace('"GATA1"', '"GATA2"'));
+  const ws = openWorkspace(dir, fakeRules());
+  assert.ok(ws.graph.has('test:pwm/GATA1@oci'), 'the declarations come from the YAML');
+  assert.not.ok(ws.graph.has('test:pwm/GATA2@oci'));
+  assert.is(renderPlan(await plan(dir), 'json'), first);
+});
+
 test.run();
