@@ -12,6 +12,7 @@ import { planBuild } from '../engine/plan.js';
 import type { ProcessRunner } from '../engine/process.js';
 import type { Rule } from '../engine/rule.js';
 import { ContentStore } from '../engine/store.js';
+import { resolveTools } from '../engine/tools.js';
 import { openWorkspace } from '../engine/workspace.js';
 import { defaultRules } from '../rules/index.js';
 import { modelsForNodes, writeZoo } from './zoo.js';
@@ -31,7 +32,9 @@ export async function fillCache(dir: string, rules: Rule[], jobs = 8): Promise<{
   const cache = new ActionCache(ws.stateDir);
   const store = new ContentStore(path.join(ws.stateDir, 'cas'));
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
-  const plan = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache, store, digester, env: process.env });
+  // Tools probed as the CLI probes them (and remembered where it looks), so `graph plan` agrees.
+  const tools = await resolveTools(ws.graph.nodes(), path.join(ws.stateDir, 'tools.json'));
+  const plan = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache, store, digester, env: process.env, tools });
   digester.save();
   const runner: ProcessRunner = { run: async () => ({ exitCode: 0, aborted: false }) };
   const t0 = performance.now();
