@@ -14,7 +14,6 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import path from 'node:path';
 import { readJsonFile, writeFileAtomic } from './atomic.js';
-import type { NodeDef } from './rule.js';
 
 /** How to tell which tool, and which version of it, a node would run. */
 export interface ToolProbe {
@@ -32,6 +31,12 @@ export interface ToolProbe {
 /** Tool name → identity, as `resolveTools` found them. */
 export type ToolIdentities = ReadonlyMap<string, string>;
 
+/** What this module reads of a node (`NodeDef`'s `tool` and `tools`). */
+interface UsesTools {
+  readonly tool: string;
+  readonly tools?: readonly ToolProbe[];
+}
+
 const MEMO_FORMAT = 1;
 
 /** `path size mtimeMs ino`, or `path absent`: what the memo compares. */
@@ -45,7 +50,7 @@ function statLine(file: string): string {
  * @param memoFile where identities are remembered (`.graph/tools.json`); undefined for none.
  * @returns name → identity; never rejects (a failing probe is `NAME: unavailable`).
  */
-export async function resolveTools(nodes: Iterable<NodeDef>, memoFile: string | undefined): Promise<ToolIdentities> {
+export async function resolveTools(nodes: Iterable<UsesTools>, memoFile: string | undefined): Promise<ToolIdentities> {
   const probes = new Map<string, ToolProbe>();
   for (const n of nodes) for (const p of n.tools ?? []) if (!probes.has(p.name)) probes.set(p.name, p);
   const out = new Map<string, string>();
@@ -89,7 +94,7 @@ export async function resolveTools(nodes: Iterable<NodeDef>, memoFile: string | 
  * The key's `tool` field of `node`: its own tool string, then the identity of each tool it names
  * (`NAME: not probed` when `identities` lacks it, as in plans made without probing).
  */
-export function toolField(node: NodeDef, identities: ToolIdentities | undefined): string {
+export function toolField(node: UsesTools, identities: ToolIdentities | undefined): string {
   if (!node.tools?.length) return node.tool;
   return `${node.tool}; ${node.tools.map((t) => identities?.get(t.name) ?? `${t.name}: not probed`).join('; ')}`;
 }

@@ -7,8 +7,8 @@
  */
 export { chooseMirror, findMirror, MIRROR_ENV, MirrorError, parseDeb822Sources, parseOneLineSources, readAptSources } from './mirror.js';
 export type { AptSource, DebianMirror, FindMirrorOptions } from './mirror.js';
-export { debianArchitecture, fetchRelease, IndexError, loadIndex, parsePackages, parseRelease, parseStanzas } from './index.js';
-export type { DebianPackage, LoadIndexOptions, PackageIndex, ReleaseFile } from './index.js';
+export { debianArchitecture, fetchRelease, IndexError, loadIndex, parsePackages, parseRelease, parseStanzas } from './package-index.js';
+export type { DebianPackage, LoadIndexOptions, PackageIndex, ReleaseFile } from './package-index.js';
 export {
   compareVersions,
   formatRelation,

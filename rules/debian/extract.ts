@@ -11,7 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import type tar from 'tar-stream';
 import { lazyRequire } from '../../engine/lazy.js';
 import { captureOutput, readOutput } from '../../engine/process.js';
-import { parseStanzas } from './index.js';
+import { parseStanzas } from './package-index.js';
 
 const tarStream = lazyRequire<typeof tar>('tar-stream');
 

@@ -16,7 +16,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { tempPathFor } from '../../engine/atomic.js';
 import { ConnectionError, httpRequest, TransientError, withRetries } from '../../engine/http.js';
 import type { DebianMirror } from './mirror.js';
-import type { PackagePin } from './resolve.js';
+import type { PackagePin } from './pin.js';
 
 /** Retry policy and transport; tests shorten the delays. */
 export interface DownloadOptions {

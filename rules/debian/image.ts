@@ -16,7 +16,7 @@ import type { ProcessRunner } from '../../engine/process.js';
 import type { ModeOf } from '../oci/layer.js';
 import { debControl, debModes, dpkgStatusEntry, type PackageModes } from './extract.js';
 import { fetchDebs } from './fetch.js';
-import { debianArchitecture, loadIndex } from './index.js';
+import { debianArchitecture, loadIndex } from './package-index.js';
 import { LOCK_FILE, readLock, withLockedImage, writeLock, type LockedImage } from './lock.js';
 import { findMirror, type DebianMirror } from './mirror.js';
 import { resolvePackages } from './resolve.js';

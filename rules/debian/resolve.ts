@@ -7,22 +7,10 @@
  * runs, so the result is a file set, not an installed system. Relations follow Debian policy §7.1
  * ("Syntax of relationship fields") and §7.5 (virtual packages); versions §5.6.12.
  */
-import type { DebianPackage, PackageIndex } from './index.js';
+import type { DebianPackage, PackageIndex } from './package-index.js';
+import type { PackagePin } from './pin.js';
 
-/** A package chosen for an image: everything needed to download and verify it again. */
-export interface PackagePin {
-  readonly name: string;
-  /** Debian version, epoch included (`1:1.35.0-4`). */
-  readonly version: string;
-  /** The target architecture or `all`. */
-  readonly architecture: string;
-  /** Path relative to the mirror's archive root (`pool/main/…/X.deb`). */
-  readonly filename: string;
-  /** Bytes. */
-  readonly size: number;
-  /** Lowercase hex SHA-256 of the .deb. */
-  readonly sha256: string;
-}
+export type { PackagePin } from './pin.js';
 
 /** A version relation operator (policy §7.1); `<` and `>` are the obsolete spellings of `<=` and `>=`. */
 export type VersionOp = '<<' | '<=' | '=' | '>=' | '>>';
