@@ -304,18 +304,23 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
         // With {model} in the path each sampled model has its own directory; report the first
         // outside the workspace, else the first missing.
         const sampled = sampledModels({ name, image, sif, models, test, at });
-        const dirs = [...new Set(sampled.map((m) => substituteVars(pattern, m)))];
         const declared = `'${rawTest[key] as string}'`;
         let outside: Diagnostic | undefined;
+        // Each directory once (models without {model} share one), named by its first model.
+        const firstModel = new Map<string, string>();
         for (const m of sampled) {
           const dir = substituteVars(pattern, m);
-          outside ??= outsideProblem(boundary, dir, describePath(['groups', name, 'test', key]), dir === pattern ? declared : `${declared} (model '${m.name}')`, () => at(['test', key]));
+          if (!firstModel.has(dir)) firstModel.set(dir, m.name);
+        }
+        for (const [dir, model] of firstModel) {
+          outside ??= outsideProblem(boundary, dir, describePath(['groups', name, 'test', key]), dir === pattern ? declared : `${declared} (model '${model}')`, () => at(['test', key]));
+          if (outside) break;
         }
         if (outside) {
           diagnostics.push(outside);
           continue;
         }
-        const missing = dirs.filter((dir) => !inputExists(root, { kind: 'dir', path: dir }));
+        const missing = [...firstModel.keys()].filter((dir) => !inputExists(root, { kind: 'dir', path: dir }));
         if (missing.length) {
           const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : '';
           diagnostics.push({ code: 'missing-file', message: `test ${key} directory '${missing[0]}' does not exist${more}`, span: at(['test', key]) });
