@@ -37,7 +37,21 @@
 import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { captureOutput, ExecaRunner, KILL_GRACE_MS, type ProcessRunner } from '../../engine/process.js';
-import { cannotStartReason, commandEnv, lastLine, plainOutcome, prepareRequest, runBounded, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend, waitForProcessesToEnd } from './runtime.js';
+import {
+  cannotStartReason,
+  commandEnv,
+  lastLine,
+  plainOutcome,
+  prepareRequest,
+  processSnapshot,
+  runBounded,
+  type ProcessId,
+  type RunInImage,
+  type RunOutcome,
+  type RuntimeOptions,
+  type TestRuntimeBackend,
+  waitForProcessesToEnd,
+} from './runtime.js';
 
 /** The runtime's directories the command sees, besides the image's own files. */
 const MOUNT_POINTS = ['output', 'proc', 'dev', 'tmp'] as const;
@@ -80,10 +94,12 @@ export class BubblewrapBackend implements TestRuntimeBackend {
   async run(req: RunInImage): Promise<RunOutcome> {
     prepareRequest(req);
     const argv = bubblewrapArgv(this.bwrap, req, rootMounts(req.rootfs, req.inputDir !== undefined));
-    const run = await runBounded(this.#runner, argv, req, this.options.env);
+    const cmdline = `${argv.join('\0')}\0`;
+    // bwrap and its init, recognised while their command lines can still be read.
+    let sandbox: ProcessId[] = [];
+    const run = await runBounded(this.#runner, argv, req, this.options.env, () => (sandbox = processSnapshot((c) => c === cmdline)));
     if (run.timedOut || run.interrupted) {
-      const cmdline = `${argv.join('\0')}\0`;
-      await waitForProcessesToEnd('bubblewrap sandbox', (c) => c === cmdline, SANDBOX_END_WAIT_MS);
+      await waitForProcessesToEnd('bubblewrap sandbox', (c) => c === cmdline, SANDBOX_END_WAIT_MS, sandbox);
     }
     if (run.interrupted) req.signal.throwIfAborted();
     if (!run.timedOut && run.result.exitCode === 1) {

@@ -236,7 +236,14 @@ export const TAIL_BYTES = 4096;
  * The caller still has to wait for processes that left the group (see each backend).
  * @throws Error when the tool cannot start; the signal's reason when `req.signal` was already aborted.
  */
-export async function runBounded(runner: ProcessRunner, argv: readonly string[], req: RunInImage, env?: Readonly<Record<string, string | undefined>>): Promise<BoundedRun> {
+export async function runBounded(
+  runner: ProcessRunner,
+  argv: readonly string[],
+  req: RunInImage,
+  env?: Readonly<Record<string, string | undefined>>,
+  /** Called just before the run is ended (a timeout or `req.signal`), while its processes still look as they did. */
+  beforeEnd?: () => void,
+): Promise<BoundedRun> {
   req.signal.throwIfAborted();
   appendFileSync(req.logFile, `$ ${argv.map(quoteArg).join(' ')}\n`);
   const logStart = statSync(req.logFile).size;
@@ -247,9 +254,13 @@ export async function runBounded(runner: ProcessRunner, argv: readonly string[],
       ? undefined
       : setTimeout(() => {
           timedOut = true;
+          beforeEnd?.();
           controller.abort(new Error(`timed out after ${formatMs(req.timeoutMs ?? 0)}`));
         }, req.timeoutMs);
-  const onAbort = () => controller.abort(req.signal.reason);
+  const onAbort = () => {
+    beforeEnd?.();
+    controller.abort(req.signal.reason);
+  };
   req.signal.addEventListener('abort', onAbort, { once: true });
   try {
     const result = await runner.run(argv, { signal: controller.signal, logFile: req.logFile, env });
@@ -306,14 +317,15 @@ function signalName(n: number): string | undefined {
 
 /**
  * Wait until no live process has a command line that `matches` (given NUL-separated, as in
- * /proc/PID/cmdline); after `graceMs`, SIGKILL those left and wait as long again. For processes
- * that left the runner's process group: a sandbox's init, a container's monitor.
+ * /proc/PID/cmdline) and every `known` process (from `processSnapshot`) has ended; after
+ * `graceMs`, SIGKILL those left and wait as long again. For processes that left the runner's
+ * process group: a sandbox's init, a container's monitor.
  * @throws Error naming `what` and the pids when they outlive 2·`graceMs` (stuck in the kernel).
  */
-export async function waitForProcessesToEnd(what: string, matches: (cmdline: string) => boolean, graceMs: number): Promise<void> {
+export async function waitForProcessesToEnd(what: string, matches: (cmdline: string) => boolean, graceMs: number, known: readonly ProcessId[] = []): Promise<void> {
   const start = Date.now();
   for (;;) {
-    const left = processesMatching(matches);
+    const left = [...new Set([...processesMatching(matches), ...known.filter(stillRuns).map((p) => p.pid)])];
     if (left.length === 0) return;
     const waited = Date.now() - start;
     if (waited > 2 * graceMs) throw new Error(`${what} processes ${left.join(', ')} did not end within ${formatMs(2 * graceMs)}`);
@@ -328,6 +340,40 @@ export async function waitForProcessesToEnd(what: string, matches: (cmdline: str
     }
     await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+/** A process by pid and start time (clock ticks since boot), so a reused pid is not mistaken for it. */
+export interface ProcessId {
+  readonly pid: number;
+  readonly start: string;
+}
+
+/**
+ * The live processes whose command line `matches`, by pid and start time: taken before a run is
+ * ended, while they can still be recognised (an exiting process's command line reads empty, and
+ * a sandbox's init stays in its exit, with an empty command line, until the kernel has killed
+ * every process of its PID namespace).
+ */
+export function processSnapshot(matches: (cmdline: string) => boolean): ProcessId[] {
+  return processesMatching(matches).flatMap((pid) => {
+    const start = startTime(pid);
+    return start === undefined ? [] : [{ pid, start }];
+  });
+}
+
+/** Field 22 of /proc/PID/stat (start time), or undefined when the process is gone or a zombie. */
+function startTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[0] === 'Z' ? undefined : fields[19];
+  } catch {
+    return undefined;
+  }
+}
+
+function stillRuns(p: ProcessId): boolean {
+  return startTime(p.pid) === p.start;
 }
 
 /** Pids of live (not zombie) processes whose command line `matches`. */
