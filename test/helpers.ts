@@ -150,9 +150,9 @@ export interface FakeCall {
 }
 
 /**
- * A fake process runner. `run(['fake', NODE_ID])` waits `durations[NODE_ID]` ms (default 5),
- * fails with exit 1 for ids in `failing`, hangs until aborted for ids in `hanging`, and records
- * every call, the most concurrent calls overall and per kind.
+ * A fake process runner. `run(['fake', NODE_ID])` waits `durations[NODE_ID]` ms (default 0: a
+ * timer due at once), fails with exit 1 for ids in `failing`, hangs until aborted for ids in
+ * `hanging`, and records every call, the most concurrent calls overall and per kind.
  */
 export class FakeRunner implements ProcessRunner {
   readonly calls: FakeCall[] = [];
@@ -175,7 +175,7 @@ export class FakeRunner implements ProcessRunner {
     const kind = id.split(':')[0];
     const sameKind = [...this.running].filter((r) => r.startsWith(`${kind}:`)).length;
     this.maxByKind.set(kind, Math.max(this.maxByKind.get(kind) ?? 0, sameKind));
-    const ms = this.options.hanging?.has(id) ? 1e9 : (this.options.durations?.[id] ?? 5);
+    const ms = this.options.hanging?.has(id) ? 1e9 : (this.options.durations?.[id] ?? 0);
     const aborted = await new Promise<boolean>((resolve) => {
       const t = setTimeout(() => resolve(false), ms);
       opts.signal?.addEventListener('abort', () => {

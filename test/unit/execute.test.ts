@@ -92,7 +92,7 @@ test('a result that cannot be recorded fails its node; its dependents never run 
   const store = new ContentStore(path.join(ws.stateDir, 'cas'));
   class FullDisk extends ActionCache {
     override async put(id: NodeId, key: string, recordLine: string, result: CachedResult): Promise<void> {
-      await new Promise((r) => setTimeout(r, 20)); // finishes after the node's slot was freed
+      await new Promise((r) => setImmediate(r)); // an asynchronous failure, as a full disk gives
       if (id === 'build:pwm') throw new Error('ENOSPC: no space left on device, write');
       return super.put(id, key, recordLine, result);
     }
