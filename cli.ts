@@ -376,6 +376,13 @@ ${Object.entries(commands)
 
 Every command works on images.yaml and models.yaml in the current directory, or in -C DIR.
 Run 'graph <command> --help' for a command's options.
+
+Environment:
+  GRAPH_CACHE_DIR            where the action cache, the store and the leases live (default .graph/)
+  GRAPH_DEBIAN_MIRROR        the Debian mirror for debian: images (default: the host's apt sources)
+  GRAPH_DEFAULT_REGISTRY     the registry of image references without a host
+  GRAPH_INSECURE_REGISTRIES  registries reached over plain HTTP (comma-separated)
+  GRAPH_REGISTRY_USERNAME, GRAPH_REGISTRY_PASSWORD   registry credentials (never printed)
 `;
 }
 
