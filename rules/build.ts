@@ -13,11 +13,8 @@ import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, ty
 import { composeImage, imageBlobs, loadImage, type ConfigChanges, type StoredImage } from './oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from './oci/layer.js';
 import { importLayout, writeLayout } from './oci/layout.js';
-import { debianRootfs, rootfsModes } from './debian/image.js';
-import { BUILDER_NAMES, detectBuilder } from './dockerfile/builder.js';
-import { stageContext } from './dockerfile/context.js';
+import { BUILDER_NAMES } from './dockerfile/names.js';
 import { LOCK_FILE, readLock, type ImagesLock } from './debian/lock.js';
-import { pullImage } from './registry/client.js';
 
 /** Node id of an image's build. */
 export const buildId = (image: string) => `build:${image}` as NodeId;
@@ -70,7 +67,7 @@ function builderProbe(choice: string): ToolProbe {
       ...BUILDER_NAMES.map((exe) => findExecutable(exe, process.env.PATH) ?? `${exe} (not on PATH)`),
       process.env.DOCKER_HOST ? `DOCKER_HOST=${process.env.DOCKER_HOST} (not a file)` : '/var/run/docker.sock',
     ],
-    identify: async () => (await detectBuilder(choice === 'auto' ? undefined : choice)).version(),
+    identify: async () => (await (await import('./dockerfile/builder.js')).detectBuilder(choice === 'auto' ? undefined : choice)).version(),
   };
 }
 
@@ -107,7 +104,7 @@ async function resolveBase(image: ImageDecl, ctx: ExecContext): Promise<StoredIm
   }
   if (from.kind === 'oci-layout') return importLayout(ctx.store, layoutInside(ctx.decls.boundary, ctx.decls.root, from.dir), from.tag);
   ctx.log.write(`pulling ${from.ref}\n`);
-  return pullImage(ctx.store, from.parsed, ctx.signal);
+  return (await import('./registry/client.js')).pullImage(ctx.store, from.parsed, ctx.signal);
 }
 
 /**
@@ -150,7 +147,7 @@ async function dockerfileImage(image: ImageDecl, recipe: Extract<ImageDecl['reci
   const choice = ctx.decls.settings.builder;
   let builder;
   try {
-    builder = await detectBuilder(choice === 'auto' ? undefined : choice, { runner: ctx.runner });
+    builder = await (await import('./dockerfile/builder.js')).detectBuilder(choice === 'auto' ? undefined : choice, { runner: ctx.runner });
   } catch (e) {
     throw new NodeFailure((e as Error).message);
   }
@@ -172,7 +169,7 @@ async function dockerfileImage(image: ImageDecl, recipe: Extract<ImageDecl['reci
   const boundary = ctx.decls.boundary;
   boundary.realInside(path.join(ctx.decls.root, recipe.context), recipe.context);
   // A staged copy with the modes git checks out: the image never depends on the umask.
-  const context = stageContext(ctx.decls.root, recipe.context, path.join(ctx.scratchDir(), 'context'));
+  const context = (await import('./dockerfile/context.js')).stageContext(ctx.decls.root, recipe.context, path.join(ctx.scratchDir(), 'context'));
   await builder.build({
     dockerfile: boundary.realInside(path.join(ctx.decls.root, recipe.dockerfile), recipe.dockerfile),
     context,
@@ -277,6 +274,7 @@ export const buildRule: Rule = {
     }
     if (recipe.kind === 'debian') {
       const rootfs = path.join(ctx.scratchDir(), 'rootfs');
+      const { debianRootfs, rootfsModes } = await import('./debian/image.js');
       const got = await debianRootfs({
         name,
         request: recipe,

@@ -11,7 +11,6 @@ import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rul
 import { findExecutable, type ToolProbe } from '../engine/tools.js';
 import { buildId, sourceDateEpoch } from './build.js';
 import { loadImage } from './oci/image.js';
-import { imageToSif } from './sif/convert.js';
 
 /** tar2sqfs (squashfs-tools-ng) writes the partition; mksquashfs for layers that cannot stream. */
 const SQUASHFS_TOOLS: ToolProbe = {
@@ -58,6 +57,8 @@ export const convertRule: Rule = {
     if (typeof manifest !== 'string') throw new NodeFailure(`image '${name}' has no manifest output`);
     const image = loadImage(ctx.store, manifest);
     const sifFile = path.join(ctx.scratchDir(), `${name}.sif`);
+    // Loaded when a conversion runs: a plan never needs the SIF writer.
+    const { imageToSif } = await import('./sif/convert.js');
     const result = await imageToSif({
       store: ctx.store,
       image,

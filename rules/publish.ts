@@ -12,11 +12,12 @@ import { sampledModels, type Declarations, type ImageDecl } from '../engine/decl
 import { formatReference, parseReference, type ImageReference } from '../engine/reference.js';
 import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { loadImage } from './oci/image.js';
-import { addToLayout } from './oci/layout.js';
-import { pushArtifact, pushImage, remoteDigest } from './registry/push.js';
 import { buildId } from './build.js';
 import { convertId } from './convert.js';
 import { testId } from './test.js';
+
+/** The registry push code, loaded when a publish asks a registry or pushes (a plan of dist/ publishes never does). */
+const push = () => import('./registry/push.js');
 
 /** Node id of an image's publication. */
 export const publishId = (image: string) => `publish:${image}` as NodeId;
@@ -72,11 +73,11 @@ export const publishRule: Rule = {
     }
     const references: string[] = [];
     for (const ref of publishReferences(decl)) {
-      if ((await remoteDigest(ref, ctx.signal)) !== manifest) return undefined;
+      if ((await (await push()).remoteDigest(ref, ctx.signal)) !== manifest) return undefined;
       references.push(formatReference(ref));
       if (sif) {
         const sifRef = sifReference(ref);
-        if ((await remoteDigest(sifRef, ctx.signal)) === undefined) return undefined;
+        if ((await (await push()).remoteDigest(sifRef, ctx.signal)) === undefined) return undefined;
         sif = { ...sif, references: [...sif.references, `oras://${formatReference(sifRef)}`] };
       }
     }
@@ -95,7 +96,7 @@ export const publishRule: Rule = {
     const files: string[] = [];
     if (decl.publish.length === 0) {
       // The embedded default: a local OCI image layout (a tag per image) and the SIFs, in dist/.
-      await addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
+      await (await import('./oci/layout.js')).addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
       references.push(`oci-layout:${DIST}/oci:${name}`);
       files.push(path.join(DIST, 'oci', 'blobs', 'sha256', manifest.slice('sha256:'.length)));
       if (sifBlob) {
@@ -110,12 +111,12 @@ export const publishRule: Rule = {
     }
     for (const ref of publishReferences(decl)) {
       ctx.log.write(`pushing ${formatReference(ref)}\n`);
-      const pushed = await pushImage(ctx.store, image, ref, { signal: ctx.signal, log: (line) => ctx.log.write(`${line}\n`) });
+      const pushed = await (await push()).pushImage(ctx.store, image, ref, { signal: ctx.signal, log: (line) => ctx.log.write(`${line}\n`) });
       ctx.log.write(`pushed ${formatReference(ref)}: ${pushed.pushedBlobs} blobs uploaded, ${pushed.skippedBlobs} present, ${pushed.mountedBlobs} mounted\n`);
       references.push(formatReference(ref));
       if (sifBlob) {
         const sifRef = sifReference(ref);
-        await pushArtifact(ctx.store, sifBlob, sifRef, { signal: ctx.signal, title: `${name}.sif` });
+        await (await push()).pushArtifact(ctx.store, sifBlob, sifRef, { signal: ctx.signal, title: `${name}.sif` });
         sifReferences.push(`oras://${formatReference(sifRef)}`);
       }
     }

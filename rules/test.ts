@@ -12,11 +12,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { loadImage } from './oci/image.js';
-import { unpackImage } from './oci/unpack.js';
-import { compareOutputs } from './runtime/expect.js';
-import { cachedRootfs } from './runtime/rootfs-cache.js';
-import { detectBackend, sandboxProbe } from './runtime/runtime.js';
-import { primaryPartition, readSif } from './sif/sif.js';
+import { sandboxProbe } from './runtime/probe.js';
 import { buildId } from './build.js';
 import { convertId } from './convert.js';
 
@@ -76,6 +72,13 @@ export const testRule: Rule = {
     const manifest = ctx.deps.get(depId)?.outputs.manifest;
     if (typeof manifest !== 'string') throw new NodeFailure(`${depId} has no manifest output`);
     const image = loadImage(ctx.store, manifest);
+    // Loaded when a test runs: a plan never needs the unpacker, the sandboxes or the SIF reader.
+    const [{ unpackImage }, { compareOutputs }, { cachedRootfs }, { detectBackend }] = await Promise.all([
+      import('./oci/unpack.js'),
+      import('./runtime/expect.js'),
+      import('./runtime/rootfs-cache.js'),
+      import('./runtime/runtime.js'),
+    ]);
     let rootfs: string;
     if (decl.runtime === 'oci') {
       rootfs = await cachedRootfs(path.join(ctx.cacheDir, 'rootfs', manifest.slice('sha256:'.length)), (dir) => unpackImage(ctx.store, image, dir, { signal: ctx.signal }), (why) => ctx.log.write(why));
@@ -137,6 +140,7 @@ function testDirName(id: NodeId): string {
 
 /** Unpack a SIF's primary system partition (squashfs) into `dir` with unsquashfs. */
 async function extractSifPartition(sifFile: string, dir: string, ctx: ExecContext): Promise<void> {
+  const { primaryPartition, readSif } = await import('./sif/sif.js');
   const partition = primaryPartition(readSif(sifFile));
   const r = await ctx.runner.run(['unsquashfs', '-no-progress', '-quiet', '-o', String(partition.offset), '-d', dir, sifFile], { signal: ctx.signal, logFile: ctx.log.path });
   if (r.exitCode !== 0) throw new NodeFailure(`unsquashfs could not unpack the SIF's partition (exit ${r.exitCode ?? r.signal}); see the log`);

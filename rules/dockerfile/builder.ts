@@ -34,6 +34,7 @@ import {
 import path from 'node:path';
 import { quoteArg, type ProcessRunner, type RunResult } from '../../engine/process.js';
 import { findExecutable } from '../../engine/tools.js';
+import { BUILDER_NAMES, type BuilderName } from './names.js';
 import { MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, type Descriptor } from '../oci/image.js';
 import { layoutDescriptor } from '../oci/layout.js';
 import { NodeFailure } from '../../engine/rule.js';
@@ -78,10 +79,7 @@ export interface DockerfileBuilder {
   build(req: DockerfileBuild): Promise<void>;
 }
 
-/** Backend names, in auto-detection order. */
-export const BUILDER_NAMES = ['buildah', 'podman', 'docker'] as const;
-/** One of {@link BUILDER_NAMES}. */
-export type BuilderName = (typeof BUILDER_NAMES)[number];
+export { BUILDER_NAMES, type BuilderName } from './names.js';
 
 /**
  * Network of RUN steps. `host` (default): RUN steps reach what the host reaches (e.g. Debian

@@ -18,7 +18,8 @@ import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { formatMs } from '../../engine/duration.js';
 import { quoteArg, type ProcessRunner, type RunResult } from '../../engine/process.js';
-import { findExecutable, type ToolProbe } from '../../engine/tools.js';
+import { findExecutable } from '../../engine/tools.js';
+import { SBIN_DIRS } from './probe.js';
 import { resolveInRoot } from '../oci/unpack.js';
 
 /** One command to run in an image's root filesystem. Every path is absolute on the host. */
@@ -128,24 +129,6 @@ export async function detectBackend(preferred?: string, options: RuntimeOptions 
 }
 
 /** Directories searched for runc beyond PATH (root's PATH may lack sbin directories). */
-const SBIN_DIRS = ['/usr/sbin', '/sbin', '/usr/local/sbin'];
-
-/**
- * The probe of test runtime backend `name` for action keys (engine/tools.ts): the executables it
- * would run, and its `version()`.
- */
-export function sandboxProbe(name: string): ToolProbe {
-  const executables: Record<string, Array<[string, readonly string[]]>> = {
-    bubblewrap: [['bwrap', []]],
-    podman: [['podman', []], ['runc', SBIN_DIRS]],
-    apptainer: [['apptainer', []], ['singularity', []]],
-  };
-  return {
-    name: `sandbox:${name}`,
-    executables: () => (executables[name] ?? []).map(([exe, extra]) => findExecutable(exe, process.env.PATH, extra) ?? `${exe} (not on PATH)`),
-    identify: async () => (await detectBackend(name)).version(),
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Plumbing shared by the backends.
