@@ -82,8 +82,10 @@ export class KeyLeases {
         await rm(file, { force: true });
         continue;
       }
-      if (waitedFor?.run !== holder.run) onWait?.(holder);
-      waitedFor = holder;
+      if (holder !== 'unreadable') {
+        if (waitedFor?.run !== holder.run) onWait?.(holder);
+        waitedFor = holder;
+      }
       await this.options.clock.sleep(pause, signal);
       pause = Math.min(POLL_MAX_MS, pause * 2);
     }
@@ -106,8 +108,11 @@ export class KeyLeases {
     }
   }
 
-  /** The live holder of `file`, 'stale' when it is gone for good, 'gone' when released meanwhile. */
-  private async holder(file: string): Promise<Holder | 'stale' | 'gone'> {
+  /**
+   * The live holder of `file`; 'stale' when it is gone for good; 'gone' when released meanwhile;
+   * 'unreadable' for a torn lease younger than a heartbeat (being written, or its writer just died).
+   */
+  private async holder(file: string): Promise<Holder | 'stale' | 'gone' | 'unreadable'> {
     let text: string;
     let mtimeMs: number;
     try {
@@ -121,7 +126,7 @@ export class KeyLeases {
       h = JSON.parse(text) as Partial<Holder>;
     } catch {
       // A holder that died between creating the file and writing it; or one writing right now.
-      return Date.now() - mtimeMs > HEARTBEAT_MS ? 'stale' : 'gone';
+      return Date.now() - mtimeMs > HEARTBEAT_MS ? 'stale' : 'unreadable';
     }
     if (typeof h.pid !== 'number' || typeof h.host !== 'string' || typeof h.run !== 'string') return 'stale';
     if (h.host === this.me.host) return (this.options.alive ?? pidAlive)(h.pid) ? (h as Holder) : 'stale';

@@ -95,6 +95,23 @@ test('a torn lease file (a holder died while writing it) is stale once older tha
   assert.is(waitedFor, undefined);
 });
 
+test('a torn lease younger than a heartbeat is waited for (no busy loop), then taken once it is stale', async () => {
+  const { dir, clock, leases } = setup();
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, KEY), '{"pid": 12');
+  const sleeping = clock.nextSleep();
+  let done = false;
+  const got = leases.acquire(KEY, new AbortController().signal);
+  void got.then(() => (done = true));
+  await sleeping; // it looked once and sleeps: no spinning on the torn file
+  assert.not.ok(done);
+  const old = new Date(Date.now() - 60_000);
+  utimesSync(path.join(dir, KEY), old, old);
+  clock.advance(1000);
+  const { waitedFor } = await got;
+  assert.is(waitedFor, undefined, 'a torn file names no holder');
+});
+
 test('release leaves a lease alone that is no longer ours (taken over meanwhile)', async () => {
   const { dir, leases } = setup();
   const { lease } = await leases.acquire(KEY, new AbortController().signal);
