@@ -111,7 +111,7 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
 }
 
 /** A result's visible files that are not in the workspace at `root` (one stat each). */
-function goneFiles(root: string, result: CacheEntry['result']): string[] {
+export function goneFiles(root: string, result: CacheEntry['result']): string[] {
   return (result.files ?? []).filter((f) => !existsSync(path.join(root, f)));
 }
 

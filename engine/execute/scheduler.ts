@@ -18,14 +18,14 @@
  * recorded finish recording, so the next run resumes from there. With `failFast`, nothing new
  * starts after the first failure.
  */
-import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { appendFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import PQueue from 'p-queue';
 import type { ActionCache, CacheEntry } from '../cache.js';
 import type { Declarations } from '../declarations.js';
 import type { EventSink, NodeResult, NodeStatus, RunSummary } from '../events.js';
 import { canonicalJson } from '../key.js';
-import type { Plan, PlannedNode } from '../plan.js';
+import { goneFiles, type Plan, type PlannedNode } from '../plan.js';
 import type { ProcessRunner } from '../process.js';
 import type { NodeId, NodeOutputs } from '../rule.js';
 import type { ContentStore } from '../store.js';
@@ -196,21 +196,16 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       let got: Awaited<ReturnType<KeyLeases['acquire']>> | undefined;
       try {
         got = await options.leases.acquire(key, job.signal, (by) => options.emit({ type: 'node-waiting', id: node.id, pid: by.pid, host: by.host }));
-      } catch (e) {
+      } catch {
         if (job.signal.aborted) return { type: 'ended', job, outcome: { ok: false, failure: { type: 'interrupted' }, duration_ms: clock.now() - t0 } };
         // An unwritable lease directory costs only the sharing: the node runs.
-        void e;
       }
       if (got) {
         leases.set(node.id, got.lease);
         // Whoever held the lease (now, or since this run planned) may have recorded the result:
         // usable if its artifacts are intact and its visible files are here (in this workspace).
         const entry = options.cache.get(key);
-        if (
-          entry &&
-          entry.result.artifacts.every((a) => options.store.has(a)) &&
-          (entry.result.files ?? []).every((f) => existsSync(path.join(options.decls.root, f)))
-        ) {
+        if (entry && entry.result.artifacts.every((a) => options.store.has(a)) && goneFiles(options.decls.root, entry.result).length === 0) {
           return { type: 'reused', job, entry, by: got.waitedFor };
         }
       }
