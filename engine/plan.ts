@@ -29,6 +29,11 @@ export interface PlannedNode {
   readonly cached?: CacheEntry;
   /** Cached, but these visible files are gone: the rule writes them again from the store first. */
   readonly restore?: readonly string[];
+  /**
+   * Cached by a remote cache hit whose artifacts are not in the local store: they are downloaded
+   * only if a node that runs needs them (engine/remote-cache/materialize.ts).
+   */
+  readonly remote?: true;
 }
 
 export interface Plan {
@@ -137,10 +142,13 @@ function whyNoEntry(cache: ActionCache, id: NodeId, key: string, record: KeyReco
 
 /**
  * The second tier: ask `remote` about every node that would run (a few at a time), in order. A hit
- * (artifacts fetched into `store` and verified by the remote) is recorded in the local `cache` and
- * the node becomes cached with the reason `from remote cache NAME`; the nodes still to run are
- * explained again, since a dependency they named as running may now be cached. Never throws for
- * the remote's failures (they are misses).
+ * (its key record hashes to its key; the remote checked that) becomes cached with the reason
+ * `from remote cache NAME`, without its bytes: when its artifacts are all in the local store
+ * already (or it has none) it is recorded in the local `cache` at once; otherwise it is marked
+ * `remote` and its artifacts are downloaded only if a node that runs needs them
+ * (engine/remote-cache/materialize.ts). The nodes still to run are explained again, since a
+ * dependency they named as running may now be cached. Never throws for the remote's failures
+ * (they are misses).
  */
 export async function checkRemote(plan: Plan, cache: ActionCache, remote: RemoteCache, store: ContentStore, root: string, signal?: AbortSignal): Promise<Plan> {
   const candidates = plan.nodes.filter((p) => p.status === 'run');
@@ -150,25 +158,37 @@ export async function checkRemote(plan: Plan, cache: ActionCache, remote: Remote
   const worker = async () => {
     while (next < candidates.length) {
       const p = candidates[next++];
-      const result = await remote.fetch(p.node.id, p.key, store, signal).catch(() => undefined);
-      // Trust, then verify: every artifact the entry names must now be in the local store, intact.
-      if (!result || !result.artifacts.every((d) => store.check(d) === 'intact')) continue;
+      const result = await remote.lookup(p.node.id, p.key, signal).catch(() => undefined);
+      if (!result) continue;
       // Its visible files were written on another machine: usable only if the rule can restore them.
       const gone = goneFiles(root, result);
       if (gone.length && !plan.graph.rules.get(p.node.kind)?.restore) continue;
-      await cache.put(p.node.id, p.key, p.recordText, result);
-      const reasons = [`from remote cache ${remote.name}`, ...(gone.length ? [restoresReason(gone)] : [])];
-      hits.set(p.node.id, { ...p, status: 'cached', reasons, cached: cache.get(p.key, p.node.id), ...(gone.length ? { restore: gone } : {}) });
+      const reasons = [`from remote cache ${remote.name}`];
+      if (result.artifacts.every((d) => store.has(d))) {
+        await cache.put(p.node.id, p.key, p.recordText, result);
+        hits.set(p.node.id, { ...p, status: 'cached', reasons: gone.length ? [...reasons, restoresReason(gone)] : reasons, cached: cache.get(p.key, p.node.id), ...(gone.length ? { restore: gone } : {}) });
+      } else {
+        const cached: CacheEntry = { id: p.node.id, key: p.key, record: p.record, result };
+        hits.set(p.node.id, { ...p, status: 'cached', reasons, cached, remote: true });
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.min(REMOTE_CONCURRENCY, candidates.length) }, worker));
   if (!hits.size) return plan;
+  return replaceNodes(plan, cache, hits);
+}
+
+/**
+ * The plan with `replaced` nodes swapped in, and the nodes still to run whose dependencies changed
+ * status explained again (against the new statuses).
+ */
+export function replaceNodes(plan: Plan, cache: ActionCache, replaced: ReadonlyMap<NodeId, PlannedNode>): Plan {
+  const status = (id: NodeId) => (replaced.get(id) ?? plan.byId.get(id))?.status;
   const nodes = plan.nodes.map((p) => {
-    const hit = hits.get(p.node.id);
-    if (hit) return hit;
-    if (p.status !== 'run' || !p.node.deps.some((d) => hits.has(d.id))) return p;
-    const willRun = (dep: string) => !hits.has(dep as NodeId) && plan.byId.get(dep as NodeId)?.status === 'run';
-    return { ...p, reasons: whyNoEntry(cache, p.node.id, p.key, p.record, willRun) };
+    const r = replaced.get(p.node.id);
+    if (r) return r;
+    if (p.status !== 'run' || !p.node.deps.some((d) => replaced.has(d.id))) return p;
+    return { ...p, reasons: whyNoEntry(cache, p.node.id, p.key, p.record, (dep) => status(dep as NodeId) === 'run') };
   });
   return { graph: plan.graph, nodes, byId: new Map(nodes.map((p) => [p.node.id, p])) };
 }
