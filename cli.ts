@@ -14,7 +14,11 @@ import { systemClock } from './engine/execute/clock.js';
 import { KeyLeases } from './engine/execute/lease.js';
 import { executePlan } from './engine/execute/scheduler.js';
 import { FileDigester } from './engine/files.js';
-import { checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
+import { checkRemote, checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
+import type { RemoteCache } from './engine/cache.js';
+import { CacheRecorder } from './engine/execute/recorder.js';
+import { openRemoteCache, RemoteCacheConfigError } from './engine/remote-cache/config.js';
+import { materializeNeeded } from './engine/remote-cache/materialize.js';
 import { ExecaRunner, killAllProcesses } from './engine/process.js';
 import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/build-report.js';
 import { PLAN_FORMATS, renderPlan, type PlanFormat } from './engine/report/plan.js';
@@ -49,6 +53,8 @@ const selection = {
   builder: { type: 'string' },
   sandbox: { type: 'string' },
   offline: { type: 'boolean' },
+  'remote-cache': { type: 'string' },
+  'remote-cache-mode': { type: 'string' },
 } as const;
 const BUILDERS = ['auto', 'buildah', 'podman', 'docker'];
 const SANDBOXES = ['bubblewrap', 'podman', 'docker', 'apptainer'];
@@ -67,6 +73,9 @@ const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), imag
   --builder NAME       builder for dockerfile: images: auto (default), buildah, podman, docker
   --sandbox NAME       where tests run: bubblewrap (default), podman, docker, apptainer
   --offline            do not ask registries whether a publish is already done
+  --remote-cache URL   a shared cache over the Bazel HTTP cache protocol (also GRAPH_REMOTE_CACHE,
+                       settings.remote_cache); credentials in the URL, GRAPH_REMOTE_CACHE_HEADER or netrc
+  --remote-cache-mode M  readwrite (default) or read: look up and download only, never upload
   -C DIR               work on DIR/images.yaml and DIR/models.yaml`;
 
 const commands: Record<string, Command> = {
@@ -142,9 +151,12 @@ ${targetHelp}`,
       if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
       for (const k of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, k.path)}, left by a graph process that is gone: ${k.why}\n`);
       recordProcess(ws.stateDir);
-      const { plan, digester, cache, store } = await makePlan(ws, values, positionals);
+      const made = await makePlan(ws, values, positionals);
+      const { digester, cache, store, remote } = made;
       digester.save();
       cache.compact();
+      // Builds without the bytes: only the remote hits a node that runs needs are downloaded.
+      const plan = remote ? await materializeNeeded(made.plan, { cache, remote, store, root: ws.root, signal: interrupt.signal }) : made.plan;
       const live = process.stderr.isTTY === true && !process.env.CI;
       const summary = await executePlan(plan, {
         decls: ws.decls,
@@ -158,6 +170,7 @@ ${targetHelp}`,
         store,
         stateDir: ws.stateDir,
         leases: new KeyLeases({ dir: path.join(ws.cacheDir, 'leases'), clock: systemClock }),
+        recorder: new CacheRecorder(cache, store, remote),
         emit: progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root }),
       });
       interrupt.finished();
@@ -354,8 +367,22 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   // The external tools' identities go into the keys (memoized by their executables' stat).
   const tools = await resolveTools([...selection].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
   let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools });
+  const remote = remoteCache(ws, values);
+  if (remote) plan = await checkRemote(plan, cache, remote, store, ws.root);
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.decls);
-  return { plan, cache, store, digester, summary: planSummary(plan) };
+  return { plan, cache, store, digester, remote, summary: planSummary(plan) };
+}
+
+/** The remote cache the options, the environment or images.yaml name; its warnings go to stderr. */
+function remoteCache(ws: Workspace, values: Record<string, unknown>): RemoteCache | undefined {
+  try {
+    return openRemoteCache({ flag: values['remote-cache'] as string | undefined, mode: values['remote-cache-mode'] as string | undefined, settings: ws.decls.settings.remoteCache }, process.env, (m) =>
+      process.stderr.write(`warning: ${m}\n`),
+    );
+  } catch (e) {
+    if (e instanceof RemoteCacheConfigError) throw new UsageError(e.message);
+    throw e;
+  }
 }
 
 function version(): string {
@@ -383,6 +410,9 @@ Environment:
   GRAPH_DEFAULT_REGISTRY     the registry of image references without a host
   GRAPH_INSECURE_REGISTRIES  registries reached over plain HTTP (comma-separated)
   GRAPH_REGISTRY_USERNAME, GRAPH_REGISTRY_PASSWORD   registry credentials (never printed)
+  GRAPH_REMOTE_CACHE         a shared cache over the Bazel HTTP cache protocol (as --remote-cache)
+  GRAPH_REMOTE_CACHE_MODE    readwrite (default) or read (as --remote-cache-mode)
+  GRAPH_REMOTE_CACHE_HEADER  'Name: value' sent to the remote cache, e.g. a token (never printed)
 `;
 }
 

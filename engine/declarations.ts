@@ -100,6 +100,8 @@ export interface Settings {
   readonly sandbox: string;
   /** Absolute directories outside the workspace that declarations may read (`allow_outside`). */
   readonly allowOutside: readonly string[];
+  /** The shared remote cache's URL (`remote_cache`), unless the command line or environment names one. */
+  readonly remoteCache?: string;
 }
 
 export interface Declarations {

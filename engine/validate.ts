@@ -186,7 +186,7 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
   if (diagnostics.length) throw new DiagnosticError(diagnostics);
 
   const rawImages = (imagesFile.data as { images: Record<string, Record<string, unknown>> }).images ?? {};
-  const rawSettings = (imagesFile.data as { settings?: { concurrency?: Record<string, number>; resources?: Record<string, number>; builder?: string; sandbox?: string; allow_outside?: string[] } }).settings;
+  const rawSettings = (imagesFile.data as { settings?: { concurrency?: Record<string, number>; resources?: Record<string, number>; builder?: string; sandbox?: string; allow_outside?: string[]; remote_cache?: string } }).settings;
   const allowOutside = (rawSettings?.allow_outside ?? []).map((dir) => path.resolve(path.dirname(imagesFile.absPath), dir));
   allowOutside.forEach((dir, i) => {
     if (!isDirectory(dir)) {
@@ -199,6 +199,7 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
     builder: overrides.builder ?? rawSettings?.builder ?? 'auto',
     sandbox: overrides.sandbox ?? rawSettings?.sandbox ?? 'bubblewrap',
     allowOutside,
+    ...(rawSettings?.remote_cache !== undefined ? { remoteCache: rawSettings.remote_cache } : {}),
   };
   // Validation resolves thousands of paths under a few directories: one pass, with a memo of
   // real directories. The declarations keep a boundary without one, for the checks at execution.
