@@ -17,7 +17,7 @@ export interface Nginx {
   readonly root: string;
   /** The access log's requests so far: method, path, status and body bytes sent. */
   requests(): Array<{ method: string; path: string; status: number; bytes: number }>;
-  /** Stop at once (SIGKILL: a server that vanishes mid-build). */
+  /** Stop at once: master and workers SIGKILLed (a server that vanishes mid-build). */
   kill(): void;
   stop(): Promise<void>;
 }
@@ -56,7 +56,7 @@ http {
 }
 `,
   );
-  const child: ChildProcess = spawn('nginx', ['-c', conf, '-p', prefix, '-g', `daemon off; pid ${prefix}/nginx.pid;`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawn('nginx', ['-c', conf, '-p', prefix, '-g', `daemon off; pid ${prefix}/nginx.pid;`], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let stderr = '';
   child.stderr?.on('data', (d) => (stderr += d));
   const url = `http://127.0.0.1:${port}`;
@@ -89,7 +89,8 @@ http {
         });
     },
     kill: () => {
-      if (child.exitCode === null) child.kill('SIGKILL');
+      // The whole process group: nginx's workers outlive a master killed alone.
+      if (child.exitCode === null && child.signalCode === null) process.kill(-(child.pid as number), 'SIGKILL');
     },
     stop: () =>
       new Promise((resolve) => {

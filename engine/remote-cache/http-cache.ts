@@ -140,8 +140,8 @@ export class HttpRemoteCache implements RemoteCache {
               return false;
             },
           );
+          // A failure is kept too: one warning per blob, and no second try in this run.
           this.downloading.set(m[1], p);
-          void p.then((ok) => ok || this.downloading.delete(m[1]));
         }
         return p;
       }),
