@@ -237,6 +237,12 @@ test('credentials in the URL reach the server and never the output', async () =>
     assert.is(down.code, 0, down.stderr);
     assert.equal(warnings(down.stderr), [`warning: remote cache http://ci:***@127.0.0.1:${port} unavailable (cannot connect: ECONNREFUSED): continuing without it`]);
     assert.not.match(readFileSync(path.join(a, 'report.json'), 'utf8'), 'pa55word');
+    // settings.remote_cache in images.yaml: used when neither the flag nor the variable names one.
+    const c = smallZoo();
+    writeFileSync(path.join(c, 'images.yaml'), readFileSync(path.join(c, 'images.yaml'), 'utf8').replace('version: 1\n', `version: 1\nsettings:\n  remote_cache: http://127.0.0.1:${port}/zoo\n`));
+    const fromSettings = graphWith({}, c, 'plan', 'build:a');
+    assert.is(fromSettings.code, 0, fromSettings.stderr);
+    assert.equal(warnings(fromSettings.stderr), [`warning: remote cache http://127.0.0.1:${port}/zoo unavailable (cannot connect: ECONNREFUSED): continuing without it`]);
     const bad = graphWith({}, a, 'plan', '--remote-cache', 'ftp://ci:pa55word@host/');
     assert.is(bad.code, 2);
     assert.match(bad.stderr, "remote cache 'ftp://ci:***@host/' must be an http:// or https:// URL");

@@ -328,7 +328,8 @@ export class HttpRemoteCache implements RemoteCache {
           headers['content-type'] = 'application/octet-stream';
           payload = Buffer.isBuffer(body) ? body : () => createReadStream(body.file, { highWaterMark: 1 << 20 });
         }
-        const res = await httpRequest(`${this.options.endpoint.base}/${rel}`, { method, headers, body: payload }, { ...retry, signal: both });
+        // No redirects: a header meant for the cache must not follow one to another host.
+        const res = await httpRequest(`${this.options.endpoint.base}/${rel}`, { method, headers, body: payload, redirect: 'error' }, { ...retry, signal: both });
         if (method === 'HEAD' || method === 'PUT') await res.body?.cancel().catch(() => undefined);
         return await read(res, touch);
       } catch (e) {

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { CachedResult } from '../../engine/cache.js';
 import { encodeActionResult, decodeActionResult, RECORD_PATH, RESULT_PATH } from '../../engine/remote-cache/action-result.js';
+import { openRemoteCache } from '../../engine/remote-cache/config.js';
 import { resolveEndpoint } from '../../engine/remote-cache/credentials.js';
 import { HttpRemoteCache, type HttpCacheOptions } from '../../engine/remote-cache/http-cache.js';
 import type { NodeId } from '../../engine/rule.js';
@@ -306,6 +307,18 @@ test('credentials: from the URL, the header variable or netrc; sent, never shown
   const fromNetrc = resolveEndpoint(srv.url, 'settings', { NETRC: netrc });
   assert.equal(fromNetrc.headers, { authorization: `Basic ${Buffer.from('bob:hunter22').toString('base64')}` });
   assert.is(fromNetrc.redact('failed: hunter22 at Basic Ym9iOmh1bnRlcjIy'), 'failed: *** at ***');
+});
+
+test('which cache: the flag, else GRAPH_REMOTE_CACHE (empty: none), else settings.remote_cache; the mode checked', () => {
+  const open = (given: Parameters<typeof openRemoteCache>[0], env: NodeJS.ProcessEnv = {}) => openRemoteCache(given, { HOME: '/nonexistent', ...env }, () => {})?.name;
+  assert.is(open({ flag: 'http://flag/', settings: 'http://settings' }, { GRAPH_REMOTE_CACHE: 'http://env' }), 'http://flag');
+  assert.is(open({ settings: 'http://settings' }, { GRAPH_REMOTE_CACHE: 'http://env' }), 'http://env');
+  assert.is(open({ settings: 'http://settings' }, { GRAPH_REMOTE_CACHE: '' }), undefined);
+  assert.is(open({ settings: 'http://settings/' }), 'http://settings');
+  assert.is(open({}), undefined);
+  assert.throws(() => open({ flag: 'http://x', mode: 'write' }), /unknown remote cache mode 'write' \(one of: read, readwrite\)/);
+  assert.throws(() => open({ flag: 'http://x' }, { GRAPH_REMOTE_CACHE_MODE: 'rw' }), /unknown remote cache mode 'rw'/);
+  assert.throws(() => open({ flag: 'http://x' }, { GRAPH_REMOTE_CACHE_HEADER: 'no colon here' }), /GRAPH_REMOTE_CACHE_HEADER must be `Name: value`/);
 });
 
 test.run();
