@@ -217,17 +217,13 @@ export class HttpRemoteCache implements RemoteCache {
     return this.exchange('GET', rel, undefined, signal, async (res, touch) => {
       if (res.status === 404 || res.status === 204) return undefined;
       if (res.status !== 200) throw statusError(res.status);
-      const chunks: Buffer[] = [];
-      let size = 0;
-      for await (const chunk of bodyOf(res)) {
-        touch();
-        size += chunk.length;
-        if (size > MAX_ENTRY_BYTES) throw new Untrusted(`${rel} is larger than ${MAX_ENTRY_BYTES} bytes`);
-        chunks.push(chunk);
-      }
-      this.stats.bytesDown += size;
-      checkLength(res, size);
-      return Buffer.concat(chunks);
+      const declared = Number(res.headers.get('content-length') ?? 0);
+      if (declared > MAX_ENTRY_BYTES) throw new Untrusted(`${rel} is larger than ${MAX_ENTRY_BYTES} bytes`);
+      // One buffer, not a stream: a plan makes thousands of these requests.
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      this.stats.bytesDown += bytes.length;
+      checkLength(res, bytes.length);
+      return bytes;
     });
   }
 

@@ -2,7 +2,9 @@
  * Builds without the bytes: after the plan, before the scheduler starts, bring into the local
  * store the artifacts of exactly those remote cache hits that a node that runs depends on (a test
  * that runs needs its image's layers or its SIF; a publish its image's blobs), and nothing else.
- * A fresh runner where nothing changed downloads no layer and no SIF.
+ * A fresh runner where nothing changed downloads no layer and no SIF. A node the plan did not look
+ * up (everything depending on it was cached, plan.ts `checkRemote`) is looked up first when it is
+ * needed after all; a miss runs.
  *
  * Each hit brought in is recorded in the local action cache (the next plan needs no network) and,
  * when its visible files are gone (`.graph/out/oci/NAME`, a SIF's name), restored by the scheduler
@@ -13,7 +15,7 @@
  * record), never behind its back.
  */
 import type { ActionCache, RemoteCache } from '../cache.js';
-import { goneFiles, replaceNodes, type Plan, type PlannedNode } from '../plan.js';
+import { goneFiles, remoteHit, replaceNodes, whyNoEntry, type Plan, type PlannedNode } from '../plan.js';
 import type { NodeId } from '../rule.js';
 import type { ContentStore } from '../store.js';
 
@@ -33,7 +35,21 @@ export async function materializeNeeded(plan: Plan, ctx: { cache: ActionCache; r
     let next = 0;
     const worker = async () => {
       while (next < needed.length) {
-        const p = needed[next++];
+        let p = needed[next++];
+        if (p.remote === 'unchecked') {
+          // Not looked up at plan time (everything depending on it was cached); needed now.
+          const hit = await remoteHit({ ...p, status: 'run', remote: undefined }, { ...ctx, rules: plan.graph.rules });
+          if (!hit) {
+            const willRun = (id: string) => plan.byId.get(id as NodeId)?.status === 'run';
+            replaced.set(p.node.id, { ...p, status: 'run', reasons: whyNoEntry(ctx.cache, p.node.id, p.key, p.record, willRun), cached: undefined, remote: undefined });
+            continue;
+          }
+          if (hit.remote === undefined) {
+            replaced.set(p.node.id, hit);
+            continue;
+          }
+          p = hit;
+        }
         const result = p.cached!.result;
         const ok = await ctx.remote.download(result.artifacts, ctx.store, ctx.signal).catch(() => false);
         if (!ok) {
@@ -55,7 +71,7 @@ export async function materializeNeeded(plan: Plan, ctx: { cache: ActionCache; r
   }
 }
 
-/** Remote hits (artifacts not local) that a node that runs depends on, in plan order. */
+/** Nodes cached through the remote (hits without their bytes, or not looked up) that a node that runs depends on, in plan order. */
 function neededHits(plan: Plan): PlannedNode[] {
   const needed = new Set<NodeId>();
   for (const p of plan.nodes) {

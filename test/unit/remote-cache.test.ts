@@ -20,7 +20,7 @@ function clone(dir: string): string {
   return copy;
 }
 
-test('a fresh checkout takes every result from the remote cache another machine filled, without downloading an artifact', async () => {
+test('a fresh checkout takes every result from the remote cache another machine filled, asking about the sinks only and downloading no artifact', async () => {
   const remote = new FakeRemoteCache();
   const a = workspace(SMALL_ZOO);
   const first = await runEngine(a, new FakeRunner(), { remote });
@@ -31,8 +31,11 @@ test('a fresh checkout takes every result from the remote cache another machine 
   const second = await runEngine(b, new FakeRunner(), { remote });
   assert.is(second.runner.calls.length, 0, 'nothing ran on the second machine');
   assert.is(second.summary.counts.cached, 9);
-  for (const p of second.plan.nodes) assert.equal(p.reasons, ['from remote cache fake://remote'], p.node.id);
-  for (const r of second.summary.results) assert.equal(r.reasons, ['from remote cache fake://remote'], `the report says so too: ${r.id}`);
+  // The sinks are asked about; their hits vouch for everything upstream, which is not asked.
+  const sinks = ['publish:base', 'publish:pwm'];
+  assert.equal(remote.fetched.sort(), sinks);
+  for (const p of second.plan.nodes) assert.equal(p.reasons, [sinks.includes(p.node.id) ? 'from remote cache fake://remote' : 'not needed: every node that depends on it is cached'], p.node.id);
+  for (const r of second.summary.results) assert.equal(r.reasons, second.plan.byId.get(r.id)?.reasons, `the report says so too: ${r.id}`);
   assert.equal(remote.downloaded, [], 'no node ran, so no artifact was needed');
   // Nothing was recorded locally without its bytes: with the remote down, everything runs.
   remote.down = true;
@@ -59,6 +62,23 @@ test('a changed input misses remotely too: exactly the affected nodes run, and o
   remote.down = true;
   const again = await runEngine(b, new FakeRunner(), { remote });
   assert.equal(again.runner.started, ['publish:base']);
+});
+
+test('a node not looked up is looked up when a node that runs needs it after all', async () => {
+  const remote = new FakeRemoteCache();
+  const a = workspace(SMALL_ZOO);
+  const first = await runEngine(a, new FakeRunner(), { remote });
+  const pwmArtifact = first.summary.results.find((r) => r.id === 'build:pwm')?.outputs?.digest;
+  // publish:pwm's entry is gone: it runs, so everything it depends on is asked about and brought
+  // in; build:base, which only cached nodes depend on, is neither.
+  for (const [key, e] of remote.entries) if (e.id === 'publish:pwm') remote.entries.delete(key);
+  const b = clone(a);
+  const run = await runEngine(b, new FakeRunner(), { remote });
+  assert.equal(run.runner.started, ['publish:pwm']);
+  assert.ok(remote.downloaded.includes(pwmArtifact as string));
+  assert.is(remote.downloaded.length, 6, "its dependencies': build:pwm, convert:pwm and the four tests (every fake node stores a blob)");
+  assert.equal(run.plan.byId.get('build:base' as NodeId)?.reasons, ['not needed: every node that depends on it is cached']);
+  assert.equal(run.plan.byId.get('build:pwm' as NodeId)?.reasons, ['from remote cache fake://remote']);
 });
 
 test('a remote that is down is a miss: everything runs, nothing fails', async () => {
