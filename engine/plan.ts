@@ -225,14 +225,14 @@ export async function remoteHit(
 
 /**
  * The plan with `replaced` nodes swapped in, and the nodes still to run whose dependencies changed
- * status explained again (against the new statuses).
+ * status explained again (against the new statuses), except those in `keep`.
  */
-export function replaceNodes(plan: Plan, cache: ActionCache, replaced: ReadonlyMap<NodeId, PlannedNode>): Plan {
+export function replaceNodes(plan: Plan, cache: ActionCache, replaced: ReadonlyMap<NodeId, PlannedNode>, keep?: ReadonlySet<NodeId>): Plan {
   const status = (id: NodeId) => (replaced.get(id) ?? plan.byId.get(id))?.status;
   const nodes = plan.nodes.map((p) => {
     const r = replaced.get(p.node.id);
     if (r) return r;
-    if (p.status !== 'run' || !p.node.deps.some((d) => replaced.has(d.id))) return p;
+    if (p.status !== 'run' || keep?.has(p.node.id) || !p.node.deps.some((d) => replaced.has(d.id))) return p;
     return { ...p, reasons: whyNoEntry(cache, p.node.id, p.key, p.record, (dep) => status(dep as NodeId) === 'run') };
   });
   return { graph: plan.graph, nodes, byId: new Map(nodes.map((p) => [p.node.id, p])) };

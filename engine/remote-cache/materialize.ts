@@ -28,6 +28,8 @@ const CONCURRENCY = 4;
  * for the remote's failures.
  */
 export async function materializeNeeded(plan: Plan, ctx: { cache: ActionCache; remote: RemoteCache; store: ContentStore; root: string; signal?: AbortSignal }): Promise<Plan> {
+  const lostReason = `from remote cache ${ctx.remote.name}, but its artifacts could not be downloaded intact`;
+  const lost = new Set<NodeId>();
   for (;;) {
     const needed = neededHits(plan);
     if (!needed.length || ctx.signal?.aborted) return plan;
@@ -53,7 +55,8 @@ export async function materializeNeeded(plan: Plan, ctx: { cache: ActionCache; r
         const result = p.cached!.result;
         const ok = await ctx.remote.download(result.artifacts, ctx.store, ctx.signal).catch(() => false);
         if (!ok) {
-          replaced.set(p.node.id, { ...p, status: 'run', reasons: [`from remote cache ${ctx.remote.name}, but its artifacts could not be downloaded intact`], cached: undefined, remote: undefined });
+          replaced.set(p.node.id, { ...p, status: 'run', reasons: [lostReason], cached: undefined, remote: undefined });
+          lost.add(p.node.id);
           continue;
         }
         await ctx.cache.put(p.node.id, p.key, p.recordText, result);
@@ -67,7 +70,8 @@ export async function materializeNeeded(plan: Plan, ctx: { cache: ActionCache; r
       }
     };
     await Promise.all(Array.from({ length: Math.min(CONCURRENCY, needed.length) }, worker));
-    plan = replaceNodes(plan, ctx.cache, replaced);
+    // A lost hit keeps its reason when a later round re-explains what is downstream of a change.
+    plan = replaceNodes(plan, ctx.cache, replaced, lost);
   }
 }
 

@@ -278,8 +278,12 @@ test('large blobs are asked for with HEAD before a PUT, and not sent when the se
   const result: CachedResult = { outputs: {}, artifacts: [big.digest], duration_ms: 1 };
   await client(srv.url, { headThresholdBytes: 1024 }).cache.upload(ID, sha256('k1'), 'k1', result, s);
   await client(srv.url, { headThresholdBytes: 1024 }).cache.upload(ID, sha256('k2'), 'k2', result, s);
-  const forBig = srv.log.filter((r) => r.url === `/cas/${big.digest.slice(7)}`).map((r) => r.method);
-  assert.equal(forBig, ['HEAD', 'PUT', 'HEAD']);
+  const forBig = srv.log.filter((r) => r.url === `/cas/${big.digest.slice(7)}`);
+  assert.equal(forBig.map((r) => r.method), ['HEAD', 'PUT', 'HEAD']);
+  // Streamed from the store's file, with its length given, never chunked.
+  assert.is(forBig[1].headers['content-length'], '4096');
+  assert.is(forBig[1].headers['transfer-encoding'], undefined);
+  assert.is(forBig[1].length, 4096);
 });
 
 test('credentials: from the URL, the header variable or netrc; sent, never shown', async () => {

@@ -81,6 +81,23 @@ test('a node not looked up is looked up when a node that runs needs it after all
   assert.equal(run.plan.byId.get('build:pwm' as NodeId)?.reasons, ['from remote cache fake://remote']);
 });
 
+test('a node not looked up that turns out to be needed and misses runs, explained', async () => {
+  const remote = new FakeRemoteCache();
+  const a = workspace(SMALL_ZOO);
+  const first = await runEngine(a, new FakeRunner(), { remote });
+  const pwmArtifact = first.summary.results.find((r) => r.id === 'build:pwm')?.outputs?.digest as string;
+  // publish:pwm and test:pwm/CTCF@oci must run (their entries are gone); the test needs build:pwm,
+  // whose blob is bad, so build:pwm runs and needs build:base: not looked up at plan time
+  // (everything depending on it was cached), and gone from the remote too.
+  for (const [key, e] of remote.entries) if (['publish:pwm', 'test:pwm/CTCF@oci', 'build:base'].includes(e.id)) remote.entries.delete(key);
+  for (const e of remote.entries.values()) if (e.blobs.has(pwmArtifact)) e.blobs.set(pwmArtifact, Buffer.from('tampered'));
+  const run = await runEngine(clone(a), new FakeRunner(), { remote });
+  assert.equal(run.runner.started.sort(), ['build:base', 'build:pwm', 'publish:pwm', 'test:pwm/CTCF@oci']);
+  assert.equal(run.plan.byId.get('build:base' as NodeId)?.reasons, ['no previous record']);
+  assert.equal(run.plan.byId.get('build:pwm' as NodeId)?.reasons, ['from remote cache fake://remote, but its artifacts could not be downloaded intact']);
+  assert.equal(run.summary.counts, { ran: 4, cached: 5, failed: 0, interrupted: 0, skipped: 0 });
+});
+
 test('a remote that is down is a miss: everything runs, nothing fails', async () => {
   const remote = new FakeRemoteCache();
   remote.down = true;
