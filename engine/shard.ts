@@ -143,7 +143,9 @@ export function splitPlan(plan: SplitInput, count: number, durationOf: (id: Node
     let bestLoad = Infinity;
     for (let s = 0; s < count; s++) {
       const shard = shards[s];
-      let added = g.weight;
+      // A node the shard already plans (as another group's dependency) costs nothing more.
+      let added = 0;
+      for (const id of g.nodes) if (!shard.members.has(id)) added += estimate(id);
       for (const d of g.needs) if (!shard.members.has(d)) added += estimate(d);
       const load = shard.load + added;
       if (load < bestLoad || (load === bestLoad && shard.members.size < shards[best].members.size)) {
