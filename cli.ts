@@ -17,7 +17,7 @@ import { FileDigester } from './engine/files.js';
 import { checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
 import { ExecaRunner, killAllProcesses } from './engine/process.js';
 import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/build-report.js';
-import { junitFromReport, mergedJson, mergeReports, parseReport } from './engine/report/merge.js';
+import { junitFromReport, mergedJson, mergeMessage, mergeReports, readReport } from './engine/report/merge.js';
 import { PLAN_FORMATS, renderPlan, renderShardMatrix, shardLine, type PlanFormat } from './engine/report/plan.js';
 import { progressReporter } from './engine/report/progress.js';
 import type { NodeId } from './engine/rule.js';
@@ -100,18 +100,18 @@ ${targetHelp}`,
       if (!PLAN_FORMATS.includes(format)) throw new UsageError(`unknown --format '${format}' (one of: ${PLAN_FORMATS.join(', ')})`);
       const maxShards = values['max-shards'] === undefined ? undefined : positiveInt(values['max-shards'] as string, '--max-shards');
       if (maxShards !== undefined && format !== 'matrix') throw new UsageError('--max-shards goes with --format matrix');
-      if (maxShards !== undefined && values.shard !== undefined) throw new UsageError('--max-shards plans every shard: it takes no --shard');
-      // The matrix job plans every shard: a GRAPH_SHARD meant for the build jobs does not apply.
-      const shard = maxShards === undefined ? shardOption(values) : undefined;
-      if (shard && format === 'matrix') throw new UsageError('--format matrix lists every image: it takes no --shard (use --max-shards N for a shards matrix)');
+      if (format === 'matrix' && values.shard !== undefined) {
+        throw new UsageError(maxShards === undefined ? '--format matrix lists every image: it takes no --shard (use --max-shards N for a shards matrix)' : '--max-shards plans every shard: it takes no --shard');
+      }
+      // A matrix plans for every runner: a GRAPH_SHARD meant for the build jobs does not apply.
+      const shard = format === 'matrix' ? undefined : shardOption(values);
       const ws = open();
-      const made = await makePlan(ws, values, positionals);
-      made.digester.save();
+      const { plan, digester, shard: shardSummary } = await makePlan(ws, values, positionals, shard);
+      digester.save();
       if (maxShards !== undefined) {
-        process.stdout.write(renderShardMatrix(shardCountFor(made.plan, maxShards)));
+        process.stdout.write(renderShardMatrix(shardCountFor(plan, maxShards)));
         return EXIT_OK;
       }
-      const { plan, shardSummary } = forShard(made, shard);
       const stale = stalePublished(ws.root, (id) => plan.byId.get(id as NodeId)?.key);
       process.stdout.write(renderPlan(plan, format, values.verbose === true, stale, shardSummary));
       return EXIT_OK;
@@ -172,11 +172,9 @@ ${targetHelp}`,
       if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
       for (const k of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, k.path)}, left by a graph process that is gone: ${k.why}\n`);
       recordProcess(ws.stateDir);
-      const made = await makePlan(ws, values, positionals);
-      const { digester, cache, store } = made;
+      const { plan, digester, cache, store, shard: shardSummary } = await makePlan(ws, values, positionals, shard);
       digester.save();
       cache.compact();
-      const { plan, shardSummary } = forShard(made, shard);
       if (shardSummary) process.stderr.write(`${shardLine(shardSummary, plan.nodes.length)}\n`);
       const live = process.stderr.isTTY === true && !process.env.CI;
       const summary = await executePlan(plan, {
@@ -223,23 +221,15 @@ input that cannot be read or is not a graph report.`,
         if (problem) throw new UsageError(`cannot write ${flag} ${file}: ${problem}`);
       }
       const reports = inputs.map((name) => {
-        let text: string;
-        try {
-          text = readFileSync(name, 'utf8');
-        } catch (e) {
-          throw new UsageError(`cannot read ${name}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-        }
-        const parsed = parseReport(text, name);
-        if (!parsed.ok) throw new UsageError(parsed.message);
-        return { name, report: parsed.report };
+        const read = readReport(name);
+        if (!read.ok) throw new UsageError(read.message);
+        return { name, report: read.report };
       });
-      const { report, problems } = mergeReports(reports);
+      const merged = mergeReports(reports);
+      const { report, problems } = merged;
       writeReport(out, mergedJson(report));
       if (values.junit) writeReport(values.junit as string, junitFromReport(report));
-      for (const c of report.conflicts) process.stderr.write(`conflict: ${c.message}\n`);
-      for (const p of problems) process.stderr.write(`incomplete: ${p}\n`);
-      const s = report.summary;
-      process.stderr.write(`merged ${inputs.length} report${inputs.length === 1 ? '' : 's'} into ${out}: ${s.ran} ran, ${s.cached} cached, ${s.failed} failed, ${s.skipped} skipped${s.interrupted_nodes ? `, ${s.interrupted_nodes} interrupted` : ''}${report.conflicts.length ? `; ${report.conflicts.length} conflict${report.conflicts.length === 1 ? '' : 's'}` : ''}\n`);
+      process.stderr.write(mergeMessage(merged, out));
       return report.conflicts.length || problems.length ? EXIT_FAILED : EXIT_OK;
     },
   },
@@ -424,13 +414,6 @@ function shardOption(values: Record<string, unknown>): ShardSpec | undefined {
   return parsed.shard;
 }
 
-/** The part of a plan that `shard` runs (the whole plan without a shard). */
-function forShard(made: { plan: Plan; cache: ActionCache }, shard: ShardSpec | undefined): { plan: Plan; shardSummary?: ShardSummary } {
-  if (!shard) return { plan: made.plan };
-  const { plan, shard: shardSummary } = selectShard(made.plan, shard, (id) => made.cache.last(id)?.result.duration_ms);
-  return { plan, shardSummary };
-}
-
 /** The nodes targets, --only and --changed-since select (before dependencies are pulled in). */
 async function selectTargets(ws: Workspace, values: Record<string, unknown>, positionals: string[]): Promise<ReadonlySet<NodeId>> {
   const selected = matchTargets(ws.graph, positionals, splitList(values.only));
@@ -439,7 +422,8 @@ async function selectTargets(ws: Workspace, values: Record<string, unknown>, pos
   return new Set([...selected].filter((id) => affected.has(id)));
 }
 
-async function makePlan(ws: Workspace, values: Record<string, unknown>, positionals: string[]) {
+/** The plan of the selected nodes, or of `shard`'s part of them (engine/shard.ts). */
+async function makePlan(ws: Workspace, values: Record<string, unknown>, positionals: string[], shard?: ShardSpec) {
   const selected = await selectTargets(ws, values, positionals);
   const cache = new ActionCache(ws.cacheDir);
   const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
@@ -448,8 +432,12 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   // The external tools' identities go into the keys (memoized by their executables' stat).
   const tools = await resolveTools([...selection].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
   let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools });
+  // Split before asking registries or remote caches: their answers change while shards run (one
+  // shard's upload is another's hit), this machine's cache as it was does not.
+  let shardSummary: ShardSummary | undefined;
+  if (shard) ({ plan, shard: shardSummary } = selectShard(plan, shard, (id) => cache.last(id)?.result.duration_ms));
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.decls);
-  return { plan, cache, store, digester, summary: planSummary(plan) };
+  return { plan, cache, store, digester, summary: planSummary(plan), shard: shardSummary };
 }
 
 function version(): string {

@@ -24,11 +24,15 @@
  * first on the shard whose load grows least (longest-processing-time first, ties by the shard's
  * node count, then its index).
  *
- * **Determinism.** The split is a function of the plan (which nodes are selected, which run) and
- * the recorded durations only; group names break every tie. Runners agree on it when they plan
- * the same commit with the same selection options and see the same cache (every runner fresh, or
- * every runner on the same remote cache). `Split.digest` names the assignment: reports carry it,
- * and `graph report merge` refuses to call shards from different splits complete.
+ * **Determinism.** The split is a function of the selection and of this machine's action cache as
+ * it was when the plan was made (which nodes it holds, their durations); group names break every
+ * tie. It is made before registries and remote caches are asked (a shard asks them about its own
+ * part only), because their answers change while shards run: one shard's upload is another's hit.
+ * Runners therefore agree when they plan the same commit with the same selection options from the
+ * same local cache: every runner fresh (CI's usual case: node counts balance), or the same restored
+ * `.graph/`. A `GRAPH_CACHE_DIR` shared by shards that start at different times is not that (a
+ * late shard sees an early one's results). `Split.digest` names the assignment; reports carry it,
+ * and `graph report merge` says when shards come from different splits.
  */
 import { createHash } from 'node:crypto';
 import type { Plan, PlanStatus } from './plan.js';

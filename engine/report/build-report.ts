@@ -10,6 +10,9 @@
  *                 "duration_ms", "reasons": [..], "failure": {"type", ..}|null,
  *                 "outputs": {..}|null, "log": path|null}]}
  *
+ * A shard's report (`graph build --shard I/N`) has `"shard": {"index", "count", "split", "dependencies"}`
+ * after the summary (engine/shard.ts; `graph report merge`, engine/report/merge.ts, reads it).
+ *
  * `failure` is the typed reason of a failed, interrupted or skipped node (engine/execute/failure.ts):
  * `type` is one of exit, timeout, interrupted, sandbox, error, record, dependency, not-started.
  *

@@ -23,6 +23,7 @@
  * every shard 1..n is there exactly once; each gap is a problem, since nodes may then have been run
  * by no shard.
  */
+import { readFileSync } from 'node:fs';
 import type { Json } from '../rule.js';
 import { junitXml, type ReportNodeJson } from './build-report.js';
 
@@ -99,6 +100,33 @@ export function parseReport(text: string, name: string): { ok: true; report: Bui
     return { ok: false, message: `${name}: shard is not {index, count, split, dependencies}` };
   }
   return { ok: true, report: r as BuildReportJson };
+}
+
+/** Read and parse the report file `file` (`parseReport`; a file that cannot be read says why). */
+export function readReport(file: string): ReturnType<typeof parseReport> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    return { ok: false, message: `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };
+  }
+  return parseReport(text, file);
+}
+
+/**
+ * What `graph report merge` prints (stderr): one line per conflict and per problem, then
+ * `merged 2 reports into OUT: 12 ran, 0 cached, 0 failed, 0 skipped[; N conflicts]`.
+ */
+export function mergeMessage(result: MergeResult, out: string): string {
+  const { report, problems } = result;
+  const s = report.summary;
+  const n = report.merged_from.length;
+  const conflicts = report.conflicts.length;
+  return [
+    ...report.conflicts.map((c) => `conflict: ${c.message}\n`),
+    ...problems.map((p) => `incomplete: ${p}\n`),
+    `merged ${n} report${n === 1 ? '' : 's'} into ${out}: ${s.ran} ran, ${s.cached} cached, ${s.failed} failed, ${s.skipped} skipped${s.interrupted_nodes ? `, ${s.interrupted_nodes} interrupted` : ''}${conflicts ? `; ${conflicts} conflict${conflicts === 1 ? '' : 's'}` : ''}\n`,
+  ].join('');
 }
 
 /** Join `inputs` (see the module comment). Pure: reads and writes nothing. */

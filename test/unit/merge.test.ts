@@ -2,7 +2,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ReportNodeJson } from '../../engine/report/build-report.js';
-import { junitFromReport, mergeReports, parseReport, type BuildReportJson, type ReportShardJson } from '../../engine/report/merge.js';
+import { junitFromReport, mergeMessage, mergeReports, parseReport, type BuildReportJson, type ReportShardJson } from '../../engine/report/merge.js';
 
 const test = suite('merge');
 
@@ -83,11 +83,16 @@ test('conflict: succeeded in one report and failed in another; merged as failed,
     [node('build:base', 'failed', { reasons: ['exit status 1'], failure }), node('build:pwm', 'skipped', { reasons: ['dependency build:base failed'] })],
     { index: 2, dependencies: ['build:base'] },
   );
-  const { report: merged, problems } = mergeReports([
+  const result = mergeReports([
     { name: 'one.json', report: one },
     { name: 'two.json', report: two },
   ]);
+  const { report: merged, problems } = result;
   assert.equal(problems, []);
+  assert.is(
+    mergeMessage(result, 'merged.json'),
+    'conflict: build:base: succeeded in one.json, failed in two.json\nmerged 2 reports into merged.json: 1 ran, 0 cached, 1 failed, 1 skipped; 1 conflict\n',
+  );
   assert.equal(merged.conflicts, [
     {
       id: 'build:base',
@@ -129,6 +134,10 @@ test('incomplete: a missing shard, a shard twice, reports of different splits', 
       { name: 'c.json', report: s(3) },
     ]).problems,
     ['no report for shard 2/3: the nodes it owns are missing'],
+  );
+  assert.is(
+    mergeMessage(mergeReports([{ name: 'a.json', report: s(1) }]), 'out.json'),
+    'incomplete: no report for shard 2/3: the nodes it owns are missing\nincomplete: no report for shard 3/3: the nodes it owns are missing\nmerged 1 report into out.json: 1 ran, 0 cached, 0 failed, 0 skipped\n',
   );
   assert.equal(
     mergeReports([
