@@ -154,6 +154,20 @@ test('split: cached nodes weigh nothing; a changed base counts once per shard th
   ]);
 });
 
+test('split: a node of no image is a group of its own', () => {
+  const p: SplitInput = {
+    nodes: [
+      ...plan(image('pwm', undefined, ['CTCF'])).nodes,
+      { node: { id: 'lint:zoo' as NodeId, kind: 'lint', deps: [] }, status: 'run' },
+    ],
+  };
+  assert.equal(workGroups(p, none).map((g) => [g.name, g.nodes]), [
+    ['lint:zoo', ['lint:zoo']],
+    ['pwm', ['build:pwm', 'convert:pwm', 'test:pwm/CTCF@oci', 'test:pwm/CTCF@sif', 'publish:pwm']],
+  ]);
+  assert.equal(owners(splitPlan(p, 2, none)), [['pwm'], ['lint:zoo']]);
+});
+
 test('shards matrix: one shard per image with work, at most --max-shards; exact JSON', () => {
   assert.is(shardCountFor(ZOO, 3), 3);
   assert.is(shardCountFor(ZOO, 10), 4);
