@@ -192,7 +192,7 @@ ${targetHelp}`,
         emit: progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root }),
       });
       interrupt.finished();
-      if (values.report) writeReport(values.report as string, reportJson(summary, ws.root, shardSummary && { index: shardSummary.index, count: shardSummary.count, split: shardSummary.split, dependencies: shardSummary.dependencies }));
+      if (values.report) writeReport(values.report as string, reportJson(summary, ws.root, shardSummary));
       if (values.junit) writeReport(values.junit as string, reportJunit(summary));
       if (summary.interrupted) return EXIT_INTERRUPTED;
       return summary.counts.failed > 0 ? EXIT_FAILED : EXIT_OK;

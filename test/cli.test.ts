@@ -320,7 +320,7 @@ function planSplit(dir: string): string {
 }
 
 test('shards: the matrix, two shards on fresh runners whose merged reports are the unsharded build', () => {
-  type Report = { summary: Record<string, unknown>; nodes: Array<{ id: string; status: string }>; shard?: { index: number; count: number; split: string; dependencies: string[] } };
+  type Report = { summary: Record<string, unknown>; nodes: Array<{ id: string; status: string }>; shard?: { index: number; count: number; split: string; groups: string[]; dependencies: string[] } };
   const read = (dir: string, file: string) => JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as Report;
   const plan = workspace(SHARD_ZOO);
   // Three images with nodes to run: at most three shards.
@@ -343,8 +343,8 @@ test('shards: the matrix, two shards on fresh runners whose merged reports are t
   const [shard1, shard2] = [read(one, 'report.json'), read(two, 'report.json')];
   assert.equal(shard1.nodes.map((n) => n.id), ['build:base', 'build:pwm', 'convert:pwm', 'test:pwm/CTCF@oci', 'test:pwm/GATA1@oci', 'test:pwm/CTCF@sif', 'test:pwm/GATA1@sif', 'publish:pwm']);
   assert.equal(shard2.nodes.map((n) => n.id), ['build:base', 'build:gc', 'publish:base', 'test:gc/gc_content@oci', 'publish:gc']);
-  assert.equal(shard1.shard, { index: 1, count: 2, split, dependencies: ['build:base'] }, 'the base is built where it is needed: no shared cache here');
-  assert.equal(shard2.shard, { index: 2, count: 2, split, dependencies: [] });
+  assert.equal(shard1.shard, { index: 1, count: 2, split, groups: ['pwm'], dependencies: ['build:base'] }, 'the base is built where it is needed: no shared cache here');
+  assert.equal(shard2.shard, { index: 2, count: 2, split, groups: ['base', 'gc'], dependencies: [] });
 
   const whole = workspace(SHARD_ZOO);
   const all = graph(whole, 'build', '--report', 'report.json');

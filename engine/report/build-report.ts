@@ -10,7 +10,7 @@
  *                 "duration_ms", "reasons": [..], "failure": {"type", ..}|null,
  *                 "outputs": {..}|null, "log": path|null}]}
  *
- * A shard's report (`graph build --shard I/N`) has `"shard": {"index", "count", "split", "dependencies"}`
+ * A shard's report (`graph build --shard I/N`) has `"shard": {"index", "count", "split", "groups", "dependencies"}`
  * after the summary (engine/shard.ts; `graph report merge`, engine/report/merge.ts, reads it).
  *
  * `failure` is the typed reason of a failed, interrupted or skipped node (engine/execute/failure.ts):
@@ -25,6 +25,7 @@ import path from 'node:path';
 import { tempPathFor, writeFileAtomic } from '../atomic.js';
 import type { RunSummary } from '../events.js';
 import type { Json } from '../rule.js';
+import type { ShardSummary } from '../shard.js';
 
 /** Characters of a failed node's log embedded in JUnit. */
 const JUNIT_LOG_TAIL = 8000;
@@ -44,9 +45,10 @@ export interface ReportNodeJson {
 
 /**
  * The JSON report of a run. `shard`, for `graph build --shard i/n`: which shard this is, the split's
- * digest and the nodes in the report that other shards own (`graph report merge` reads them).
+ * digest, the images it owns and the nodes in the report that other shards own (`graph report
+ * merge` reads them).
  */
-export function reportJson(s: RunSummary, root: string, shard?: { index: number; count: number; split: string; dependencies: readonly string[] }): string {
+export function reportJson(s: RunSummary, root: string, shard?: ShardSummary): string {
   const nodes: ReportNodeJson[] = s.results.map((r) => ({
     id: r.id,
     kind: r.kind,

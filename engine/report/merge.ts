@@ -18,7 +18,7 @@
  * The summary is recomputed from the merged nodes; `duration_ms` is the longest input's (shards run
  * side by side), `interrupted` is true if any input was.
  *
- * Shard reports carry `shard: {index, count, split, dependencies}`. When any input has one, the
+ * Shard reports carry `shard: {index, count, split, groups, dependencies}`. When any input has one, the
  * merge also checks that they come from one split (the same `split` digest and count) and that
  * every shard 1..n is there exactly once; each gap is a problem, since nodes may then have been run
  * by no shard.
@@ -33,6 +33,8 @@ export interface ReportShardJson {
   readonly count: number;
   /** `Split.digest` (engine/shard.ts). */
   readonly split: string;
+  /** The images it owns. */
+  readonly groups?: readonly string[];
   /** Nodes in this report that another shard owns. */
   readonly dependencies: readonly string[];
 }
