@@ -75,6 +75,7 @@ export interface ShardAssignment {
   readonly load: number;
 }
 
+/** A plan split into `count` shards: each selected node owned by exactly one. */
 export interface Split {
   readonly count: number;
   readonly shards: readonly ShardAssignment[];

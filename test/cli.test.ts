@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { ActionCache } from '../engine/cache.js';
+import type { NodeId } from '../engine/rule.js';
 import { CLI, FakeRunner, graph, graphAsync, graphWith, runEngine, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
 
 const test = suite('cli');
@@ -378,6 +380,32 @@ test('shards: the matrix, two shards on fresh runners whose merged reports are t
   assert.is(missing.code, 2);
   assert.match(missing.stderr, 'graph report: cannot read nope.json: ENOENT\n');
   assert.match(graph(plan, 'report', 'frobnicate').stderr, "unknown report command 'frobnicate' (report commands: merge)");
+});
+
+test('shards: balanced by the durations actions.log recorded, node counts without', async () => {
+  const files: Record<string, string> = { 'images.yaml': 'version: 1\nimages:\n' };
+  for (const name of ['a', 'b', 'c']) {
+    files['images.yaml'] += `  ${name}:\n    layers: [{copy: ${name}.txt, to: /${name}}]\n`;
+    files[`${name}.txt`] = name;
+  }
+  const dir = workspace(files);
+  const owned = (i: number) => (JSON.parse(graph(dir, 'plan', '--shard', `${i}/2`, '--format', 'json').stdout) as { shard: { groups: string[] } }).shard.groups;
+  // Two nodes an image, no durations: by name.
+  assert.equal([owned(1), owned(2)], [['a', 'c'], ['b']]);
+  assert.is(graph(dir, 'build').code, 0);
+  // Their runs recorded again with chosen durations: build:b took 10 minutes, the others 1 s.
+  const cache = new ActionCache(path.join(dir, '.graph'));
+  for (const name of ['a', 'b', 'c']) {
+    for (const id of [`build:${name}`, `publish:${name}`] as NodeId[]) {
+      const last = cache.last(id) as NonNullable<ReturnType<ActionCache['last']>>;
+      const record = readFileSync(path.join(dir, '.graph', 'ac', last.key.slice(0, 2), last.key), 'utf8').split('\n')[0];
+      await cache.put(id, last.key, record, { ...last.result, duration_ms: id === 'build:b' ? 600_000 : 1000 });
+    }
+  }
+  // Cached nodes weigh nothing: every image changes, so every node runs.
+  writeFiles(dir, { 'a.txt': 'A', 'b.txt': 'B', 'c.txt': 'C' });
+  assert.equal([owned(1), owned(2)], [['b'], ['a', 'c']]);
+  assert.match(graph(dir, 'plan', '--shard', '1/2').stdout, /^shard 1\/2 \(split [0-9a-f]{16}\): 2 nodes; image b\n2 nodes to run, 0 cached \(2 nodes selected\)\n  run    build:b\n           input file b.txt changed/);
 });
 
 test('shards: bad --shard, GRAPH_SHARD and --max-shards are usage errors (exit 2)', () => {

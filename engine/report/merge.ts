@@ -39,6 +39,7 @@ export interface ReportShardJson {
   readonly dependencies: readonly string[];
 }
 
+/** `summary` of a JSON report: node counts by status, wall time in ms, whether it was interrupted. */
 export interface ReportSummaryJson {
   readonly ran: number;
   readonly cached: number;
@@ -57,6 +58,7 @@ export interface BuildReportJson {
   readonly shard?: ReportShardJson;
 }
 
+/** A node with different results in two reports (the module comment). */
 export interface MergeConflict {
   readonly id: string;
   /** One line: `build:base: ran in a.json, failed in b.json`. */
@@ -64,11 +66,13 @@ export interface MergeConflict {
   readonly reports: ReadonlyArray<{ readonly report: string; readonly status: string; readonly outputs: Json }>;
 }
 
+/** The merged report: a JSON report plus the inputs' names and the conflicts. */
 export interface MergedReport extends BuildReportJson {
   readonly merged_from: readonly string[];
   readonly conflicts: readonly MergeConflict[];
 }
 
+/** What `mergeReports` returns. */
 export interface MergeResult {
   readonly report: MergedReport;
   /** Missing or mismatched shards, one sentence each (see the module comment). */
