@@ -17,9 +17,11 @@ import { FileDigester } from './engine/files.js';
 import { checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
 import { ExecaRunner, killAllProcesses } from './engine/process.js';
 import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/build-report.js';
-import { PLAN_FORMATS, renderPlan, type PlanFormat } from './engine/report/plan.js';
+import { junitFromReport, mergedJson, mergeMessage, mergeReports, readReport } from './engine/report/merge.js';
+import { PLAN_FORMATS, renderPlan, renderShardMatrix, shardLine, type PlanFormat } from './engine/report/plan.js';
 import { progressReporter } from './engine/report/progress.js';
 import type { NodeId } from './engine/rule.js';
+import { parseShard, selectShard, shardCountFor, type ShardSpec, type ShardSummary } from './engine/shard.js';
 import { ContentStore } from './engine/store.js';
 import { matchTargets, TargetError } from './engine/targets.js';
 import { recordProcess, removeOwnTemps, sweepTemps } from './engine/tmp.js';
@@ -73,6 +75,7 @@ const commands: Record<string, Command> = {
   plan: {
     summary: 'show what a build would run and why (a dry run)',
     usage: `graph plan [TARGET...] [--changed-since REF] [--only KIND,...] [--format text|json|dot|mermaid|matrix] [-v]
+           [--shard I/N] [--format matrix --max-shards N]
 
 For each selected node: will it run or is it cached, and why (no previous record; input X
 changed, old -> new digest; dependency Y will run; output missing or corrupt; cache entry corrupt).
@@ -80,23 +83,44 @@ Reads, never builds.
   --format F     text (default), json (stable: {version, nodes:[{id,kind,deps,key,status,reasons}], summary}),
                  dot, mermaid (draw the graph), matrix (a GitHub Actions matrix, one entry per image)
   -v, --verbose  list cached nodes too (text)
+  --shard I/N    plan shard I of N only, as 'graph build --shard I/N' runs it (also GRAPH_SHARD)
+  --max-shards N with --format matrix: the shards' matrix instead, {"include":[{"shard":"1/3"},...]},
+                 one shard per image with nodes to run, at most N ({"include":[]} when nothing runs)
 ${targetHelp}`,
-    options: { ...common, ...selection, format: { type: 'string', default: 'text' }, verbose: { type: 'boolean', short: 'v' } },
+    options: {
+      ...common,
+      ...selection,
+      format: { type: 'string', default: 'text' },
+      verbose: { type: 'boolean', short: 'v' },
+      shard: { type: 'string' },
+      'max-shards': { type: 'string' },
+    },
     async run(open, values, positionals) {
       const format = values.format as PlanFormat;
       if (!PLAN_FORMATS.includes(format)) throw new UsageError(`unknown --format '${format}' (one of: ${PLAN_FORMATS.join(', ')})`);
+      const maxShards = values['max-shards'] === undefined ? undefined : positiveInt(values['max-shards'] as string, '--max-shards');
+      if (maxShards !== undefined && format !== 'matrix') throw new UsageError('--max-shards goes with --format matrix');
+      if (format === 'matrix' && values.shard !== undefined) {
+        throw new UsageError(maxShards === undefined ? '--format matrix lists every image: it takes no --shard (use --max-shards N for a shards matrix)' : '--max-shards plans every shard: it takes no --shard');
+      }
+      // A matrix plans for every runner: a GRAPH_SHARD meant for the build jobs does not apply.
+      const shard = format === 'matrix' ? undefined : shardOption(values);
       const ws = open();
-      const { plan, digester } = await makePlan(ws, values, positionals);
+      const { plan, digester, shard: shardSummary } = await makePlan(ws, values, positionals, shard);
       digester.save();
+      if (maxShards !== undefined) {
+        process.stdout.write(renderShardMatrix(shardCountFor(plan, maxShards)));
+        return EXIT_OK;
+      }
       const stale = stalePublished(ws.root, (id) => plan.byId.get(id as NodeId)?.key);
-      process.stdout.write(renderPlan(plan, format, values.verbose === true, stale));
+      process.stdout.write(renderPlan(plan, format, values.verbose === true, stale, shardSummary));
       return EXIT_OK;
     },
   },
   build: {
     summary: 'run every selected node that is not cached',
     usage: `graph build [TARGET...] [--changed-since REF] [--only KIND,...] [--jobs N] [--limit KIND=N]
-            [--keep-going | --fail-fast] [--report FILE.json] [--junit FILE.xml]
+            [--keep-going | --fail-fast] [--report FILE.json] [--junit FILE.xml] [--shard I/N]
 
 Runs the nodes that are not cached, in parallel, longest remaining chain first. A failed node's
 dependents are skipped; independent nodes go on (--keep-going, the default) or nothing new starts
@@ -105,6 +129,10 @@ dependents are skipped; independent nodes go on (--keep-going, the default) or n
   --limit KIND=N     most nodes of KIND at once (repeatable; overrides settings.concurrency)
   --report FILE      write the JSON report (per node: id, kind, status, duration_ms, reasons, outputs)
   --junit FILE       write JUnit XML (one testcase per node)
+  --shard I/N        run shard I of N (1-based; also GRAPH_SHARD=I/N): the selected nodes split by
+                     image, balanced by earlier durations; a shard also runs the dependencies of its
+                     nodes unless cached. 'graph plan --format matrix --max-shards N' sizes N,
+                     'graph report merge' joins the shards' reports.
 Exit status: 0 all succeeded or cached, 1 a node failed, 2 bad usage or declarations, 130 interrupted.
 ${targetHelp}`,
     options: {
@@ -116,8 +144,10 @@ ${targetHelp}`,
       'fail-fast': { type: 'boolean' },
       report: { type: 'string' },
       junit: { type: 'string' },
+      shard: { type: 'string' },
     },
     async run(open, values, positionals) {
+      const shard = shardOption(values);
       const interrupt = handleInterrupts();
       const jobs = values.jobs === undefined ? availableParallelism() : positiveInt(values.jobs as string, '--jobs');
       if (values['keep-going'] && values['fail-fast']) throw new UsageError('--keep-going and --fail-fast exclude each other');
@@ -142,9 +172,10 @@ ${targetHelp}`,
       if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
       for (const k of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, k.path)}, left by a graph process that is gone: ${k.why}\n`);
       recordProcess(ws.stateDir);
-      const { plan, digester, cache, store } = await makePlan(ws, values, positionals);
+      const { plan, digester, cache, store, shard: shardSummary } = await makePlan(ws, values, positionals, shard);
       digester.save();
       cache.compact();
+      if (shardSummary) process.stderr.write(`${shardLine(shardSummary, plan.nodes.length)}\n`);
       const live = process.stderr.isTTY === true && !process.env.CI;
       const summary = await executePlan(plan, {
         decls: ws.decls,
@@ -161,10 +192,45 @@ ${targetHelp}`,
         emit: progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root }),
       });
       interrupt.finished();
-      if (values.report) writeReport(values.report as string, reportJson(summary, ws.root));
+      if (values.report) writeReport(values.report as string, reportJson(summary, ws.root, shardSummary));
       if (values.junit) writeReport(values.junit as string, reportJunit(summary));
       if (summary.interrupted) return EXIT_INTERRUPTED;
       return summary.counts.failed > 0 ? EXIT_FAILED : EXIT_OK;
+    },
+  },
+  report: {
+    summary: 'merge the JSON reports of several builds or shards',
+    usage: `graph report merge OUT.json IN.json... [--junit OUT.xml]
+
+Joins the --report files of several builds (the shards of 'graph build --shard I/N') into one
+report of the same format, counts recomputed, plus "merged_from" and "conflicts". A node in
+several reports keeps its result (ran or cached beats a shard's skipped or interrupted); a
+conflict is a node that succeeded in one report and failed in another, or succeeded with
+different outputs: it is listed and merged as failed. Shard reports must cover shards 1..N of
+one split, each once.
+  --junit FILE   also write JUnit XML of the merged report
+Exit status: 0 merged; 1 merged, with conflicts or missing shards (printed); 2 bad usage, or an
+input that cannot be read or is not a graph report.`,
+    options: { ...common, junit: { type: 'string' } },
+    async run(_open, values, positionals) {
+      const [sub, out, ...inputs] = positionals;
+      if (sub !== 'merge') throw new UsageError(sub === undefined ? 'which report command? (merge)' : `unknown report command '${sub}' (report commands: merge)`);
+      if (out === undefined || !inputs.length) throw new UsageError('merge takes OUT.json and at least one IN.json');
+      for (const [flag, file] of [['OUT', out], ['--junit', values.junit as string | undefined]] as const) {
+        const problem = file === undefined ? undefined : reportPathProblem(file);
+        if (problem) throw new UsageError(`cannot write ${flag} ${file}: ${problem}`);
+      }
+      const reports = inputs.map((name) => {
+        const read = readReport(name);
+        if (!read.ok) throw new UsageError(read.message);
+        return { name, report: read.report };
+      });
+      const merged = mergeReports(reports);
+      const { report, problems } = merged;
+      writeReport(out, mergedJson(report));
+      if (values.junit) writeReport(values.junit as string, junitFromReport(report));
+      process.stderr.write(mergeMessage(merged, out));
+      return report.conflicts.length || problems.length ? EXIT_FAILED : EXIT_OK;
     },
   },
   validate: {
@@ -337,6 +403,17 @@ function positiveInt(text: string, what: string): number {
   return Number(text);
 }
 
+/** `--shard I/N`, else `GRAPH_SHARD` (set and not empty), else none. */
+function shardOption(values: Record<string, unknown>): ShardSpec | undefined {
+  const flag = values.shard as string | undefined;
+  const env = process.env.GRAPH_SHARD;
+  const [text, source] = flag !== undefined ? [flag, '--shard'] : env ? [env, 'GRAPH_SHARD'] : [undefined, ''];
+  if (text === undefined) return undefined;
+  const parsed = parseShard(text, source);
+  if (!parsed.ok) throw new UsageError(parsed.message);
+  return parsed.shard;
+}
+
 /** The nodes targets, --only and --changed-since select (before dependencies are pulled in). */
 async function selectTargets(ws: Workspace, values: Record<string, unknown>, positionals: string[]): Promise<ReadonlySet<NodeId>> {
   const selected = matchTargets(ws.graph, positionals, splitList(values.only));
@@ -345,7 +422,8 @@ async function selectTargets(ws: Workspace, values: Record<string, unknown>, pos
   return new Set([...selected].filter((id) => affected.has(id)));
 }
 
-async function makePlan(ws: Workspace, values: Record<string, unknown>, positionals: string[]) {
+/** The plan of the selected nodes, or of `shard`'s part of them (engine/shard.ts). */
+async function makePlan(ws: Workspace, values: Record<string, unknown>, positionals: string[], shard?: ShardSpec) {
   const selected = await selectTargets(ws, values, positionals);
   const cache = new ActionCache(ws.cacheDir);
   const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
@@ -354,8 +432,12 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   // The external tools' identities go into the keys (memoized by their executables' stat).
   const tools = await resolveTools([...selection].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
   let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools });
+  // Split before asking registries or remote caches: their answers change while shards run (one
+  // shard's upload is another's hit), this machine's cache as it was does not.
+  let shardSummary: ShardSummary | undefined;
+  if (shard) ({ plan, shard: shardSummary } = selectShard(plan, shard, (id) => cache.last(id)?.result.duration_ms));
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.decls);
-  return { plan, cache, store, digester, summary: planSummary(plan) };
+  return { plan, cache, store, digester, summary: planSummary(plan), shard: shardSummary };
 }
 
 function version(): string {
@@ -383,6 +465,7 @@ Environment:
   GRAPH_DEFAULT_REGISTRY     the registry of image references without a host
   GRAPH_INSECURE_REGISTRIES  registries reached over plain HTTP (comma-separated)
   GRAPH_REGISTRY_USERNAME, GRAPH_REGISTRY_PASSWORD   registry credentials (never printed)
+  GRAPH_SHARD                I/N: plan and build shard I of N (as --shard; the flag wins)
 `;
 }
 
