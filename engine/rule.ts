@@ -1,14 +1,18 @@
 /**
- * The rule interface: how a node kind plugs into the engine. A rule says which nodes it expands
- * the declarations into (with their dependencies, key inputs and limits) and how one of its nodes
- * executes. The engine never switches on a rule's kind.
+ * The rule interface: how a node kind plugs into the engine. A rule says what it declares (its
+ * part of images.yaml / models.yaml: schema fragment, normalization, semantic checks; see
+ * `DeclaredPart`), which nodes it expands the declarations into (with their dependencies, key
+ * inputs and limits), how one of its nodes executes, what its outputs are (`outputsReader`), and
+ * which command-line commands it adds. The engine never switches on a rule's kind.
  */
-import type { Declarations } from './declarations.js';
+import type { Boundary } from './boundary.js';
+import type { DeclaredPart, Declarations, Settings } from './declarations.js';
 import type { Span } from './diagnostics.js';
 import type { InputSpec } from './files.js';
 import type { ProcessRunner } from './process.js';
 import type { ContentStore } from './store.js';
 import type { ToolProbe } from './tools.js';
+import type { Workspace } from './workspace.js';
 
 /** A node id such as `build:base`, `test:CpGenie/A549_ENCSR000DDI@oci`. */
 export type NodeId = string & { readonly __brand: 'NodeId' };
@@ -77,9 +81,25 @@ export interface LogSink {
   readonly path: string;
 }
 
+/**
+ * What a rule may know of the workspace when its nodes run, besides each node's `decl`: never the
+ * whole declarations (what execution reads goes into `NodeDef.decl`, and so into the key).
+ */
+export interface RuleWorkspace {
+  /** Absolute workspace directory (where images.yaml lives); `decl` paths are relative to it. */
+  readonly root: string;
+  /** What declarations may read, checked again at execution (boundary.ts). */
+  readonly boundary: Boundary;
+  /**
+   * The settings, command-line overrides applied. Only settings that are already in the node's
+   * key (through `NodeDef.tool`, e.g. the Dockerfile builder, the sandbox) may change what runs.
+   */
+  readonly settings: Settings;
+}
+
 /** Everything a rule's `execute` may use; rules touch nothing else. */
 export interface ExecContext {
-  readonly decls: Declarations;
+  readonly workspace: RuleWorkspace;
   /** Aborted on SIGINT/SIGTERM, on `--fail-fast` stop, and when the node's timeout passes. */
   readonly signal: AbortSignal;
   readonly log: LogSink;
@@ -109,6 +129,13 @@ export interface Rule {
   readonly kind: string;
   /** Bump when the rule's output for the same inputs changes: every key of this kind changes. */
   readonly version: number;
+  /**
+   * The parts of the declaration files this rule owns (fields of image entries, group entries or
+   * settings): their schema fragments, normalization and checks. validate.ts runs them.
+   */
+  readonly declares?: readonly DeclaredPart[];
+  /** Commands the rule adds to the command line (`graph lock` for `debian:` images). */
+  readonly commands?: readonly RuleCommand[];
   /** Nodes for the validated declarations; edges may point at other rules' nodes. */
   expand(decls: Declarations): NodeDef[];
   /**
@@ -135,7 +162,7 @@ export interface Rule {
 
 /** What `Rule.restore` may use. */
 export interface RestoreContext {
-  readonly decls: Declarations;
+  readonly workspace: RuleWorkspace;
   readonly store: ContentStore;
   /** As `ExecContext.outDir`. */
   readonly outDir: string;
@@ -143,7 +170,7 @@ export interface RestoreContext {
 
 /** What `Rule.upToDate` may use. */
 export interface UpToDateContext {
-  readonly decls: Declarations;
+  readonly workspace: RuleWorkspace;
   /** Each dependency's planned key, and its outputs when it is cached. */
   readonly deps: ReadonlyMap<NodeId, { readonly key: string; readonly outputs?: NodeOutputs['outputs'] }>;
   readonly signal?: AbortSignal;
@@ -162,4 +189,72 @@ export class NodeFailure extends Error {
     super(message);
     this.name = 'NodeFailure';
   }
+}
+
+/** A bad command line (an unknown option value, a target that is not an image): exit status 2. */
+export class UsageError extends Error {}
+
+/** An option of a rule's command, as `node:util` `parseArgs` takes it. */
+export interface CommandOption {
+  readonly type: 'string' | 'boolean';
+  readonly short?: string;
+  readonly multiple?: boolean;
+}
+
+/** Where a rule's command writes what it has to say (the CLI passes stdout and stderr). */
+export interface CommandOutput {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+/** A command a rule adds to `graph` (e.g. `graph lock`). The CLI parses its arguments. */
+export interface RuleCommand {
+  readonly name: string;
+  /** One line for `graph --help`. */
+  readonly summary: string;
+  /** `graph NAME --help`: usage line, blank line, description and options. */
+  readonly usage: string;
+  /** Options besides `-C DIR` and `--help`, which every command takes. */
+  readonly options?: Readonly<Record<string, CommandOption>>;
+  /**
+   * Run it.
+   * @param open loads, validates and compiles the workspace (throws DiagnosticError).
+   * @returns the exit status: 0 success, 1 failed.
+   * @throws UsageError for a bad command line (exit 2).
+   */
+  run(open: () => Workspace, args: { readonly values: Readonly<Record<string, unknown>>; readonly positionals: readonly string[] }, output: CommandOutput): Promise<number>;
+}
+
+/** The kinds of output fields `outputsReader` checks. */
+type OutputField = 'string' | 'number' | 'string[]';
+type OutputFieldType<F extends OutputField> = F extends 'string' ? string : F extends 'number' ? number : readonly string[];
+
+/** The typed outputs a reader made with `outputsReader` returns. */
+export type OutputsOf<S extends Readonly<Record<string, OutputField>>> = { readonly [K in keyof S]: OutputFieldType<S[K]> };
+
+function hasShape(v: Json | undefined, field: OutputField): boolean {
+  if (field === 'string[]') return Array.isArray(v) && v.every((x) => typeof x === 'string');
+  return typeof v === field;
+}
+
+/**
+ * A parser for the outputs of one rule's nodes, exported by the producing rule so that consumers
+ * read them typed (`imageOutputs(id, ctx.deps.get(id))`), never as `String(outputs.x)`.
+ * @param shape each field and its type.
+ * @returns a function that returns the typed outputs of node `id`.
+ * @throws NodeFailure naming the node and the field when the outputs are missing or malformed
+ *   (a record from another version of the rule, an edited cache entry).
+ */
+export function outputsReader<S extends Readonly<Record<string, OutputField>>>(shape: S): (id: NodeId, result: Pick<NodeOutputs, 'outputs'> | undefined) => OutputsOf<S> {
+  return (id, result) => {
+    if (!result) throw new NodeFailure(`no outputs of ${id} (it has not run)`);
+    for (const [field, type] of Object.entries(shape)) {
+      const value = result.outputs[field];
+      if (!hasShape(value, type)) {
+        const got = value === undefined ? 'missing' : `${JSON.stringify(value)}`;
+        throw new NodeFailure(`${id} has malformed outputs: '${field}' should be ${type === 'string[]' ? 'a list of strings' : `a ${type}`}, got ${got}`);
+      }
+    }
+    return result.outputs as unknown as OutputsOf<S>;
+  };
 }
