@@ -25,7 +25,6 @@ import { matchTargets, TargetError } from './engine/targets.js';
 import { recordProcess, removeOwnTemps, sweepTemps } from './engine/tmp.js';
 import { resolveTools } from './engine/tools.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
-import { stalePublished } from './rules/publish.js';
 import { defaultRules } from './rules/index.js';
 
 const EXIT_OK = 0;
@@ -92,8 +91,8 @@ ${targetHelp}`,
       const ws = open();
       const { plan, digester } = await makePlan(ws, values, positionals);
       digester.save();
-      const stale = stalePublished(ws.root, (id) => plan.byId.get(id as NodeId)?.key);
-      process.stdout.write(renderPlan(plan, format, values.verbose === true, stale));
+      const notes = defaultRules.flatMap((r) => r.planNote?.(ws.root, (id) => plan.byId.get(id)?.key) ?? []);
+      process.stdout.write(renderPlan(plan, format, values.verbose === true, notes));
       return EXIT_OK;
     },
   },

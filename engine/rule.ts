@@ -158,6 +158,23 @@ export interface Rule {
    * @throws Error when it cannot; the node then fails with that reason.
    */
   restore?(node: NodeDef, result: NodeOutputs, ctx: RestoreContext): Promise<void>;
+  /**
+   * Optional: what `graph plan` should add about records the rule keeps outside the cache that
+   * the planned keys make stale (published.lock.json).
+   * @param plannedKey the planned key of a node id; undefined when the node is not in the plan.
+   * @returns undefined when there is nothing to say.
+   */
+  planNote?(root: string, plannedKey: (id: NodeId) => string | undefined): PlanNote | undefined;
+}
+
+/** A rule's note at the end of `graph plan` (`Rule.planNote`). */
+export interface PlanNote {
+  /** The text heading, e.g. `published.lock.json is out of date for`. */
+  readonly heading: string;
+  /** Its key in `graph plan --format json`, e.g. `stale_published`. */
+  readonly jsonKey: string;
+  /** One line each (at least one). */
+  readonly lines: readonly string[];
 }
 
 /** What `Rule.restore` may use. */

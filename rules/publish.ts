@@ -151,6 +151,10 @@ export const publishRule: Rule = {
     await recordPublished(root, name, entry);
     return { outputs: { manifest, references, sif: entry.sif }, artifacts: [], files };
   },
+  planNote(root, plannedKey) {
+    const lines = stalePublished(root, plannedKey);
+    return lines.length ? { heading: `${PUBLISHED_LOCK} is out of date for`, jsonKey: 'stale_published', lines } : undefined;
+  },
 };
 
 /**
@@ -159,12 +163,12 @@ export const publishRule: Rule = {
  * `pwm-scanner: build:pwm-scanner changed since it was published`.
  * @param plannedKey the planned key of a node id, or undefined when the node is not in the plan.
  */
-export function stalePublished(root: string, plannedKey: (id: string) => string | undefined): string[] {
+export function stalePublished(root: string, plannedKey: (id: NodeId) => string | undefined): string[] {
   const images = (readJsonFile(path.join(root, PUBLISHED_LOCK)) as { images?: Record<string, PublishedImage> } | undefined)?.images ?? {};
   const out: string[] = [];
   for (const [name, entry] of Object.entries(images)) {
     const changed = Object.entries(entry.keys ?? {})
-      .filter(([id, key]) => id !== publishId(name) && plannedKey(id) !== undefined && plannedKey(id) !== key)
+      .filter(([id, key]) => id !== publishId(name) && plannedKey(id as NodeId) !== undefined && plannedKey(id as NodeId) !== key)
       .map(([id]) => id);
     if (changed.length) out.push(`${name}: ${changed.join(', ')} changed since it was published`);
   }

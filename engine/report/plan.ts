@@ -10,21 +10,22 @@
  */
 import type { Plan, PlannedNode } from '../plan.js';
 import { planSummary } from '../plan.js';
+import type { PlanNote } from '../rule.js';
 
 export type PlanFormat = 'text' | 'json' | 'dot' | 'mermaid' | 'matrix';
 export const PLAN_FORMATS: readonly PlanFormat[] = ['text', 'json', 'dot', 'mermaid', 'matrix'];
 
 /**
  * Render a plan in one of the formats. `verbose` lists cached nodes in text form too.
- * @param stalePublished lines naming published images whose lineage lock is out of date (text and
- *   JSON `stale_published`).
+ * @param notes the rules' notes (`Rule.planNote`: e.g. published images whose lineage lock is out
+ *   of date), after the nodes in text, as their `jsonKey` in JSON.
  */
-export function renderPlan(plan: Plan, format: PlanFormat, verbose = false, stalePublished: readonly string[] = []): string {
+export function renderPlan(plan: Plan, format: PlanFormat, verbose = false, notes: readonly PlanNote[] = []): string {
   switch (format) {
     case 'text':
-      return planText(plan, verbose) + (stalePublished.length ? `published.lock.json is out of date for:\n${stalePublished.map((l) => `  ${l}\n`).join('')}` : '');
+      return planText(plan, verbose) + notes.map((n) => `${n.heading}:\n${n.lines.map((l) => `  ${l}\n`).join('')}`).join('');
     case 'json':
-      return `${JSON.stringify({ ...planJson(plan), ...(stalePublished.length ? { stale_published: stalePublished } : {}) }, null, 2)}\n`;
+      return `${JSON.stringify({ ...planJson(plan), ...Object.fromEntries(notes.map((n) => [n.jsonKey, n.lines])) }, null, 2)}\n`;
     case 'dot':
       return planDot(plan);
     case 'mermaid':
