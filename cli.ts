@@ -58,7 +58,7 @@ interface Command {
 const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), image:NAME, group:NAME, or globs
 (test:CpGenie/*). A target pulls in its dependencies. No target means every node.
   --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
-  --only KIND,...      keep only nodes of these kinds (build, convert, test, publish)
+  --only KIND,...      keep only nodes of these kinds (${defaultRules.map((r) => r.kind).join(', ')})
 ${settingOptions.map((o) => `  ${`--${o.name} NAME`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done
   -C DIR               work on DIR/images.yaml and DIR/models.yaml`;
 

@@ -137,8 +137,6 @@ export interface CheckContext {
   readonly images: ReadonlyMap<string, ImageDecl>;
   /** The span of `path` inside the entry checked. */
   at(path: DataPath, which?: 'key' | 'value'): Span;
-  /** `images.NAME.layers[0].copy`-style text for a path inside the entry checked. */
-  field(...path: DataPath): string;
   /** Whether an input exists (a glob: matches something). */
   exists(spec: InputSpec): boolean;
   /**
@@ -200,7 +198,7 @@ export type DeclaredPart<T = unknown> = ImagePart<T> | GroupPart<T> | SettingsPa
 
 /** Identity for a part's definition with its type checked (a `DeclaredPart<unknown>` list keeps no `T`). */
 export function declarePart<T>(part: DeclaredPart<T>): DeclaredPart {
-  return part as DeclaredPart;
+  return part;
 }
 
 /** A map of YAML scalars as strings (`env:`, `labels:`, `args:`, a model's vars). */

@@ -190,7 +190,6 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
     settings,
     images,
     at,
-    field: (...p) => describePath([...prefix, ...p]),
     exists: (spec) => inputExists(root, spec),
     outside: (relPath, field, shown, span) => outsideProblem(boundary, relPath, describePath([...prefix, ...field]), shown, span ?? (() => at(field))),
   });

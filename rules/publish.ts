@@ -28,6 +28,9 @@ const publishPart = new DeclPart<{ readonly references: readonly string[] }>('pu
 /** A publish node's `decl` (in its key): the references, as declared. */
 type PublishNodeDecl = { readonly references: readonly string[] };
 
+/** A publish node's `decl`, as `expand` made it. */
+const publishDeclOf = (node: NodeDef) => node.decl as unknown as PublishNodeDecl;
+
 export const publishRule: Rule = {
   kind: 'publish',
   version: 1,
@@ -79,7 +82,7 @@ export const publishRule: Rule = {
    */
   async upToDate(node, ctx) {
     const name = node.image as string;
-    const decl = node.decl as unknown as PublishNodeDecl;
+    const decl = publishDeclOf(node);
     if (decl.references.length === 0) return undefined;
     const locked = (readJsonFile(path.join(ctx.workspace.root, PUBLISHED_LOCK)) as { images?: Record<string, PublishedImage> } | undefined)?.images?.[name];
     const fromLock = (id: NodeId) => (locked && locked.keys[id] === ctx.deps.get(id)?.key ? locked : undefined);
@@ -108,7 +111,7 @@ export const publishRule: Rule = {
   async execute(node, ctx) {
     const name = node.image as string;
     const root = ctx.workspace.root;
-    const decl = node.decl as unknown as PublishNodeDecl;
+    const decl = publishDeclOf(node);
     const { manifest } = imageOutputs(buildId(name), ctx.deps.get(buildId(name)));
     const image = loadImage(ctx.store, manifest);
     const sif = node.deps.some((d) => d.id === convertId(name)) ? sifOutputs(convertId(name), ctx.deps.get(convertId(name))) : undefined;
