@@ -44,6 +44,7 @@ export class DeclPart<T> {
 /** Rules' parts of one entry, by token. */
 export type PartMap = ReadonlyMap<DeclPart<unknown>, unknown>;
 
+/** An image entry of images.yaml: the engine's fields, and the rules' parts. */
 export interface ImageDecl {
   readonly name: string;
   /** Undefined when the entry has no `from` (each recipe decides what that means). */
@@ -54,12 +55,14 @@ export interface ImageDecl {
   at(path: DataPath, which?: 'key' | 'value'): Span;
 }
 
+/** A model of a group. */
 export interface ModelDecl {
   readonly name: string;
   /** Values substituted for `{NAME}` in the test command, besides `{model}`. */
   readonly vars: Readonly<Record<string, string>>;
 }
 
+/** A group entry of models.yaml: the engine's fields, and the rules' parts. */
 export interface GroupDecl {
   readonly name: string;
   readonly image: string;
@@ -72,6 +75,7 @@ export interface GroupDecl {
   at(path: DataPath, which?: 'key' | 'value'): Span;
 }
 
+/** images.yaml's `settings:`: the engine's, and the rules' parts. */
 export interface Settings {
   /** Per node kind: most nodes of that kind running at once. */
   readonly concurrency: Readonly<Record<string, number>>;
@@ -83,6 +87,7 @@ export interface Settings {
   readonly parts: PartMap;
 }
 
+/** Both files, validated and normalized. */
 export interface Declarations {
   /** Absolute workspace directory (where images.yaml lives). */
   readonly root: string;

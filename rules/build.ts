@@ -30,6 +30,7 @@ import {
   type RecipeDecl,
 } from './build/recipe.js';
 
+// What the other rules read of builds lives in build/recipe.ts; exported here, with the rule.
 export { buildId, buildOf, imageOutputs, sourceDateEpoch };
 
 /** The recipes, in the order the schema lists their keys. */
@@ -84,6 +85,7 @@ function storedOutputs(ctx: ExecContext, name: string, image: StoredImage): Node
 
 const recipeKeys = RECIPES.map((r) => r.kind);
 
+/** The build rule: its part of image entries (a recipe and config), the recipes' settings and commands. */
 export const buildRule: Rule = {
   kind: 'build',
   version: 1,

@@ -40,6 +40,7 @@ export function convertsToSif(image: ImageDecl): boolean {
   return convertPart.of(image).formats.includes('sif');
 }
 
+/** The convert rule: its part of image entries (`convert: [sif]`). */
 export const convertRule: Rule = {
   kind: 'convert',
   version: 1,

@@ -31,6 +31,7 @@ type PublishNodeDecl = { readonly references: readonly string[] };
 /** A publish node's `decl`, as `expand` made it. */
 const publishDeclOf = (node: NodeDef) => node.decl as unknown as PublishNodeDecl;
 
+/** The publish rule: its part of image entries (`publish:`), and the note on published.lock.json. */
 export const publishRule: Rule = {
   kind: 'publish',
   version: 1,

@@ -20,6 +20,7 @@ import { convertId, convertsToSif, sifOutputs } from './convert.js';
 /** Node id of one model's test in one runtime. */
 export const testId = (group: string, model: string, runtime: Runtime) => `test:${group}/${model}@${runtime}` as NodeId;
 
+/** Where a test runs: the image's layers (`oci`) or its SIF's partition (`sif`). */
 export type Runtime = 'oci' | 'sif';
 
 /** A group's `test:`, normalized. */
@@ -188,6 +189,7 @@ function checkTest(test: TestDecl, group: GroupDecl, raw: Readonly<Record<string
   return diagnostics;
 }
 
+/** The test rule: its part of group entries (`test:`) and the `sandbox` setting (`--sandbox`). */
 export const testRule: Rule = {
   kind: 'test',
   version: 1,

@@ -49,6 +49,7 @@ function builderProbe(choice: string): ToolProbe {
   };
 }
 
+/** The `dockerfile:` recipe, with its `builder` setting (`--builder`). */
 export const dockerfileRecipe: Recipe<DockerfileRecipe> = {
   kind: 'dockerfile',
   properties: {

@@ -11,6 +11,7 @@ import { composeImage } from '../oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from '../oci/layer.js';
 import { configChanges, type Recipe } from './recipe.js';
 
+/** One `layers:` entry, normalized. */
 export interface LayerCopy {
   /** File, directory or glob, workspace-relative. */
   readonly copy: string;
@@ -50,6 +51,7 @@ export function layerEntries(root: string, copies: readonly LayerCopy[], boundar
   return entries;
 }
 
+/** The `layers:` recipe. */
 export const layersRecipe: Recipe<LayersRecipe> = {
   kind: 'layers',
   properties: {
