@@ -20,8 +20,11 @@ export type NodeId = string & { readonly __brand: 'NodeId' };
 /** JSON-compatible data, the only kind that goes into an action key. */
 export type Json = null | boolean | number | string | readonly Json[] | { readonly [k: string]: Json };
 
-/** One node of the build graph, as a rule expands it. Immutable once the graph is sealed. */
-export interface NodeDef {
+/**
+ * One node of the build graph, as a rule expands it. Immutable once the graph is sealed.
+ * `D` is the shape of the rule's `decl` (JSON, since it goes into the key).
+ */
+export interface NodeDef<D extends Json = Json> {
   readonly id: NodeId;
   /** The kind of the rule that made it: `build`, `convert`, `test`, `publish`. */
   readonly kind: string;
@@ -30,8 +33,11 @@ export interface NodeDef {
    * looked up lazily (only a diagnostic needs one, and finding one may mean parsing the YAML).
    */
   readonly deps: ReadonlyArray<{ readonly id: NodeId; readonly at?: () => Span }>;
-  /** The normalized declaration this node depends on; goes into the key verbatim. */
-  readonly decl: Json;
+  /**
+   * The normalized declaration this node depends on; goes into the key verbatim. Everything the
+   * node's execution reads of the declarations is here (never the whole declarations).
+   */
+  readonly decl: D;
   /** Workspace files whose contents go into the key. */
   readonly inputs: readonly InputSpec[];
   /** Environment variables whose values go into the key (an allow-list; others never do). */
@@ -124,8 +130,11 @@ export interface ExecContext {
   scratchDir(): string;
 }
 
-/** A node kind. */
-export interface Rule {
+/**
+ * A node kind. `Decl` is the shape of its nodes' `decl`; `Out` the typed form of their outputs,
+ * which `outputs` reads (other rules import the same reader from the rule's module).
+ */
+export interface Rule<Decl extends Json = Json, Out = unknown> {
   readonly kind: string;
   /** Bump when the rule's output for the same inputs changes: every key of this kind changes. */
   readonly version: number;
@@ -136,20 +145,25 @@ export interface Rule {
   readonly declares?: readonly DeclaredPart[];
   /** Commands the rule adds to the command line (`graph lock` for `debian:` images). */
   readonly commands?: readonly RuleCommand[];
+  /**
+   * Reads a node's recorded outputs typed (an `outputsReader`).
+   * @throws NodeFailure when they are missing or malformed.
+   */
+  readonly outputs?: (id: NodeId, result: Pick<NodeOutputs, 'outputs'> | undefined) => Out;
   /** Nodes for the validated declarations; edges may point at other rules' nodes. */
-  expand(decls: Declarations): NodeDef[];
+  expand(decls: Declarations): NodeDef<Decl>[];
   /**
    * Produce the node's outputs.
    * @throws NodeFailure (or any Error) when the node fails; the message is shown as its reason.
    */
-  execute(node: NodeDef, ctx: ExecContext): Promise<NodeOutputs>;
+  execute(node: NodeDef<Decl>, ctx: ExecContext): Promise<NodeOutputs>;
   /**
    * Optional, for nodes whose effect lives outside the workspace (a push): is it already done?
    * Asked by the planner for nodes that would run, unless `--offline`.
    * @returns the outputs and a reason (e.g. "already in registry") when it is; undefined when it
    *   is not or cannot be told. Never throws for an unreachable service: that is "cannot tell".
    */
-  upToDate?(node: NodeDef, ctx: UpToDateContext): Promise<{ outputs: NodeOutputs['outputs']; reason: string } | undefined>;
+  upToDate?(node: NodeDef<Decl>, ctx: UpToDateContext): Promise<{ outputs: NodeOutputs['outputs']; reason: string } | undefined>;
   /**
    * Optional: write a cached result's visible files (`NodeOutputs.files`) again from the store,
    * without running the node (an image layout, a SIF's name under .graph/out). The planner uses it
@@ -157,7 +171,7 @@ export interface Rule {
    * checkout sharing a cache, a deleted .graph/out); without it, such a node runs again.
    * @throws Error when it cannot; the node then fails with that reason.
    */
-  restore?(node: NodeDef, result: NodeOutputs, ctx: RestoreContext): Promise<void>;
+  restore?(node: NodeDef<Decl>, result: NodeOutputs, ctx: RestoreContext): Promise<void>;
   /**
    * Optional: what `graph plan` should add about records the rule keeps outside the cache that
    * the planned keys make stale (published.lock.json).

@@ -8,7 +8,7 @@
 import path from 'node:path';
 import { declarePart, stringMap, type ImageDecl } from '../engine/declarations.js';
 import { NodeFailure, type ExecContext, type NodeDef, type NodeOutputs, type RestoreContext, type Rule } from '../engine/rule.js';
-import { parseReference, type ImageReference } from '../engine/reference.js';
+import { parseReference } from '../engine/reference.js';
 import { imageBlobs, loadImage, type StoredImage } from './oci/image.js';
 import { importLayout, writeLayout } from './oci/layout.js';
 import { debianRecipe } from './build/debian.js';
@@ -16,7 +16,6 @@ import { dockerfileRecipe } from './build/dockerfile.js';
 import { layersRecipe } from './build/layers.js';
 import {
   baseDecl,
-  buildDeclOf,
   buildId,
   buildOf,
   buildPart,
@@ -57,11 +56,11 @@ async function resolveBase(decl: BuildNodeDecl, ctx: ExecContext): Promise<Store
   ctx.log.write(`pulling ${from.registry}\n`);
   const parsed = parseReference(from.registry);
   if (typeof parsed === 'string') throw new NodeFailure(parsed);
-  return (await import('./registry/client.js')).pullImage(ctx.store, parsed as ImageReference, ctx.signal);
+  return (await import('./registry/client.js')).pullImage(ctx.store, parsed, ctx.signal);
 }
 
 /** The visible image layout of a cached build, written again from the store. */
-export async function restoreBuild(node: NodeDef, result: NodeOutputs, ctx: RestoreContext): Promise<void> {
+export async function restoreBuild(node: NodeDef<BuildNodeDecl>, result: NodeOutputs, ctx: RestoreContext): Promise<void> {
   const { manifest } = imageOutputs(node.id, result);
   writeLayout(ctx.store, path.join(ctx.outDir, 'oci', node.image as string), [{ tag: 'latest', image: loadImage(ctx.store, manifest) }]);
 }
@@ -86,10 +85,11 @@ function storedOutputs(ctx: ExecContext, name: string, image: StoredImage): Node
 const recipeKeys = RECIPES.map((r) => r.kind);
 
 /** The build rule: its part of image entries (a recipe and config), the recipes' settings and commands. */
-export const buildRule: Rule = {
+export const buildRule: Rule<BuildNodeDecl, ReturnType<typeof imageOutputs>> = {
   kind: 'build',
   version: 1,
   restore: restoreBuild,
+  outputs: imageOutputs,
   declares: [
     declarePart<BuildPart>({
       entry: 'image',
@@ -133,7 +133,7 @@ export const buildRule: Rule = {
     ...RECIPES.flatMap((r) => (r.settings ? [r.settings] : [])),
   ],
   commands: RECIPES.flatMap((r) => r.commands ?? []),
-  expand(decls): NodeDef[] {
+  expand(decls): NodeDef<BuildNodeDecl>[] {
     const memo = new Map<string, unknown>();
     const expansion: Expansion = {
       root: decls.root,
@@ -177,7 +177,7 @@ export const buildRule: Rule = {
   },
   async execute(node, ctx) {
     const name = node.image as string;
-    const decl = buildDeclOf(node);
+    const decl = node.decl;
     const recipe: Recipe<RecipeDecl> = recipeOf(decl.recipe.kind);
     const built = await recipe.build({ node, decl, recipe: decl.recipe, ctx, epoch: sourceDateEpoch(ctx.env), base: () => resolveBase(decl, ctx) });
     return storedOutputs(ctx, name, built);

@@ -41,9 +41,10 @@ export function convertsToSif(image: ImageDecl): boolean {
 }
 
 /** The convert rule: its part of image entries (`convert: [sif]`). */
-export const convertRule: Rule = {
+export const convertRule: Rule<{ readonly format: 'sif' }, ReturnType<typeof sifOutputs>> = {
   kind: 'convert',
   version: 1,
+  outputs: sifOutputs,
   /** The SIF's name under .graph/out, linked again to its store blob. */
   async restore(node, result, ctx) {
     const { sha256 } = sifOutputs(node.id, result);
@@ -57,7 +58,7 @@ export const convertRule: Rule = {
       normalize: (raw) => ({ formats: (raw.convert as 'sif'[] | undefined) ?? [] }),
     }),
   ],
-  expand(decls: Declarations): NodeDef[] {
+  expand(decls: Declarations): NodeDef<{ readonly format: 'sif' }>[] {
     return [...decls.images.values()]
       .filter(convertsToSif)
       .map((image) => ({

@@ -28,11 +28,8 @@ const publishPart = new DeclPart<{ readonly references: readonly string[] }>('pu
 /** A publish node's `decl` (in its key): the references, as declared. */
 type PublishNodeDecl = { readonly references: readonly string[] };
 
-/** A publish node's `decl`, as `expand` made it. */
-const publishDeclOf = (node: NodeDef) => node.decl as unknown as PublishNodeDecl;
-
 /** The publish rule: its part of image entries (`publish:`), and the note on published.lock.json. */
-export const publishRule: Rule = {
+export const publishRule: Rule<PublishNodeDecl> = {
   kind: 'publish',
   version: 1,
   declares: [
@@ -48,7 +45,7 @@ export const publishRule: Rule = {
         }),
     }),
   ],
-  expand(decls: Declarations): NodeDef[] {
+  expand(decls: Declarations): NodeDef<PublishNodeDecl>[] {
     return [...decls.images.values()].map((image) => {
       const { references } = publishPart.of(image);
       const deps: NodeDef['deps'][number][] = [{ id: buildId(image.name) }];
@@ -65,7 +62,7 @@ export const publishRule: Rule = {
         id: publishId(image.name),
         kind: 'publish',
         deps,
-        decl: { references: [...references] } satisfies PublishNodeDecl,
+        decl: { references: [...references] },
         inputs: [],
         env: [],
         tool: 'graph-publish/1',
@@ -83,7 +80,7 @@ export const publishRule: Rule = {
    */
   async upToDate(node, ctx) {
     const name = node.image as string;
-    const decl = publishDeclOf(node);
+    const decl = node.decl;
     if (decl.references.length === 0) return undefined;
     const locked = (readJsonFile(path.join(ctx.workspace.root, PUBLISHED_LOCK)) as { images?: Record<string, PublishedImage> } | undefined)?.images?.[name];
     const fromLock = (id: NodeId) => (locked && locked.keys[id] === ctx.deps.get(id)?.key ? locked : undefined);
@@ -112,7 +109,7 @@ export const publishRule: Rule = {
   async execute(node, ctx) {
     const name = node.image as string;
     const root = ctx.workspace.root;
-    const decl = publishDeclOf(node);
+    const decl = node.decl;
     const { manifest } = imageOutputs(buildId(name), ctx.deps.get(buildId(name)));
     const image = loadImage(ctx.store, manifest);
     const sif = node.deps.some((d) => d.id === convertId(name)) ? sifOutputs(convertId(name), ctx.deps.get(convertId(name))) : undefined;

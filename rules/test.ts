@@ -11,7 +11,7 @@ import path from 'node:path';
 import { declarePart, DeclPart, type CheckContext, type Declarations, type GroupDecl, type ModelDecl, type Settings } from '../engine/declarations.js';
 import { didYouMean, type Diagnostic } from '../engine/diagnostics.js';
 import type { InputSpec } from '../engine/files.js';
-import { NodeFailure, type ExecContext, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { NodeFailure, type ExecContext, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { loadImage } from './oci/image.js';
 import { sandboxProbe } from './runtime/probe.js';
 import { buildId, imageOutputs } from './build.js';
@@ -190,7 +190,7 @@ function checkTest(test: TestDecl, group: GroupDecl, raw: Readonly<Record<string
 }
 
 /** The test rule: its part of group entries (`test:`) and the `sandbox` setting (`--sandbox`). */
-export const testRule: Rule = {
+export const testRule: Rule<TestNodeDecl> = {
   kind: 'test',
   version: 1,
   declares: [
@@ -236,8 +236,8 @@ export const testRule: Rule = {
       options: [{ name: 'sandbox', values: SANDBOXES, help: 'where tests run: bubblewrap (default), podman, docker, apptainer' }],
     }),
   ],
-  expand(decls: Declarations): NodeDef[] {
-    const nodes: NodeDef[] = [];
+  expand(decls: Declarations): NodeDef<TestNodeDecl>[] {
+    const nodes: NodeDef<TestNodeDecl>[] = [];
     const sandboxName = sandboxOf(decls.settings);
     const sandbox = [sandboxProbe(sandboxName)];
     for (const group of decls.groups.values()) {
@@ -262,7 +262,7 @@ export const testRule: Rule = {
               inputs: inputsDir ?? null,
               expect: expectDir ?? null,
               timeout_ms: test.timeoutMs,
-              tolerance: (test.tolerance as Json) ?? null,
+              tolerance: test.tolerance ?? null,
             },
             inputs,
             env: [],
@@ -280,7 +280,7 @@ export const testRule: Rule = {
     return nodes;
   },
   async execute(node, ctx) {
-    const decl = node.decl as unknown as TestNodeDecl;
+    const decl = node.decl;
     const { root, boundary } = ctx.workspace;
     const depId = node.deps[0].id;
     const sif = decl.runtime === 'sif' ? sifOutputs(depId, ctx.deps.get(depId)) : undefined;
@@ -336,14 +336,17 @@ export const testRule: Rule = {
   },
 };
 
-/** The part of a test node's declaration its execution reads. */
-interface TestNodeDecl {
+/** A test node's `decl` (in its key): what its execution reads, with the command's vars substituted. */
+export type TestNodeDecl = {
+  /** The image it runs in (for the `oci` runtime; whose SIF, for `sif`). */
+  readonly image: string;
   readonly runtime: Runtime;
   readonly command: readonly string[];
   readonly inputs: string | null;
   readonly expect: string | null;
-  readonly tolerance: { absolute?: number; relative?: number } | null;
-}
+  readonly timeout_ms: number;
+  readonly tolerance: { readonly absolute?: number; readonly relative?: number } | null;
+};
 
 /** A node id as one directory name. */
 function testDirName(id: NodeId): string {

@@ -63,11 +63,6 @@ export type BuildNodeDecl = {
   readonly lock?: Json;
 };
 
-/** A build node's `decl`, as the build rule made it in `expand`. */
-export function buildDeclOf(node: NodeDef): BuildNodeDecl {
-  return node.decl as unknown as BuildNodeDecl;
-}
-
 /** The key's form of a base image. */
 export function baseDecl(from: BaseImage | undefined): BaseDecl {
   if (!from) return null;
@@ -118,7 +113,7 @@ export interface Expansion {
 
 /** What a recipe's `build` gets: the node, its decl and recipe, the execution context. */
 export interface RecipeBuild<D extends RecipeDecl> {
-  readonly node: NodeDef;
+  readonly node: NodeDef<BuildNodeDecl>;
   readonly decl: BuildNodeDecl;
   readonly recipe: D;
   readonly ctx: ExecContext;

@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import { NodeFailure, outputsReader, type ExecContext, type NodeDef, type NodeId, type NodeOutputs } from '../../engine/rule.js';
 import { imageOutputs } from '../../rules/build.js';
 import { sifOutputs } from '../../rules/convert.js';
-import { testRule } from '../../rules/test.js';
+import { testRule, type TestNodeDecl } from '../../rules/test.js';
 
 const test = suite('rule');
 
@@ -40,7 +40,7 @@ test('a missing or malformed output is a NodeFailure naming the node and the fie
 
 test('a test in the sif runtime whose conversion recorded no SIF path fails saying so (not a path ending in undefined)', async () => {
   const dep = 'convert:a' as NodeId;
-  const node: NodeDef = {
+  const node: NodeDef<TestNodeDecl> = {
     id: 'test:g/m@sif' as NodeId,
     kind: 'test',
     deps: [{ id: dep }],
