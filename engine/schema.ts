@@ -62,7 +62,7 @@ export function composeSchemas(rules: readonly Rule[]): ComposedSchemas {
     },
     allow_outside: {
       description:
-        'Directories outside the workspace that declarations may read (copy, dockerfile, context, oci-layout:, test inputs and expect), relative to this file or absolute. Without them, every path must resolve, symbolic links followed, inside the workspace (this file\'s directory): a declaration must not read the machine\'s files.',
+        "Directories outside the workspace that declarations may read (copy, dockerfile, context, oci-layout:, test inputs and expect), relative to this file or absolute. Without them, every path must resolve, symbolic links followed, inside the workspace (this file's directory): a declaration must not read the machine's files.",
       type: 'array',
       items: { type: 'string', minLength: 1 },
       uniqueItems: true,

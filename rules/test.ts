@@ -94,7 +94,7 @@ const testSchema = {
   required: ['command'],
   additionalProperties: false,
   properties: {
-    command: { type: 'array', minItems: 1, items: { type: 'string' }, description: 'argv; {model} and the model\'s vars are substituted.' },
+    command: { type: 'array', minItems: 1, items: { type: 'string' }, description: "argv; {model} and the model's vars are substituted." },
     inputs: { type: 'string', minLength: 1, description: 'Directory mounted read-only at /input.' },
     expect: { type: 'string', minLength: 1, description: 'Directory of files /output must match.' },
     runtimes: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: ['oci', 'sif'] } },
