@@ -9,7 +9,7 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ActionCache } from './engine/cache.js';
 import { affectedSince, ChangedSinceError } from './engine/changed.js';
-import { DiagnosticError, didYouMean, formatDiagnostic } from './engine/diagnostics.js';
+import { DiagnosticError, formatDiagnostic } from './engine/diagnostics.js';
 import { systemClock } from './engine/execute/clock.js';
 import { KeyLeases } from './engine/execute/lease.js';
 import { executePlan } from './engine/execute/scheduler.js';
@@ -20,15 +20,13 @@ import { reportJson, reportJunit, reportPathProblem, writeReport } from './engin
 import { junitFromReport, mergedJson, mergeMessage, mergeReports, readReport } from './engine/report/merge.js';
 import { PLAN_FORMATS, renderPlan, renderShardMatrix, shardLine, type PlanFormat } from './engine/report/plan.js';
 import { progressReporter } from './engine/report/progress.js';
-import type { NodeId } from './engine/rule.js';
+import { UsageError, type NodeId, type RuleCommand } from './engine/rule.js';
 import { parseShard, selectShard, shardCountFor, type ShardSpec, type ShardSummary } from './engine/shard.js';
 import { ContentStore } from './engine/store.js';
 import { matchTargets, TargetError } from './engine/targets.js';
 import { recordProcess, removeOwnTemps, sweepTemps } from './engine/tmp.js';
 import { resolveTools } from './engine/tools.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
-import { lockImages } from './rules/debian/image.js';
-import { stalePublished } from './rules/publish.js';
 import { defaultRules } from './rules/index.js';
 
 const EXIT_OK = 0;
@@ -39,21 +37,18 @@ const EXIT_INTERNAL = 70;
 /** A second SIGINT/SIGTERM sooner than this after the first is the same interrupt (ms). */
 const REPEAT_SIGNAL_MS = 1000;
 
-class UsageError extends Error {}
-
 const common = {
   directory: { type: 'string', short: 'C' },
   help: { type: 'boolean', short: 'h' },
 } as const;
+/** The settings the rules let the command line override (`--builder`, `--sandbox`). */
+const settingOptions = defaultRules.flatMap((r) => (r.declares ?? []).flatMap((part) => (part.entry === 'settings' ? (part.options ?? []) : [])));
 const selection = {
   'changed-since': { type: 'string' },
   only: { type: 'string' },
-  builder: { type: 'string' },
-  sandbox: { type: 'string' },
+  ...Object.fromEntries(settingOptions.map((o) => [o.name, { type: 'string' }] as const)),
   offline: { type: 'boolean' },
 } as const;
-const BUILDERS = ['auto', 'buildah', 'podman', 'docker'];
-const SANDBOXES = ['bubblewrap', 'podman', 'docker', 'apptainer'];
 
 interface Command {
   readonly summary: string;
@@ -65,11 +60,19 @@ interface Command {
 const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), image:NAME, group:NAME, or globs
 (test:CpGenie/*). A target pulls in its dependencies. No target means every node.
   --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
-  --only KIND,...      keep only nodes of these kinds (build, convert, test, publish)
-  --builder NAME       builder for dockerfile: images: auto (default), buildah, podman, docker
-  --sandbox NAME       where tests run: bubblewrap (default), podman, docker, apptainer
-  --offline            do not ask registries whether a publish is already done
+  --only KIND,...      keep only nodes of these kinds (${defaultRules.map((r) => r.kind).join(', ')})
+${settingOptions.map((o) => `  ${`--${o.name} NAME`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done
   -C DIR               work on DIR/images.yaml and DIR/models.yaml`;
+
+/** A rule's command (`graph lock`) as the CLI runs it. */
+function ruleCommand(c: RuleCommand): Command {
+  return {
+    summary: c.summary,
+    usage: c.usage,
+    options: { ...common, ...c.options },
+    run: (open, values, positionals) => c.run(open, { values, positionals }, { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) }),
+  };
+}
 
 const commands: Record<string, Command> = {
   plan: {
@@ -112,8 +115,8 @@ ${targetHelp}`,
         process.stdout.write(renderShardMatrix(shardCountFor(plan, maxShards)));
         return EXIT_OK;
       }
-      const stale = stalePublished(ws.root, (id) => plan.byId.get(id as NodeId)?.key);
-      process.stdout.write(renderPlan(plan, format, values.verbose === true, stale, shardSummary));
+      const notes = defaultRules.flatMap((r) => r.planNote?.(ws.root, (id) => plan.byId.get(id)?.key) ?? []);
+      process.stdout.write(renderPlan(plan, format, values.verbose === true, notes, shardSummary));
       return EXIT_OK;
     },
   },
@@ -178,7 +181,7 @@ ${targetHelp}`,
       if (shardSummary) process.stderr.write(`${shardLine(shardSummary, plan.nodes.length)}\n`);
       const live = process.stderr.isTTY === true && !process.env.CI;
       const summary = await executePlan(plan, {
-        decls: ws.decls,
+        workspace: ws.forRules,
         jobs,
         limits: { ...ws.decls.settings.concurrency, ...cliLimits },
         resources: ws.decls.settings.resources,
@@ -273,40 +276,8 @@ ${targetHelp}`,
       return EXIT_OK;
     },
   },
-  lock: {
-    summary: 'pin the Debian packages of debian: images in images.lock',
-    usage: `graph lock [IMAGE...] [-C DIR]
-
-Resolves the package closure of every debian: image (or the ones named) against the Debian mirror
-(GRAPH_DEBIAN_MIRROR, else the host's apt sources) and writes each package's version and SHA-256
-into images.lock (commit it). A build with a matching lock entry never resolves again.`,
-    options: { ...common },
-    async run(open, _values, positionals) {
-      const ws = open();
-      const debianImages = [...ws.decls.images.values()].filter((i) => i.recipe.kind === 'debian');
-      for (const name of positionals) {
-        if (!debianImages.some((i) => i.name === name)) {
-          const guess = didYouMean(name, debianImages.map((i) => i.name));
-          throw new UsageError(`'${name}' is not a debian: image${guess ? ` (did you mean '${guess}'?)` : ''}`);
-        }
-      }
-      const chosen = debianImages.filter((i) => !positionals.length || positionals.includes(i.name));
-      if (!chosen.length) {
-        process.stdout.write('no debian: images to lock\n');
-        return EXIT_OK;
-      }
-      const requests = chosen.flatMap((i) => (i.recipe.kind === 'debian' ? [{ name: i.name, request: i.recipe }] : []));
-      try {
-        for (const r of await lockImages(ws.root, requests, path.join(ws.stateDir, 'cache', 'debian'))) {
-          process.stdout.write(`locked ${r.name}: ${r.packages} packages\n`);
-        }
-      } catch (e) {
-        process.stderr.write(`graph lock: ${(e as Error).message}\n`);
-        return EXIT_FAILED;
-      }
-      return EXIT_OK;
-    },
-  },
+  // The rules' commands come after the engine's own, `clean` last.
+  ...Object.fromEntries(defaultRules.flatMap((r) => r.commands ?? []).map((c) => [c.name, ruleCommand(c)])),
   clean: {
     summary: 'delete the local state in .graph/ (cache, store, logs)',
     usage: `graph clean [-C DIR]
@@ -436,7 +407,7 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   // shard's upload is another's hit), this machine's cache as it was does not.
   let shardSummary: ShardSummary | undefined;
   if (shard) ({ plan, shard: shardSummary } = selectShard(plan, shard, (id) => cache.last(id)?.result.duration_ms));
-  if (!values.offline) plan = await checkUpToDate(plan, cache, ws.decls);
+  if (!values.offline) plan = await checkUpToDate(plan, cache, ws.forRules);
   return { plan, cache, store, digester, summary: planSummary(plan), shard: shardSummary };
 }
 
@@ -512,11 +483,14 @@ async function main(argv: string[]): Promise<number> {
       if (positionals.length) throw new UsageError(`graph ${name} takes no targets`);
     }
     const dir = path.resolve((values.directory as string | undefined) ?? '.');
-    const builder = values.builder as string | undefined;
-    if (builder !== undefined && !BUILDERS.includes(builder)) throw new UsageError(`unknown --builder '${builder}' (one of: ${BUILDERS.join(', ')})`);
-    const sandbox = values.sandbox as string | undefined;
-    if (sandbox !== undefined && !SANDBOXES.includes(sandbox)) throw new UsageError(`unknown --sandbox '${sandbox}' (one of: ${SANDBOXES.join(', ')})`);
-    return await command.run(() => openWorkspace(dir, defaultRules, { builder, sandbox }), values, positionals);
+    const overrides: Record<string, string> = {};
+    for (const o of settingOptions) {
+      const value = (values as Record<string, unknown>)[o.name] as string | undefined;
+      if (value === undefined) continue;
+      if (!o.values.includes(value)) throw new UsageError(`unknown --${o.name} '${value}' (one of: ${o.values.join(', ')})`);
+      overrides[o.name] = value;
+    }
+    return await command.run(() => openWorkspace(dir, defaultRules, overrides), values, positionals);
   } catch (e) {
     if (e instanceof DiagnosticError) {
       process.stderr.write(`${e.diagnostics.map(formatDiagnostic).join('\n\n')}\n\n${e.diagnostics.length} error${e.diagnostics.length === 1 ? '' : 's'}\n`);

@@ -262,7 +262,7 @@ export async function runEngine(
   digester.save();
   const events: EngineEvent[] = [];
   const summary = await executePlan(plan, {
-    decls: ws.decls,
+    workspace: ws.forRules,
     jobs: opts.jobs ?? 4,
     limits: opts.limits ?? ws.decls.settings.concurrency,
     resources: opts.resources ?? ws.decls.settings.resources,

@@ -10,6 +10,7 @@
  */
 import type { Plan, PlannedNode } from '../plan.js';
 import { planSummary } from '../plan.js';
+import type { PlanNote } from '../rule.js';
 import { shardMatrix, type ShardSummary } from '../shard.js';
 
 export type PlanFormat = 'text' | 'json' | 'dot' | 'mermaid' | 'matrix';
@@ -17,17 +18,17 @@ export const PLAN_FORMATS: readonly PlanFormat[] = ['text', 'json', 'dot', 'merm
 
 /**
  * Render a plan in one of the formats. `verbose` lists cached nodes in text form too.
- * @param stalePublished lines naming published images whose lineage lock is out of date (text and
- *   JSON `stale_published`).
+ * @param notes the rules' notes (`Rule.planNote`: e.g. published images whose lineage lock is out
+ *   of date), after the nodes in text, as their `jsonKey` in JSON.
  * @param shard for `--shard i/n`: the plan is that shard's part; text starts with `shardLine`, JSON
  *   has `shard: {index, count, split, groups, dependencies}`.
  */
-export function renderPlan(plan: Plan, format: PlanFormat, verbose = false, stalePublished: readonly string[] = [], shard?: ShardSummary): string {
+export function renderPlan(plan: Plan, format: PlanFormat, verbose = false, notes: readonly PlanNote[] = [], shard?: ShardSummary): string {
   switch (format) {
     case 'text':
-      return (shard ? `${shardLine(shard, plan.nodes.length)}\n` : '') + planText(plan, verbose) + (stalePublished.length ? `published.lock.json is out of date for:\n${stalePublished.map((l) => `  ${l}\n`).join('')}` : '');
+      return (shard ? `${shardLine(shard, plan.nodes.length)}\n` : '') + planText(plan, verbose) + notes.map((n) => `${n.heading}:\n${n.lines.map((l) => `  ${l}\n`).join('')}`).join('');
     case 'json':
-      return `${JSON.stringify({ ...planJson(plan), ...(shard ? { shard } : {}), ...(stalePublished.length ? { stale_published: stalePublished } : {}) }, null, 2)}\n`;
+      return `${JSON.stringify({ ...planJson(plan), ...(shard ? { shard } : {}), ...Object.fromEntries(notes.map((n) => [n.jsonKey, n.lines])) }, null, 2)}\n`;
     case 'dot':
       return planDot(plan);
     case 'mermaid':

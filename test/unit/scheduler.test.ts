@@ -64,7 +64,7 @@ function start(
   const exec = new FakeExecutor();
   const events: EngineEvent[] = [];
   const done = executePlan(plan, {
-    decls: ws.decls,
+    workspace: ws.forRules,
     jobs: 4,
     limits: ws.decls.settings.concurrency,
     resources: ws.decls.settings.resources,
@@ -260,7 +260,7 @@ test('the local executor: a node past its timeout fails with the limit, on the f
   const run = start(wideZoo(1, ', timeout: 50ms'), {
     rules,
     clock,
-    local: (ws, store) => new LocalExecutor({ decls: ws.decls, rules: ws.graph.rules, runner: new FakeRunner(), store, stateDir: ws.stateDir, clock }),
+    local: (ws, store) => new LocalExecutor({ workspace: ws.forRules, rules: ws.graph.rules, runner: new FakeRunner(), store, stateDir: ws.stateDir, clock }),
   });
   await isStarted;
   clock.advance(49);
