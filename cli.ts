@@ -9,7 +9,7 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ActionCache } from './engine/cache.js';
 import { affectedSince, ChangedSinceError } from './engine/changed.js';
-import { DiagnosticError, didYouMean, formatDiagnostic } from './engine/diagnostics.js';
+import { DiagnosticError, formatDiagnostic } from './engine/diagnostics.js';
 import { systemClock } from './engine/execute/clock.js';
 import { KeyLeases } from './engine/execute/lease.js';
 import { executePlan } from './engine/execute/scheduler.js';
@@ -21,16 +21,16 @@ import { openRemoteCache, RemoteCacheConfigError } from './engine/remote-cache/c
 import { materializeNeeded } from './engine/remote-cache/materialize.js';
 import { ExecaRunner, killAllProcesses } from './engine/process.js';
 import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/build-report.js';
-import { PLAN_FORMATS, renderPlan, type PlanFormat } from './engine/report/plan.js';
+import { junitFromReport, mergedJson, mergeMessage, mergeReports, readReport } from './engine/report/merge.js';
+import { PLAN_FORMATS, renderPlan, renderShardMatrix, shardLine, type PlanFormat } from './engine/report/plan.js';
 import { progressReporter } from './engine/report/progress.js';
-import type { NodeId } from './engine/rule.js';
+import { UsageError, type NodeId, type RuleCommand } from './engine/rule.js';
+import { parseShard, selectShard, shardCountFor, type ShardSpec, type ShardSummary } from './engine/shard.js';
 import { ContentStore } from './engine/store.js';
 import { matchTargets, TargetError } from './engine/targets.js';
 import { recordProcess, removeOwnTemps, sweepTemps } from './engine/tmp.js';
 import { resolveTools } from './engine/tools.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
-import { lockImages } from './rules/debian/image.js';
-import { stalePublished } from './rules/publish.js';
 import { defaultRules } from './rules/index.js';
 
 const EXIT_OK = 0;
@@ -41,23 +41,20 @@ const EXIT_INTERNAL = 70;
 /** A second SIGINT/SIGTERM sooner than this after the first is the same interrupt (ms). */
 const REPEAT_SIGNAL_MS = 1000;
 
-class UsageError extends Error {}
-
 const common = {
   directory: { type: 'string', short: 'C' },
   help: { type: 'boolean', short: 'h' },
 } as const;
+/** The settings the rules let the command line override (`--builder`, `--sandbox`). */
+const settingOptions = defaultRules.flatMap((r) => (r.declares ?? []).flatMap((part) => (part.entry === 'settings' ? (part.options ?? []) : [])));
 const selection = {
   'changed-since': { type: 'string' },
   only: { type: 'string' },
-  builder: { type: 'string' },
-  sandbox: { type: 'string' },
+  ...Object.fromEntries(settingOptions.map((o) => [o.name, { type: 'string' }] as const)),
   offline: { type: 'boolean' },
   'remote-cache': { type: 'string' },
   'remote-cache-mode': { type: 'string' },
 } as const;
-const BUILDERS = ['auto', 'buildah', 'podman', 'docker'];
-const SANDBOXES = ['bubblewrap', 'podman', 'docker', 'apptainer'];
 
 interface Command {
   readonly summary: string;
@@ -69,19 +66,28 @@ interface Command {
 const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), image:NAME, group:NAME, or globs
 (test:CpGenie/*). A target pulls in its dependencies. No target means every node.
   --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
-  --only KIND,...      keep only nodes of these kinds (build, convert, test, publish)
-  --builder NAME       builder for dockerfile: images: auto (default), buildah, podman, docker
-  --sandbox NAME       where tests run: bubblewrap (default), podman, docker, apptainer
-  --offline            do not ask registries whether a publish is already done
+  --only KIND,...      keep only nodes of these kinds (${defaultRules.map((r) => r.kind).join(', ')})
+${settingOptions.map((o) => `  ${`--${o.name} NAME`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done
   --remote-cache URL   a shared cache over the Bazel HTTP cache protocol (also GRAPH_REMOTE_CACHE,
                        settings.remote_cache); credentials in the URL, GRAPH_REMOTE_CACHE_HEADER or netrc
   --remote-cache-mode M  readwrite (default) or read: look up and download only, never upload
   -C DIR               work on DIR/images.yaml and DIR/models.yaml`;
 
+/** A rule's command (`graph lock`) as the CLI runs it. */
+function ruleCommand(c: RuleCommand): Command {
+  return {
+    summary: c.summary,
+    usage: c.usage,
+    options: { ...common, ...c.options },
+    run: (open, values, positionals) => c.run(open, { values, positionals }, { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) }),
+  };
+}
+
 const commands: Record<string, Command> = {
   plan: {
     summary: 'show what a build would run and why (a dry run)',
     usage: `graph plan [TARGET...] [--changed-since REF] [--only KIND,...] [--format text|json|dot|mermaid|matrix] [-v]
+           [--shard I/N] [--format matrix --max-shards N]
 
 For each selected node: will it run or is it cached, and why (no previous record; input X
 changed, old -> new digest; dependency Y will run; output missing or corrupt; cache entry corrupt).
@@ -89,23 +95,44 @@ Reads, never builds.
   --format F     text (default), json (stable: {version, nodes:[{id,kind,deps,key,status,reasons}], summary}),
                  dot, mermaid (draw the graph), matrix (a GitHub Actions matrix, one entry per image)
   -v, --verbose  list cached nodes too (text)
+  --shard I/N    plan shard I of N only, as 'graph build --shard I/N' runs it (also GRAPH_SHARD)
+  --max-shards N with --format matrix: the shards' matrix instead, {"include":[{"shard":"1/3"},...]},
+                 one shard per image with nodes to run, at most N ({"include":[]} when nothing runs)
 ${targetHelp}`,
-    options: { ...common, ...selection, format: { type: 'string', default: 'text' }, verbose: { type: 'boolean', short: 'v' } },
+    options: {
+      ...common,
+      ...selection,
+      format: { type: 'string', default: 'text' },
+      verbose: { type: 'boolean', short: 'v' },
+      shard: { type: 'string' },
+      'max-shards': { type: 'string' },
+    },
     async run(open, values, positionals) {
       const format = values.format as PlanFormat;
       if (!PLAN_FORMATS.includes(format)) throw new UsageError(`unknown --format '${format}' (one of: ${PLAN_FORMATS.join(', ')})`);
+      const maxShards = values['max-shards'] === undefined ? undefined : positiveInt(values['max-shards'] as string, '--max-shards');
+      if (maxShards !== undefined && format !== 'matrix') throw new UsageError('--max-shards goes with --format matrix');
+      if (format === 'matrix' && values.shard !== undefined) {
+        throw new UsageError(maxShards === undefined ? '--format matrix lists every image: it takes no --shard (use --max-shards N for a shards matrix)' : '--max-shards plans every shard: it takes no --shard');
+      }
+      // A matrix plans for every runner: a GRAPH_SHARD meant for the build jobs does not apply.
+      const shard = format === 'matrix' ? undefined : shardOption(values);
       const ws = open();
-      const { plan, digester } = await makePlan(ws, values, positionals);
+      const { plan, digester, shard: shardSummary } = await makePlan(ws, values, positionals, shard);
       digester.save();
-      const stale = stalePublished(ws.root, (id) => plan.byId.get(id as NodeId)?.key);
-      process.stdout.write(renderPlan(plan, format, values.verbose === true, stale));
+      if (maxShards !== undefined) {
+        process.stdout.write(renderShardMatrix(shardCountFor(plan, maxShards)));
+        return EXIT_OK;
+      }
+      const notes = defaultRules.flatMap((r) => r.planNote?.(ws.root, (id) => plan.byId.get(id)?.key) ?? []);
+      process.stdout.write(renderPlan(plan, format, values.verbose === true, notes, shardSummary));
       return EXIT_OK;
     },
   },
   build: {
     summary: 'run every selected node that is not cached',
     usage: `graph build [TARGET...] [--changed-since REF] [--only KIND,...] [--jobs N] [--limit KIND=N]
-            [--keep-going | --fail-fast] [--report FILE.json] [--junit FILE.xml]
+            [--keep-going | --fail-fast] [--report FILE.json] [--junit FILE.xml] [--shard I/N]
 
 Runs the nodes that are not cached, in parallel, longest remaining chain first. A failed node's
 dependents are skipped; independent nodes go on (--keep-going, the default) or nothing new starts
@@ -114,6 +141,10 @@ dependents are skipped; independent nodes go on (--keep-going, the default) or n
   --limit KIND=N     most nodes of KIND at once (repeatable; overrides settings.concurrency)
   --report FILE      write the JSON report (per node: id, kind, status, duration_ms, reasons, outputs)
   --junit FILE       write JUnit XML (one testcase per node)
+  --shard I/N        run shard I of N (1-based; also GRAPH_SHARD=I/N): the selected nodes split by
+                     image, balanced by earlier durations; a shard also runs the dependencies of its
+                     nodes unless cached. 'graph plan --format matrix --max-shards N' sizes N,
+                     'graph report merge' joins the shards' reports.
 Exit status: 0 all succeeded or cached, 1 a node failed, 2 bad usage or declarations, 130 interrupted.
 ${targetHelp}`,
     options: {
@@ -125,8 +156,10 @@ ${targetHelp}`,
       'fail-fast': { type: 'boolean' },
       report: { type: 'string' },
       junit: { type: 'string' },
+      shard: { type: 'string' },
     },
     async run(open, values, positionals) {
+      const shard = shardOption(values);
       const interrupt = handleInterrupts();
       const jobs = values.jobs === undefined ? availableParallelism() : positiveInt(values.jobs as string, '--jobs');
       if (values['keep-going'] && values['fail-fast']) throw new UsageError('--keep-going and --fail-fast exclude each other');
@@ -151,15 +184,16 @@ ${targetHelp}`,
       if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
       for (const k of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, k.path)}, left by a graph process that is gone: ${k.why}\n`);
       recordProcess(ws.stateDir);
-      const made = await makePlan(ws, values, positionals);
-      const { digester, cache, store, remote } = made;
+      const made = await makePlan(ws, values, positionals, shard);
+      const { digester, cache, store, remote, shard: shardSummary } = made;
       digester.save();
       cache.compact();
+      if (shardSummary) process.stderr.write(`${shardLine(shardSummary, made.plan.nodes.length)}\n`);
       // Builds without the bytes: only the remote hits a node that runs needs are downloaded.
       const plan = remote ? await materializeNeeded(made.plan, { cache, remote, store, root: ws.root, signal: interrupt.signal }) : made.plan;
       const live = process.stderr.isTTY === true && !process.env.CI;
       const summary = await executePlan(plan, {
-        decls: ws.decls,
+        workspace: ws.forRules,
         jobs,
         limits: { ...ws.decls.settings.concurrency, ...cliLimits },
         resources: ws.decls.settings.resources,
@@ -174,10 +208,45 @@ ${targetHelp}`,
         emit: progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root }),
       });
       interrupt.finished();
-      if (values.report) writeReport(values.report as string, reportJson(summary, ws.root));
+      if (values.report) writeReport(values.report as string, reportJson(summary, ws.root, shardSummary));
       if (values.junit) writeReport(values.junit as string, reportJunit(summary));
       if (summary.interrupted) return EXIT_INTERRUPTED;
       return summary.counts.failed > 0 ? EXIT_FAILED : EXIT_OK;
+    },
+  },
+  report: {
+    summary: 'merge the JSON reports of several builds or shards',
+    usage: `graph report merge OUT.json IN.json... [--junit OUT.xml]
+
+Joins the --report files of several builds (the shards of 'graph build --shard I/N') into one
+report of the same format, counts recomputed, plus "merged_from" and "conflicts". A node in
+several reports keeps its result (ran or cached beats a shard's skipped or interrupted); a
+conflict is a node that succeeded in one report and failed in another, or succeeded with
+different outputs: it is listed and merged as failed. Shard reports must cover shards 1..N of
+one split, each once.
+  --junit FILE   also write JUnit XML of the merged report
+Exit status: 0 merged; 1 merged, with conflicts or missing shards (printed); 2 bad usage, or an
+input that cannot be read or is not a graph report.`,
+    options: { ...common, junit: { type: 'string' } },
+    async run(_open, values, positionals) {
+      const [sub, out, ...inputs] = positionals;
+      if (sub !== 'merge') throw new UsageError(sub === undefined ? 'which report command? (merge)' : `unknown report command '${sub}' (report commands: merge)`);
+      if (out === undefined || !inputs.length) throw new UsageError('merge takes OUT.json and at least one IN.json');
+      for (const [flag, file] of [['OUT', out], ['--junit', values.junit as string | undefined]] as const) {
+        const problem = file === undefined ? undefined : reportPathProblem(file);
+        if (problem) throw new UsageError(`cannot write ${flag} ${file}: ${problem}`);
+      }
+      const reports = inputs.map((name) => {
+        const read = readReport(name);
+        if (!read.ok) throw new UsageError(read.message);
+        return { name, report: read.report };
+      });
+      const merged = mergeReports(reports);
+      const { report, problems } = merged;
+      writeReport(out, mergedJson(report));
+      if (values.junit) writeReport(values.junit as string, junitFromReport(report));
+      process.stderr.write(mergeMessage(merged, out));
+      return report.conflicts.length || problems.length ? EXIT_FAILED : EXIT_OK;
     },
   },
   validate: {
@@ -220,40 +289,8 @@ ${targetHelp}`,
       return EXIT_OK;
     },
   },
-  lock: {
-    summary: 'pin the Debian packages of debian: images in images.lock',
-    usage: `graph lock [IMAGE...] [-C DIR]
-
-Resolves the package closure of every debian: image (or the ones named) against the Debian mirror
-(GRAPH_DEBIAN_MIRROR, else the host's apt sources) and writes each package's version and SHA-256
-into images.lock (commit it). A build with a matching lock entry never resolves again.`,
-    options: { ...common },
-    async run(open, _values, positionals) {
-      const ws = open();
-      const debianImages = [...ws.decls.images.values()].filter((i) => i.recipe.kind === 'debian');
-      for (const name of positionals) {
-        if (!debianImages.some((i) => i.name === name)) {
-          const guess = didYouMean(name, debianImages.map((i) => i.name));
-          throw new UsageError(`'${name}' is not a debian: image${guess ? ` (did you mean '${guess}'?)` : ''}`);
-        }
-      }
-      const chosen = debianImages.filter((i) => !positionals.length || positionals.includes(i.name));
-      if (!chosen.length) {
-        process.stdout.write('no debian: images to lock\n');
-        return EXIT_OK;
-      }
-      const requests = chosen.flatMap((i) => (i.recipe.kind === 'debian' ? [{ name: i.name, request: i.recipe }] : []));
-      try {
-        for (const r of await lockImages(ws.root, requests, path.join(ws.stateDir, 'cache', 'debian'))) {
-          process.stdout.write(`locked ${r.name}: ${r.packages} packages\n`);
-        }
-      } catch (e) {
-        process.stderr.write(`graph lock: ${(e as Error).message}\n`);
-        return EXIT_FAILED;
-      }
-      return EXIT_OK;
-    },
-  },
+  // The rules' commands come after the engine's own, `clean` last.
+  ...Object.fromEntries(defaultRules.flatMap((r) => r.commands ?? []).map((c) => [c.name, ruleCommand(c)])),
   clean: {
     summary: 'delete the local state in .graph/ (cache, store, logs)',
     usage: `graph clean [-C DIR]
@@ -350,6 +387,17 @@ function positiveInt(text: string, what: string): number {
   return Number(text);
 }
 
+/** `--shard I/N`, else `GRAPH_SHARD` (set and not empty), else none. */
+function shardOption(values: Record<string, unknown>): ShardSpec | undefined {
+  const flag = values.shard as string | undefined;
+  const env = process.env.GRAPH_SHARD;
+  const [text, source] = flag !== undefined ? [flag, '--shard'] : env ? [env, 'GRAPH_SHARD'] : [undefined, ''];
+  if (text === undefined) return undefined;
+  const parsed = parseShard(text, source);
+  if (!parsed.ok) throw new UsageError(parsed.message);
+  return parsed.shard;
+}
+
 /** The nodes targets, --only and --changed-since select (before dependencies are pulled in). */
 async function selectTargets(ws: Workspace, values: Record<string, unknown>, positionals: string[]): Promise<ReadonlySet<NodeId>> {
   const selected = matchTargets(ws.graph, positionals, splitList(values.only));
@@ -358,7 +406,8 @@ async function selectTargets(ws: Workspace, values: Record<string, unknown>, pos
   return new Set([...selected].filter((id) => affected.has(id)));
 }
 
-async function makePlan(ws: Workspace, values: Record<string, unknown>, positionals: string[]) {
+/** The plan of the selected nodes, or of `shard`'s part of them (engine/shard.ts). */
+async function makePlan(ws: Workspace, values: Record<string, unknown>, positionals: string[], shard?: ShardSpec) {
   const selected = await selectTargets(ws, values, positionals);
   const cache = new ActionCache(ws.cacheDir);
   const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
@@ -367,10 +416,14 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   // The external tools' identities go into the keys (memoized by their executables' stat).
   const tools = await resolveTools([...selection].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
   let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools });
+  // Split before asking registries or remote caches: their answers change while shards run (one
+  // shard's upload is another's hit), this machine's cache as it was does not.
+  let shardSummary: ShardSummary | undefined;
+  if (shard) ({ plan, shard: shardSummary } = selectShard(plan, shard, (id) => cache.last(id)?.result.duration_ms));
   const remote = remoteCache(ws, values);
   if (remote) plan = await checkRemote(plan, cache, remote, store, ws.root);
-  if (!values.offline) plan = await checkUpToDate(plan, cache, ws.decls);
-  return { plan, cache, store, digester, remote, summary: planSummary(plan) };
+  if (!values.offline) plan = await checkUpToDate(plan, cache, ws.forRules);
+  return { plan, cache, store, digester, remote, summary: planSummary(plan), shard: shardSummary };
 }
 
 /** The remote cache the options, the environment or images.yaml name; its warnings go to stderr. */
@@ -413,6 +466,7 @@ Environment:
   GRAPH_REMOTE_CACHE         a shared cache over the Bazel HTTP cache protocol (as --remote-cache)
   GRAPH_REMOTE_CACHE_MODE    readwrite (default) or read (as --remote-cache-mode)
   GRAPH_REMOTE_CACHE_HEADER  'Name: value' sent to the remote cache, e.g. a token (never printed)
+  GRAPH_SHARD                I/N: plan and build shard I of N (as --shard; the flag wins)
 `;
 }
 
@@ -459,11 +513,14 @@ async function main(argv: string[]): Promise<number> {
       if (positionals.length) throw new UsageError(`graph ${name} takes no targets`);
     }
     const dir = path.resolve((values.directory as string | undefined) ?? '.');
-    const builder = values.builder as string | undefined;
-    if (builder !== undefined && !BUILDERS.includes(builder)) throw new UsageError(`unknown --builder '${builder}' (one of: ${BUILDERS.join(', ')})`);
-    const sandbox = values.sandbox as string | undefined;
-    if (sandbox !== undefined && !SANDBOXES.includes(sandbox)) throw new UsageError(`unknown --sandbox '${sandbox}' (one of: ${SANDBOXES.join(', ')})`);
-    return await command.run(() => openWorkspace(dir, defaultRules, { builder, sandbox }), values, positionals);
+    const overrides: Record<string, string> = {};
+    for (const o of settingOptions) {
+      const value = (values as Record<string, unknown>)[o.name] as string | undefined;
+      if (value === undefined) continue;
+      if (!o.values.includes(value)) throw new UsageError(`unknown --${o.name} '${value}' (one of: ${o.values.join(', ')})`);
+      overrides[o.name] = value;
+    }
+    return await command.run(() => openWorkspace(dir, defaultRules, overrides), values, positionals);
   } catch (e) {
     if (e instanceof DiagnosticError) {
       process.stderr.write(`${e.diagnostics.map(formatDiagnostic).join('\n\n')}\n\n${e.diagnostics.length} error${e.diagnostics.length === 1 ? '' : 's'}\n`);

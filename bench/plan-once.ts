@@ -39,7 +39,7 @@ export async function fillCache(dir: string, rules: Rule[], jobs = 8): Promise<{
   const runner: ProcessRunner = { run: async () => ({ exitCode: 0, aborted: false }) };
   const t0 = performance.now();
   await executePlan(plan, {
-    decls: ws.decls,
+    workspace: ws.forRules,
     jobs,
     limits: {},
     resources: {},

@@ -50,7 +50,7 @@ try {
   digester.save();
   const remote = openRemoteCache({ flag: server.url }, {}, log);
   await executePlan(plan, {
-    decls: ws.decls,
+    workspace: ws.forRules,
     jobs: 8,
     limits: {},
     resources: {},

@@ -90,7 +90,7 @@ export async function scheduleBench(opts: { runs: number; jobs: readonly number[
       const plan = planBuild(graph, new Set(graph.order), { root: ws.root, cache, store, digester, env: { BENCH_RUN: String(run) } });
       digester.save();
       const t0 = performance.now();
-      const summary = await executePlan(plan, { decls: ws.decls, jobs, limits: {}, resources: {}, failFast: true, runner, cache, store, stateDir: ws.stateDir, emit: () => {} });
+      const summary = await executePlan(plan, { workspace: ws.forRules, jobs, limits: {}, resources: {}, failFast: true, runner, cache, store, stateDir: ws.stateDir, emit: () => {} });
       const ms = performance.now() - t0;
       if (summary.counts.ran !== graph.size) throw new Error(`expected ${graph.size} nodes to run, ${summary.counts.ran} ran`);
       return ms;

@@ -2,11 +2,18 @@
  * The validated, normalized declarations of a workspace: what `images.yaml` and `models.yaml` say,
  * with defaults applied and every path made relative to the workspace root (POSIX separators).
  * Produced by `validate.ts`; read by the rules to expand nodes.
+ *
+ * The engine owns only what every rule shares: image names and their `from`, group names with
+ * their images and models, and the general settings (concurrency, resources, allow_outside). The
+ * rest of an entry belongs to the rules: each rule declares its part (`DeclaredPart`: schema
+ * fragment, normalization, checks) and reads it back, typed, through its `DeclPart` token.
  */
 import type { Boundary } from './boundary.js';
-import type { Span } from './diagnostics.js';
+import type { Diagnostic, Span } from './diagnostics.js';
+import type { InputSpec } from './files.js';
 import type { DataPath, LoadedFile } from './load.js';
 import type { ImageReference } from './reference.js';
+import type { Json } from './rule.js';
 
 /** The base an image starts from. */
 export type BaseImage =
@@ -15,69 +22,47 @@ export type BaseImage =
   | { readonly kind: 'oci-layout'; readonly dir: string; readonly tag?: string }
   | { readonly kind: 'scratch' };
 
-export interface LayerCopy {
-  /** File, directory or glob, workspace-relative. */
-  readonly copy: string;
-  /** Absolute destination inside the image. */
-  readonly to: string;
-  /** File mode bits, e.g. 0o755; undefined keeps the source file's permission bits. */
-  readonly mode?: number;
+/**
+ * The token of one rule's typed part of a declaration entry (an image, a group, the settings).
+ * The rule that declares the part exports a reader built on it (`buildOf(image)`), so no other
+ * code needs to know the part's shape.
+ */
+export class DeclPart<T> {
+  /** @param owner the rule (or recipe) that declares the part, for error messages. */
+  constructor(readonly owner: string) {}
+
+  /**
+   * This part of `entry`.
+   * @throws Error when the entry has no such part (the rule that declares it is not loaded).
+   */
+  of(entry: { readonly parts: PartMap }): T {
+    if (!entry.parts.has(this)) throw new Error(`the declarations have no part of the '${this.owner}' rule (is it loaded?)`);
+    return entry.parts.get(this) as T;
+  }
 }
 
-/** Exactly one recipe per image. */
-export type Recipe =
-  | {
-      readonly kind: 'dockerfile';
-      readonly dockerfile: string;
-      readonly context: string;
-      readonly args: Readonly<Record<string, string>>;
-      readonly target?: string;
-    }
-  | { readonly kind: 'layers'; readonly layers: readonly LayerCopy[] }
-  | { readonly kind: 'debian'; readonly suite: string; readonly packages: readonly string[] };
+/** Rules' parts of one entry, by token. */
+export type PartMap = ReadonlyMap<DeclPart<unknown>, unknown>;
 
+/** An image entry of images.yaml: the engine's fields, and the rules' parts. */
 export interface ImageDecl {
   readonly name: string;
-  /** Undefined for `debian:` images (they are bases) and Dockerfiles that name their own FROM. */
+  /** Undefined when the entry has no `from` (each recipe decides what that means). */
   readonly from?: BaseImage;
-  readonly recipe: Recipe;
-  readonly env: Readonly<Record<string, string>>;
-  readonly entrypoint?: readonly string[];
-  readonly cmd?: readonly string[];
-  readonly workdir?: string;
-  readonly labels: Readonly<Record<string, string>>;
-  /** Extra formats to produce; today only `sif`. */
-  readonly convert: readonly 'sif'[];
-  /** References publish pushes to. */
-  readonly publish: readonly string[];
+  /** The rules' parts (`DeclPart.of`). */
+  readonly parts: PartMap;
   /** Span of `path` inside this image's entry of images.yaml. */
   at(path: DataPath, which?: 'key' | 'value'): Span;
 }
 
-export type Runtime = 'oci' | 'sif';
-
+/** A model of a group. */
 export interface ModelDecl {
   readonly name: string;
   /** Values substituted for `{NAME}` in the test command, besides `{model}`. */
   readonly vars: Readonly<Record<string, string>>;
 }
 
-export interface TestDecl {
-  readonly command: readonly string[];
-  /** Directory mounted at /input; may contain `{model}` and vars (see `substituteVars`). */
-  readonly inputs?: string;
-  /** Directory of expected outputs; may contain `{model}` and vars. */
-  readonly expect?: string;
-  readonly runtimes: readonly Runtime[];
-  /** Milliseconds. */
-  readonly timeoutMs: number;
-  readonly resources: Readonly<Record<string, number>>;
-  /** Tolerance for numbers in expected TSV/CSV files; undefined for exact bytes. */
-  readonly tolerance?: { readonly absolute?: number; readonly relative?: number };
-  /** Models tested, the first N in sorted order, or all. */
-  readonly sample: 'all' | number;
-}
-
+/** A group entry of models.yaml: the engine's fields, and the rules' parts. */
 export interface GroupDecl {
   readonly name: string;
   readonly image: string;
@@ -85,25 +70,26 @@ export interface GroupDecl {
   readonly sif: string;
   /** Sorted by name. */
   readonly models: readonly ModelDecl[];
-  readonly test?: TestDecl;
+  /** The rules' parts (`DeclPart.of`). */
+  readonly parts: PartMap;
   at(path: DataPath, which?: 'key' | 'value'): Span;
 }
 
+/** images.yaml's `settings:`: the engine's, and the rules' parts. */
 export interface Settings {
   /** Per node kind: most nodes of that kind running at once. */
   readonly concurrency: Readonly<Record<string, number>>;
   /** Named tokens and how many of each exist. */
   readonly resources: Readonly<Record<string, number>>;
-  /** The external builder for Dockerfile builds: `auto` (detect) or a name. */
-  readonly builder: string;
-  /** Where test commands run: `bubblewrap` (default), `podman`, `docker`, `apptainer`. */
-  readonly sandbox: string;
   /** Absolute directories outside the workspace that declarations may read (`allow_outside`). */
   readonly allowOutside: readonly string[];
   /** The shared remote cache's URL (`remote_cache`), unless the command line or environment names one. */
   readonly remoteCache?: string;
+  /** The rules' settings (`DeclPart.of`), command-line overrides applied. */
+  readonly parts: PartMap;
 }
 
+/** Both files, validated and normalized. */
 export interface Declarations {
   /** Absolute workspace directory (where images.yaml lives). */
   readonly root: string;
@@ -118,20 +104,113 @@ export interface Declarations {
   readonly modelsFile?: LoadedFile;
 }
 
-/** Default per-test time limit when `test.timeout` is absent: 30 minutes. */
-export const DEFAULT_TEST_TIMEOUT_MS = 30 * 60 * 1000;
+/** A JSON Schema (draft-07) object, as the declaration schemas are written. */
+export type JsonSchema = { readonly [k: string]: Json };
 
-/** The models of a group that are tested: all, or the first N by name. */
-export function sampledModels(group: GroupDecl): readonly ModelDecl[] {
-  const sample = group.test?.sample ?? 'all';
-  return sample === 'all' ? group.models : group.models.slice(0, sample);
+/** The schema a part contributes to its entry's object schema. */
+export interface SchemaFragment {
+  /** The keys the part owns, in the order `allowed keys:` hints list them. */
+  readonly properties: Readonly<Record<string, JsonSchema>>;
+  /** Alternatives the entry must match exactly one of (at most one part per entry has them). */
+  readonly oneOf?: readonly JsonSchema[];
+  /** Shared definitions (`#/definitions/NAME`) the properties refer to. */
+  readonly definitions?: Readonly<Record<string, JsonSchema>>;
 }
 
 /**
- * Substitute `{model}` and the model's vars into a test command argument or a test path
- * (`expect: tests/expect/{model}`); unknown names stay as written.
+ * The message for a failed `oneOf` choice, by the key that owns the choice (`image` for an image
+ * entry, `timeout` for `test.timeout`).
+ * @param choice.path the data path of the value, `field` the same as text
+ *   (`groups.g.test.timeout`), `data` the value itself.
  */
-export function substituteVars(text: string, model: ModelDecl): string {
-  if (!text.includes('{')) return text; // most arguments and paths name no variable
-  return text.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (all, name: string) => (name === 'model' ? model.name : (model.vars[name] ?? all)));
+export type OneOfMessage = (choice: { readonly path: DataPath; readonly field: string; readonly data: unknown }) => string;
+
+/** What normalizing a part of an entry may use. */
+export interface NormalizeContext {
+  /** Absolute workspace directory. */
+  readonly root: string;
+  /** The workspace-relative POSIX path of a path written in the declaring file. */
+  rel(p: string): string;
+  /** Command-line overrides of settings (`--builder`), by setting name; for settings parts. */
+  readonly overrides: Readonly<Record<string, string>>;
+}
+
+/** What checking a part of an entry may use; every problem is returned as a diagnostic. */
+export interface CheckContext {
+  readonly root: string;
+  readonly boundary: Boundary;
+  readonly settings: Settings;
+  /** Every image, by name (other rules' parts included, for cross-checks). */
+  readonly images: ReadonlyMap<string, ImageDecl>;
+  /** The span of `path` inside the entry checked. */
+  at(path: DataPath, which?: 'key' | 'value'): Span;
+  /** Whether an input exists (a glob: matches something). */
+  exists(spec: InputSpec): boolean;
+  /**
+   * The `outside-workspace` diagnostic when workspace-relative `rel` (a glob: its directory part)
+   * resolves outside the boundary, else undefined.
+   * @param field the path of the field inside the entry; `shown` the value as written, quoted.
+   */
+  outside(rel: string, field: DataPath, shown: string, span?: () => Span): Diagnostic | undefined;
+}
+
+interface PartBase<T> {
+  /** Where the rule reads it back. */
+  readonly part: DeclPart<T>;
+  readonly schema: SchemaFragment;
+  /** Messages for `oneOf` choices inside the fragment, by owning key (`OneOfMessage`). */
+  readonly messages?: Readonly<Record<string, OneOfMessage>>;
+}
+
+/** A rule's part of every image entry of images.yaml. */
+export interface ImagePart<T> extends PartBase<T> {
+  readonly entry: 'image';
+  /** @param raw the entry as the schema accepted it. */
+  normalize(raw: Readonly<Record<string, unknown>>, ctx: NormalizeContext): T;
+  /** Semantic checks, after every image is normalized and every `from` resolved. */
+  check?(part: T, image: ImageDecl, raw: Readonly<Record<string, unknown>>, ctx: CheckContext): Diagnostic[];
+}
+
+/** A rule's part of every group entry of models.yaml. */
+export interface GroupPart<T> extends PartBase<T> {
+  readonly entry: 'group';
+  normalize(raw: Readonly<Record<string, unknown>>, ctx: NormalizeContext): T;
+  check?(part: T, group: GroupDecl, raw: Readonly<Record<string, unknown>>, ctx: CheckContext): Diagnostic[];
+}
+
+/** A setting the command line can override (`--builder NAME`). */
+export interface SettingOption {
+  /** The setting's key in `settings:`, and the option's name. */
+  readonly name: string;
+  /** Allowed values; anything else is a usage error. */
+  readonly values: readonly string[];
+  /** One line for the commands' help. */
+  readonly help: string;
+}
+
+/** A rule's part of images.yaml's `settings:`. */
+export interface SettingsPart<T> extends PartBase<T> {
+  readonly entry: 'settings';
+  /** @param raw `settings:` as the schema accepted it (empty when absent); overrides in `ctx`. */
+  normalize(raw: Readonly<Record<string, unknown>>, ctx: NormalizeContext): T;
+  /** The settings the command line can override. */
+  readonly options?: readonly SettingOption[];
+}
+
+/**
+ * A part of the declarations a rule owns. `T` is the normalized part's type; the engine treats
+ * it as opaque.
+ */
+export type DeclaredPart<T = unknown> = ImagePart<T> | GroupPart<T> | SettingsPart<T>;
+
+/** Identity for a part's definition with its type checked (a `DeclaredPart<unknown>` list keeps no `T`). */
+export function declarePart<T>(part: DeclaredPart<T>): DeclaredPart {
+  return part;
+}
+
+/** A map of YAML scalars as strings (`env:`, `labels:`, `args:`, a model's vars). */
+export function stringMap(v: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, x] of Object.entries((v as Record<string, unknown>) ?? {})) out[k] = String(x);
+  return out;
 }

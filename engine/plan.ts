@@ -9,8 +9,7 @@ import type { ActionCache, CacheEntry, RemoteCache } from './cache.js';
 import { expandInputs, type FileDigester } from './files.js';
 import type { BuildGraph } from './graph.js';
 import { explainChange, Keyer, shortDigest, type KeyRecord } from './key.js';
-import type { Declarations } from './declarations.js';
-import type { Json, NodeDef, NodeId, Rule } from './rule.js';
+import type { Json, NodeDef, NodeId, Rule, RuleWorkspace } from './rule.js';
 import type { ContentStore } from './store.js';
 import type { ToolIdentities } from './tools.js';
 
@@ -247,7 +246,7 @@ const REMOTE_CONCURRENCY = 8;
  * the answer is recorded in the action cache so the next plan needs no network. Checks run a few
  * at a time. Skipped entirely with `--offline`.
  */
-export async function checkUpToDate(plan: Plan, cache: ActionCache, decls: Declarations, signal?: AbortSignal): Promise<Plan> {
+export async function checkUpToDate(plan: Plan, cache: ActionCache, workspace: RuleWorkspace, signal?: AbortSignal): Promise<Plan> {
   const candidates = plan.nodes.filter((p) => p.status === 'run' && plan.graph.rules.get(p.node.kind)?.upToDate);
   if (!candidates.length) return plan;
   const replaced = new Map<NodeId, PlannedNode>();
@@ -262,7 +261,7 @@ export async function checkUpToDate(plan: Plan, cache: ActionCache, decls: Decla
       }
       let answer: Awaited<ReturnType<NonNullable<Rule['upToDate']>>>;
       try {
-        answer = await plan.graph.rules.get(p.node.kind)?.upToDate?.(p.node, { decls, deps, signal });
+        answer = await plan.graph.rules.get(p.node.kind)?.upToDate?.(p.node, { workspace, deps, signal });
       } catch {
         answer = undefined;
       }

@@ -1,14 +1,18 @@
 /**
- * The rule interface: how a node kind plugs into the engine. A rule says which nodes it expands
- * the declarations into (with their dependencies, key inputs and limits) and how one of its nodes
- * executes. The engine never switches on a rule's kind.
+ * The rule interface: how a node kind plugs into the engine. A rule says what it declares (its
+ * part of images.yaml / models.yaml: schema fragment, normalization, semantic checks; see
+ * `DeclaredPart`), which nodes it expands the declarations into (with their dependencies, key
+ * inputs and limits), how one of its nodes executes, what its outputs are (`outputsReader`), and
+ * which command-line commands it adds. The engine never switches on a rule's kind.
  */
-import type { Declarations } from './declarations.js';
+import type { Boundary } from './boundary.js';
+import type { DeclaredPart, Declarations, Settings } from './declarations.js';
 import type { Span } from './diagnostics.js';
 import type { InputSpec } from './files.js';
 import type { ProcessRunner } from './process.js';
 import type { ContentStore } from './store.js';
 import type { ToolProbe } from './tools.js';
+import type { Workspace } from './workspace.js';
 
 /** A node id such as `build:base`, `test:CpGenie/A549_ENCSR000DDI@oci`. */
 export type NodeId = string & { readonly __brand: 'NodeId' };
@@ -16,8 +20,11 @@ export type NodeId = string & { readonly __brand: 'NodeId' };
 /** JSON-compatible data, the only kind that goes into an action key. */
 export type Json = null | boolean | number | string | readonly Json[] | { readonly [k: string]: Json };
 
-/** One node of the build graph, as a rule expands it. Immutable once the graph is sealed. */
-export interface NodeDef {
+/**
+ * One node of the build graph, as a rule expands it. Immutable once the graph is sealed.
+ * `D` is the shape of the rule's `decl` (JSON, since it goes into the key).
+ */
+export interface NodeDef<D extends Json = Json> {
   readonly id: NodeId;
   /** The kind of the rule that made it: `build`, `convert`, `test`, `publish`. */
   readonly kind: string;
@@ -26,8 +33,11 @@ export interface NodeDef {
    * looked up lazily (only a diagnostic needs one, and finding one may mean parsing the YAML).
    */
   readonly deps: ReadonlyArray<{ readonly id: NodeId; readonly at?: () => Span }>;
-  /** The normalized declaration this node depends on; goes into the key verbatim. */
-  readonly decl: Json;
+  /**
+   * The normalized declaration this node depends on; goes into the key verbatim. Everything the
+   * node's execution reads of the declarations is here (never the whole declarations).
+   */
+  readonly decl: D;
   /** Workspace files whose contents go into the key. */
   readonly inputs: readonly InputSpec[];
   /** Environment variables whose values go into the key (an allow-list; others never do). */
@@ -77,9 +87,25 @@ export interface LogSink {
   readonly path: string;
 }
 
+/**
+ * What a rule may know of the workspace when its nodes run, besides each node's `decl`: never the
+ * whole declarations (what execution reads goes into `NodeDef.decl`, and so into the key).
+ */
+export interface RuleWorkspace {
+  /** Absolute workspace directory (where images.yaml lives); `decl` paths are relative to it. */
+  readonly root: string;
+  /** What declarations may read, checked again at execution (boundary.ts). */
+  readonly boundary: Boundary;
+  /**
+   * The settings, command-line overrides applied. Only settings that are already in the node's
+   * key (through `NodeDef.tool`, e.g. the Dockerfile builder, the sandbox) may change what runs.
+   */
+  readonly settings: Settings;
+}
+
 /** Everything a rule's `execute` may use; rules touch nothing else. */
 export interface ExecContext {
-  readonly decls: Declarations;
+  readonly workspace: RuleWorkspace;
   /** Aborted on SIGINT/SIGTERM, on `--fail-fast` stop, and when the node's timeout passes. */
   readonly signal: AbortSignal;
   readonly log: LogSink;
@@ -104,25 +130,40 @@ export interface ExecContext {
   scratchDir(): string;
 }
 
-/** A node kind. */
-export interface Rule {
+/**
+ * A node kind. `Decl` is the shape of its nodes' `decl`; `Out` the typed form of their outputs,
+ * which `outputs` reads (other rules import the same reader from the rule's module).
+ */
+export interface Rule<Decl extends Json = Json, Out = unknown> {
   readonly kind: string;
   /** Bump when the rule's output for the same inputs changes: every key of this kind changes. */
   readonly version: number;
+  /**
+   * The parts of the declaration files this rule owns (fields of image entries, group entries or
+   * settings): their schema fragments, normalization and checks. validate.ts runs them.
+   */
+  readonly declares?: readonly DeclaredPart[];
+  /** Commands the rule adds to the command line (`graph lock` for `debian:` images). */
+  readonly commands?: readonly RuleCommand[];
+  /**
+   * Reads a node's recorded outputs typed (an `outputsReader`).
+   * @throws NodeFailure when they are missing or malformed.
+   */
+  readonly outputs?: (id: NodeId, result: Pick<NodeOutputs, 'outputs'> | undefined) => Out;
   /** Nodes for the validated declarations; edges may point at other rules' nodes. */
-  expand(decls: Declarations): NodeDef[];
+  expand(decls: Declarations): NodeDef<Decl>[];
   /**
    * Produce the node's outputs.
    * @throws NodeFailure (or any Error) when the node fails; the message is shown as its reason.
    */
-  execute(node: NodeDef, ctx: ExecContext): Promise<NodeOutputs>;
+  execute(node: NodeDef<Decl>, ctx: ExecContext): Promise<NodeOutputs>;
   /**
    * Optional, for nodes whose effect lives outside the workspace (a push): is it already done?
    * Asked by the planner for nodes that would run, unless `--offline`.
    * @returns the outputs and a reason (e.g. "already in registry") when it is; undefined when it
    *   is not or cannot be told. Never throws for an unreachable service: that is "cannot tell".
    */
-  upToDate?(node: NodeDef, ctx: UpToDateContext): Promise<{ outputs: NodeOutputs['outputs']; reason: string } | undefined>;
+  upToDate?(node: NodeDef<Decl>, ctx: UpToDateContext): Promise<{ outputs: NodeOutputs['outputs']; reason: string } | undefined>;
   /**
    * Optional: write a cached result's visible files (`NodeOutputs.files`) again from the store,
    * without running the node (an image layout, a SIF's name under .graph/out). The planner uses it
@@ -130,12 +171,29 @@ export interface Rule {
    * checkout sharing a cache, a deleted .graph/out); without it, such a node runs again.
    * @throws Error when it cannot; the node then fails with that reason.
    */
-  restore?(node: NodeDef, result: NodeOutputs, ctx: RestoreContext): Promise<void>;
+  restore?(node: NodeDef<Decl>, result: NodeOutputs, ctx: RestoreContext): Promise<void>;
+  /**
+   * Optional: what `graph plan` should add about records the rule keeps outside the cache that
+   * the planned keys make stale (published.lock.json).
+   * @param plannedKey the planned key of a node id; undefined when the node is not in the plan.
+   * @returns undefined when there is nothing to say.
+   */
+  planNote?(root: string, plannedKey: (id: NodeId) => string | undefined): PlanNote | undefined;
+}
+
+/** A rule's note at the end of `graph plan` (`Rule.planNote`). */
+export interface PlanNote {
+  /** The text heading, e.g. `published.lock.json is out of date for`. */
+  readonly heading: string;
+  /** Its key in `graph plan --format json`, e.g. `stale_published`. */
+  readonly jsonKey: string;
+  /** One line each (at least one). */
+  readonly lines: readonly string[];
 }
 
 /** What `Rule.restore` may use. */
 export interface RestoreContext {
-  readonly decls: Declarations;
+  readonly workspace: RuleWorkspace;
   readonly store: ContentStore;
   /** As `ExecContext.outDir`. */
   readonly outDir: string;
@@ -143,7 +201,7 @@ export interface RestoreContext {
 
 /** What `Rule.upToDate` may use. */
 export interface UpToDateContext {
-  readonly decls: Declarations;
+  readonly workspace: RuleWorkspace;
   /** Each dependency's planned key, and its outputs when it is cached. */
   readonly deps: ReadonlyMap<NodeId, { readonly key: string; readonly outputs?: NodeOutputs['outputs'] }>;
   readonly signal?: AbortSignal;
@@ -162,4 +220,72 @@ export class NodeFailure extends Error {
     super(message);
     this.name = 'NodeFailure';
   }
+}
+
+/** A bad command line (an unknown option value, a target that is not an image): exit status 2. */
+export class UsageError extends Error {}
+
+/** An option of a rule's command, as `node:util` `parseArgs` takes it. */
+export interface CommandOption {
+  readonly type: 'string' | 'boolean';
+  readonly short?: string;
+  readonly multiple?: boolean;
+}
+
+/** Where a rule's command writes what it has to say (the CLI passes stdout and stderr). */
+export interface CommandOutput {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+/** A command a rule adds to `graph` (e.g. `graph lock`). The CLI parses its arguments. */
+export interface RuleCommand {
+  readonly name: string;
+  /** One line for `graph --help`. */
+  readonly summary: string;
+  /** `graph NAME --help`: usage line, blank line, description and options. */
+  readonly usage: string;
+  /** Options besides `-C DIR` and `--help`, which every command takes. */
+  readonly options?: Readonly<Record<string, CommandOption>>;
+  /**
+   * Run it.
+   * @param open loads, validates and compiles the workspace (throws DiagnosticError).
+   * @returns the exit status: 0 success, 1 failed.
+   * @throws UsageError for a bad command line (exit 2).
+   */
+  run(open: () => Workspace, args: { readonly values: Readonly<Record<string, unknown>>; readonly positionals: readonly string[] }, output: CommandOutput): Promise<number>;
+}
+
+/** The kinds of output fields `outputsReader` checks. */
+type OutputField = 'string' | 'number' | 'string[]';
+type OutputFieldType<F extends OutputField> = F extends 'string' ? string : F extends 'number' ? number : readonly string[];
+
+/** The typed outputs a reader made with `outputsReader` returns. */
+export type OutputsOf<S extends Readonly<Record<string, OutputField>>> = { readonly [K in keyof S]: OutputFieldType<S[K]> };
+
+function hasShape(v: Json | undefined, field: OutputField): boolean {
+  if (field === 'string[]') return Array.isArray(v) && v.every((x) => typeof x === 'string');
+  return typeof v === field;
+}
+
+/**
+ * A parser for the outputs of one rule's nodes, exported by the producing rule so that consumers
+ * read them typed (`imageOutputs(id, ctx.deps.get(id))`), never as `String(outputs.x)`.
+ * @param shape each field and its type.
+ * @returns a function that returns the typed outputs of node `id`.
+ * @throws NodeFailure naming the node and the field when the outputs are missing or malformed
+ *   (a record from another version of the rule, an edited cache entry).
+ */
+export function outputsReader<S extends Readonly<Record<string, OutputField>>>(shape: S): (id: NodeId, result: Pick<NodeOutputs, 'outputs'> | undefined) => OutputsOf<S> {
+  return (id, result) => {
+    if (!result) throw new NodeFailure(`no outputs of ${id} (it has not run)`);
+    for (const [field, type] of Object.entries(shape)) {
+      const value = result.outputs[field];
+      if (!hasShape(value, type)) {
+        const got = value === undefined ? 'missing' : `${JSON.stringify(value)}`;
+        throw new NodeFailure(`${id} has malformed outputs: '${field}' should be ${type === 'string[]' ? 'a list of strings' : `a ${type}`}, got ${got}`);
+      }
+    }
+    return result.outputs as unknown as OutputsOf<S>;
+  };
 }

@@ -1,9 +1,10 @@
 /**
- * Validate stage: JSON Schema checks (ajv, against schema/*.schema.json, compiled to code at build
- * time) and the semantic checks a
- * schema cannot express (references between images and groups, files that must exist and lie
- * inside the workspace boundary (boundary.ts), resources that must be declared), turning loaded
- * YAML into typed `Declarations`.
+ * Validate stage: JSON Schema checks (ajv, against the schemas engine/schema.ts composes from the
+ * engine's skeleton and the rules' fragments, compiled to code at build time) and the semantic
+ * checks a schema cannot express, turning loaded YAML into typed `Declarations`. The checks every
+ * rule shares are made here (names, `from` references and `oci-layout:` directories, a group's
+ * images and models, `settings.allow_outside`); each rule's part of an entry is normalized and
+ * checked by the rule (`DeclaredPart`), with the helpers of a `CheckContext`.
  *
  * Every problem becomes a `Diagnostic` pointing at its span; all are collected, then thrown at
  * once as a `DiagnosticError`.
@@ -12,25 +13,15 @@ import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { ErrorObject, ValidateFunction } from 'ajv';
-import {
-  DEFAULT_TEST_TIMEOUT_MS,
-  sampledModels,
-  substituteVars,
-  type BaseImage,
-  type Declarations,
-  type GroupDecl,
-  type ImageDecl,
-  type ModelDecl,
-  type Recipe,
-  type Runtime,
-  type Settings,
-  type TestDecl,
-} from './declarations.js';
+import type { BaseImage, CheckContext, Declarations, DeclaredPart, GroupDecl, ImageDecl, ModelDecl, NormalizeContext, OneOfMessage, Settings } from './declarations.js';
+import { stringMap } from './declarations.js';
 import { Boundary } from './boundary.js';
 import { DiagnosticError, didYouMean, type Diagnostic, type Span } from './diagnostics.js';
 import { globBase, inputExists, isGlob } from './files.js';
 import type { DataPath, LoadedFile } from './load.js';
 import { parseReference } from './reference.js';
+import type { Rule } from './rule.js';
+import { oneOfMessages } from './schema.js';
 
 // The schemas are compiled to code at build time (scripts/compile-schemas.ts), next to out/engine/.
 const validators = createRequire(import.meta.url)('../schema/validators.cjs') as { images: ValidateFunction; models: ValidateFunction };
@@ -55,21 +46,7 @@ function pointerToPath(pointer: string): Array<string | number> {
     .map((s) => (/^(0|[1-9][0-9]*)$/.test(s) ? Number(s) : s));
 }
 
-/** Messages for `oneOf` choices, by the last schema keyword before `/oneOf`. */
-const oneOfMessages: Record<string, (p: DataPath, data: unknown) => string> = {
-  image: (p, data) => {
-    const present = ['dockerfile', 'layers', 'debian'].filter((k) => data && typeof data === 'object' && k in data);
-    return present.length === 0
-      ? `image '${p[1]}' has no recipe: give exactly one of dockerfile, layers or debian`
-      : `image '${p[1]}' has ${present.length} recipes (${present.join(', ')}): give exactly one`;
-  },
-  models: (p) => `${describePath(p)} must be a list of model names or a map of model name to vars`,
-  tolerance: (p) => `${describePath(p)} must be a number (absolute) or {absolute: N, relative: N}`,
-  timeout: (p) => `${describePath(p)} must be a number of seconds or a duration such as 90s, 10m or 1h`,
-  sample: (p) => `${describePath(p)} must be 'all' or a positive integer`,
-};
-
-function schemaDiagnostics(file: LoadedFile, errors: readonly ErrorObject[]): Diagnostic[] {
+function schemaDiagnostics(file: LoadedFile, errors: readonly ErrorObject[], messages: Readonly<Record<string, OneOfMessage>>): Diagnostic[] {
   const out: Diagnostic[] = [];
   // Errors inside a oneOf's branches are noise once the oneOf itself is reported.
   const oneOfs = errors.filter((e) => e.keyword === 'oneOf').map((e) => `${e.schemaPath}/`);
@@ -80,7 +57,7 @@ function schemaDiagnostics(file: LoadedFile, errors: readonly ErrorObject[]): Di
       case 'oneOf': {
         // An image entry is `images.NAME`; other choices are named by their key.
         const owner = p.length === 2 && p[0] === 'images' ? 'image' : String(p[p.length - 1]);
-        const message = oneOfMessages[owner]?.(p, e.data) ?? `${describePath(p)} ${e.message}`;
+        const message = messages[owner]?.({ path: p, field: describePath(p), data: e.data }) ?? `${describePath(p)} ${e.message}`;
         out.push({ code: 'schema', message, span: file.spanAt(p, owner === 'image' ? 'key' : 'value') });
         break;
       }
@@ -142,70 +119,60 @@ function patternMessage(e: ErrorObject): string {
   return `must match ${pattern}`;
 }
 
-/** Settings the command line can override. */
-export interface SettingsOverrides {
-  readonly builder?: string;
-  readonly sandbox?: string;
-}
-
-/** Parse a duration (`90s`, `10m`, `1.5h`, `250ms`, or a number of seconds) into milliseconds. */
-export function parseDuration(value: string | number): number {
-  if (typeof value === 'number') return Math.round(value * 1000);
-  const m = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$/.exec(value);
-  if (!m) throw new Error(`invalid duration '${value}'`);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-  return Math.round(Number(m[1]) * unit);
-}
-
-function stringMap(v: unknown): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, x] of Object.entries((v as Record<string, unknown>) ?? {})) out[k] = String(x);
-  return out;
-}
+/** Settings the command line can override, by setting name (`builder`, `sandbox`). */
+export type SettingsOverrides = Readonly<Record<string, string | undefined>>;
 
 /**
  * Validate loaded declaration files and normalize them.
  * @param root absolute workspace directory; every path is resolved against it.
  * @param modelsFile undefined when the workspace has no models.yaml (no groups, no tests).
+ * @param rules whose parts of the entries are normalized and checked (their schema fragments are
+ *   the ones compiled at build time: the default rules').
  * @param overrides settings given on the command line, which win over images.yaml's.
  * @throws DiagnosticError with every problem found, sorted by file and position.
  */
-export function validateDeclarations(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined, overrides: SettingsOverrides = {}): Declarations {
+export function validateDeclarations(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined, rules: readonly Rule[], overrides: SettingsOverrides = {}): Declarations {
   const diagnostics: Diagnostic[] = [...imagesFile.diagnostics, ...(modelsFile?.diagnostics ?? [])];
   const v = validators;
+  const messages = oneOfMessages(rules);
   const emptyDoc = (f: LoadedFile) =>
     diagnostics.push({ code: 'schema', message: `${f.source.path} is empty: it needs 'version: 1'`, span: f.spanAt([]) });
   if (!imagesFile.diagnostics.length) {
     if (imagesFile.data === undefined) emptyDoc(imagesFile);
-    else if (!v.images(imagesFile.data)) diagnostics.push(...schemaDiagnostics(imagesFile, v.images.errors ?? []));
+    else if (!v.images(imagesFile.data)) diagnostics.push(...schemaDiagnostics(imagesFile, v.images.errors ?? [], messages));
   }
   if (modelsFile && !modelsFile.diagnostics.length) {
     if (modelsFile.data === undefined) emptyDoc(modelsFile);
-    else if (!v.models(modelsFile.data)) diagnostics.push(...schemaDiagnostics(modelsFile, v.models.errors ?? []));
+    else if (!v.models(modelsFile.data)) diagnostics.push(...schemaDiagnostics(modelsFile, v.models.errors ?? [], messages));
   }
   if (diagnostics.length) throw new DiagnosticError(diagnostics);
 
+  const parts = rules.flatMap((r) => r.declares ?? []);
+  const partsFor = <E extends DeclaredPart['entry']>(entry: E) => parts.filter((p): p is Extract<DeclaredPart, { entry: E }> => p.entry === entry);
+  const definedOverrides = Object.fromEntries(Object.entries(overrides).filter((e): e is [string, string] => e[1] !== undefined));
+  const normalizeContext = (file: LoadedFile): NormalizeContext => ({ root, overrides: definedOverrides, rel: (p) => rel(file, p) });
+  const rel = (file: LoadedFile, p: string) =>
+    path.posix.normalize(path.relative(root, path.resolve(path.dirname(file.absPath), p)).split(path.sep).join('/'));
+
   const rawImages = (imagesFile.data as { images: Record<string, Record<string, unknown>> }).images ?? {};
-  const rawSettings = (imagesFile.data as { settings?: { concurrency?: Record<string, number>; resources?: Record<string, number>; builder?: string; sandbox?: string; allow_outside?: string[]; remote_cache?: string } }).settings;
+  const rawSettings = (imagesFile.data as { settings?: Record<string, unknown> & { concurrency?: Record<string, number>; resources?: Record<string, number>; allow_outside?: string[]; remote_cache?: string } }).settings;
   const allowOutside = (rawSettings?.allow_outside ?? []).map((dir) => path.resolve(path.dirname(imagesFile.absPath), dir));
   allowOutside.forEach((dir, i) => {
     if (!isDirectory(dir)) {
       diagnostics.push({ code: 'missing-file', message: `settings.allow_outside[${i}]: directory '${dir}' does not exist`, span: imagesFile.spanAt(['settings', 'allow_outside', i]) });
     }
   });
+  const imagesContext = normalizeContext(imagesFile);
   const settings: Settings = {
     concurrency: { ...rawSettings?.concurrency },
     resources: { ...rawSettings?.resources },
-    builder: overrides.builder ?? rawSettings?.builder ?? 'auto',
-    sandbox: overrides.sandbox ?? rawSettings?.sandbox ?? 'bubblewrap',
     allowOutside,
     ...(rawSettings?.remote_cache !== undefined ? { remoteCache: rawSettings.remote_cache } : {}),
+    parts: new Map(partsFor('settings').map((p) => [p.part, p.normalize(rawSettings ?? {}, imagesContext)])),
   };
   // Validation resolves thousands of paths under a few directories: one pass, with a memo of
   // real directories. The declarations keep a boundary without one, for the checks at execution.
   const boundary = new Boundary(root, allowOutside, { memo: true });
-  const rel = (file: LoadedFile, p: string) =>
-    path.posix.normalize(path.relative(root, path.resolve(path.dirname(file.absPath), p)).split(path.sep).join('/'));
 
   const images = new Map<string, ImageDecl>();
   for (const [name, raw] of Object.entries(rawImages)) {
@@ -213,17 +180,20 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
     images.set(name, {
       name,
       from: undefined, // resolved below, once every name is known
-      recipe: recipeOf(raw, (p) => rel(imagesFile, p)),
-      env: stringMap(raw.env),
-      entrypoint: raw.entrypoint as string[] | undefined,
-      cmd: raw.cmd as string[] | undefined,
-      workdir: raw.workdir as string | undefined,
-      labels: stringMap(raw.labels),
-      convert: (raw.convert as 'sif'[] | undefined) ?? [],
-      publish: (raw.publish as string[] | undefined) ?? [],
+      parts: new Map(partsFor('image').map((p) => [p.part, p.normalize(raw, imagesContext)])),
       at,
     });
   }
+
+  const checkContext = (at: CheckContext['at'], prefix: DataPath): CheckContext => ({
+    root,
+    boundary,
+    settings,
+    images,
+    at,
+    exists: (spec) => inputExists(root, spec),
+    outside: (relPath, field, shown, span) => outsideProblem(boundary, relPath, describePath([...prefix, ...field]), shown, span ?? (() => at(field))),
+  });
 
   for (const [name, raw] of Object.entries(rawImages)) {
     const image = images.get(name) as { -readonly [K in keyof ImageDecl]: ImageDecl[K] };
@@ -234,13 +204,6 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
         diagnostics.push({ code: 'unknown-image', message: base, span: image.at(['from']), hint: hintForBase(from, images) });
       } else {
         image.from = base;
-        if (image.recipe.kind === 'debian') {
-          diagnostics.push({
-            code: 'schema',
-            message: `image '${name}' is built from Debian packages and is a base itself: remove 'from'`,
-            span: image.at(['from'], 'key'),
-          });
-        }
         if (base.kind === 'oci-layout') {
           const outside = outsideProblem(boundary, base.dir, describePath(['images', name, 'from']), `'${from}'`, () => image.at(['from']));
           if (outside) diagnostics.push(outside);
@@ -249,18 +212,17 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
           }
         }
       }
-    } else if (image.recipe.kind === 'layers') {
-      image.from = { kind: 'scratch' };
     }
-    diagnostics.push(...recipeFileProblems(boundary, image, raw));
-    (raw.publish as string[] | undefined)?.forEach((ref, i) => {
-      const parsed = parseReference(ref);
-      if (typeof parsed === 'string') diagnostics.push({ code: 'bad-reference', message: parsed, span: image.at(['publish', i]) });
-    });
+  }
+  for (const [name, raw] of Object.entries(rawImages)) {
+    const image = images.get(name) as ImageDecl;
+    const ctx = checkContext(image.at, ['images', name]);
+    for (const p of partsFor('image')) if (p.check) diagnostics.push(...p.check(p.part.of(image), image, raw, ctx));
   }
 
   const groups = new Map<string, GroupDecl>();
   const rawGroups = (modelsFile?.data as { groups?: Record<string, Record<string, unknown>> } | undefined)?.groups ?? {};
+  const modelsContext = modelsFile && normalizeContext(modelsFile);
   for (const [name, raw] of Object.entries(rawGroups)) {
     const at = (p: DataPath, which: 'key' | 'value' = 'value') => (modelsFile as LoadedFile).spanAt(['groups', name, ...p], which);
     const image = raw.image as string;
@@ -284,77 +246,17 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
         else seen.set(m, i);
       });
     }
-    const rawTest = raw.test as Record<string, unknown> | undefined;
-    let test: GroupDecl['test'];
-    if (rawTest) {
-      const runtimes = (rawTest.runtimes as Runtime[] | undefined) ?? ['oci'];
-      const resources = Object.fromEntries(Object.entries((rawTest.resources as Record<string, number>) ?? {}));
-      test = {
-        command: rawTest.command as string[],
-        inputs: rawTest.inputs === undefined ? undefined : rel(modelsFile as LoadedFile, rawTest.inputs as string),
-        expect: rawTest.expect === undefined ? undefined : rel(modelsFile as LoadedFile, rawTest.expect as string),
-        runtimes,
-        timeoutMs: rawTest.timeout === undefined ? DEFAULT_TEST_TIMEOUT_MS : parseDuration(rawTest.timeout as string | number),
-        resources,
-        tolerance: typeof rawTest.tolerance === 'number' ? { absolute: rawTest.tolerance } : (rawTest.tolerance as TestDecl['tolerance']),
-        sample: (rawTest.sample as 'all' | number | undefined) ?? 'all',
-      };
-      for (const key of ['inputs', 'expect'] as const) {
-        const pattern = test[key];
-        if (pattern === undefined) continue;
-        // With {model} in the path each sampled model has its own directory; report the first
-        // outside the workspace, else the first missing.
-        const sampled = sampledModels({ name, image, sif, models, test, at });
-        const declared = `'${rawTest[key] as string}'`;
-        let outside: Diagnostic | undefined;
-        // Each directory once (models without {model} share one), named by its first model.
-        const firstModel = new Map<string, string>();
-        for (const m of sampled) {
-          const dir = substituteVars(pattern, m);
-          if (!firstModel.has(dir)) firstModel.set(dir, m.name);
-        }
-        for (const [dir, model] of firstModel) {
-          outside ??= outsideProblem(boundary, dir, describePath(['groups', name, 'test', key]), dir === pattern ? declared : `${declared} (model '${model}')`, () => at(['test', key]));
-          if (outside) break;
-        }
-        if (outside) {
-          diagnostics.push(outside);
-          continue;
-        }
-        const missing = [...firstModel.keys()].filter((dir) => !inputExists(root, { kind: 'dir', path: dir }));
-        if (missing.length) {
-          const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : '';
-          diagnostics.push({ code: 'missing-file', message: `test ${key} directory '${missing[0]}' does not exist${more}`, span: at(['test', key]) });
-        }
-      }
-      for (const [token, amount] of Object.entries(resources)) {
-        const capacity = settings.resources[token];
-        if (capacity === undefined) {
-          const guess = didYouMean(token, Object.keys(settings.resources));
-          diagnostics.push({
-            code: 'unknown-resource',
-            message: `resource '${token}' is not declared in images.yaml settings.resources${guess ? ` (did you mean '${guess}'?)` : ''}`,
-            span: at(['test', 'resources', token], 'key'),
-          });
-        } else if (amount > capacity) {
-          diagnostics.push({
-            code: 'unknown-resource',
-            message: `test claims ${amount} '${token}' but only ${capacity} exist: it could never run`,
-            span: at(['test', 'resources', token]),
-          });
-        }
-      }
-      const sifImage = images.get(sif);
-      if (runtimes.includes('sif') && sifImage && !sifImage.convert.includes('sif')) {
-        diagnostics.push({
-          code: 'no-sif',
-          message: `group '${name}' tests the sif runtime, but image '${sif}' has no 'convert: [sif]'`,
-          span: at(['test', 'runtimes', runtimes.indexOf('sif')]),
-          hint: `add 'convert: [sif]' to image '${sif}' in images.yaml, or name another image with 'sif:'`,
-        });
-      }
-    }
-    groups.set(name, { name, image, sif, models, test, at });
+    const group: GroupDecl = {
+      name,
+      image,
+      sif,
+      models,
+      parts: new Map(partsFor('group').map((p) => [p.part, p.normalize(raw, modelsContext as NormalizeContext)])),
+      at,
+    };
+    const ctx = checkContext(at, ['groups', name]);
+    for (const p of partsFor('group')) if (p.check) diagnostics.push(...p.check(p.part.of(group), group, raw, ctx));
+    groups.set(name, group);
   }
 
   if (diagnostics.length) throw new DiagnosticError(diagnostics);
@@ -366,27 +268,6 @@ function modelsOf(raw: unknown): ModelDecl[] {
     ? [...new Set(raw as string[])].map((name) => ({ name, vars: {} }))
     : Object.entries(raw as Record<string, Record<string, unknown> | null>).map(([name, vars]) => ({ name, vars: stringMap(vars ?? {}) }));
   return list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-}
-
-function recipeOf(raw: Record<string, unknown>, rel: (p: string) => string): Recipe {
-  if (raw.dockerfile !== undefined) {
-    const dockerfile = rel(raw.dockerfile as string);
-    return {
-      kind: 'dockerfile',
-      dockerfile,
-      context: raw.context !== undefined ? rel(raw.context as string) : path.posix.dirname(dockerfile),
-      args: stringMap(raw.args),
-      target: raw.target as string | undefined,
-    };
-  }
-  if (raw.layers !== undefined) {
-    return {
-      kind: 'layers',
-      layers: (raw.layers as Array<{ copy: string; to: string; mode?: number }>).map((l) => ({ copy: rel(l.copy), to: l.to, mode: l.mode })),
-    };
-  }
-  const debian = raw.debian as { suite?: string; packages: string[] };
-  return { kind: 'debian', suite: debian.suite ?? 'bookworm', packages: [...debian.packages] };
 }
 
 function resolveBase(from: string, images: ReadonlyMap<string, unknown>, rel: (p: string) => string): BaseImage | string {
@@ -440,35 +321,4 @@ function isDirectory(abs: string): boolean {
   } catch {
     return false;
   }
-}
-
-function recipeFileProblems(boundary: Boundary, image: ImageDecl, raw: Record<string, unknown>): Diagnostic[] {
-  const out: Diagnostic[] = [];
-  const root = boundary.root;
-  const r = image.recipe;
-  const field = (...p: DataPath) => describePath(['images', image.name, ...p]);
-  if (r.kind === 'dockerfile') {
-    const dockerfileOutside = outsideProblem(boundary, r.dockerfile, field('dockerfile'), `'${raw.dockerfile as string}'`, () => image.at(['dockerfile']));
-    if (dockerfileOutside) out.push(dockerfileOutside);
-    else if (!inputExists(root, { kind: 'file', path: r.dockerfile })) {
-      out.push({ code: 'missing-file', message: `Dockerfile '${r.dockerfile}' does not exist`, span: image.at(['dockerfile']) });
-    }
-    const hasContext = raw.context !== undefined;
-    // The default context is the Dockerfile's directory: said once, for the Dockerfile.
-    const contextOutside = hasContext || !dockerfileOutside ? outsideProblem(boundary, r.context, field(hasContext ? 'context' : 'dockerfile'), `'${(hasContext ? raw.context : raw.dockerfile) as string}'`, () => image.at([hasContext ? 'context' : 'dockerfile'])) : undefined;
-    if (contextOutside) out.push(contextOutside);
-    else if (!dockerfileOutside && !inputExists(root, { kind: 'dir', path: r.context })) {
-      out.push({ code: 'missing-file', message: `build context directory '${r.context}' does not exist`, span: image.at([hasContext ? 'context' : 'dockerfile']) });
-    }
-  } else if (r.kind === 'layers') {
-    const rawLayers = raw.layers as Array<{ copy: string }>;
-    r.layers.forEach((l, i) => {
-      const outside = outsideProblem(boundary, l.copy, field('layers', i, 'copy'), `'${rawLayers[i].copy}'`, () => image.at(['layers', i, 'copy']));
-      if (outside) out.push(outside);
-      else if (!inputExists(root, { kind: 'glob', pattern: l.copy })) {
-        out.push({ code: 'missing-file', message: `'${l.copy}' matches no file`, span: image.at(['layers', i, 'copy']) });
-      }
-    });
-  }
-  return out;
 }

@@ -9,7 +9,7 @@ import { DiagnosticError } from './diagnostics.js';
 import { STATE_DIR } from './files.js';
 import { BuildGraph } from './graph.js';
 import { loadYamlFile, ParseCache, type LoadedFile } from './load.js';
-import type { Rule } from './rule.js';
+import type { Rule, RuleWorkspace } from './rule.js';
 import { validateDeclarations, type SettingsOverrides } from './validate.js';
 
 export const IMAGES_FILE = 'images.yaml';
@@ -27,6 +27,8 @@ export interface Workspace {
    */
   readonly cacheDir: string;
   readonly decls: Declarations;
+  /** What the rules may know of the workspace when nodes run: root, boundary, settings. */
+  readonly forRules: RuleWorkspace;
   readonly graph: BuildGraph;
 }
 
@@ -55,10 +57,11 @@ export function openWorkspace(root: string, rules: readonly Rule[], overrides: S
 
 /** As `openWorkspace`, for files already loaded (e.g. from another git revision). */
 export function compileWorkspace(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined, rules: readonly Rule[], overrides: SettingsOverrides = {}): Workspace {
-  const decls = validateDeclarations(root, imagesFile, modelsFile, overrides);
+  const decls = validateDeclarations(root, imagesFile, modelsFile, rules, overrides);
   const graph = BuildGraph.compile(decls, rules);
   const stateDir = path.join(root, STATE_DIR);
-  return { root, stateDir, cacheDir: cacheDirFor(root, process.env), decls, graph };
+  const forRules: RuleWorkspace = { root: decls.root, boundary: decls.boundary, settings: decls.settings };
+  return { root, stateDir, cacheDir: cacheDirFor(root, process.env), decls, forRules, graph };
 }
 
 /**

@@ -2,14 +2,14 @@
  * convert:IMAGE — turns a built OCI image into a Singularity Image Format (SIF) file, for every
  * image that declares `convert: [sif]` (rules/sif/). Outputs (in the `--report` JSON): `sif` (the
  * file, `.graph/out/sif/NAME.sif`, workspace-relative), its `sha256`, `md5` and `size` (bytes),
- * and the `manifest` digest of the image it holds.
+ * and the `manifest` digest of the image it holds (read them with `sifOutputs`).
  */
 import path from 'node:path';
-import type { Declarations } from '../engine/declarations.js';
+import { declarePart, DeclPart, type Declarations, type ImageDecl } from '../engine/declarations.js';
 import { captureOutput } from '../engine/process.js';
-import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { outputsReader, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { findExecutable, type ToolProbe } from '../engine/tools.js';
-import { buildId, sourceDateEpoch } from './build.js';
+import { buildId, imageOutputs, sourceDateEpoch } from './build.js';
 import { loadImage } from './oci/image.js';
 
 /** tar2sqfs (squashfs-tools-ng) writes the partition; mksquashfs for layers that cannot stream. */
@@ -25,18 +25,42 @@ const SQUASHFS_TOOLS: ToolProbe = {
 /** Node id of an image's conversion to SIF. */
 export const convertId = (image: string) => `convert:${image}` as NodeId;
 
-export const convertRule: Rule = {
+/**
+ * The outputs of a convert node: `sif` (the file, workspace-relative), its hex `sha256` and `md5`,
+ * its `size` in bytes, and the `manifest` digest of the image it holds.
+ * @throws NodeFailure when a conversion's recorded outputs are missing or malformed.
+ */
+export const sifOutputs = outputsReader({ sif: 'string', sha256: 'string', md5: 'string', size: 'number', manifest: 'string' });
+
+/** The convert rule's part of an image entry: the extra formats to produce (today only `sif`). */
+const convertPart = new DeclPart<{ readonly formats: readonly 'sif'[] }>('convert');
+
+/** Whether an image declares `convert: [sif]` (and so has a `convert:NAME` node). */
+export function convertsToSif(image: ImageDecl): boolean {
+  return convertPart.of(image).formats.includes('sif');
+}
+
+/** The convert rule: its part of image entries (`convert: [sif]`). */
+export const convertRule: Rule<{ readonly format: 'sif' }, ReturnType<typeof sifOutputs>> = {
   kind: 'convert',
   version: 1,
+  outputs: sifOutputs,
   /** The SIF's name under .graph/out, linked again to its store blob. */
   async restore(node, result, ctx) {
-    const sha256 = result.outputs.sha256;
-    if (typeof sha256 !== 'string') throw new Error(`${node.id} has no sha256 output`);
+    const { sha256 } = sifOutputs(node.id, result);
     ctx.store.linkTo(`sha256:${sha256}`, path.join(ctx.outDir, 'sif', `${node.image as string}.sif`));
   },
-  expand(decls: Declarations): NodeDef[] {
+  declares: [
+    declarePart({
+      entry: 'image',
+      part: convertPart,
+      schema: { properties: { convert: { type: 'array', items: { enum: ['sif'] }, uniqueItems: true } } },
+      normalize: (raw) => ({ formats: (raw.convert as 'sif'[] | undefined) ?? [] }),
+    }),
+  ],
+  expand(decls: Declarations): NodeDef<{ readonly format: 'sif' }>[] {
     return [...decls.images.values()]
-      .filter((image) => image.convert.includes('sif'))
+      .filter(convertsToSif)
       .map((image) => ({
         id: convertId(image.name),
         kind: 'convert',
@@ -53,8 +77,7 @@ export const convertRule: Rule = {
   },
   async execute(node, ctx) {
     const name = node.image as string;
-    const manifest = ctx.deps.get(buildId(name))?.outputs.manifest;
-    if (typeof manifest !== 'string') throw new NodeFailure(`image '${name}' has no manifest output`);
+    const { manifest } = imageOutputs(buildId(name), ctx.deps.get(buildId(name)));
     const image = loadImage(ctx.store, manifest);
     const sifFile = path.join(ctx.scratchDir(), `${name}.sif`);
     // Loaded when a conversion runs: a plan never needs the SIF writer.
@@ -77,9 +100,9 @@ export const convertRule: Rule = {
     ctx.store.linkTo(digest, visible);
     ctx.log.write(`sif ${visible}: sha256 ${result.sha256}, md5 ${result.md5}, ${result.size} bytes\n`);
     return {
-      outputs: { sif: path.relative(ctx.decls.root, visible), sha256: result.sha256, md5: result.md5, size: result.size, manifest },
+      outputs: { sif: path.relative(ctx.workspace.root, visible), sha256: result.sha256, md5: result.md5, size: result.size, manifest },
       artifacts: [digest],
-      files: [path.relative(ctx.decls.root, visible)],
+      files: [path.relative(ctx.workspace.root, visible)],
     };
   },
 };

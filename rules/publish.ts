@@ -8,13 +8,13 @@
  */
 import path from 'node:path';
 import { copyFileAtomic, readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
-import { sampledModels, type Declarations, type ImageDecl } from '../engine/declarations.js';
+import { declarePart, DeclPart, type Declarations } from '../engine/declarations.js';
 import { formatReference, parseReference, type ImageReference } from '../engine/reference.js';
 import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { loadImage } from './oci/image.js';
-import { buildId } from './build.js';
-import { convertId } from './convert.js';
-import { testId } from './test.js';
+import { buildId, imageOutputs } from './build.js';
+import { convertId, convertsToSif, sifOutputs } from './convert.js';
+import { sampledModels, testId, testOf } from './test.js';
 
 /** The registry push code, loaded when a publish asks a registry or pushes (a plan of dist/ publishes never does). */
 const push = () => import('./registry/push.js');
@@ -22,16 +22,38 @@ const push = () => import('./registry/push.js');
 /** Node id of an image's publication. */
 export const publishId = (image: string) => `publish:${image}` as NodeId;
 
-export const publishRule: Rule = {
+/** The publish rule's part of an image entry: the references it is pushed to (none: dist/). */
+const publishPart = new DeclPart<{ readonly references: readonly string[] }>('publish');
+
+/** A publish node's `decl` (in its key): the references, as declared. */
+type PublishNodeDecl = { readonly references: readonly string[] };
+
+/** The publish rule: its part of image entries (`publish:`), and the note on published.lock.json. */
+export const publishRule: Rule<PublishNodeDecl> = {
   kind: 'publish',
   version: 1,
-  expand(decls: Declarations): NodeDef[] {
+  declares: [
+    declarePart({
+      entry: 'image',
+      part: publishPart,
+      schema: { properties: { publish: { type: 'array', items: { type: 'string', minLength: 1 }, uniqueItems: true } } },
+      normalize: (raw) => ({ references: (raw.publish as string[] | undefined) ?? [] }),
+      check: (part, image) =>
+        part.references.flatMap((ref, i) => {
+          const parsed = parseReference(ref);
+          return typeof parsed === 'string' ? [{ code: 'bad-reference', message: parsed, span: image.at(['publish', i]) }] : [];
+        }),
+    }),
+  ],
+  expand(decls: Declarations): NodeDef<PublishNodeDecl>[] {
     return [...decls.images.values()].map((image) => {
+      const { references } = publishPart.of(image);
       const deps: NodeDef['deps'][number][] = [{ id: buildId(image.name) }];
-      if (image.convert.includes('sif')) deps.push({ id: convertId(image.name) });
+      if (convertsToSif(image)) deps.push({ id: convertId(image.name) });
       for (const group of decls.groups.values()) {
-        if (!group.test) continue;
-        for (const runtime of group.test.runtimes) {
+        const test = testOf(group);
+        if (!test) continue;
+        for (const runtime of test.runtimes) {
           if ((runtime === 'oci' ? group.image : group.sif) !== image.name) continue;
           for (const model of sampledModels(group)) deps.push({ id: testId(group.name, model.name, runtime), at: () => group.at(['image']) });
         }
@@ -40,13 +62,13 @@ export const publishRule: Rule = {
         id: publishId(image.name),
         kind: 'publish',
         deps,
-        decl: { references: [...image.publish] },
+        decl: { references: [...references] },
         inputs: [],
         env: [],
         tool: 'graph-publish/1',
         resources: {},
         image: image.name,
-        at: () => (image.publish.length ? image.at(['publish']) : image.at([], 'key')),
+        at: () => (references.length ? image.at(['publish']) : image.at([], 'key')),
       };
     });
   },
@@ -58,16 +80,17 @@ export const publishRule: Rule = {
    */
   async upToDate(node, ctx) {
     const name = node.image as string;
-    const decl = ctx.decls.images.get(name) as ImageDecl;
-    if (decl.publish.length === 0) return undefined;
-    const locked = (readJsonFile(path.join(ctx.decls.root, PUBLISHED_LOCK)) as { images?: Record<string, PublishedImage> } | undefined)?.images?.[name];
+    const decl = node.decl;
+    if (decl.references.length === 0) return undefined;
+    const locked = (readJsonFile(path.join(ctx.workspace.root, PUBLISHED_LOCK)) as { images?: Record<string, PublishedImage> } | undefined)?.images?.[name];
     const fromLock = (id: NodeId) => (locked && locked.keys[id] === ctx.deps.get(id)?.key ? locked : undefined);
-    const manifest = (ctx.deps.get(buildId(name))?.outputs?.manifest as string | undefined) ?? fromLock(buildId(name))?.manifest;
+    const built = ctx.deps.get(buildId(name));
+    const manifest = (built?.outputs ? imageOutputs(buildId(name), { outputs: built.outputs }).manifest : undefined) ?? fromLock(buildId(name))?.manifest;
     if (!manifest) return undefined;
     let sif: PublishedImage['sif'] = null;
-    if (decl.convert.includes('sif')) {
-      const converted = ctx.deps.get(convertId(name))?.outputs as { sha256: string; md5: string; size: number } | undefined;
-      const known = converted ?? fromLock(convertId(name))?.sif;
+    if (node.deps.some((d) => d.id === convertId(name))) {
+      const converted = ctx.deps.get(convertId(name));
+      const known = (converted?.outputs ? sifOutputs(convertId(name), { outputs: converted.outputs }) : undefined) ?? fromLock(convertId(name))?.sif;
       if (!known) return undefined;
       sif = { sha256: known.sha256, md5: known.md5, size: known.size, references: [] };
     }
@@ -85,16 +108,16 @@ export const publishRule: Rule = {
   },
   async execute(node, ctx) {
     const name = node.image as string;
-    const root = ctx.decls.root;
-    const decl = ctx.decls.images.get(name) as ImageDecl;
-    const manifest = String(ctx.deps.get(buildId(name))?.outputs.manifest);
+    const root = ctx.workspace.root;
+    const decl = node.decl;
+    const { manifest } = imageOutputs(buildId(name), ctx.deps.get(buildId(name)));
     const image = loadImage(ctx.store, manifest);
-    const sif = ctx.deps.get(convertId(name))?.outputs as { sha256: string; md5: string; size: number } | undefined;
+    const sif = node.deps.some((d) => d.id === convertId(name)) ? sifOutputs(convertId(name), ctx.deps.get(convertId(name))) : undefined;
     const sifBlob = sif && ctx.store.pathOf(`sha256:${sif.sha256}`);
     const references: string[] = [];
     const sifReferences: string[] = [];
     const files: string[] = [];
-    if (decl.publish.length === 0) {
+    if (decl.references.length === 0) {
       // The embedded default: a local OCI image layout (a tag per image) and the SIFs, in dist/.
       await (await import('./oci/layout.js')).addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
       references.push(`oci-layout:${DIST}/oci:${name}`);
@@ -129,6 +152,10 @@ export const publishRule: Rule = {
     await recordPublished(root, name, entry);
     return { outputs: { manifest, references, sif: entry.sif }, artifacts: [], files };
   },
+  planNote(root, plannedKey) {
+    const lines = stalePublished(root, plannedKey);
+    return lines.length ? { heading: `${PUBLISHED_LOCK} is out of date for`, jsonKey: 'stale_published', lines } : undefined;
+  },
 };
 
 /**
@@ -137,21 +164,21 @@ export const publishRule: Rule = {
  * `pwm-scanner: build:pwm-scanner changed since it was published`.
  * @param plannedKey the planned key of a node id, or undefined when the node is not in the plan.
  */
-export function stalePublished(root: string, plannedKey: (id: string) => string | undefined): string[] {
+export function stalePublished(root: string, plannedKey: (id: NodeId) => string | undefined): string[] {
   const images = (readJsonFile(path.join(root, PUBLISHED_LOCK)) as { images?: Record<string, PublishedImage> } | undefined)?.images ?? {};
   const out: string[] = [];
   for (const [name, entry] of Object.entries(images)) {
     const changed = Object.entries(entry.keys ?? {})
-      .filter(([id, key]) => id !== publishId(name) && plannedKey(id) !== undefined && plannedKey(id) !== key)
+      .filter(([id, key]) => id !== publishId(name) && plannedKey(id as NodeId) !== undefined && plannedKey(id as NodeId) !== key)
       .map(([id]) => id);
     if (changed.length) out.push(`${name}: ${changed.join(', ')} changed since it was published`);
   }
   return out;
 }
 
-/** An image's `publish:` references, parsed (validated with the declarations), `latest` by default. */
-function publishReferences(decl: ImageDecl): ImageReference[] {
-  return decl.publish.map((text) => {
+/** A publish node's references, parsed (validated with the declarations), `latest` by default. */
+function publishReferences(decl: PublishNodeDecl): ImageReference[] {
+  return decl.references.map((text) => {
     const parsed = parseReference(text) as ImageReference;
     return parsed.tag || parsed.digest ? parsed : { ...parsed, tag: 'latest' };
   });

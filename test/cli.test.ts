@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { ActionCache } from '../engine/cache.js';
+import type { NodeId } from '../engine/rule.js';
 import { CLI, FakeRunner, graph, graphAsync, graphWith, runEngine, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
 
 const test = suite('cli');
@@ -28,7 +30,9 @@ function planIds(dir: string, ...args: string[]): string[] {
 test('--help on every command, and the command list', () => {
   const top = graph('.', '--help');
   assert.is(top.code, 0);
-  for (const c of ['plan', 'build', 'validate', 'query', 'clean']) {
+  // The engine's commands, then the rules' (lock: the debian: recipe's), clean last.
+  assert.equal([...top.stdout.matchAll(/^  ([a-z]+) {2,}\S/gm)].map((m) => m[1]), ['plan', 'build', 'report', 'validate', 'query', 'lock', 'clean']);
+  for (const c of ['plan', 'build', 'report', 'validate', 'query', 'lock', 'clean']) {
     assert.match(top.stdout, new RegExp(`\\n  ${c} +\\S`));
     const r = graph('.', c, '--help');
     assert.is(r.code, 0, c);
@@ -271,6 +275,161 @@ test('GRAPH_CACHE_DIR: a second checkout sharing the cache builds nothing; it re
   assert.equal(ran, ['publish:base', 'publish:top']);
   assert.ok(readFileSync(path.join(b, 'dist/sif/top.sif')).equals(readFileSync(path.join(a, 'dist/sif/top.sif'))));
   assert.equal(readFileSync(path.join(b, 'published.lock.json'), 'utf8'), readFileSync(path.join(a, 'published.lock.json'), 'utf8'));
+});
+
+/** Two model images on a Debian base whose tests pass: one with a SIF tested in both runtimes, one in oci only. */
+const SHARD_ZOO = {
+  'images.yaml': `version: 1
+images:
+  base:
+    debian: {packages: [python3]}
+  pwm:
+    from: base
+    layers: [{copy: zoo/pwm/predict, to: /usr/local/bin/predict, mode: 0o755}]
+    convert: [sif]
+  gc:
+    from: base
+    layers: [{copy: zoo/gc/gc, to: /usr/local/bin/gc, mode: 0o755}]
+`,
+  'models.yaml': `version: 1
+groups:
+  pwm:
+    image: pwm
+    models: [CTCF, GATA1]
+    test:
+      command: [predict, "{model}", /input/seqs.fa, /output/scores.tsv]
+      inputs: zoo/input
+      expect: zoo/pwm/expect/{model}
+      runtimes: [oci, sif]
+  gc:
+    image: gc
+    models: [gc_content]
+    test:
+      command: [gc, /input/seqs.fa, /output/gc.tsv]
+      inputs: zoo/input
+      expect: zoo/gc/expect
+      runtimes: [oci]
+`,
+  'zoo/pwm/predict': '#!/usr/bin/python3\nimport sys\nmodel, seqs, out = sys.argv[1:4]\nopen(out, "w").write(f"{model}\\t{len(open(seqs).read())}\\n")\n',
+  'zoo/gc/gc': '#!/usr/bin/python3\nimport sys\nseq = "".join(l.strip() for l in open(sys.argv[1]) if not l.startswith(">"))\nopen(sys.argv[2], "w").write(f"s1\\t{sum(c in \'GC\' for c in seq) / len(seq)}\\n")\n',
+  'zoo/input/seqs.fa': '>s1\nACGT\n',
+  'zoo/pwm/expect/CTCF/scores.tsv': 'CTCF\t9\n',
+  'zoo/pwm/expect/GATA1/scores.tsv': 'GATA1\t9\n',
+  'zoo/gc/expect/gc.tsv': 's1\t0.5\n',
+};
+
+/** The split digest `graph plan --shard 1/2 --format json` names. */
+function planSplit(dir: string): string {
+  return (JSON.parse(graph(dir, 'plan', '--shard', '1/2', '--format', 'json').stdout) as { shard: { split: string } }).shard.split;
+}
+
+test('shards: the matrix, two shards on fresh runners whose merged reports are the unsharded build', () => {
+  type Report = { summary: Record<string, unknown>; nodes: Array<{ id: string; status: string }>; shard?: { index: number; count: number; split: string; groups: string[]; dependencies: string[] } };
+  const read = (dir: string, file: string) => JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as Report;
+  const plan = workspace(SHARD_ZOO);
+  // Three images with nodes to run: at most three shards.
+  assert.is(graph(plan, 'plan', '--format', 'matrix', '--max-shards', '5').stdout, '{"include":[{"shard":"1/3"},{"shard":"2/3"},{"shard":"3/3"}]}\n');
+  const matrix = graph(plan, 'plan', '--format', 'matrix', '--max-shards', '2');
+  assert.is(matrix.stdout, '{"include":[{"shard":"1/2"},{"shard":"2/2"}]}\n', matrix.stderr);
+  // What each shard will do, before it runs (no durations yet: node counts balance).
+  const split = planSplit(plan);
+  assert.is(graph(plan, 'plan', '--shard', '1/2').stdout.split('\n')[0], `shard 1/2 (split ${split}): 8 nodes; image pwm; a dependency owned by other shards: build:base`);
+  assert.is(graphWith({ GRAPH_SHARD: '2/2' }, plan, 'plan').stdout.split('\n')[0], `shard 2/2 (split ${split}): 5 nodes; images base, gc`);
+
+  // Each shard on a runner of its own (its own workspace and cache), as CI runs them.
+  const one = workspace(SHARD_ZOO);
+  const two = workspace(SHARD_ZOO);
+  const r1 = graph(one, 'build', '--shard', '1/2', '--report', 'report.json');
+  assert.is(r1.code, 0, r1.stderr);
+  assert.ok(r1.stderr.startsWith(`shard 1/2 (split ${split}): 8 nodes;`), r1.stderr);
+  const r2 = graphWith({ GRAPH_SHARD: '2/2' }, two, 'build', '--report', 'report.json');
+  assert.is(r2.code, 0, r2.stderr);
+  const [shard1, shard2] = [read(one, 'report.json'), read(two, 'report.json')];
+  assert.equal(shard1.nodes.map((n) => n.id), ['build:base', 'build:pwm', 'convert:pwm', 'test:pwm/CTCF@oci', 'test:pwm/GATA1@oci', 'test:pwm/CTCF@sif', 'test:pwm/GATA1@sif', 'publish:pwm']);
+  assert.equal(shard2.nodes.map((n) => n.id), ['build:base', 'build:gc', 'publish:base', 'test:gc/gc_content@oci', 'publish:gc']);
+  assert.equal(shard1.shard, { index: 1, count: 2, split, groups: ['pwm'], dependencies: ['build:base'] }, 'the base is built where it is needed: no shared cache here');
+  assert.equal(shard2.shard, { index: 2, count: 2, split, groups: ['base', 'gc'], dependencies: [] });
+
+  const whole = workspace(SHARD_ZOO);
+  const all = graph(whole, 'build', '--report', 'report.json');
+  assert.is(all.code, 0, all.stderr);
+  const unsharded = read(whole, 'report.json');
+
+  // The shards' reports, merged where CI collects them.
+  writeFileSync(path.join(plan, 'shard-1.json'), readFileSync(path.join(one, 'report.json')));
+  writeFileSync(path.join(plan, 'shard-2.json'), readFileSync(path.join(two, 'report.json')));
+  const merge = graph(plan, 'report', 'merge', 'merged.json', 'shard-2.json', 'shard-1.json', '--junit', 'merged.xml');
+  assert.is(merge.code, 0, merge.stderr);
+  assert.is(merge.stderr, 'merged 2 reports into merged.json: 12 ran, 0 cached, 0 failed, 0 skipped\n');
+  const merged = read(plan, 'merged.json') as Report & { conflicts: unknown[]; merged_from: string[] };
+  const statuses = (r: Report) => Object.fromEntries(r.nodes.map((n) => [n.id, n.status]));
+  assert.equal(statuses(merged), statuses(unsharded), 'the same nodes, with the same results');
+  assert.is(merged.nodes.length, unsharded.nodes.length);
+  assert.equal(merged.conflicts, [], 'build:base, built on both runners, has one manifest digest');
+  assert.equal(merged.merged_from, ['shard-2.json', 'shard-1.json']);
+  assert.equal({ ...merged.summary, duration_ms: 0 }, { ...unsharded.summary, duration_ms: 0 });
+  const junit = readFileSync(path.join(plan, 'merged.xml'), 'utf8');
+  assert.is(junit.match(/<testcase /g)?.length, 12);
+  assert.match(junit, '<testcase classname="test" name="test:gc/gc_content@oci"');
+
+  // One shard's report alone is an incomplete merge; bad usage is exit 2.
+  const alone = graph(plan, 'report', 'merge', 'half.json', 'shard-1.json');
+  assert.is(alone.code, 1);
+  assert.match(alone.stderr, 'incomplete: no report for shard 2/2: the nodes it owns are missing\n');
+  assert.ok(existsSync(path.join(plan, 'half.json')), 'written all the same');
+  assert.is(graph(plan, 'report', 'merge', 'out.json').code, 2);
+  const missing = graph(plan, 'report', 'merge', 'out.json', 'nope.json');
+  assert.is(missing.code, 2);
+  assert.match(missing.stderr, 'graph report: cannot read nope.json: ENOENT\n');
+  assert.match(graph(plan, 'report', 'frobnicate').stderr, "unknown report command 'frobnicate' (report commands: merge)");
+});
+
+test('shards: balanced by the durations actions.log recorded, node counts without', async () => {
+  const files: Record<string, string> = { 'images.yaml': 'version: 1\nimages:\n' };
+  for (const name of ['a', 'b', 'c']) {
+    files['images.yaml'] += `  ${name}:\n    layers: [{copy: ${name}.txt, to: /${name}}]\n`;
+    files[`${name}.txt`] = name;
+  }
+  const dir = workspace(files);
+  const owned = (i: number) => (JSON.parse(graph(dir, 'plan', '--shard', `${i}/2`, '--format', 'json').stdout) as { shard: { groups: string[] } }).shard.groups;
+  // Two nodes an image, no durations: by name.
+  assert.equal([owned(1), owned(2)], [['a', 'c'], ['b']]);
+  assert.is(graph(dir, 'build').code, 0);
+  // Their runs recorded again with chosen durations: build:b took 10 minutes, the others 1 s.
+  const cache = new ActionCache(path.join(dir, '.graph'));
+  for (const name of ['a', 'b', 'c']) {
+    for (const id of [`build:${name}`, `publish:${name}`] as NodeId[]) {
+      const last = cache.last(id) as NonNullable<ReturnType<ActionCache['last']>>;
+      const record = readFileSync(path.join(dir, '.graph', 'ac', last.key.slice(0, 2), last.key), 'utf8').split('\n')[0];
+      await cache.put(id, last.key, record, { ...last.result, duration_ms: id === 'build:b' ? 600_000 : 1000 });
+    }
+  }
+  // Cached nodes weigh nothing: every image changes, so every node runs.
+  writeFiles(dir, { 'a.txt': 'A', 'b.txt': 'B', 'c.txt': 'C' });
+  assert.equal([owned(1), owned(2)], [['b'], ['a', 'c']]);
+  assert.match(graph(dir, 'plan', '--shard', '1/2').stdout, /^shard 1\/2 \(split [0-9a-f]{16}\): 2 nodes; image b\n2 nodes to run, 0 cached \(2 nodes selected\)\n  run    build:b\n           input file b.txt changed/);
+});
+
+test('shards: bad --shard, GRAPH_SHARD and --max-shards are usage errors (exit 2)', () => {
+  const dir = workspace(SMALL_ZOO);
+  const usage = 'takes i/n, shard i of n counted from 1 (1/3, 2/3, 3/3)';
+  for (const [args, env, message] of [
+    [['build', '--shard', '0/3'], {}, `graph build: --shard ${usage}, got '0/3'\n`],
+    [['build', '--shard', '3/2'], {}, `graph build: --shard ${usage}, got '3/2': there is no shard 3 of 2\n`],
+    [['plan', '--shard', 'x'], {}, `graph plan: --shard ${usage}, got 'x'\n`],
+    [['build'], { GRAPH_SHARD: '2' }, `graph build: GRAPH_SHARD ${usage}, got '2'\n`],
+    [['plan', '--format', 'matrix', '--max-shards', '0'], {}, "graph plan: --max-shards takes a positive integer, got '0'\n"],
+    [['plan', '--max-shards', '3'], {}, 'graph plan: --max-shards goes with --format matrix\n'],
+    [['plan', '--format', 'matrix', '--shard', '1/2'], {}, 'graph plan: --format matrix lists every image: it takes no --shard (use --max-shards N for a shards matrix)\n'],
+  ] as const) {
+    const r = graphWith(env, dir, ...args);
+    assert.is(r.code, 2, args.join(' '));
+    assert.is(r.stderr, `${message}Run 'graph ${args[0]} --help' for usage.\n`);
+  }
+  assert.not.ok(existsSync(path.join(dir, '.graph', 'logs')), 'nothing ran');
+  // The matrix job ignores a GRAPH_SHARD meant for the build jobs; the flag wins over the variable.
+  assert.is(graphWith({ GRAPH_SHARD: '1/2' }, dir, 'plan', '--format', 'matrix', '--max-shards', '4').stdout, '{"include":[{"shard":"1/2"},{"shard":"2/2"}]}\n');
+  assert.match(graphWith({ GRAPH_SHARD: 'x' }, dir, 'plan', '--shard', '2/2').stdout, /^shard 2\/2 /);
 });
 
 test('build: an unwritable --report or --junit is exit 2 before anything runs', () => {

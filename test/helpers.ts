@@ -63,6 +63,7 @@ export function graphWith(extraEnv: NodeJS.ProcessEnv, cwd: string, ...args: str
   const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' };
   delete env.SOURCE_DATE_EPOCH; // in-process runs key with an empty environment; match them
   delete env.GRAPH_CACHE_DIR; // each test's cache is its workspace's, unless it says otherwise
+  delete env.GRAPH_SHARD; // every node, unless the test says otherwise
   Object.assign(env, extraEnv);
   const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
@@ -73,6 +74,7 @@ export function graphAsync(cwd: string, ...args: string[]): Promise<{ code: numb
   const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' };
   delete env.SOURCE_DATE_EPOCH;
   delete env.GRAPH_CACHE_DIR;
+  delete env.GRAPH_SHARD;
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -262,7 +264,7 @@ export async function runEngine(
   digester.save();
   const events: EngineEvent[] = [];
   const summary = await executePlan(plan, {
-    decls: ws.decls,
+    workspace: ws.forRules,
     jobs: opts.jobs ?? 4,
     limits: opts.limits ?? ws.decls.settings.concurrency,
     resources: opts.resources ?? ws.decls.settings.resources,

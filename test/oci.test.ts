@@ -44,17 +44,7 @@ test('a layer is deterministic: same content, any mtimes, modes (0600, 0700 dire
   assert.is(sha(gunzipSync(blob)), la.diffId);
   assert.is(la.mediaType, MEDIA_TYPE_LAYER_GZIP);
   // The entries, in order, with parents first and normalized headers.
-  const names: string[] = [];
-  const extract = tar.extract();
-  extract.on('entry', (h, stream, next) => {
-    names.push(`${h.name} ${h.type} ${(h.mode ?? 0).toString(8)} ${h.uid}:${h.gid} ${h.mtime?.getTime()}`);
-    stream.resume();
-    stream.on('end', next);
-  });
-  await new Promise((resolve) => {
-    extract.on('finish', () => resolve(undefined));
-    extract.end(gunzipSync(blob));
-  });
+  const names = (await tarHeaders(gunzipSync(blob))).map((h) => `${h.name} ${h.type} ${(h.mode ?? 0).toString(8)} ${h.uid}:${h.gid} ${h.mtime?.getTime()}`);
   assert.equal(names, [
     'opt/ directory 755 0:0 0',
     'opt/bin/ directory 755 0:0 0',
@@ -72,7 +62,28 @@ test('SOURCE_DATE_EPOCH sets every mtime (and so the digest)', async () => {
   const zero = await writeLayer(entriesForCopy(a, '/x'), store);
   const later = await writeLayer(entriesForCopy(a, '/x'), store, { mtime: 1_700_000_000 });
   assert.is.not(zero.digest, later.digest);
+  const mtimes = async (digest: string) => (await tarHeaders(gunzipSync(readFileSync(store.pathOf(digest))))).map((h) => `${h.name} ${h.mtime?.getTime()}`);
+  const names = ['x/', 'x/bin/', 'x/bin/tool', 'x/share/', 'x/share/deep/', 'x/share/deep/x.txt', 'x/share/model.bin'];
+  assert.equal(await mtimes(zero.digest), names.map((n) => `${n} 0`));
+  assert.equal(await mtimes(later.digest), names.map((n) => `${n} 1700000000000`));
 });
+
+/** The headers of a tar archive, in order. */
+async function tarHeaders(archive: Buffer): Promise<tar.Header[]> {
+  const headers: tar.Header[] = [];
+  const extract = tar.extract();
+  extract.on('entry', (h, stream, next) => {
+    headers.push(h);
+    stream.resume();
+    stream.on('end', next);
+  });
+  await new Promise((resolve, reject) => {
+    extract.on('finish', () => resolve(undefined));
+    extract.on('error', reject);
+    extract.end(archive);
+  });
+  return headers;
+}
 
 test('an interrupt while a layer is packed rejects with its reason, leaves no temp blob and raises nothing uncaught', async () => {
   // 200 files of 200 kB: packing takes long enough to be aborted at each of these moments.
@@ -339,10 +350,10 @@ test('a symbolic link cannot carry a later write outside the root', async () => 
 
 test('unpackImage applies every layer of an image in order', async () => {
   const store = new ContentStore(tmp());
-  const a = workspace({ 'f.txt': 'one\n' });
-  const b = workspace({ 'f.txt': 'two\n' });
-  const l1 = await writeLayer(entriesForCopy(path.join(a, 'f.txt'), '/f.txt'), store);
-  const l2 = await writeLayer(entriesForCopy(path.join(b, 'f.txt'), '/f.txt'), store);
+  const a = workspace({ 'f.txt': 'one\n', 'first.txt': 'only in the first layer\n' });
+  const b = workspace({ 'f.txt': 'two\n', 'second.txt': 'only in the second layer\n' });
+  const l1 = await writeLayer(entriesForCopy(a, '/'), store);
+  const l2 = await writeLayer(entriesForCopy(b, '/'), store);
   const image = composeImage(
     store,
     undefined,
@@ -355,7 +366,10 @@ test('unpackImage applies every layer of an image in order', async () => {
   );
   const root = path.join(tmp(), 'rootfs');
   await unpackImage(store, image, root);
-  assert.is(readFileSync(path.join(root, 'f.txt'), 'utf8'), 'two\n');
+  assert.equal(readdirSync(root).sort(), ['f.txt', 'first.txt', 'second.txt']);
+  assert.is(readFileSync(path.join(root, 'first.txt'), 'utf8'), 'only in the first layer\n');
+  assert.is(readFileSync(path.join(root, 'second.txt'), 'utf8'), 'only in the second layer\n');
+  assert.is(readFileSync(path.join(root, 'f.txt'), 'utf8'), 'two\n', 'the later layer wins');
 });
 
 test.run();

@@ -8,16 +8,16 @@ import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import type { Declarations } from '../declarations.js';
 import type { ProcessRunner } from '../process.js';
-import { NodeFailure, type ExecContext, type Rule } from '../rule.js';
+import { NodeFailure, type ExecContext, type Rule, type RuleWorkspace } from '../rule.js';
 import type { ContentStore } from '../store.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Executor, Job, Outcome } from './executor.js';
 import { describeFailure, type Failure } from './failure.js';
 
 export interface LocalExecutorOptions {
-  readonly decls: Declarations;
+  /** What rules may know of the workspace (`ExecContext.workspace`). */
+  readonly workspace: RuleWorkspace;
   /** Rules by node kind. */
   readonly rules: ReadonlyMap<string, Rule>;
   readonly runner: ProcessRunner;
@@ -50,7 +50,7 @@ export class LocalExecutor implements Executor {
       const rule = options.rules.get(node.kind);
       if (!rule) throw new Error(`no rule for node kind '${node.kind}'`);
       const ctx: ExecContext = {
-        decls: options.decls,
+        workspace: options.workspace,
         signal,
         log: { path: job.log, write: (text) => appendFileSync(job.log, text) },
         runner: options.runner,

@@ -22,12 +22,11 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import PQueue from 'p-queue';
 import type { ActionCache, CacheEntry } from '../cache.js';
-import type { Declarations } from '../declarations.js';
 import type { EventSink, NodeResult, NodeStatus, RunSummary } from '../events.js';
 import { canonicalJson } from '../key.js';
 import { goneFiles, type Plan, type PlannedNode } from '../plan.js';
 import type { ProcessRunner } from '../process.js';
-import type { NodeId, NodeOutputs } from '../rule.js';
+import type { NodeId, NodeOutputs, RuleWorkspace } from '../rule.js';
 import type { ContentStore } from '../store.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Executor, Job, Outcome } from './executor.js';
@@ -38,7 +37,8 @@ import { CacheRecorder, type Recorder } from './recorder.js';
 import { ReadyHeap } from './ready-heap.js';
 
 export interface ExecuteOptions {
-  readonly decls: Declarations;
+  /** What rules may know of the workspace (`ExecContext.workspace`). */
+  readonly workspace: RuleWorkspace;
   /** Most nodes running at once. */
   readonly jobs: number;
   /** Per node kind: most running at once. */
@@ -97,7 +97,7 @@ type Message =
  */
 export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<RunSummary> {
   const clock = options.clock ?? systemClock;
-  const executor = options.executor ?? new LocalExecutor({ decls: options.decls, rules: plan.graph.rules, runner: options.runner, store: options.store, stateDir: options.stateDir, clock });
+  const executor = options.executor ?? new LocalExecutor({ workspace: options.workspace, rules: plan.graph.rules, runner: options.runner, store: options.store, stateDir: options.stateDir, clock });
   const recorder = options.recorder ?? new CacheRecorder(options.cache, options.store);
   const started = clock.now();
   const results = new Map<NodeId, NodeResult>();
@@ -205,7 +205,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
         // Whoever held the lease (now, or since this run planned) may have recorded the result:
         // usable if its artifacts are intact and its visible files are here (in this workspace).
         const entry = options.cache.get(key);
-        if (entry && entry.result.artifacts.every((a) => options.store.has(a)) && goneFiles(options.decls.root, entry.result).length === 0) {
+        if (entry && entry.result.artifacts.every((a) => options.store.has(a)) && goneFiles(options.workspace.root, entry.result).length === 0) {
           return { type: 'reused', job, entry, by: got.waitedFor };
         }
       }
@@ -303,7 +303,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     const result: NodeOutputs = { outputs: p.cached.result.outputs, artifacts: p.cached.result.artifacts, ...(p.cached.result.files ? { files: p.cached.result.files } : {}) };
     if (p.restore) {
       try {
-        await plan.graph.rules.get(p.node.kind)?.restore?.(p.node, result, { decls: options.decls, store: options.store, outDir: path.join(options.stateDir, 'out') });
+        await plan.graph.rules.get(p.node.kind)?.restore?.(p.node, result, { workspace: options.workspace, store: options.store, outDir: path.join(options.stateDir, 'out') });
       } catch (e) {
         fail(p, 'failed', { type: 'error', message: `could not restore ${p.restore.join(', ')}: ${(e as Error).message}` }, 0);
         continue;

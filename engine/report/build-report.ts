@@ -10,6 +10,9 @@
  *                 "duration_ms", "reasons": [..], "failure": {"type", ..}|null,
  *                 "outputs": {..}|null, "log": path|null}]}
  *
+ * A shard's report (`graph build --shard I/N`) has `"shard": {"index", "count", "split", "groups", "dependencies"}`
+ * after the summary (engine/shard.ts; `graph report merge`, engine/report/merge.ts, reads it).
+ *
  * `failure` is the typed reason of a failed, interrupted or skipped node (engine/execute/failure.ts):
  * `type` is one of exit, timeout, interrupted, sandbox, error, record, dependency, not-started.
  *
@@ -21,25 +24,47 @@ import { closeSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { tempPathFor, writeFileAtomic } from '../atomic.js';
 import type { RunSummary } from '../events.js';
+import type { Json } from '../rule.js';
+import type { ShardSummary } from '../shard.js';
 
 /** Characters of a failed node's log embedded in JUnit. */
 const JUNIT_LOG_TAIL = 8000;
 
-export function reportJson(s: RunSummary, root: string): string {
+/** One node of the JSON report (the module comment). */
+export interface ReportNodeJson {
+  readonly id: string;
+  readonly kind: string;
+  readonly status: 'ran' | 'cached' | 'failed' | 'interrupted' | 'skipped';
+  readonly duration_ms: number;
+  readonly reasons: readonly string[];
+  readonly failure: Json;
+  readonly outputs: Json;
+  /** Workspace-relative. */
+  readonly log: string | null;
+}
+
+/**
+ * The JSON report of a run. `shard`, for `graph build --shard i/n`: which shard this is, the split's
+ * digest, the images it owns and the nodes in the report that other shards own (`graph report
+ * merge` reads them).
+ */
+export function reportJson(s: RunSummary, root: string, shard?: ShardSummary): string {
+  const nodes: ReportNodeJson[] = s.results.map((r) => ({
+    id: r.id,
+    kind: r.kind,
+    status: r.status,
+    duration_ms: r.duration_ms,
+    reasons: r.reasons,
+    failure: (r.failure ?? null) as Json,
+    outputs: r.outputs ?? null,
+    log: r.log ? path.relative(root, r.log) : null,
+  }));
   return `${JSON.stringify(
     {
       version: 1,
       summary: { ran: s.counts.ran, cached: s.counts.cached, failed: s.counts.failed, skipped: s.counts.skipped, interrupted_nodes: s.counts.interrupted, duration_ms: s.duration_ms, interrupted: s.interrupted },
-      nodes: s.results.map((r) => ({
-        id: r.id,
-        kind: r.kind,
-        status: r.status,
-        duration_ms: r.duration_ms,
-        reasons: r.reasons,
-        failure: r.failure ?? null,
-        outputs: r.outputs ?? null,
-        log: r.log ? path.relative(root, r.log) : null,
-      })),
+      ...(shard ? { shard } : {}),
+      nodes,
     },
     null,
     2,
@@ -66,13 +91,27 @@ function tail(file: string | undefined): string {
   }
 }
 
+/** JUnit XML of a run (the module comment); a failed node's text is the end of its log. */
 export function reportJunit(s: RunSummary): string {
-  const kinds = [...new Set(s.results.map((r) => r.kind))];
+  const logs = new Map(s.results.map((r) => [r.id as string, r.log]));
+  return junitXml(s.results, { failed: s.counts.failed, interrupted: s.counts.interrupted, skipped: s.counts.skipped, duration_ms: s.duration_ms }, (r) => tail(logs.get(r.id)));
+}
+
+/**
+ * JUnit XML for node results (the module comment), from a run or from JSON reports.
+ * @param body the text inside a failed or interrupted node's element (XML-escaped here).
+ */
+export function junitXml<R extends { readonly id: string; readonly kind: string; readonly status: string; readonly duration_ms: number; readonly reasons: readonly string[] }>(
+  results: readonly R[],
+  counts: { readonly failed: number; readonly interrupted: number; readonly skipped: number; readonly duration_ms: number },
+  body: (r: R) => string,
+): string {
+  const kinds = [...new Set(results.map((r) => r.kind))];
   const out = ['<?xml version="1.0" encoding="UTF-8"?>'];
   const seconds = (ms: number) => (ms / 1000).toFixed(3);
-  out.push(`<testsuites name="graph" tests="${s.results.length}" failures="${s.counts.failed}" errors="${s.counts.interrupted}" skipped="${s.counts.skipped}" time="${seconds(s.duration_ms)}">`);
+  out.push(`<testsuites name="graph" tests="${results.length}" failures="${counts.failed}" errors="${counts.interrupted}" skipped="${counts.skipped}" time="${seconds(counts.duration_ms)}">`);
   for (const kind of kinds) {
-    const rs = s.results.filter((r) => r.kind === kind);
+    const rs = results.filter((r) => r.kind === kind);
     const failures = rs.filter((r) => r.status === 'failed').length;
     const errors = rs.filter((r) => r.status === 'interrupted').length;
     const skipped = rs.filter((r) => r.status === 'skipped').length;
@@ -81,9 +120,9 @@ export function reportJunit(s: RunSummary): string {
     for (const r of rs) {
       const open = `    <testcase classname="${xml(kind)}" name="${xml(r.id)}" time="${seconds(r.duration_ms)}"`;
       if (r.status === 'failed') {
-        out.push(`${open}>`, `      <failure message="${xml(r.reasons.join('; '))}">${xml(tail(r.log))}</failure>`, '    </testcase>');
+        out.push(`${open}>`, `      <failure message="${xml(r.reasons.join('; '))}">${xml(body(r))}</failure>`, '    </testcase>');
       } else if (r.status === 'interrupted') {
-        out.push(`${open}>`, `      <error type="interrupted" message="interrupted">${xml(tail(r.log))}</error>`, '    </testcase>');
+        out.push(`${open}>`, `      <error type="interrupted" message="interrupted">${xml(body(r))}</error>`, '    </testcase>');
       } else if (r.status === 'skipped') {
         out.push(`${open}>`, `      <skipped message="${xml(r.reasons.join('; '))}"/>`, '    </testcase>');
       } else {

@@ -10,21 +10,25 @@
  */
 import type { Plan, PlannedNode } from '../plan.js';
 import { planSummary } from '../plan.js';
+import type { PlanNote } from '../rule.js';
+import { shardMatrix, type ShardSummary } from '../shard.js';
 
 export type PlanFormat = 'text' | 'json' | 'dot' | 'mermaid' | 'matrix';
 export const PLAN_FORMATS: readonly PlanFormat[] = ['text', 'json', 'dot', 'mermaid', 'matrix'];
 
 /**
  * Render a plan in one of the formats. `verbose` lists cached nodes in text form too.
- * @param stalePublished lines naming published images whose lineage lock is out of date (text and
- *   JSON `stale_published`).
+ * @param notes the rules' notes (`Rule.planNote`: e.g. published images whose lineage lock is out
+ *   of date), after the nodes in text, as their `jsonKey` in JSON.
+ * @param shard for `--shard i/n`: the plan is that shard's part; text starts with `shardLine`, JSON
+ *   has `shard: {index, count, split, groups, dependencies}`.
  */
-export function renderPlan(plan: Plan, format: PlanFormat, verbose = false, stalePublished: readonly string[] = []): string {
+export function renderPlan(plan: Plan, format: PlanFormat, verbose = false, notes: readonly PlanNote[] = [], shard?: ShardSummary): string {
   switch (format) {
     case 'text':
-      return planText(plan, verbose) + (stalePublished.length ? `published.lock.json is out of date for:\n${stalePublished.map((l) => `  ${l}\n`).join('')}` : '');
+      return (shard ? `${shardLine(shard, plan.nodes.length)}\n` : '') + planText(plan, verbose) + notes.map((n) => `${n.heading}:\n${n.lines.map((l) => `  ${l}\n`).join('')}`).join('');
     case 'json':
-      return `${JSON.stringify({ ...planJson(plan), ...(stalePublished.length ? { stale_published: stalePublished } : {}) }, null, 2)}\n`;
+      return `${JSON.stringify({ ...planJson(plan), ...(shard ? { shard } : {}), ...Object.fromEntries(notes.map((n) => [n.jsonKey, n.lines])) }, null, 2)}\n`;
     case 'dot':
       return planDot(plan);
     case 'mermaid':
@@ -115,4 +119,20 @@ export function planMatrix(plan: Plan): { include: Array<{ image: string; target
     byImage.set(image, list);
   }
   return { include: [...byImage].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([image, targets]) => ({ image, targets: targets.join(' ') })) };
+}
+
+/**
+ * One line about a shard, e.g. `shard 1/2 (split 0123456789abcdef): 5 nodes; images base, pwm;
+ * dependencies owned by other shards: build:base` (`nodes`: how many the shard plans).
+ */
+export function shardLine(shard: ShardSummary, nodes: number): string {
+  const parts = [`shard ${shard.index}/${shard.count} (split ${shard.split}): ${plural(nodes, 'node')}`];
+  parts.push(shard.groups.length ? `${shard.groups.length === 1 ? 'image' : 'images'} ${shard.groups.join(', ')}` : 'no image of its own');
+  if (shard.dependencies.length) parts.push(`${shard.dependencies.length === 1 ? 'a dependency' : 'dependencies'} owned by other shards: ${shard.dependencies.join(', ')}`);
+  return parts.join('; ');
+}
+
+/** `graph plan --format matrix --max-shards N`: the shards' matrix (engine/shard.ts `shardMatrix`). */
+export function renderShardMatrix(count: number): string {
+  return `${JSON.stringify(shardMatrix(count))}\n`;
 }

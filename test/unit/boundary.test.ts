@@ -14,7 +14,8 @@ import { Boundary, OutsideWorkspaceError } from '../../engine/boundary.js';
 import { FileDigester } from '../../engine/files.js';
 import { ContentStore } from '../../engine/store.js';
 import { openWorkspace } from '../../engine/workspace.js';
-import { layerEntries } from '../../rules/build.js';
+import { buildOf } from '../../rules/build.js';
+import { layerEntries, type LayersRecipe } from '../../rules/build/layers.js';
 import { defaultRules } from '../../rules/index.js';
 import { writeLayer } from '../../rules/oci/layer.js';
 import { compareOutputs } from '../../rules/runtime/expect.js';
@@ -183,7 +184,7 @@ test('checked again at execution: a directory replaced by a link after validatio
   const outside = workspace({ 'f.txt': 'TOP SECRET\n' });
   const dir = workspace({ 'zoo/d/f.txt': 'inside\n', 'images.yaml': 'version: 1\nimages:\n  a:\n    layers: [{copy: zoo/d, to: /d}, {copy: "zoo/*", to: /z/}]\n' });
   const ws = openWorkspace(dir, defaultRules);
-  const recipe = ws.decls.images.get('a')!.recipe;
+  const recipe = buildOf(ws.decls.images.get('a')!).recipe as LayersRecipe;
   if (recipe.kind !== 'layers') throw new Error('a layers: image');
   const listed = layerEntries(dir, recipe.layers, ws.decls.boundary);
   // After validation (and after the entries were listed), zoo/d becomes a link to a directory outside.
@@ -262,7 +263,7 @@ test('a directory with more entries than a call takes arguments is copied (no "M
   mkdirSync(path.join(dir, 'many'));
   for (let i = 0; i < 20_000; i++) writeFileSync(path.join(dir, 'many', `f${i}`), '');
   // A smaller stack makes the old push(...entries) overflow at ~15,000 entries instead of ~130,000.
-  const build = fileURLToPath(new URL('../../rules/build.js', import.meta.url));
+  const build = fileURLToPath(new URL('../../rules/build/layers.js', import.meta.url));
   const boundary = fileURLToPath(new URL('../../engine/boundary.js', import.meta.url));
   const script = `const { layerEntries } = await import(${JSON.stringify(build)}); const { Boundary } = await import(${JSON.stringify(boundary)});
 const root = ${JSON.stringify(dir)};

@@ -124,6 +124,129 @@ models.yaml:10:42: error[no-sif]: group 'g2' tests the sif runtime, but image 'b
   );
 });
 
+test('every rule checks its own part, all reported together: recipes, publish references, tests', () => {
+  const r = validate({
+    'zoo/a': 'x',
+    'images.yaml': `version: 1
+settings:
+  resources: {gpu: 1}
+images:
+  base:
+    from: scratch
+    debian: {packages: [python3]}
+  app:
+    from: base
+    layers: [{copy: zoo/a, to: /a}, {copy: zoo/missing, to: /b}, {copy: /etc/passwd, to: /c}]
+    publish: ["registry.example/Bad Name:1"]
+  df:
+    from: bse
+    dockerfile: nope/Dockerfile
+  df2:
+    dockerfile: /etc/Dockerfile
+  lay:
+    from: oci-layout:nowhere
+    layers: [{copy: "zoo/*", to: /z/}]
+`,
+    'models.yaml': `version: 1
+groups:
+  g:
+    image: app
+    sif: nope
+    models: [m, m]
+    test: {command: [x], inputs: "zoo/{model}", expect: /etc, runtimes: [oci, sif], resources: {gpu: 2, cpu: 1}}
+  h:
+    image: app
+    models: [m]
+    test: {command: [x], runtimes: [sif]}
+`,
+  });
+  assert.is(r.code, 2);
+  assert.fixture(
+    r.stderr,
+    `images.yaml:6:5: error[schema]: image 'base' is built from Debian packages and is a base itself: remove 'from'
+    6 |     from: scratch
+      |     ^^^^
+
+images.yaml:10:44: error[missing-file]: 'zoo/missing' matches no file
+    10 |     layers: [{copy: zoo/a, to: /a}, {copy: zoo/missing, to: /b}, {copy: /etc/passwd, to: /c}]
+       |                                            ^^^^^^^^^^^
+
+images.yaml:10:73: error[outside-workspace]: images.app.layers[2].copy '/etc/passwd' resolves to /etc/passwd, outside the workspace
+    10 |     layers: [{copy: zoo/a, to: /a}, {copy: zoo/missing, to: /b}, {copy: /etc/passwd, to: /c}]
+       |                                                                         ^^^^^^^^^^^
+  hint: declarations read only inside the workspace (the directory of images.yaml): move the files in, or list their directory under settings.allow_outside in images.yaml
+
+images.yaml:11:15: error[bad-reference]: 'registry.example/Bad Name:1' is not a valid image reference (expected [REGISTRY/]REPOSITORY[:TAG][@sha256:DIGEST], lowercase repository)
+    11 |     publish: ["registry.example/Bad Name:1"]
+       |               ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+
+images.yaml:13:11: error[unknown-image]: image 'bse' is not declared in images.yaml
+    13 |     from: bse
+       |           ^^^
+  hint: did you mean 'base'?
+
+images.yaml:14:17: error[missing-file]: Dockerfile 'nope/Dockerfile' does not exist
+    14 |     dockerfile: nope/Dockerfile
+       |                 ^^^^^^^^^^^^^^^
+
+images.yaml:14:17: error[missing-file]: build context directory 'nope' does not exist
+    14 |     dockerfile: nope/Dockerfile
+       |                 ^^^^^^^^^^^^^^^
+
+images.yaml:16:17: error[outside-workspace]: images.df2.dockerfile '/etc/Dockerfile' resolves to /etc/Dockerfile, outside the workspace
+    16 |     dockerfile: /etc/Dockerfile
+       |                 ^^^^^^^^^^^^^^^
+  hint: declarations read only inside the workspace (the directory of images.yaml): move the files in, or list their directory under settings.allow_outside in images.yaml
+
+images.yaml:18:11: error[missing-file]: OCI image layout directory 'nowhere' does not exist
+    18 |     from: oci-layout:nowhere
+       |           ^^^^^^^^^^^^^^^^^^
+
+models.yaml:5:10: error[unknown-image]: group 'g' names image 'nope', which images.yaml does not declare
+    5 |     sif: nope
+      |          ^^^^
+
+models.yaml:6:17: error[duplicate]: model 'm' is listed twice in group 'g'
+    6 |     models: [m, m]
+      |                 ^
+  models.yaml:6:14: note: first listed here
+    6 |     models: [m, m]
+      |              ^
+
+models.yaml:7:34: error[missing-file]: test inputs directory 'zoo/m' does not exist
+    7 |     test: {command: [x], inputs: "zoo/{model}", expect: /etc, runtimes: [oci, sif], resources: {gpu: 2, cpu: 1}}
+      |                                  ^^^^^^^^^^^^^
+
+models.yaml:7:57: error[outside-workspace]: groups.g.test.expect '/etc' resolves to /etc, outside the workspace
+    7 |     test: {command: [x], inputs: "zoo/{model}", expect: /etc, runtimes: [oci, sif], resources: {gpu: 2, cpu: 1}}
+      |                                                         ^^^^
+  hint: declarations read only inside the workspace (the directory of images.yaml): move the files in, or list their directory under settings.allow_outside in images.yaml
+
+models.yaml:7:102: error[unknown-resource]: test claims 2 'gpu' but only 1 exist: it could never run
+    7 |     test: {command: [x], inputs: "zoo/{model}", expect: /etc, runtimes: [oci, sif], resources: {gpu: 2, cpu: 1}}
+      |                                                                                                      ^
+
+models.yaml:7:105: error[unknown-resource]: resource 'cpu' is not declared in images.yaml settings.resources (did you mean 'gpu'?)
+    7 |     test: {command: [x], inputs: "zoo/{model}", expect: /etc, runtimes: [oci, sif], resources: {gpu: 2, cpu: 1}}
+      |                                                                                                         ^^^
+
+models.yaml:11:37: error[no-sif]: group 'h' tests the sif runtime, but image 'app' has no 'convert: [sif]'
+    11 |     test: {command: [x], runtimes: [sif]}
+       |                                     ^^^
+  hint: add 'convert: [sif]' to image 'app' in images.yaml, or name another image with 'sif:'
+
+16 errors
+`,
+  );
+});
+
+test('an unknown settings key lists the keys the engine and the rules declare', () => {
+  const r = validate({ 'images.yaml': 'version: 1\nsettings:\n  zzz: 1\nimages:\n  a:\n    layers: [{copy: images.yaml, to: /a}]\n' });
+  assert.is(r.code, 2);
+  assert.match(r.stderr, "unknown key 'zzz' in settings\n");
+  assert.match(r.stderr, 'hint: allowed keys: concurrency, builder, sandbox, resources, allow_outside, remote_cache\n');
+});
+
 test('a cycle is printed as its whole path, one location per hop', () => {
   const r = validate({
     'm/a': 'x',

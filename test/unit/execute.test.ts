@@ -99,7 +99,7 @@ test('a result that cannot be recorded fails its node; its dependents never run 
   }
   const cache = new FullDisk(ws.stateDir);
   const plan = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache, store, digester: new FileDigester(ws.root, undefined), env: {} });
-  const summary = await executePlan(plan, { decls: ws.decls, jobs: 4, limits: {}, resources: {}, failFast: false, runner: new FakeRunner(), cache, store, stateDir: ws.stateDir, emit: () => {} });
+  const summary = await executePlan(plan, { workspace: ws.forRules, jobs: 4, limits: {}, resources: {}, failFast: false, runner: new FakeRunner(), cache, store, stateDir: ws.stateDir, emit: () => {} });
   const failed = summary.results.find((r) => r.id === 'build:pwm');
   assert.is(failed?.status, 'failed');
   assert.is(failed?.reasons[0], 'ran, but its result could not be recorded in the action cache: ENOSPC: no space left on device, write');
@@ -122,7 +122,7 @@ test('rules read the environment the key recorded, never the process\'s own', as
   try {
     const plan = planBuild(ws.graph, new Set(['build:a' as NodeId]), { root: ws.root, cache, store, digester: new FileDigester(ws.root, undefined), env: { SOURCE_DATE_EPOCH: '1234' } });
     assert.equal(plan.byId.get('build:a' as NodeId)?.record.env, { SOURCE_DATE_EPOCH: '1234' });
-    const summary = await executePlan(plan, { decls: ws.decls, jobs: 1, limits: {}, resources: {}, failFast: false, runner: new FakeRunner(), cache, store, stateDir: ws.stateDir, emit: () => {} });
+    const summary = await executePlan(plan, { workspace: ws.forRules, jobs: 1, limits: {}, resources: {}, failFast: false, runner: new FakeRunner(), cache, store, stateDir: ws.stateDir, emit: () => {} });
     const config = JSON.parse(readFileSync(store.pathOf(String(summary.results[0].outputs?.config)), 'utf8'));
     assert.is(config.created, '1970-01-01T00:20:34Z');
   } finally {
