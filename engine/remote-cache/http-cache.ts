@@ -156,6 +156,7 @@ export class HttpRemoteCache implements RemoteCache {
       const record = { path: RECORD_PATH, digest: { hash: sha256(recordLine), size: Buffer.byteLength(recordLine) }, contents: Buffer.from(recordLine) };
       const resultFile = { path: RESULT_PATH, digest: { hash: sha256(resultLine), size: Buffer.byteLength(resultLine) }, contents: Buffer.from(resultLine) };
       const stored = (digest: string) => {
+        if (!store.has(digest)) throw new Error(`${digest} is not in the local store`);
         const file = store.pathOf(digest);
         return { hash: digest.slice('sha256:'.length), size: statSync(file).size, file };
       };
@@ -190,6 +191,11 @@ export class HttpRemoteCache implements RemoteCache {
       return;
     }
     const cause = e instanceof Error ? e.message : String(e);
+    if (!(e instanceof Unavailable)) {
+      // Not the server's doing (a blob gone from the local store): this item only.
+      this.options.warn(redact(`remote cache ${this.name}: ${what} skipped: ${cause}`));
+      return;
+    }
     this.down ??= cause;
     this.warnOnce('down', redact(`remote cache ${this.name} unavailable (${cause}): continuing without it`));
   }

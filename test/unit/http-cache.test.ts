@@ -313,6 +313,18 @@ test('credentials: from the URL, the header variable or netrc; sent, never shown
   assert.is(fromNetrc.redact('failed: hunter22 at Basic Ym9iOmh1bnRlcjIy'), 'failed: *** at ***');
 });
 
+test('an upload whose artifact is gone from the local store is skipped, and the server stays in use', async () => {
+  const srv = await server();
+  srv.handler = srv.plain;
+  const gone = `sha256:${'e'.repeat(64)}`;
+  const { cache, warnings } = client(srv.url);
+  await cache.upload(ID, sha256('g'), 'g', { outputs: {}, artifacts: [gone], duration_ms: 1 }, store());
+  assert.equal(warnings, [`remote cache ${srv.url}: upload of build:a skipped: ${gone} is not in the local store`]);
+  assert.is(srv.log.length, 0);
+  const { key, result } = await filled(srv.url);
+  assert.equal(await cache.lookup(ID, key), result, 'still asked');
+});
+
 test('which cache: the flag, else GRAPH_REMOTE_CACHE (empty: none), else settings.remote_cache; the mode checked', () => {
   const open = (given: Parameters<typeof openRemoteCache>[0], env: NodeJS.ProcessEnv = {}) => openRemoteCache(given, { HOME: '/nonexistent', ...env }, () => {})?.name;
   assert.is(open({ flag: 'http://flag/', settings: 'http://settings' }, { GRAPH_REMOTE_CACHE: 'http://env' }), 'http://flag');
