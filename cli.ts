@@ -190,7 +190,10 @@ ${targetHelp}`,
       cache.compact();
       if (shardSummary) process.stderr.write(`${shardLine(shardSummary, made.plan.nodes.length)}\n`);
       // Builds without the bytes: only the remote hits a node that runs needs are downloaded.
-      const plan = remote ? await materializeNeeded(made.plan, { cache, remote, store, root: ws.root, signal: interrupt.signal }) : made.plan;
+      // Targets named on the command line are wanted for their outputs too (as Bazel downloads
+      // top-level outputs); a build of everything downloads nothing it does not use.
+      const wanted = positionals.length ? made.selected : undefined;
+      const plan = remote ? await materializeNeeded(made.plan, { cache, remote, store, root: ws.root, signal: interrupt.signal, wanted }) : made.plan;
       const live = process.stderr.isTTY === true && !process.env.CI;
       const summary = await executePlan(plan, {
         workspace: ws.forRules,
@@ -423,7 +426,7 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   const remote = remoteCache(ws, values);
   if (remote) plan = await checkRemote(plan, cache, remote, store, ws.root);
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.forRules);
-  return { plan, cache, store, digester, remote, summary: planSummary(plan), shard: shardSummary };
+  return { plan, cache, store, digester, remote, selected, summary: planSummary(plan), shard: shardSummary };
 }
 
 /** The remote cache the options, the environment or images.yaml name; its warnings go to stderr. */

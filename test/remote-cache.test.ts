@@ -229,6 +229,25 @@ test('read-only: --remote-cache-mode read sends no PUT; a server refusing writes
   }
 });
 
+test('a target named on the command line is brought in with its visible files; a build of everything is not', async () => {
+  const server = await startNginx();
+  try {
+    const a = smallZoo();
+    assert.is(build(a, server).code, 0);
+    const layers = new Set((JSON.parse(readFileSync(path.join(a, 'report.json'), 'utf8')) as Report).nodes.flatMap((n) => (n.id.startsWith('build:') ? (n.outputs?.layers as string[]).map((d) => d.slice(7)) : [])));
+    const b = checkout(a, SMALL_FILES);
+    const since = server.requests().length;
+    const r = build(b, server, 'build:b');
+    assert.is(r.code, 0, r.stderr);
+    assert.equal(ran(r.report), []);
+    assert.ok(existsSync(path.join(b, '.graph/out/oci/b/index.json')), "build:b's image layout is here");
+    assert.is(blobGets(server, layers, since).length, 2, "its two layers (a's and its own)");
+    assert.not.ok(existsSync(path.join(b, '.graph/out/oci/a')), 'build:a, only a dependency, is not');
+  } finally {
+    await server.stop();
+  }
+});
+
 test('credentials in the URL reach the server and never the output', async () => {
   const server = await startNginx();
   try {

@@ -27,11 +27,22 @@ const CONCURRENCY = 4;
  * module comment). Resolves when they are all in, or turned into nodes that run. Never rejects
  * for the remote's failures.
  */
-export async function materializeNeeded(plan: Plan, ctx: { cache: ActionCache; remote: RemoteCache; store: ContentStore; root: string; signal?: AbortSignal }): Promise<Plan> {
+export async function materializeNeeded(
+  plan: Plan,
+  ctx: {
+    cache: ActionCache;
+    remote: RemoteCache;
+    store: ContentStore;
+    root: string;
+    signal?: AbortSignal;
+    /** Nodes whose own outputs are wanted (the command line's targets): brought in as well. */
+    wanted?: ReadonlySet<NodeId>;
+  },
+): Promise<Plan> {
   const lostReason = `from remote cache ${ctx.remote.name}, but its artifacts could not be downloaded intact`;
   const lost = new Set<NodeId>();
   for (;;) {
-    const needed = neededHits(plan);
+    const needed = neededHits(plan, ctx.wanted);
     if (!needed.length || ctx.signal?.aborted) return plan;
     const replaced = new Map<NodeId, PlannedNode>();
     let next = 0;
@@ -75,9 +86,13 @@ export async function materializeNeeded(plan: Plan, ctx: { cache: ActionCache; r
   }
 }
 
-/** Nodes cached through the remote (hits without their bytes, or not looked up) that a node that runs depends on, in plan order. */
-function neededHits(plan: Plan): PlannedNode[] {
+/**
+ * Nodes cached through the remote (hits without their bytes, or not looked up) that a node that
+ * runs depends on, or that are `wanted`, in plan order.
+ */
+function neededHits(plan: Plan, wanted?: ReadonlySet<NodeId>): PlannedNode[] {
   const needed = new Set<NodeId>();
+  for (const id of wanted ?? []) if (plan.byId.get(id)?.remote) needed.add(id);
   for (const p of plan.nodes) {
     if (p.status !== 'run') continue;
     for (const d of p.node.deps) if (plan.byId.get(d.id)?.remote) needed.add(d.id);
