@@ -22,10 +22,9 @@
  * only files and lines that are read anyway are looked at.
  */
 import { hash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { appendFile } from 'node:fs/promises';
+import { appendFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic, writeFileAtomicAsync } from './atomic.js';
+import { writeFileAtomic } from './atomic.js';
 import type { KeyRecord } from './key.js';
 import type { ContentStore } from './store.js';
 import type { Json, NodeId } from './rule.js';
@@ -239,8 +238,10 @@ export class ActionCache {
   async put(id: NodeId, key: string, recordLine: string, result: CachedResult): Promise<void> {
     if (sha256(recordLine) !== key) throw new Error(`internal error: record of ${id} does not hash to its key`);
     const resultLine = JSON.stringify({ format: FORMAT, id, ...result });
-    await writeFileAtomicAsync(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
-    await appendFile(this.logPath, logLine(key, resultLine));
+    // Synchronous: two small writes cost less than the thread pool's round trips (open, write,
+    // close, rename: about six of them), and dependents wait for this record.
+    writeFileAtomic(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
+    appendFileSync(this.logPath, logLine(key, resultLine));
     this.index?.set(id, { key, resultLine });
   }
 

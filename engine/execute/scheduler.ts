@@ -270,9 +270,9 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       }
       options.emit({ type: 'node-executed', id: node.id, duration_ms: outcome.duration_ms });
       recording++;
-      const { result, duration_ms } = outcome;
+      const { result, duration_ms, log } = outcome;
       void recordings.add(() =>
-        recorder.record(m.job, result, duration_ms).then(
+        recorder.record(m.job, result, duration_ms, log).then(
           () => post({ type: 'recorded', job: m.job, result, duration_ms }),
           (error: unknown) => post({ type: 'recorded', job: m.job, result, duration_ms, error: error ?? new Error('unknown error') }),
         ),
