@@ -246,6 +246,8 @@ export async function runEngine(
     resources?: Record<string, number>;
     onEvent?: (e: EngineEvent) => void;
     remote?: RemoteCache;
+    /** Awaited between planning and executing (lines concurrent runs up: all plan, then all run). */
+    afterPlan?: () => Promise<void>;
   } = {},
 ): Promise<EngineRun> {
   const ws = openWorkspace(dir, fakeRules());
@@ -258,6 +260,7 @@ export async function runEngine(
   let plan = planBuild(ws.graph, selected, { root: ws.root, cache, store, digester, env: {}, tools });
   if (opts.remote) plan = await checkRemote(plan, cache, opts.remote, store, ws.root);
   digester.save();
+  await opts.afterPlan?.();
   const events: EngineEvent[] = [];
   const summary = await executePlan(plan, {
     decls: ws.decls,

@@ -338,6 +338,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
   }
   options.signal?.removeEventListener('abort', onInterrupt);
   await Promise.all([...releasing, recorder.flush?.()]);
+  await options.leases?.leave();
 
   // Whatever never started: stopped by --fail-fast or an interrupt.
   const notStarted: Failure = stop ?? { type: 'not-started', why: 'interrupted' };

@@ -76,7 +76,15 @@ test('an interrupt stops running nodes, records only successes, and the next run
 
 test('two runs building one workspace at once run each node once, and leave a valid cache', async () => {
   const dir = workspace(wideZoo(6));
-  const [a, b] = await Promise.all([runEngine(dir, new FakeRunner()), runEngine(dir, new FakeRunner())]);
+  // Both plan before either runs (so every node is planned to run in both), then both run at once.
+  let planned = 0;
+  let allPlanned!: () => void;
+  const barrier = new Promise<void>((resolve) => (allPlanned = resolve));
+  const afterPlan = () => {
+    if (++planned === 2) allPlanned();
+    return barrier;
+  };
+  const [a, b] = await Promise.all([runEngine(dir, new FakeRunner(), { afterPlan }), runEngine(dir, new FakeRunner(), { afterPlan })]);
   assert.is(a.summary.counts.failed + b.summary.counts.failed, 0);
   assert.is(a.runner.calls.length + b.runner.calls.length, 18, 'every node ran in exactly one of the two');
   const reused = [...a.summary.results, ...b.summary.results].filter((r) => r.status === 'cached');
