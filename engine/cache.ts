@@ -136,20 +136,17 @@ export class ActionCache {
     return { recordLine, resultLine };
   }
 
-  private entry(key: string, resultLine: string, recordLine?: string): CacheEntry | undefined {
+  /** @param knownId the node's id when the caller has it (the entry then keeps that string, not a copy). */
+  private entry(key: string, resultLine: string, recordLine?: string, knownId?: NodeId): CacheEntry | undefined {
     const result = parseResult(resultLine);
     if (!result) return undefined;
     const { id, ...rest } = result;
-    let record: KeyRecord | undefined | null = recordLine === undefined ? null : (JSON.parse(recordLine) as KeyRecord);
-    const read = () => (record === null ? (record = this.readRecord(key)) : record);
-    return {
-      id,
-      key,
-      get record() {
-        return read();
-      },
-      result: rest,
-    };
+    return new Entry(this, knownId === id ? knownId : id, key, rest, recordLine === undefined ? null : (JSON.parse(recordLine) as KeyRecord));
+  }
+
+  /** @internal `Entry`'s way to its record (the entry file). */
+  recordOf(key: string): KeyRecord | undefined {
+    return this.readRecord(key);
   }
 
   /**
@@ -162,7 +159,7 @@ export class ActionCache {
     if (id !== undefined) {
       const last = this.lastEntries().get(id);
       if (last?.key === key) {
-        const e = this.entry(key, last.resultLine);
+        const e = this.entry(key, last.resultLine, undefined, id);
         if (e) return e;
       }
     }
@@ -259,6 +256,26 @@ export class ActionCache {
     // A line appended by another process during the rewrite can be lost: that costs the node's
     // fast path and its explanation (the entry file still serves it), never correctness.
     writeFileAtomic(this.logPath, [...last.values()].map((e) => logLine(e.key, e.resultLine)).join(''));
+  }
+}
+
+/**
+ * A cache entry whose record is read from its entry file when first asked for. A class, not an
+ * object literal with a closure: a plan keeps one per cached node (100k at the largest zoos).
+ */
+class Entry implements CacheEntry {
+  constructor(
+    private readonly cache: ActionCache,
+    readonly id: NodeId,
+    readonly key: string,
+    readonly result: CachedResult,
+    /** null: not read yet. */
+    private known: KeyRecord | undefined | null,
+  ) {}
+
+  get record(): KeyRecord | undefined {
+    if (this.known === null) this.known = this.cache.recordOf(this.key);
+    return this.known;
   }
 }
 

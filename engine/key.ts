@@ -74,6 +74,8 @@ export interface KeyedRecord {
   readonly key: string;
 }
 
+const NO_ENV: Record<string, string | null> = Object.freeze({}) as Record<string, string | null>;
+
 /**
  * Computes key records for one plan. The canonical text is assembled from its parts (same bytes as
  * `canonicalJson(record)`), and the part for a list of input files is computed once per list:
@@ -81,6 +83,8 @@ export interface KeyedRecord {
  */
 export class Keyer {
   private readonly fileParts = new Map<string, { map: Record<string, string>; text: string }>();
+  /** One string per distinct tool field: nodes of a kind share theirs (kept by every record). */
+  private readonly toolFields = new Map<string, string>();
 
   /**
    * @param env the environment allow-listed variables are read from.
@@ -106,11 +110,15 @@ export class Keyer {
       part = { map, text: canonicalJson(map) };
       this.fileParts.set(filesId, part);
     }
-    const envMap: Record<string, string | null> = {};
+    // Most nodes read no environment variable: they share one empty map.
+    const envMap: Record<string, string | null> = node.env.length ? {} : NO_ENV;
     for (const name of node.env.length > 1 ? [...node.env].sort() : node.env) envMap[name] = this.env[name] ?? null;
     const deps: Record<string, string> = {};
     for (const id of node.deps.length > 1 ? node.deps.map((d) => d.id).sort() : node.deps.map((d) => d.id)) deps[id] = depKeys.get(id) as string;
-    const tool = toolField(node, this.tools);
+    let tool = toolField(node, this.tools);
+    const known = this.toolFields.get(tool);
+    if (known === undefined) this.toolFields.set(tool, tool);
+    else tool = known;
     const record: KeyRecord = { rule: node.kind, ruleVersion, decl: node.decl, files: part.map, env: envMap, tool, deps };
     // Fields in sorted order, as canonicalJson writes them.
     const text =

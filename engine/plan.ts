@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { ActionCache, CacheEntry, RemoteCache } from './cache.js';
 import { expandInputs, type FileDigester } from './files.js';
 import type { BuildGraph } from './graph.js';
-import { explainChange, Keyer, shortDigest, type KeyRecord } from './key.js';
+import { canonicalJson, explainChange, Keyer, shortDigest, type KeyRecord } from './key.js';
 import type { Declarations } from './declarations.js';
 import type { Json, NodeDef, NodeId, Rule } from './rule.js';
 import type { ContentStore } from './store.js';
@@ -20,7 +20,10 @@ export interface PlannedNode {
   readonly node: NodeDef;
   readonly key: string;
   readonly record: KeyRecord;
-  /** `record` as canonical JSON (what the cache stores). */
+  /**
+   * `record` as canonical JSON (what the cache stores). Kept for nodes that run; a cached node's
+   * is made again when asked for (at 100k nodes the texts are ≈65 MB that no one reads).
+   */
   readonly recordText: string;
   readonly status: PlanStatus;
   /** Why it runs; empty when cached, or why it is already done (e.g. "already in registry"). */
@@ -103,11 +106,26 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     } else {
       reasons = whyNoEntry(ctx.cache, id, key, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
     }
-    const planned: PlannedNode = { node, key, record, recordText, status, reasons, cached: status === 'cached' ? entry : undefined, ...(restore ? { restore } : {}) };
+    const planned: PlannedNode =
+      status === 'run'
+        ? { node, key, record, recordText, status, reasons, cached: undefined }
+        : withLazyText({ node, key, record, status, reasons, cached: entry, ...(restore ? { restore } : {}) });
     byId.set(id, planned);
     nodes.push(planned);
   }
   return { graph, nodes, byId };
+}
+
+/**
+ * A cached node's planned form: `recordText` an enumerable getter (a spread copy still has it),
+ * one shared function, no closure per node.
+ */
+function withLazyText(p: Omit<PlannedNode, 'recordText'>): PlannedNode {
+  return Object.defineProperty(p, 'recordText', { get: recordTextOf, enumerable: true }) as PlannedNode;
+}
+
+function recordTextOf(this: PlannedNode): string {
+  return canonicalJson(this.record);
 }
 
 /** A result's visible files that are not in the workspace at `root` (one stat each). */
