@@ -208,13 +208,7 @@ export class ActionCache {
       const rest = line.slice(65);
       const key = rest.slice(0, 64);
       const resultLine = rest.slice(65);
-      const idMatch = /^\{"format":1,"id":("(?:[^"\\]|\\.)*")/.exec(resultLine);
-      let id: string | undefined;
-      try {
-        id = idMatch ? (JSON.parse(idMatch[1]) as string) : undefined;
-      } catch {
-        // a damaged id
-      }
+      const id = idOf(resultLine);
       if (sha256(rest) !== line.slice(0, 64)) {
         if (KEY.test(key)) this.corruptLines.keys.add(key);
         if (id !== undefined) this.corruptLines.ids.add(id);
@@ -276,6 +270,24 @@ class Entry implements CacheEntry {
   get record(): KeyRecord | undefined {
     if (this.known === null) this.known = this.cache.recordOf(this.key);
     return this.known;
+  }
+}
+
+const RESULT_PREFIX = '{"format":1,"id":"';
+
+/** The node id a result line names (read without parsing the rest); undefined when damaged. */
+function idOf(resultLine: string): string | undefined {
+  if (!resultLine.startsWith(RESULT_PREFIX)) return undefined;
+  const end = resultLine.indexOf('"', RESULT_PREFIX.length);
+  if (end === -1) return undefined;
+  const raw = resultLine.slice(RESULT_PREFIX.length, end);
+  if (!raw.includes('\\')) return raw;
+  // An escape in the id: the closing quote may be further on; JSON reads it.
+  const m = /^\{"format":1,"id":("(?:[^"\\]|\\.)*")/.exec(resultLine);
+  try {
+    return m ? (JSON.parse(m[1]) as string) : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -51,6 +51,9 @@ export interface PlanContext {
   readonly tools?: ToolIdentities;
 }
 
+/** The reasons of a node that has none (shared, never changed). */
+const NO_REASONS: string[] = Object.freeze([]) as unknown as string[];
+
 /** Most reasons listed for one node before "and N more". */
 const MAX_REASONS = 8;
 
@@ -67,12 +70,15 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
   const keyer = new Keyer(ctx.digester, ctx.env, ctx.tools);
   // Many nodes share one input spec (every test of a group reads its inputs); expand each once.
   const expanded = new Map<string, string[]>();
+  // A model's tests in each runtime share one inputs array: its JSON is made once.
+  const specKeys = new Map<readonly unknown[], string>();
 
   for (const id of graph.order) {
     if (!selection.has(id)) continue;
     const node = graph.node(id);
     // Rules build input specs in a fixed order, so plain JSON identifies them.
-    const specKey = JSON.stringify(node.inputs);
+    let specKey = specKeys.get(node.inputs);
+    if (specKey === undefined) specKeys.set(node.inputs, (specKey = JSON.stringify(node.inputs)));
     let files = expanded.get(specKey);
     if (!files) expanded.set(specKey, (files = expandInputs(ctx.root, node.inputs)));
     const rule = graph.rules.get(node.kind);
@@ -81,24 +87,27 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
 
     const entry = ctx.cache.get(key, id);
     let status: PlanStatus = 'run';
-    let reasons: string[] = [];
+    // Arrays are made only when there is something to put in them: most nodes of a no-op plan
+    // have no reason, no missing artifact and no gone file.
+    let reasons: string[] = NO_REASONS;
     let restore: string[] | undefined;
     if (entry) {
       // One stat per artifact; the bytes are read only when a stat differs from the store's memo.
-      const missing: string[] = [];
-      const corrupt: string[] = [];
+      let missing: string[] | undefined;
+      let corrupt: string[] | undefined;
       for (const d of entry.result.artifacts) {
         const state = ctx.store.check(d);
-        if (state === 'missing') missing.push(d);
-        else if (state === 'corrupt') corrupt.push(d);
+        if (state === 'missing') (missing ??= []).push(d);
+        else if (state === 'corrupt') (corrupt ??= []).push(d);
       }
       // One stat per visible file (a layout's index.json, a SIF, a dist/ copy). Files the rule can
       // write again from the store are restored; others make the node run.
-      const gone = goneFiles(ctx.root, entry.result);
+      const gone = entry.result.files?.length ? goneFiles(ctx.root, entry.result) : NO_REASONS;
       const restorable = gone.length > 0 && rule?.restore !== undefined;
-      if (missing.length === 0 && corrupt.length === 0 && (gone.length === 0 || restorable)) status = 'cached';
-      if (missing.length) reasons.push(`output missing: ${missing.map(shortDigest).join(', ')} no longer in the store`);
-      if (corrupt.length) reasons.push(`output corrupt: ${corrupt.map(shortDigest).join(', ')} did not match its digest (removed from the store)`);
+      if (!missing && !corrupt && (gone.length === 0 || restorable)) status = 'cached';
+      if (missing || corrupt || gone.length) reasons = [];
+      if (missing) reasons.push(`output missing: ${missing.map(shortDigest).join(', ')} no longer in the store`);
+      if (corrupt) reasons.push(`output corrupt: ${corrupt.map(shortDigest).join(', ')} did not match its digest (removed from the store)`);
       if (gone.length) reasons.push(status === 'cached' ? restoresReason(gone) : `output missing: ${gone.join(', ')} no longer in the workspace`);
       if (status === 'cached' && gone.length) restore = gone;
     } else if (ctx.cache.isCorrupt(key, id)) {
