@@ -28,9 +28,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { utimesSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { writeFileAtomicAsync } from '../atomic.js';
 import type { Clock } from './clock.js';
 
 /** How often a holder refreshes its lease's mtime (ms). */
@@ -181,9 +182,7 @@ export class KeyLeases {
 
   /** Write this run's announcement (atomically: a reader never sees half of it). */
   private async announce(shared: boolean): Promise<void> {
-    const tmp = `${path.join(this.options.dir, '.tmp-')}${ANNOUNCEMENT}${this.me.run}-${process.pid}`;
-    await writeFile(tmp, `${JSON.stringify({ ...this.me, shared })}\n`);
-    await rename(tmp, this.announcement);
+    await writeFileAtomicAsync(this.announcement, `${JSON.stringify({ ...this.me, shared })}\n`);
   }
 
   /** The other runs' live announcements' file names and whether each says shared; stale ones are removed. */
