@@ -98,6 +98,8 @@ function parseResult(line: string): (CachedResult & { id: NodeId }) | undefined 
 
 export class ActionCache {
   private index?: Map<string, { key: string; resultLine: string }>;
+  /** Lines of `actions.log` when the index was read, plus those this object appended since. */
+  private logLines = 0;
   /** Keys whose entry file was read and found torn or tampered. */
   private readonly corruptEntries = new Set<string>();
   /** Keys and node ids named by log lines that failed their digest. */
@@ -202,6 +204,7 @@ export class ActionCache {
       let end = text.indexOf('\n', start);
       if (end === -1) end = text.length; // a torn last line fails its digest below
       const line = text.slice(start, end);
+      if (end < text.length) this.logLines++;
       start = end + 1;
       // `<64 hex sum> <64 hex key> <result line>`
       if (line.length < 131 || line[64] !== ' ' || line[129] !== ' ') continue;
@@ -233,20 +236,18 @@ export class ActionCache {
     // close, rename: about six of them), and dependents wait for this record.
     writeFileAtomic(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
     appendFileSync(this.logPath, logLine(key, resultLine));
-    this.index?.set(id, { key, resultLine });
+    if (this.index) {
+      this.logLines++;
+      this.index.set(id, { key, resultLine });
+    }
   }
 
   /** Rewrite `actions.log` with one line per node when it has grown past twice that. */
   compact(): void {
-    let lines = 0;
-    try {
-      const text = readFileSync(this.logPath, 'utf8');
-      for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) lines++;
-    } catch {
-      return;
-    }
+    // Lines counted when the index was read (a plan has read it): the file is not read again.
+    // Lines other processes appended since are not counted: they only delay a compaction.
     const last = this.lastEntries();
-    if (lines <= 2 * last.size + 1000) return;
+    if (this.logLines <= 2 * last.size + 1000) return;
     // A line appended by another process during the rewrite can be lost: that costs the node's
     // fast path and its explanation (the entry file still serves it), never correctness.
     writeFileAtomic(this.logPath, [...last.values()].map((e) => logLine(e.key, e.resultLine)).join(''));
