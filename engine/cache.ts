@@ -93,7 +93,21 @@ function parseResult(line: string): (CachedResult & { id: NodeId }) | undefined 
   if (r.format !== FORMAT || typeof r.id !== 'string' || typeof r.outputs !== 'object' || r.outputs === null) return undefined;
   if (!Array.isArray(r.artifacts) || typeof r.duration_ms !== 'number') return undefined;
   if (r.files !== undefined && !(Array.isArray(r.files) && r.files.every((f) => typeof f === 'string'))) return undefined;
+  shareOutputStrings(r.artifacts as string[], r.outputs);
   return { id: r.id as NodeId, outputs: r.outputs, artifacts: r.artifacts, ...(r.files ? { files: r.files } : {}), log: r.log, duration_ms: r.duration_ms };
+}
+
+/**
+ * Artifacts are usually outputs too (an image's manifest digest is both): JSON.parse makes two
+ * equal strings, and a plan keeps every cached result, so an artifact equal to a top-level output
+ * becomes that output's string (≈9 MB at 100k nodes).
+ */
+function shareOutputStrings(artifacts: string[], outputs: { readonly [k: string]: Json }): void {
+  for (const k in outputs) {
+    const v = outputs[k];
+    if (typeof v !== 'string') continue;
+    for (let i = 0; i < artifacts.length; i++) if (artifacts[i] === v) artifacts[i] = v;
+  }
 }
 
 export class ActionCache {
