@@ -35,7 +35,10 @@ export interface CachedResult {
   readonly artifacts: readonly string[];
   /** Workspace-relative paths of the node's visible files (`NodeOutputs.files`). */
   readonly files?: readonly string[];
-  /** Digest of the node's log in the content-addressed store. */
+  /**
+   * Digest of the node's log in the content-addressed store; absent when the log held nothing
+   * but its header (node, key, why: all in the record already), and for results from elsewhere.
+   */
   readonly log?: string;
   /** Milliseconds the node took when it ran. */
   readonly duration_ms: number;
