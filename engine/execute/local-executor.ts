@@ -6,9 +6,9 @@
  *
  * The log is kept in memory until something needs the file: a child process writing to it (the
  * rule asks for `ctx.log.path`), or the node's end. Then it is written in one go, and a success
- * hands its text to the recorder, which need not read it back. A node that starts no process
- * (most of the engine's own bookkeeping nodes, a cached layer) so costs one file, not an open at
- * its start, an append per line and a read at its end.
+ * hands its text to the recorder, which need not read it back. A node whose rule starts no
+ * process (a build from layers, a publish) so costs one file write, not a create at its start, an
+ * append per line and a read at its end.
  */
 import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';

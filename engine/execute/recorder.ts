@@ -2,9 +2,9 @@
  * The recorder: makes a finished node's result durable before anything depends on it. A success
  * is recorded as its log (a blob in the content-addressed store, unless the log holds nothing but
  * the executor's header) and an action-cache entry under the node's key; only then does the
- * scheduler release the node's dependents. With a remote cache,
- * the result is uploaded after it is recorded locally, in the background (dependents need only
- * the local record); the run waits for the uploads at its end (`flush`).
+ * scheduler release the node's dependents. With a remote cache, the result is uploaded after it
+ * is recorded locally, in the background (dependents need only the local record); the run waits
+ * for the uploads at its end (`flush`).
  */
 import { readFile } from 'node:fs/promises';
 import type { ActionCache, CachedResult, RemoteCache } from '../cache.js';
@@ -49,4 +49,3 @@ export class CacheRecorder implements Recorder {
     await Promise.all(this.uploads);
   }
 }
-

@@ -71,8 +71,9 @@ export interface ExecuteOptions {
 const DEFAULT_ESTIMATE_MS = 1000;
 
 /**
- * Results are recorded two at a time: libuv's four threads then always have room for the next
- * node's start (its log file), which otherwise queues behind the records.
+ * Results are recorded two at a time. The local recorder's writes are synchronous (two small
+ * files); what waits here is the rest: reading back a log an executor did not hand over, and a
+ * custom recorder's own work.
  */
 const RECORD_CONCURRENCY = 2;
 
