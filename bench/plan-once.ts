@@ -1,11 +1,14 @@
 /**
  * `node out/bench/plan-once.js DIR NODES`: write a synthetic zoo of about NODES nodes into DIR and
  * fill its action cache by running every node with a fake rule (a success that stores one blob),
- * so `graph build` in DIR afterwards is a no-op; prints the node count. `--fill DIR` fills the
+ * through the scheduler as `graph build` runs it (leases included), so `graph build` in DIR
+ * afterwards is a no-op; prints the node count. `--fill DIR` fills the
  * cache of a zoo already written there and prints `{nodes, executeMs}` (bench/run.ts).
  */
 import path from 'node:path';
 import { ActionCache } from '../engine/cache.js';
+import { systemClock } from '../engine/execute/clock.js';
+import { KeyLeases } from '../engine/execute/lease.js';
 import { executePlan } from '../engine/execute/scheduler.js';
 import { FileDigester } from '../engine/files.js';
 import { planBuild } from '../engine/plan.js';
@@ -29,14 +32,16 @@ export const instantRules: Rule[] = defaultRules.map((r) => ({
 /** Run every node of the zoo in `dir` with `rules`; returns the wall time of the execution (ms). */
 export async function fillCache(dir: string, rules: Rule[], jobs = 8): Promise<{ nodes: number; executeMs: number }> {
   const ws = openWorkspace(dir, rules);
-  const cache = new ActionCache(ws.stateDir);
-  const store = new ContentStore(path.join(ws.stateDir, 'cas'));
+  const cache = new ActionCache(ws.cacheDir);
+  const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
   // Tools probed as the CLI probes them (and remembered where it looks), so `graph plan` agrees.
   const tools = await resolveTools(ws.graph.nodes(), path.join(ws.stateDir, 'tools.json'));
   const plan = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache, store, digester, env: process.env, tools });
   digester.save();
   const runner: ProcessRunner = { run: async () => ({ exitCode: 0, aborted: false }) };
+  // Leases as `graph build` takes them (alone in its cache, a run holds them in memory).
+  const leases = new KeyLeases({ dir: path.join(ws.cacheDir, 'leases'), clock: systemClock });
   const t0 = performance.now();
   await executePlan(plan, {
     workspace: ws.forRules,
@@ -48,6 +53,7 @@ export async function fillCache(dir: string, rules: Rule[], jobs = 8): Promise<{
     cache,
     store,
     stateDir: ws.stateDir,
+    leases,
     emit: () => {},
   });
   return { nodes: ws.graph.size, executeMs: performance.now() - t0 };

@@ -22,10 +22,9 @@
  * only files and lines that are read anyway are looked at.
  */
 import { hash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { appendFile } from 'node:fs/promises';
+import { appendFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic, writeFileAtomicAsync } from './atomic.js';
+import { writeFileAtomic } from './atomic.js';
 import type { KeyRecord } from './key.js';
 import type { ContentStore } from './store.js';
 import type { Json, NodeId } from './rule.js';
@@ -36,7 +35,10 @@ export interface CachedResult {
   readonly artifacts: readonly string[];
   /** Workspace-relative paths of the node's visible files (`NodeOutputs.files`). */
   readonly files?: readonly string[];
-  /** Digest of the node's log in the content-addressed store. */
+  /**
+   * Digest of the node's log in the content-addressed store; absent when the log held nothing
+   * but its header (node, key, why: all in the record already), and for results from elsewhere.
+   */
   readonly log?: string;
   /** Milliseconds the node took when it ran. */
   readonly duration_ms: number;
@@ -100,11 +102,27 @@ function parseResult(line: string): (CachedResult & { id: NodeId }) | undefined 
   if (r.format !== FORMAT || typeof r.id !== 'string' || typeof r.outputs !== 'object' || r.outputs === null) return undefined;
   if (!Array.isArray(r.artifacts) || typeof r.duration_ms !== 'number') return undefined;
   if (r.files !== undefined && !(Array.isArray(r.files) && r.files.every((f) => typeof f === 'string'))) return undefined;
+  shareOutputStrings(r.artifacts as string[], r.outputs);
   return { id: r.id as NodeId, outputs: r.outputs, artifacts: r.artifacts, ...(r.files ? { files: r.files } : {}), log: r.log, duration_ms: r.duration_ms };
+}
+
+/**
+ * Artifacts are usually outputs too (an image's manifest digest is both): JSON.parse makes two
+ * equal strings, and a plan keeps every cached result, so an artifact equal to a top-level output
+ * becomes that output's string (≈9 MB at 100k nodes).
+ */
+function shareOutputStrings(artifacts: string[], outputs: { readonly [k: string]: Json }): void {
+  for (const k in outputs) {
+    const v = outputs[k];
+    if (typeof v !== 'string') continue;
+    for (let i = 0; i < artifacts.length; i++) if (artifacts[i] === v) artifacts[i] = v;
+  }
 }
 
 export class ActionCache {
   private index?: Map<string, { key: string; resultLine: string }>;
+  /** Lines of `actions.log` when the index was read, plus those this object appended since. */
+  private logLines = 0;
   /** Keys whose entry file was read and found torn or tampered. */
   private readonly corruptEntries = new Set<string>();
   /** Keys and node ids named by log lines that failed their digest. */
@@ -143,20 +161,17 @@ export class ActionCache {
     return { recordLine, resultLine };
   }
 
-  private entry(key: string, resultLine: string, recordLine?: string): CacheEntry | undefined {
+  /** @param knownId the node's id when the caller has it (the entry then keeps that string, not a copy). */
+  private entry(key: string, resultLine: string, recordLine?: string, knownId?: NodeId): CacheEntry | undefined {
     const result = parseResult(resultLine);
     if (!result) return undefined;
     const { id, ...rest } = result;
-    let record: KeyRecord | undefined | null = recordLine === undefined ? null : (JSON.parse(recordLine) as KeyRecord);
-    const read = () => (record === null ? (record = this.readRecord(key)) : record);
-    return {
-      id,
-      key,
-      get record() {
-        return read();
-      },
-      result: rest,
-    };
+    return new Entry(this, knownId === id ? knownId : id, key, rest, recordLine === undefined ? null : (JSON.parse(recordLine) as KeyRecord));
+  }
+
+  /** @internal `Entry`'s way to its record (the entry file). */
+  recordOf(key: string): KeyRecord | undefined {
+    return this.readRecord(key);
   }
 
   /**
@@ -169,7 +184,7 @@ export class ActionCache {
     if (id !== undefined) {
       const last = this.lastEntries().get(id);
       if (last?.key === key) {
-        const e = this.entry(key, last.resultLine);
+        const e = this.entry(key, last.resultLine, undefined, id);
         if (e) return e;
       }
     }
@@ -212,19 +227,14 @@ export class ActionCache {
       let end = text.indexOf('\n', start);
       if (end === -1) end = text.length; // a torn last line fails its digest below
       const line = text.slice(start, end);
+      if (end < text.length) this.logLines++;
       start = end + 1;
       // `<64 hex sum> <64 hex key> <result line>`
       if (line.length < 131 || line[64] !== ' ' || line[129] !== ' ') continue;
       const rest = line.slice(65);
       const key = rest.slice(0, 64);
       const resultLine = rest.slice(65);
-      const idMatch = /^\{"format":1,"id":("(?:[^"\\]|\\.)*")/.exec(resultLine);
-      let id: string | undefined;
-      try {
-        id = idMatch ? (JSON.parse(idMatch[1]) as string) : undefined;
-      } catch {
-        // a damaged id
-      }
+      const id = idOf(resultLine);
       if (sha256(rest) !== line.slice(0, 64)) {
         if (KEY.test(key)) this.corruptLines.keys.add(key);
         if (id !== undefined) this.corruptLines.ids.add(id);
@@ -245,25 +255,63 @@ export class ActionCache {
   async put(id: NodeId, key: string, recordLine: string, result: CachedResult): Promise<void> {
     if (sha256(recordLine) !== key) throw new Error(`internal error: record of ${id} does not hash to its key`);
     const resultLine = JSON.stringify({ format: FORMAT, id, ...result });
-    await writeFileAtomicAsync(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
-    await appendFile(this.logPath, logLine(key, resultLine));
-    this.index?.set(id, { key, resultLine });
+    // Synchronous: two small writes cost less than the thread pool's round trips (open, write,
+    // close, rename: about six of them), and dependents wait for this record.
+    writeFileAtomic(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
+    appendFileSync(this.logPath, logLine(key, resultLine));
+    if (this.index) {
+      this.logLines++;
+      this.index.set(id, { key, resultLine });
+    }
   }
 
   /** Rewrite `actions.log` with one line per node when it has grown past twice that. */
   compact(): void {
-    let lines = 0;
-    try {
-      const text = readFileSync(this.logPath, 'utf8');
-      for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) lines++;
-    } catch {
-      return;
-    }
+    // Lines counted when the index was read (a plan has read it): the file is not read again.
+    // Lines other processes appended since are not counted: they only delay a compaction.
     const last = this.lastEntries();
-    if (lines <= 2 * last.size + 1000) return;
+    if (this.logLines <= 2 * last.size + 1000) return;
     // A line appended by another process during the rewrite can be lost: that costs the node's
     // fast path and its explanation (the entry file still serves it), never correctness.
     writeFileAtomic(this.logPath, [...last.values()].map((e) => logLine(e.key, e.resultLine)).join(''));
+  }
+}
+
+/**
+ * A cache entry whose record is read from its entry file when first asked for. A class, not an
+ * object literal with a closure: a plan keeps one per cached node (100k at the largest zoos).
+ */
+class Entry implements CacheEntry {
+  constructor(
+    private readonly cache: ActionCache,
+    readonly id: NodeId,
+    readonly key: string,
+    readonly result: CachedResult,
+    /** null: not read yet. */
+    private known: KeyRecord | undefined | null,
+  ) {}
+
+  get record(): KeyRecord | undefined {
+    if (this.known === null) this.known = this.cache.recordOf(this.key);
+    return this.known;
+  }
+}
+
+const RESULT_PREFIX = '{"format":1,"id":"';
+
+/** The node id a result line names (read without parsing the rest); undefined when damaged. */
+function idOf(resultLine: string): string | undefined {
+  if (!resultLine.startsWith(RESULT_PREFIX)) return undefined;
+  const end = resultLine.indexOf('"', RESULT_PREFIX.length);
+  if (end === -1) return undefined;
+  const raw = resultLine.slice(RESULT_PREFIX.length, end);
+  if (!raw.includes('\\')) return raw;
+  // An escape in the id: the closing quote may be further on; JSON reads it.
+  const m = /^\{"format":1,"id":("(?:[^"\\]|\\.)*")/.exec(resultLine);
+  try {
+    return m ? (JSON.parse(m[1]) as string) : undefined;
+  } catch {
+    return undefined;
   }
 }
 

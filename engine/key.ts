@@ -27,6 +27,9 @@ export interface KeyRecord {
   readonly deps: Readonly<Record<string, string>>;
 }
 
+/** Objects with at most this many keys have them sorted by insertion (see `canonicalJson`). */
+const SMALL = 16;
+
 /**
  * JSON with object keys sorted at every level and no whitespace: equal data, equal bytes.
  * Built by string concatenation (V8 joins such strings lazily): this runs for every node of
@@ -50,7 +53,18 @@ export function canonicalJson(value: unknown): string {
     return `${out}]`;
   }
   const obj = value as Record<string, unknown>;
-  const keys = Object.keys(obj).sort();
+  const keys = Object.keys(obj);
+  if (keys.length > SMALL) keys.sort();
+  else {
+    // In place: V8's sort copies the array first, and a plan sorts the keys of every node's
+    // declaration (its largest source of garbage). Same order: UTF-16 code units, as sort().
+    for (let i = 1; i < keys.length; i++) {
+      const k = keys[i];
+      let j = i - 1;
+      for (; j >= 0 && keys[j] > k; j--) keys[j + 1] = keys[j];
+      keys[j + 1] = k;
+    }
+  }
   let out = '{';
   let first = true;
   for (const k of keys) {
@@ -74,6 +88,8 @@ export interface KeyedRecord {
   readonly key: string;
 }
 
+const NO_ENV: Record<string, string | null> = Object.freeze({}) as Record<string, string | null>;
+
 /**
  * Computes key records for one plan. The canonical text is assembled from its parts (same bytes as
  * `canonicalJson(record)`), and the part for a list of input files is computed once per list:
@@ -81,6 +97,8 @@ export interface KeyedRecord {
  */
 export class Keyer {
   private readonly fileParts = new Map<string, { map: Record<string, string>; text: string }>();
+  /** One string per distinct tool field: nodes of a kind share theirs (kept by every record). */
+  private readonly toolFields = new Map<string, string>();
 
   /**
    * @param env the environment allow-listed variables are read from.
@@ -106,15 +124,24 @@ export class Keyer {
       part = { map, text: canonicalJson(map) };
       this.fileParts.set(filesId, part);
     }
-    const envMap: Record<string, string | null> = {};
+    // Most nodes read no environment variable: they share one empty map.
+    const envMap: Record<string, string | null> = node.env.length ? {} : NO_ENV;
     for (const name of node.env.length > 1 ? [...node.env].sort() : node.env) envMap[name] = this.env[name] ?? null;
     const deps: Record<string, string> = {};
     for (const id of node.deps.length > 1 ? node.deps.map((d) => d.id).sort() : node.deps.map((d) => d.id)) deps[id] = depKeys.get(id) as string;
-    const tool = toolField(node, this.tools);
+    // The common shapes written directly (canonicalJson's bytes, without its key lists and sorts):
+    // no environment variable, and one dependency (every test, convert and publish node).
+    const envText = envMap === NO_ENV ? '{}' : canonicalJson(envMap);
+    const only = node.deps.length === 1 ? deps[node.deps[0].id] : undefined;
+    const depsText = only === undefined ? canonicalJson(deps) : `{${JSON.stringify(node.deps[0].id)}:${JSON.stringify(only)}}`;
+    let tool = toolField(node, this.tools);
+    const known = this.toolFields.get(tool);
+    if (known === undefined) this.toolFields.set(tool, tool);
+    else tool = known;
     const record: KeyRecord = { rule: node.kind, ruleVersion, decl: node.decl, files: part.map, env: envMap, tool, deps };
     // Fields in sorted order, as canonicalJson writes them.
     const text =
-      `{"decl":${canonicalJson(node.decl)},"deps":${canonicalJson(deps)},"env":${canonicalJson(envMap)},` +
+      `{"decl":${canonicalJson(node.decl)},"deps":${depsText},"env":${envText},` +
       `"files":${part.text},"rule":${JSON.stringify(node.kind)},"ruleVersion":${canonicalJson(ruleVersion)},"tool":${JSON.stringify(tool)}}`;
     return { record, text, key: hash('sha256', text, 'hex') };
   }

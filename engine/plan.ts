@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { ActionCache, CacheEntry, RemoteCache } from './cache.js';
 import { expandInputs, type FileDigester } from './files.js';
 import type { BuildGraph } from './graph.js';
-import { explainChange, Keyer, shortDigest, type KeyRecord } from './key.js';
+import { canonicalJson, explainChange, Keyer, shortDigest, type KeyRecord } from './key.js';
 import type { Json, NodeDef, NodeId, Rule, RuleWorkspace } from './rule.js';
 import type { ContentStore } from './store.js';
 import type { ToolIdentities } from './tools.js';
@@ -19,7 +19,10 @@ export interface PlannedNode {
   readonly node: NodeDef;
   readonly key: string;
   readonly record: KeyRecord;
-  /** `record` as canonical JSON (what the cache stores). */
+  /**
+   * `record` as canonical JSON (what the cache stores). Kept for nodes that run; a cached node's
+   * is made again when asked for (at 100k nodes the texts are ≈65 MB that no one reads).
+   */
   readonly recordText: string;
   readonly status: PlanStatus;
   /** Why it runs; empty when cached, or why it is already done (e.g. "already in registry"). */
@@ -53,6 +56,9 @@ export interface PlanContext {
   readonly tools?: ToolIdentities;
 }
 
+/** The reasons of a node that has none (shared, never changed). */
+const NO_REASONS: string[] = Object.freeze([]) as unknown as string[];
+
 /** Most reasons listed for one node before "and N more". */
 const MAX_REASONS = 8;
 
@@ -69,12 +75,15 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
   const keyer = new Keyer(ctx.digester, ctx.env, ctx.tools);
   // Many nodes share one input spec (every test of a group reads its inputs); expand each once.
   const expanded = new Map<string, string[]>();
+  // A model's tests in each runtime share one inputs array: its JSON is made once.
+  const specKeys = new Map<readonly unknown[], string>();
 
   for (const id of graph.order) {
     if (!selection.has(id)) continue;
     const node = graph.node(id);
     // Rules build input specs in a fixed order, so plain JSON identifies them.
-    const specKey = JSON.stringify(node.inputs);
+    let specKey = specKeys.get(node.inputs);
+    if (specKey === undefined) specKeys.set(node.inputs, (specKey = JSON.stringify(node.inputs)));
     let files = expanded.get(specKey);
     if (!files) expanded.set(specKey, (files = expandInputs(ctx.root, node.inputs)));
     const rule = graph.rules.get(node.kind);
@@ -83,24 +92,27 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
 
     const entry = ctx.cache.get(key, id);
     let status: PlanStatus = 'run';
-    let reasons: string[] = [];
+    // Arrays are made only when there is something to put in them: most nodes of a no-op plan
+    // have no reason, no missing artifact and no gone file.
+    let reasons: string[] = NO_REASONS;
     let restore: string[] | undefined;
     if (entry) {
       // One stat per artifact; the bytes are read only when a stat differs from the store's memo.
-      const missing: string[] = [];
-      const corrupt: string[] = [];
+      let missing: string[] | undefined;
+      let corrupt: string[] | undefined;
       for (const d of entry.result.artifacts) {
         const state = ctx.store.check(d);
-        if (state === 'missing') missing.push(d);
-        else if (state === 'corrupt') corrupt.push(d);
+        if (state === 'missing') (missing ??= []).push(d);
+        else if (state === 'corrupt') (corrupt ??= []).push(d);
       }
       // One stat per visible file (a layout's index.json, a SIF, a dist/ copy). Files the rule can
       // write again from the store are restored; others make the node run.
-      const gone = goneFiles(ctx.root, entry.result);
+      const gone = entry.result.files?.length ? goneFiles(ctx.root, entry.result) : NO_REASONS;
       const restorable = gone.length > 0 && rule?.restore !== undefined;
-      if (missing.length === 0 && corrupt.length === 0 && (gone.length === 0 || restorable)) status = 'cached';
-      if (missing.length) reasons.push(`output missing: ${missing.map(shortDigest).join(', ')} no longer in the store`);
-      if (corrupt.length) reasons.push(`output corrupt: ${corrupt.map(shortDigest).join(', ')} did not match its digest (removed from the store)`);
+      if (!missing && !corrupt && (gone.length === 0 || restorable)) status = 'cached';
+      if (missing || corrupt || gone.length) reasons = [];
+      if (missing) reasons.push(`output missing: ${missing.map(shortDigest).join(', ')} no longer in the store`);
+      if (corrupt) reasons.push(`output corrupt: ${corrupt.map(shortDigest).join(', ')} did not match its digest (removed from the store)`);
       if (gone.length) reasons.push(status === 'cached' ? restoresReason(gone) : `output missing: ${gone.join(', ')} no longer in the workspace`);
       if (status === 'cached' && gone.length) restore = gone;
     } else if (ctx.cache.isCorrupt(key, id)) {
@@ -108,11 +120,26 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     } else {
       reasons = whyNoEntry(ctx.cache, id, key, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
     }
-    const planned: PlannedNode = { node, key, record, recordText, status, reasons, cached: status === 'cached' ? entry : undefined, ...(restore ? { restore } : {}) };
+    const planned: PlannedNode =
+      status === 'run'
+        ? { node, key, record, recordText, status, reasons, cached: undefined }
+        : withLazyText({ node, key, record, status, reasons, cached: entry, ...(restore ? { restore } : {}) });
     byId.set(id, planned);
     nodes.push(planned);
   }
   return { graph, nodes, byId };
+}
+
+/**
+ * A cached node's planned form: `recordText` an enumerable getter (a spread copy still has it),
+ * one shared function, no closure per node.
+ */
+function withLazyText(p: Omit<PlannedNode, 'recordText'>): PlannedNode {
+  return Object.defineProperty(p, 'recordText', { get: recordTextOf, enumerable: true }) as PlannedNode;
+}
+
+function recordTextOf(this: PlannedNode): string {
+  return canonicalJson(this.record);
 }
 
 /** A result's visible files that are not in the workspace at `root` (one stat each). */

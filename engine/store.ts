@@ -64,14 +64,19 @@ export class ContentStore {
   /** Blobs this object found corrupt and removed: still `corrupt` (not `missing`) until written again. */
   private readonly removed = new Set<string>();
 
+  /** `dir/sha256`, normalized. */
+  private readonly blobDir: string;
+
   /** @param dir absolute directory of the store (`.graph/cas`). */
-  constructor(readonly dir: string) {}
+  constructor(readonly dir: string) {
+    this.blobDir = path.join(dir, 'sha256');
+  }
 
   /** Absolute path of a blob. @throws DigestError for a malformed digest. */
   pathOf(digest: string): string {
-    const m = DIGEST.exec(digest);
-    if (!m) throw new DigestError(`malformed digest '${digest}': expected sha256:<64 hex digits>`);
-    return path.join(this.dir, 'sha256', m[1]);
+    if (!DIGEST.test(digest)) throw new DigestError(`malformed digest '${digest}': expected sha256:<64 hex digits>`);
+    // Concatenated, not path.join: a plan asks for one path per artifact of every cached node.
+    return `${this.blobDir}/${digest.slice(7)}`;
   }
 
   /**

@@ -126,14 +126,17 @@ function removeTemps(root: string, stateDir: string, stale: (pid: number) => boo
     const pid = pidOf(name) ?? Number(TRASH_NAME.exec(name)?.[1] ?? NaN);
     if (!Number.isNaN(pid) && isGone(pid)) remove(path.join(root, name));
   }
+  // A no-op build walks every entry of the cache (one per blob, per log, per action-cache entry):
+  // a path is made only for a temp or a directory to descend into.
   const walk = (dir: string) => {
     for (const entry of listEntries(dir)) {
-      const p = path.join(dir, entry.name);
-      const pid = pidOf(entry.name) ?? (dir === tmpDir ? Number(SCRATCH_NAME.exec(entry.name)?.[1] ?? RECORD_NAME.exec(entry.name)?.[1] ?? NaN) : NaN);
+      const name = entry.name;
+      const pid = pidOf(name) ?? (dir === tmpDir ? Number(SCRATCH_NAME.exec(name)?.[1] ?? RECORD_NAME.exec(name)?.[1] ?? NaN) : NaN);
       if (!Number.isNaN(pid)) {
-        if (isGone(pid)) remove(p);
-      } else if (entry.isDirectory() && !NOT_SEARCHED.test(entry.name) && !isTestOutput(stateDir, p)) {
-        walk(p);
+        if (isGone(pid)) remove(path.join(dir, name));
+      } else if (!NOT_SEARCHED.test(name) && entry.isDirectory()) {
+        const p = path.join(dir, name);
+        if (!isTestOutput(stateDir, p)) walk(p);
       }
     }
   };
@@ -143,6 +146,8 @@ function removeTemps(root: string, stateDir: string, stale: (pid: number) => boo
 }
 
 function pidOf(name: string): number | undefined {
+  // Every temp name has one of these; most names (blobs, entries, logs) have none.
+  if (!name.includes('.tmp-') && !name.includes('.old-') && !name.includes('.partial-')) return undefined;
   const m = TEMP_NAME.exec(name);
   return m ? Number(m[1] ?? m[2]) : undefined;
 }

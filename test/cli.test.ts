@@ -209,9 +209,13 @@ test('build: two graph processes on one workspace run each node once; the other 
   const nodes = [...JSON.parse(readFileSync(path.join(dir, 'a.json'), 'utf8')).nodes, ...JSON.parse(readFileSync(path.join(dir, 'b.json'), 'utf8')).nodes];
   const ran = nodes.filter((n: { status: string }) => n.status === 'ran').map((n: { id: string }) => n.id).sort();
   assert.equal(ran, ['build:img0', 'build:img1', 'build:img2', 'build:img3', 'convert:img0', 'convert:img1', 'convert:img2', 'convert:img3', 'publish:img0', 'publish:img1', 'publish:img2', 'publish:img3']);
+  // A node the other process recorded after this one planned is waited for and reused; one it had
+  // recorded before this one planned is cached from the start (no reason). Which of the two a node
+  // is depends on how the processes' starts interleave under load; execute.test.ts lines two runs
+  // up after planning and asserts the waiting exactly.
   for (const n of nodes.filter((x: { status: string }) => x.status !== 'ran')) {
     assert.is(n.status, 'cached');
-    assert.match(n.reasons[0], /^done meanwhile by another graph process/);
+    if (n.reasons.length) assert.match(n.reasons[0], /^done meanwhile by another graph process/);
   }
   assert.equal(readdirSync(path.join(dir, '.graph', 'leases')), []);
   assert.is(graph(dir, 'plan').stdout.split('\n')[0], '0 nodes to run, 12 cached (12 nodes selected)');

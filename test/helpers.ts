@@ -249,6 +249,8 @@ export async function runEngine(
     resources?: Record<string, number>;
     onEvent?: (e: EngineEvent) => void;
     remote?: RemoteCache;
+    /** Awaited between planning and executing (lines concurrent runs up: all plan, then all run). */
+    afterPlan?: () => Promise<void>;
   } = {},
 ): Promise<EngineRun> {
   const ws = openWorkspace(dir, fakeRules());
@@ -262,6 +264,7 @@ export async function runEngine(
   if (opts.remote) plan = await checkRemote(plan, cache, opts.remote, store, ws.root);
   if (opts.remote) plan = await materializeNeeded(plan, { cache, remote: opts.remote, store, root: ws.root });
   digester.save();
+  await opts.afterPlan?.();
   const events: EngineEvent[] = [];
   const summary = await executePlan(plan, {
     workspace: ws.forRules,

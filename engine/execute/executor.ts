@@ -19,9 +19,20 @@ export interface Job {
   readonly signal: AbortSignal;
 }
 
+/** The first lines of a node's log: the node, its key and why it runs. */
+export function logHeader(p: PlannedNode): string {
+  return `# ${p.node.id}\n# key ${p.key}\n# why: ${p.reasons.join('; ')}\n`;
+}
+
 /** How a job ended. `duration_ms` is its wall time in milliseconds. */
 export type Outcome =
-  | { readonly ok: true; readonly result: NodeOutputs; readonly duration_ms: number }
+  | {
+      readonly ok: true;
+      readonly result: NodeOutputs;
+      readonly duration_ms: number;
+      /** The log's whole text, when the executor has it in memory (the recorder then need not read `Job.log` back). */
+      readonly log?: string;
+    }
   | { readonly ok: false; readonly failure: Failure; readonly duration_ms: number };
 
 export interface Executor {

@@ -3,16 +3,21 @@
  * machine, through the `ProcessRunner`). It owns what one run of a node needs: the log file (a
  * header naming the node, its key and why it runs), a scratch directory removed afterwards, the
  * node's timeout, and the translation of whatever ended the node into a `Failure`.
+ *
+ * The log is kept in memory until something needs the file: a child process writing to it (the
+ * rule asks for `ctx.log.path`), or the node's end. Then it is written in one go, and a success
+ * hands its text to the recorder, which need not read it back. A node whose rule starts no
+ * process (a build from layers, a publish) so costs one file write, not a create at its start, an
+ * append per line and a read at its end.
  */
-import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { ProcessRunner } from '../process.js';
-import { NodeFailure, type ExecContext, type Rule, type RuleWorkspace } from '../rule.js';
+import { NodeFailure, type ExecContext, type LogSink, type Rule, type RuleWorkspace } from '../rule.js';
 import type { ContentStore } from '../store.js';
 import { systemClock, type Clock } from './clock.js';
-import type { Executor, Job, Outcome } from './executor.js';
+import { logHeader, type Executor, type Job, type Outcome } from './executor.js';
 import { describeFailure, type Failure } from './failure.js';
 
 export interface LocalExecutorOptions {
@@ -43,16 +48,14 @@ export class LocalExecutor implements Executor {
     const signals = [job.signal];
     if (node.timeoutMs !== undefined) signals.push(clock.timeout(node.timeoutMs));
     const signal = AbortSignal.any(signals);
+    const log = new NodeLog(job.log, logHeader(p));
     try {
-      // Files are created on libuv's thread pool: creating one costs ≈0.5 ms here, and the event
-      // loop must stay free to start other nodes.
-      await writeFile(job.log, `# ${node.id}\n# key ${p.key}\n# why: ${p.reasons.join('; ')}\n`);
       const rule = options.rules.get(node.kind);
       if (!rule) throw new Error(`no rule for node kind '${node.kind}'`);
       const ctx: ExecContext = {
         workspace: options.workspace,
         signal,
-        log: { path: job.log, write: (text) => appendFileSync(job.log, text) },
+        log,
         runner: options.runner,
         store: options.store,
         outDir: path.join(options.stateDir, 'out'),
@@ -70,7 +73,7 @@ export class LocalExecutor implements Executor {
       };
       const result = await rule.execute(node, ctx);
       if (signal.aborted) throw signal.reason;
-      return { ok: true, result, duration_ms: clock.now() - t0 };
+      return { ok: true, result, duration_ms: clock.now() - t0, log: log.close() };
     } catch (e) {
       let failure: Failure;
       if (job.signal.aborted) failure = { type: 'interrupted' };
@@ -78,7 +81,8 @@ export class LocalExecutor implements Executor {
       else if (e instanceof NodeFailure) failure = e.detail.type === 'error' ? { type: 'error', message: e.message } : { ...e.detail, message: e.message };
       else failure = { type: 'error', message: e instanceof Error ? e.message : String(e) };
       try {
-        appendFileSync(job.log, `\n# failed: ${describeFailure(failure)}\n`);
+        log.write(`\n# failed: ${describeFailure(failure)}\n`);
+        log.close();
       } catch {
         // the log is gone or the disk is full: the failure is still reported
       }
@@ -86,5 +90,49 @@ export class LocalExecutor implements Executor {
     } finally {
       if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
     }
+  }
+}
+
+/**
+ * A node's log: its text in memory until `path` is asked for (a child process will write to the
+ * file) or `close` writes it; from then on, writes are appended to the file.
+ */
+class NodeLog implements LogSink {
+  /** The whole text while the file is not written yet; undefined once it is. */
+  private pending: string | undefined;
+
+  constructor(
+    private readonly file: string,
+    header: string,
+  ) {
+    this.pending = header;
+  }
+
+  get path(): string {
+    this.flush();
+    return this.file;
+  }
+
+  write(text: string): void {
+    if (this.pending !== undefined) this.pending += text;
+    else appendFileSync(this.file, text);
+  }
+
+  /**
+   * Write the file if it is not written yet.
+   * @returns the log's whole text when it was all in memory until now (the recorder then need
+   *   not read the file back), else undefined.
+   * @throws the fs error when the file cannot be written.
+   */
+  close(): string | undefined {
+    const text = this.pending;
+    this.flush();
+    return text;
+  }
+
+  private flush(): void {
+    if (this.pending === undefined) return;
+    writeFileSync(this.file, this.pending);
+    this.pending = undefined;
   }
 }

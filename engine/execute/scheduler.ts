@@ -20,7 +20,6 @@
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import PQueue from 'p-queue';
 import type { ActionCache, CacheEntry } from '../cache.js';
 import type { EventSink, NodeResult, NodeStatus, RunSummary } from '../events.js';
 import { canonicalJson } from '../key.js';
@@ -32,8 +31,7 @@ import { systemClock, type Clock } from './clock.js';
 import type { Executor, Job, Outcome } from './executor.js';
 import { describeFailure, type Failure } from './failure.js';
 import type { Holder, KeyLeases, Lease } from './lease.js';
-import { LocalExecutor } from './local-executor.js';
-import { CacheRecorder, type Recorder } from './recorder.js';
+import type { Recorder } from './recorder.js';
 import { ReadyHeap } from './ready-heap.js';
 
 export interface ExecuteOptions {
@@ -73,10 +71,17 @@ export interface ExecuteOptions {
 const DEFAULT_ESTIMATE_MS = 1000;
 
 /**
- * Results are recorded two at a time: libuv's four threads then always have room for the next
- * node's start (its log file), which otherwise queues behind the records.
+ * Results are recorded two at a time. The local recorder's writes are synchronous (two small
+ * files); what waits here is the rest: reading back a log an executor did not hand over, and a
+ * custom recorder's own work.
  */
 const RECORD_CONCURRENCY = 2;
+
+/** The modules that run nodes (see `executePlan`). */
+async function loadMachinery() {
+  const [{ default: PQueue }, { LocalExecutor }, { CacheRecorder }] = await Promise.all([import('p-queue'), import('./local-executor.js'), import('./recorder.js')]);
+  return { PQueue, LocalExecutor, CacheRecorder };
+}
 
 /** File name of a node's log: the id with '/' escaped. */
 export function logFileName(id: NodeId): string {
@@ -97,8 +102,6 @@ type Message =
  */
 export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<RunSummary> {
   const clock = options.clock ?? systemClock;
-  const executor = options.executor ?? new LocalExecutor({ workspace: options.workspace, rules: plan.graph.rules, runner: options.runner, store: options.store, stateDir: options.stateDir, clock });
-  const recorder = options.recorder ?? new CacheRecorder(options.cache, options.store);
   const started = clock.now();
   const results = new Map<NodeId, NodeResult>();
   const finish = (r: NodeResult) => {
@@ -106,6 +109,11 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     options.emit({ type: 'node-finish', result: r });
   };
   const toRun = plan.nodes.filter((p) => p.status === 'run');
+  // What running nodes takes (the local executor, the recorder, p-queue) loads only when a node
+  // runs: a no-op build needs none of it.
+  const machinery = toRun.length ? await loadMachinery() : undefined;
+  const executor = options.executor ?? (machinery ? new machinery.LocalExecutor({ workspace: options.workspace, rules: plan.graph.rules, runner: options.runner, store: options.store, stateDir: options.stateDir, clock }) : undefined);
+  const recorder = options.recorder ?? (machinery ? new machinery.CacheRecorder(options.cache, options.store) : undefined);
   options.emit({ type: 'run-start', total: plan.nodes.length, toRun: toRun.length, cached: plan.nodes.length - toRun.length, jobs: options.jobs });
 
   const outputs = new Map<NodeId, NodeOutputs>();
@@ -144,7 +152,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
   let recording = 0;
   let stop: Failure | undefined;
   let interrupted = false;
-  const recordings = new PQueue({ concurrency: RECORD_CONCURRENCY });
+  const recordings = machinery ? new machinery.PQueue({ concurrency: RECORD_CONCURRENCY }) : undefined;
 
   // The mailbox: executors and the recorder post, the loop takes.
   const mailbox: Message[] = [];
@@ -210,7 +218,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
         }
       }
     }
-    return { type: 'ended', job, outcome: await executor.run(job) };
+    return { type: 'ended', job, outcome: await (executor as Executor).run(job) };
   };
   const releasing: Array<Promise<void>> = [];
   const releaseLease = (id: NodeId) => {
@@ -270,9 +278,9 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       }
       options.emit({ type: 'node-executed', id: node.id, duration_ms: outcome.duration_ms });
       recording++;
-      const { result, duration_ms } = outcome;
-      void recordings.add(() =>
-        recorder.record(m.job, result, duration_ms).then(
+      const { result, duration_ms, log } = outcome;
+      void (recordings as NonNullable<typeof recordings>).add(() =>
+        (recorder as Recorder).record(m.job, result, duration_ms, log).then(
           () => post({ type: 'recorded', job: m.job, result, duration_ms }),
           (error: unknown) => post({ type: 'recorded', job: m.job, result, duration_ms, error: error ?? new Error('unknown error') }),
         ),
@@ -337,7 +345,8 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     wake = undefined;
   }
   options.signal?.removeEventListener('abort', onInterrupt);
-  await Promise.all([...releasing, recorder.flush?.()]);
+  await Promise.all([...releasing, recorder?.flush?.()]);
+  await options.leases?.leave();
 
   // Whatever never started: stopped by --fail-fast or an interrupt.
   const notStarted: Failure = stop ?? { type: 'not-started', why: 'interrupted' };

@@ -4,7 +4,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ActionCache, type CachedResult } from '../../engine/cache.js';
 import { executePlan } from '../../engine/execute/scheduler.js';
@@ -12,6 +12,7 @@ import { FileDigester } from '../../engine/files.js';
 import { planBuild } from '../../engine/plan.js';
 import { ContentStore } from '../../engine/store.js';
 import { openWorkspace } from '../../engine/workspace.js';
+import type { Rule } from '../../engine/rule.js';
 import { fakeRules, FakeRunner, runEngine, SMALL_ZOO, statuses, wideZoo, workspace } from '../helpers.js';
 import type { NodeId } from '../../engine/rule.js';
 import { defaultRules } from '../../rules/index.js';
@@ -75,7 +76,15 @@ test('an interrupt stops running nodes, records only successes, and the next run
 
 test('two runs building one workspace at once run each node once, and leave a valid cache', async () => {
   const dir = workspace(wideZoo(6));
-  const [a, b] = await Promise.all([runEngine(dir, new FakeRunner()), runEngine(dir, new FakeRunner())]);
+  // Both plan before either runs (so every node is planned to run in both), then both run at once.
+  let planned = 0;
+  let allPlanned!: () => void;
+  const barrier = new Promise<void>((resolve) => (allPlanned = resolve));
+  const afterPlan = () => {
+    if (++planned === 2) allPlanned();
+    return barrier;
+  };
+  const [a, b] = await Promise.all([runEngine(dir, new FakeRunner(), { afterPlan }), runEngine(dir, new FakeRunner(), { afterPlan })]);
   assert.is(a.summary.counts.failed + b.summary.counts.failed, 0);
   assert.is(a.runner.calls.length + b.runner.calls.length, 18, 'every node ran in exactly one of the two');
   const reused = [...a.summary.results, ...b.summary.results].filter((r) => r.status === 'cached');
@@ -129,6 +138,35 @@ test('rules read the environment the key recorded, never the process\'s own', as
     if (saved === undefined) delete process.env.SOURCE_DATE_EPOCH;
     else process.env.SOURCE_DATE_EPOCH = saved;
   }
+});
+
+test('logs: a node that writes nothing leaves its header in its log file and no log blob; one that writes keeps its log in the store', async () => {
+  const dir = workspace({ 'f.txt': 'x', 'images.yaml': `version: 1\nimages:\n${['a', 'b', 'c'].map((n) => `  ${n}:\n    layers: [{copy: f.txt, to: /f}]\n`).join('')}` });
+  const rules: Rule[] = defaultRules.map((r) => ({
+    ...r,
+    async execute(node, ctx) {
+      if (node.id === 'build:b') ctx.log.write('said something\n');
+      // A child process would append to the file: it is there, header first, when the rule asks for it.
+      if (node.id === 'build:c') assert.is(readFileSync(ctx.log.path, 'utf8'), `# ${node.id}\n# key ${ctx.keys.node}\n# why: no previous record\n`);
+      return { outputs: { made: node.id }, artifacts: [] };
+    },
+  }));
+  const ws = openWorkspace(dir, rules);
+  const cache = new ActionCache(ws.stateDir);
+  const store = new ContentStore(path.join(ws.stateDir, 'cas'));
+  const plan = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache, store, digester: new FileDigester(ws.root, undefined), env: {} });
+  const summary = await executePlan(plan, { workspace: ws.forRules, jobs: 2, limits: {}, resources: {}, failFast: false, runner: new FakeRunner(), cache, store, stateDir: ws.stateDir, emit: () => {} });
+  assert.equal(summary.counts, { ran: 6, cached: 0, failed: 0, interrupted: 0, skipped: 0 });
+  const logOf = (id: string) => summary.results.find((r) => r.id === id)?.log as string;
+  const key = (id: string) => plan.byId.get(id as NodeId)?.key;
+  assert.is(readFileSync(logOf('build:a'), 'utf8'), `# build:a\n# key ${key('build:a')}\n# why: no previous record\n`);
+  assert.is(readFileSync(logOf('build:b'), 'utf8'), `# build:b\n# key ${key('build:b')}\n# why: no previous record\nsaid something\n`);
+  const fresh = new ActionCache(ws.stateDir);
+  assert.is(fresh.last('build:a' as NodeId)?.result.log, undefined, 'no blob for a header-only log');
+  const blob = fresh.last('build:b' as NodeId)?.result.log as string;
+  assert.ok(existsSync(store.pathOf(blob)));
+  assert.is(readFileSync(store.pathOf(blob), 'utf8'), readFileSync(logOf('build:b'), 'utf8'));
+  assert.is(readFileSync(logOf('build:c'), 'utf8'), `# build:c\n# key ${key('build:c')}\n# why: no previous record\n`);
 });
 
 test.run();
