@@ -25,7 +25,7 @@ import { hash } from 'node:crypto';
 import { appendFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from './atomic.js';
-import type { KeyRecord } from './key.js';
+import { isKeyRecord, type KeyRecord } from './key.js';
 import type { ContentStore } from './store.js';
 import type { Json, NodeId } from './rule.js';
 
@@ -91,6 +91,15 @@ const KEY = /^[a-f0-9]{64}$/;
 // One-shot hashing: a plan checks one log line per node, and a Hash object per line costs more than the hashing.
 const sha256 = (text: string) => hash('sha256', text, 'hex');
 
+/** JSON.parse, or undefined for text that is not JSON. */
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Parse and check a result line; undefined when it is not a result of this format. */
 function parseResult(line: string): (CachedResult & { id: NodeId }) | undefined {
   let r: Partial<CachedResult & { format: number; id: string }>;
@@ -154,7 +163,7 @@ export class ActionCache {
     }
     const lines = text.split('\n');
     const [recordLine, resultLine, resultSum] = lines;
-    if (lines.length !== 4 || lines[3] !== '' || sha256(resultLine) !== resultSum || sha256(recordLine) !== key || !parseResult(resultLine)) {
+    if (lines.length !== 4 || lines[3] !== '' || sha256(resultLine) !== resultSum || sha256(recordLine) !== key || !parseResult(resultLine) || !isKeyRecord(parseJson(recordLine))) {
       this.corruptEntries.add(key);
       return undefined;
     }

@@ -31,6 +31,20 @@ export interface KeyRecord {
 const SMALL = 16;
 
 /**
+ * Is `x` shaped as a `KeyRecord`? A record read back from the cache hashes to its key, yet a
+ * hand-edited or foreign entry can be any JSON: one that is not a record is treated as corrupt.
+ */
+export function isKeyRecord(x: unknown): x is KeyRecord {
+  const r = x as Partial<Record<keyof KeyRecord, unknown>>;
+  const isStringMap = (m: unknown, nullable = false) =>
+    typeof m === 'object' && m !== null && !Array.isArray(m) && Object.values(m).every((v) => typeof v === 'string' || (nullable && v === null));
+  return (
+    typeof x === 'object' && x !== null && typeof r.rule === 'string' && typeof r.ruleVersion === 'number' && 'decl' in r &&
+    typeof r.tool === 'string' && isStringMap(r.files) && isStringMap(r.env, true) && isStringMap(r.deps)
+  );
+}
+
+/**
  * JSON with object keys sorted at every level and no whitespace: equal data, equal bytes.
  * Built by string concatenation (V8 joins such strings lazily): this runs for every node of
  * every plan, and was the plan's largest cost with a parts array joined at the end.

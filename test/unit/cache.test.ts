@@ -48,4 +48,14 @@ test('a cache object that read the log after another wrote it counts that log\'s
   assert.is(lines(dir), 2);
 });
 
+test('an entry file whose record hashes to its key but is not a key record is corrupt: not served, never explained', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'graph-cache-'));
+  const record = '{"rule":"build","files":"not a map"}';
+  const key = hash('sha256', record, 'hex');
+  await new ActionCache(dir).put('a' as NodeId, key, record, { outputs: {}, artifacts: [], duration_ms: 1 });
+  const cache = new ActionCache(dir);
+  assert.is(cache.get(key), undefined);
+  assert.ok(cache.isCorrupt(key, 'a' as NodeId));
+});
+
 test.run();
