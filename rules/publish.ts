@@ -10,9 +10,11 @@ import path from 'node:path';
 import { copyFileAtomic, readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
 import { declarePart, DeclPart, type Declarations } from '../engine/declarations.js';
 import { formatReference, parseReference, type ImageReference } from '../engine/reference.js';
-import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { NodeFailure, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import type { InputSpec } from '../engine/files.js';
 import { loadImage } from './oci/image.js';
-import { buildId, imageOutputs } from './build.js';
+import { buildDeclOf, buildId, imageOutputs, newExpansion } from './build.js';
+import type { AttestDecl, AttachmentKind } from './trust/attest.js';
 import { convertId, convertsToSif, sifOutputs } from './convert.js';
 import { sampledModels, testId, testOf } from './test.js';
 
@@ -25,13 +27,16 @@ export const publishId = (image: string) => `publish:${image}` as NodeId;
 /** The publish rule's part of an image entry: the references it is pushed to (none: dist/). */
 const publishPart = new DeclPart<{ readonly references: readonly string[] }>('publish');
 
-/** A publish node's `decl` (in its key): the references, as declared. */
-type PublishNodeDecl = { readonly references: readonly string[] };
+/**
+ * A publish node's `decl` (in its key): the references, as declared, and what its attestations
+ * state (the image's and its declared bases' build declarations).
+ */
+type PublishNodeDecl = { readonly references: readonly string[]; readonly attest: AttestDecl & Json };
 
 /** The publish rule: its part of image entries (`publish:`), and the note on published.lock.json. */
 export const publishRule: Rule<PublishNodeDecl> = {
   kind: 'publish',
-  version: 1,
+  version: 2,
   declares: [
     declarePart({
       entry: 'image',
@@ -46,9 +51,21 @@ export const publishRule: Rule<PublishNodeDecl> = {
     }),
   ],
   expand(decls: Declarations): NodeDef<PublishNodeDecl>[] {
+    const expansion = newExpansion(decls.root);
     return [...decls.images.values()].map((image) => {
       const { references } = publishPart.of(image);
       const deps: NodeDef['deps'][number][] = [{ id: buildId(image.name) }];
+      // The image and its bases declared here: their builds' declarations and inputs are attested.
+      const chain: Array<{ name: string; build: Json }> = [];
+      const inputs: InputSpec[] = [];
+      const seen = new Set<string>();
+      for (let link: typeof image | undefined = image; link && !seen.has(link.name); link = link.from?.kind === 'image' ? decls.images.get(link.from.name) : undefined) {
+        seen.add(link.name);
+        const { decl, inputs: linkInputs } = buildDeclOf(link, expansion);
+        chain.push({ name: link.name, build: decl as unknown as Json });
+        for (const spec of linkInputs) if (!inputs.some((i) => JSON.stringify(i) === JSON.stringify(spec))) inputs.push(spec);
+        if (link !== image) deps.push({ id: buildId(link.name), at: () => image.at(['from']) });
+      }
       if (convertsToSif(image)) deps.push({ id: convertId(image.name) });
       for (const group of decls.groups.values()) {
         const test = testOf(group);
@@ -62,10 +79,10 @@ export const publishRule: Rule<PublishNodeDecl> = {
         id: publishId(image.name),
         kind: 'publish',
         deps,
-        decl: { references: [...references] },
-        inputs: [],
+        decl: { references: [...references], attest: { chain } },
+        inputs,
         env: [],
-        tool: 'graph-publish/1',
+        tool: 'graph-publish/2',
         resources: {},
         image: image.name,
         at: () => (references.length ? image.at(['publish']) : image.at([], 'key')),
@@ -94,9 +111,14 @@ export const publishRule: Rule<PublishNodeDecl> = {
       if (!known) return undefined;
       sif = { sha256: known.sha256, md5: known.md5, size: known.size, references: [] };
     }
+    // The attachments must be there too: known only from the lock, for this very build.
+    const attachments = fromLock(buildId(name))?.attachments;
+    if (!attachments) return undefined;
     const references: string[] = [];
     for (const ref of publishReferences(decl)) {
       if ((await (await push()).remoteDigest(ref, ctx.signal)) !== manifest) return undefined;
+      const referrers = new Set((await (await push()).listReferrers(ref, manifest, ctx.signal)).map((d) => d.digest));
+      if (!Object.values(attachments).every((d) => referrers.has(d))) return undefined;
       references.push(formatReference(ref));
       if (sif) {
         const sifRef = sifReference(ref);
@@ -104,7 +126,7 @@ export const publishRule: Rule<PublishNodeDecl> = {
         sif = { ...sif, references: [...sif.references, `oras://${formatReference(sifRef)}`] };
       }
     }
-    return { outputs: { manifest, references, sif }, reason: `already in registry (${references.join(', ')})` };
+    return { outputs: { manifest, references, sif, attachments }, reason: `already in registry (${references.join(', ')})` };
   },
   async execute(node, ctx) {
     const name = node.image as string;
@@ -117,9 +139,31 @@ export const publishRule: Rule<PublishNodeDecl> = {
     const references: string[] = [];
     const sifReferences: string[] = [];
     const files: string[] = [];
+    // SBOMs, provenance and test results, as artifacts about the image (rules/trust/attest.ts).
+    const chainImages = decl.attest.chain.map((link, i) => (i === 0 ? image : loadImage(ctx.store, imageOutputs(buildId(link.name), ctx.deps.get(buildId(link.name))).manifest)));
+    const tests = node.deps
+      .filter((d) => d.id.startsWith('test:'))
+      .map((d) => ({ id: d.id, runtime: d.id.slice(d.id.lastIndexOf('@') + 1), key: ctx.keys.deps[d.id] }));
+    const { attest, ATTACHMENTS } = await import('./trust/attest.js');
+    const attestation = await attest(decl.attest, {
+      store: ctx.store,
+      root,
+      boundary: ctx.workspace.boundary,
+      images: chainImages,
+      inputs: node.inputs,
+      keys: lineageKeys(node.id, ctx.keys),
+      tests,
+      signal: ctx.signal,
+    });
+    const kinds = Object.keys(ATTACHMENTS) as AttachmentKind[];
+    const attachments = Object.fromEntries(kinds.map((k) => [k, attestation.artifacts[k].descriptor.digest])) as Record<AttachmentKind, string>;
+    for (const k of kinds) ctx.log.write(`${k}: ${attachments[k]} (${ATTACHMENTS[k].artifactType})\n`);
     if (decl.references.length === 0) {
       // The embedded default: a local OCI image layout (a tag per image) and the SIFs, in dist/.
-      await (await import('./oci/layout.js')).addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
+      const layout = await import('./oci/layout.js');
+      await layout.addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
+      // Artifacts after the image, as on a registry.
+      await layout.addArtifactsToLayout(ctx.store, path.join(root, DIST, 'oci'), manifest, kinds.map((k) => attestation.artifacts[k]));
       references.push(`oci-layout:${DIST}/oci:${name}`);
       files.push(path.join(DIST, 'oci', 'blobs', 'sha256', manifest.slice('sha256:'.length)));
       if (sifBlob) {
@@ -142,15 +186,19 @@ export const publishRule: Rule<PublishNodeDecl> = {
         await (await push()).pushArtifact(ctx.store, sifBlob, sifRef, { signal: ctx.signal, title: `${name}.sif` });
         sifReferences.push(`oras://${formatReference(sifRef)}`);
       }
+      const attached = await (await push()).pushReferrers(ctx.store, manifest, kinds.map((k) => attestation.artifacts[k]), ref, { signal: ctx.signal, log: (line) => ctx.log.write(`${line}\n`) });
+      ctx.log.write(`attached ${attached.digests.length} artifacts to ${formatReference(ref)} ${attached.via === 'api' ? '(referrers API)' : `(referrers tag ${attached.tag})`}\n`);
     }
     const entry: PublishedImage = {
       manifest,
       references,
       sif: sif ? { sha256: sif.sha256, md5: sif.md5, size: sif.size, references: sifReferences } : null,
-      keys: Object.fromEntries(Object.entries({ [node.id]: ctx.keys.node, ...ctx.keys.deps }).filter(([id]) => !id.startsWith('test:')).sort()),
+      keys: Object.fromEntries(Object.entries({ [node.id]: ctx.keys.node, ...ctx.keys.deps }).filter(([id]) => id === buildId(name) || id === convertId(name) || id === node.id).sort()),
+      attachments,
     };
     await recordPublished(root, name, entry);
-    return { outputs: { manifest, references, sif: entry.sif }, artifacts: [], files };
+    const artifacts = kinds.flatMap((k) => [attestation.artifacts[k].descriptor.digest, ...attestation.artifacts[k].blobs.map((b) => b.digest)]);
+    return { outputs: { manifest, references, sif: entry.sif, attachments }, artifacts: [...new Set(artifacts)].sort(), files };
   },
   planNote(root, plannedKey) {
     const lines = stalePublished(root, plannedKey);
@@ -205,6 +253,16 @@ export interface PublishedImage {
   readonly sif: { readonly sha256: string; readonly md5: string; readonly size: number; readonly references: readonly string[] } | null;
   /** Action keys of the publish, build and convert nodes that produced it. */
   readonly keys: Readonly<Record<string, string>>;
+  /**
+   * Manifest digests of the OCI artifacts attached to the image (subject: its manifest): `spdx`
+   * and `cyclonedx` (SBOMs), `provenance` (SLSA v1) and `tests` (in-toto test results).
+   */
+  readonly attachments?: Readonly<Record<AttachmentKind, string>>;
+}
+
+/** The action keys a publication's lineage records: its builds' and convert's, never the tests'. */
+function lineageKeys(self: NodeId, keys: { readonly deps: Readonly<Record<string, string>> }): Record<string, string> {
+  return Object.fromEntries(Object.entries(keys.deps).filter(([id]) => id !== self && !id.startsWith('test:')).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
 /**
