@@ -61,7 +61,7 @@ const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), imag
 (test:CpGenie/*). A target pulls in its dependencies. No target means every node.
   --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
   --only KIND,...      keep only nodes of these kinds (${defaultRules.map((r) => r.kind).join(', ')})
-${settingOptions.map((o) => `  ${`--${o.name} NAME`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done
+${settingOptions.map((o) => `  ${`--${o.name} ${o.metavar ?? 'NAME'}`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done
   -C DIR               work on DIR/images.yaml and DIR/models.yaml`;
 
 /** A rule's command (`graph lock`) as the CLI runs it. */
@@ -487,7 +487,7 @@ async function main(argv: string[]): Promise<number> {
     for (const o of settingOptions) {
       const value = (values as Record<string, unknown>)[o.name] as string | undefined;
       if (value === undefined) continue;
-      if (!o.values.includes(value)) throw new UsageError(`unknown --${o.name} '${value}' (one of: ${o.values.join(', ')})`);
+      if (o.values && !o.values.includes(value)) throw new UsageError(`unknown --${o.name} '${value}' (one of: ${o.values.join(', ')})`);
       overrides[o.name] = value;
     }
     return await command.run(() => openWorkspace(dir, defaultRules, overrides), values, positionals);

@@ -8,9 +8,11 @@
  */
 import path from 'node:path';
 import { copyFileAtomic, readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
-import { declarePart, DeclPart, type Declarations } from '../engine/declarations.js';
+import { declarePart, DeclPart, type Declarations, type Settings } from '../engine/declarations.js';
+import { keyCommand, verifyCommand } from './trust/commands.js';
+import { KeyError, keyFingerprint, loadPrivateKey } from './trust/sign.js';
 import { formatReference, parseReference, type ImageReference } from '../engine/reference.js';
-import { NodeFailure, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { NodeFailure, UsageError, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import type { InputSpec } from '../engine/files.js';
 import { loadImage } from './oci/image.js';
 import { buildDeclOf, buildId, imageOutputs, newExpansion } from './build.js';
@@ -33,6 +35,25 @@ const publishPart = new DeclPart<{ readonly references: readonly string[] }>('pu
  */
 type PublishNodeDecl = { readonly references: readonly string[]; readonly attest: AttestDecl & Json };
 
+/**
+ * The signing key (`--sign-key FILE`, else GRAPH_SIGNING_KEY; a file name relative to the current
+ * directory) and its public key's fingerprint, which goes into publish keys: the key's bytes never
+ * do, and are read again only when a publish signs.
+ */
+const signingSetting = new DeclPart<{ readonly keyFile: string | null; readonly fingerprint: string | null }>('signing');
+
+/**
+ * The signing key the settings name, loaded; undefined when none is named.
+ * @throws KeyError when it became unreadable, NodeFailure when it changed since planning.
+ */
+function signingKey(settings: Settings) {
+  const { keyFile, fingerprint } = signingSetting.of(settings);
+  if (!keyFile) return undefined;
+  const key = loadPrivateKey(keyFile);
+  if (keyFingerprint(key) !== fingerprint) throw new NodeFailure(`the signing key ${keyFile} changed while graph ran (now ${keyFingerprint(key)}, planned ${fingerprint})`);
+  return { key, fingerprint: fingerprint as string };
+}
+
 /** The publish rule: its part of image entries (`publish:`), and the note on published.lock.json. */
 export const publishRule: Rule<PublishNodeDecl> = {
   kind: 'publish',
@@ -49,9 +70,27 @@ export const publishRule: Rule<PublishNodeDecl> = {
           return typeof parsed === 'string' ? [{ code: 'bad-reference', message: parsed, span: image.at(['publish', i]) }] : [];
         }),
     }),
+    declarePart({
+      entry: 'settings',
+      part: signingSetting,
+      schema: { properties: {} },
+      normalize: (_raw, ctx) => {
+        const given = ctx.overrides['sign-key'] ?? process.env.GRAPH_SIGNING_KEY;
+        if (!given) return { keyFile: null, fingerprint: null };
+        const keyFile = path.resolve(given);
+        try {
+          return { keyFile, fingerprint: keyFingerprint(loadPrivateKey(keyFile)) };
+        } catch (e) {
+          if (e instanceof KeyError) throw new UsageError(`${ctx.overrides['sign-key'] ? '--sign-key' : 'GRAPH_SIGNING_KEY'} ${e.message}`);
+          throw e;
+        }
+      },
+      options: [{ name: 'sign-key', metavar: 'FILE', help: 'sign published images and SIFs with this ECDSA P-256 PEM key (or GRAPH_SIGNING_KEY)' }],
+    }),
   ],
   expand(decls: Declarations): NodeDef<PublishNodeDecl>[] {
     const expansion = newExpansion(decls.root);
+    const { fingerprint } = signingSetting.of(decls.settings);
     return [...decls.images.values()].map((image) => {
       const { references } = publishPart.of(image);
       const deps: NodeDef['deps'][number][] = [{ id: buildId(image.name) }];
@@ -82,7 +121,8 @@ export const publishRule: Rule<PublishNodeDecl> = {
         decl: { references: [...references], attest: { chain } },
         inputs,
         env: [],
-        tool: 'graph-publish/2',
+        // The signing key by its public fingerprint: another key re-signs; the secret never enters a key.
+        tool: fingerprint ? `graph-publish/2 signed-by:${fingerprint}` : 'graph-publish/2',
         resources: {},
         image: image.name,
         at: () => (references.length ? image.at(['publish']) : image.at([], 'key')),
@@ -114,11 +154,14 @@ export const publishRule: Rule<PublishNodeDecl> = {
     // The attachments must be there too: known only from the lock, for this very build.
     const attachments = fromLock(buildId(name))?.attachments;
     if (!attachments) return undefined;
+    const { fingerprint } = signingSetting.of(ctx.workspace.settings);
+    if ((fromLock(buildId(name))?.signed_by ?? null) !== fingerprint) return undefined;
     const references: string[] = [];
     for (const ref of publishReferences(decl)) {
       if ((await (await push()).remoteDigest(ref, ctx.signal)) !== manifest) return undefined;
       const referrers = new Set((await (await push()).listReferrers(ref, manifest, ctx.signal)).map((d) => d.digest));
       if (!Object.values(attachments).every((d) => referrers.has(d))) return undefined;
+      if (fingerprint && (await (await push()).remoteDigest({ ...ref, tag: `${manifest.replace(':', '-')}.sig`, digest: undefined }, ctx.signal)) === undefined) return undefined;
       references.push(formatReference(ref));
       if (sif) {
         const sifRef = sifReference(ref);
@@ -155,6 +198,8 @@ export const publishRule: Rule<PublishNodeDecl> = {
       tests,
       signal: ctx.signal,
     });
+    const signer = signingKey(ctx.workspace.settings);
+    const { putSignature, signatureTag } = await import('./trust/sign.js');
     const kinds = Object.keys(ATTACHMENTS) as AttachmentKind[];
     const attachments = Object.fromEntries(kinds.map((k) => [k, attestation.artifacts[k].descriptor.digest])) as Record<AttachmentKind, string>;
     for (const k of kinds) ctx.log.write(`${k}: ${attachments[k]} (${ATTACHMENTS[k].artifactType})\n`);
@@ -164,6 +209,12 @@ export const publishRule: Rule<PublishNodeDecl> = {
       await layout.addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
       // Artifacts after the image, as on a registry.
       await layout.addArtifactsToLayout(ctx.store, path.join(root, DIST, 'oci'), manifest, kinds.map((k) => attestation.artifacts[k]));
+      if (signer) {
+        // The cosign signature image, tagged sha256-<hex>.sig in the layout as on a registry.
+        const signature = putSignature(ctx.store, signer.key, name, manifest);
+        await layout.addToLayout(ctx.store, path.join(root, DIST, 'oci'), signatureTag(manifest), loadImage(ctx.store, signature.descriptor.digest));
+        ctx.log.write(`signed ${manifest} with key ${signer.fingerprint}: ${signatureTag(manifest)}\n`);
+      }
       references.push(`oci-layout:${DIST}/oci:${name}`);
       files.push(path.join(DIST, 'oci', 'blobs', 'sha256', manifest.slice('sha256:'.length)));
       if (sifBlob) {
@@ -188,6 +239,12 @@ export const publishRule: Rule<PublishNodeDecl> = {
       }
       const attached = await (await push()).pushReferrers(ctx.store, manifest, kinds.map((k) => attestation.artifacts[k]), ref, { signal: ctx.signal, log: (line) => ctx.log.write(`${line}\n`) });
       ctx.log.write(`attached ${attached.digests.length} artifacts to ${formatReference(ref)} ${attached.via === 'api' ? '(referrers API)' : `(referrers tag ${attached.tag})`}\n`);
+      if (signer) {
+        const signature = putSignature(ctx.store, signer.key, `${ref.registry ?? process.env.GRAPH_DEFAULT_REGISTRY}/${ref.repository}`, manifest);
+        const sigRef = { ...ref, tag: signatureTag(manifest), digest: undefined };
+        await (await push()).pushImage(ctx.store, loadImage(ctx.store, signature.descriptor.digest), sigRef, { signal: ctx.signal });
+        ctx.log.write(`signed ${manifest} with key ${signer.fingerprint}: ${formatReference(sigRef)}\n`);
+      }
     }
     const entry: PublishedImage = {
       manifest,
@@ -195,11 +252,13 @@ export const publishRule: Rule<PublishNodeDecl> = {
       sif: sif ? { sha256: sif.sha256, md5: sif.md5, size: sif.size, references: sifReferences } : null,
       keys: Object.fromEntries(Object.entries({ [node.id]: ctx.keys.node, ...ctx.keys.deps }).filter(([id]) => id === buildId(name) || id === convertId(name) || id === node.id).sort()),
       attachments,
+      ...(signer ? { signed_by: signer.fingerprint } : {}),
     };
     await recordPublished(root, name, entry);
     const artifacts = kinds.flatMap((k) => [attestation.artifacts[k].descriptor.digest, ...attestation.artifacts[k].blobs.map((b) => b.digest)]);
     return { outputs: { manifest, references, sif: entry.sif, attachments }, artifacts: [...new Set(artifacts)].sort(), files };
   },
+  commands: [keyCommand, verifyCommand],
   planNote(root, plannedKey) {
     const lines = stalePublished(root, plannedKey);
     return lines.length ? { heading: `${PUBLISHED_LOCK} is out of date for`, jsonKey: 'stale_published', lines } : undefined;
@@ -258,6 +317,8 @@ export interface PublishedImage {
    * and `cyclonedx` (SBOMs), `provenance` (SLSA v1) and `tests` (in-toto test results).
    */
   readonly attachments?: Readonly<Record<AttachmentKind, string>>;
+  /** The fingerprint (`sha256:<hex>` of the SPKI DER) of the key that signed the image and SIF. */
+  readonly signed_by?: string;
 }
 
 /** The action keys a publication's lineage records: its builds' and convert's, never the tests'. */

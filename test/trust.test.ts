@@ -4,13 +4,13 @@
  * layout and on a real registry without the referrers API (Debian's docker-registry: the
  * referrers tag schema). Judges: the official JSON schemas, skopeo.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { graph, startRegistry, workspace } from './helpers.js';
+import { flipByte, graph, graphWith, startRegistry, workspace } from './helpers.js';
 import { cycloneDxErrors, spdxErrors } from './sbom-schemas.js';
 
 const test = suite('trust');
@@ -147,11 +147,101 @@ test('dist/: SBOMs, provenance and test results beside each image, schema-valid,
   assert.equal(readJson(path.join(dir, 'published.lock.json')).images.model.attachments, attachments);
 });
 
+/** `openssl dgst -sha256 -verify PUB -signature SIG` over `data`: the independent judge of a signature. */
+function opensslVerifies(pub: string, data: Buffer, signature: Buffer): boolean {
+  const dir = workspace({});
+  writeFileSync(path.join(dir, 'data'), data);
+  writeFileSync(path.join(dir, 'sig'), signature);
+  return spawnSync('openssl', ['dgst', '-sha256', '-verify', pub, '-signature', path.join(dir, 'sig'), path.join(dir, 'data')], { encoding: 'utf8' }).status === 0;
+}
+
+test('signing: graph key generate, --sign-key signs each image cosign-style (openssl agrees); graph verify passes, then fails on a changed input, a flipped SIF byte, another key', () => {
+  const dir = zoo();
+  const gen = graph(dir, 'key', 'generate');
+  assert.is(gen.code, 0, gen.stderr);
+  assert.match(gen.stdout, /^wrote graph\.key \(private: keep it secret\) and graph\.pub\nfingerprint sha256:[0-9a-f]{64}\n$/);
+  assert.is(statSync(path.join(dir, 'graph.key')).mode & 0o777, 0o600);
+  assert.is(graph(dir, 'key', 'generate').code, 1); // never overwrites a key
+  const secret = readFileSync(path.join(dir, 'graph.key'), 'utf8').split('\n')[1];
+
+  const r = graph(dir, 'build', '--sign-key', 'graph.key');
+  assert.is(r.code, 0, r.stderr);
+  const lock = readJson(path.join(dir, 'published.lock.json'));
+  const fingerprint = gen.stdout.split('fingerprint ')[1].trim();
+  assert.is(lock.images.model.signed_by, fingerprint);
+  // The secret is nowhere: not in the output, the logs, the cache.
+  for (const text of [r.stdout, r.stderr, ...readdirSync(path.join(dir, '.graph', 'logs')).map((f) => readFileSync(path.join(dir, '.graph', 'logs', f), 'utf8'))]) assert.not.ok(text.includes(secret));
+  assert.not.ok(spawnSync('grep', ['-rlF', secret, path.join(dir, '.graph'), path.join(dir, 'dist')]).status === 0);
+
+  // The cosign signature image at tag sha256-<hex>.sig, checked by openssl.
+  const layout = path.join(dir, 'dist', 'oci');
+  const manifest = lock.images.model.manifest as string;
+  const index = readJson(path.join(layout, 'index.json')) as { manifests: Descriptor[] };
+  const sigEntry = index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === `sha256-${manifest.slice(7)}.sig`) as Descriptor;
+  const sigManifest = readJson(path.join(layout, 'blobs', 'sha256', sigEntry.digest.slice(7)));
+  const layer = sigManifest.layers[0];
+  assert.is(layer.mediaType, 'application/vnd.dev.cosign.simplesigning.v1+json');
+  const payload = readFileSync(path.join(layout, 'blobs', 'sha256', layer.digest.slice(7)));
+  assert.equal(JSON.parse(payload.toString()), { critical: { identity: { 'docker-reference': 'model' }, image: { 'docker-manifest-digest': manifest }, type: 'cosign container image signature' }, optional: null });
+  const signature = Buffer.from(layer.annotations['dev.cosignproject.cosign/signature'], 'base64');
+  assert.ok(opensslVerifies(path.join(dir, 'graph.pub'), payload, signature));
+  assert.not.ok(opensslVerifies(path.join(dir, 'graph.pub'), Buffer.concat([payload, Buffer.from(' ')]), signature));
+
+  const ok = graph(dir, 'verify', '--key', 'graph.pub');
+  assert.is(ok.code, 0, ok.stdout + ok.stderr);
+  assert.match(ok.stdout, `ok    dist/oci:model: signed by ${fingerprint}\n`);
+  assert.match(ok.stdout, 'ok    dist/oci:model: provenance: 1 input files match the workspace\n');
+  assert.match(ok.stdout, /verified: \d+ checks passed\n$/);
+  assert.is(graph(dir, 'verify', 'model', '--key', 'graph.pub').code, 0);
+  // A second build with the same key: all cached (the key enters publish keys by fingerprint only).
+  assert.match(graph(dir, 'build', '--sign-key', 'graph.key').stderr, /ok: 0 ran, \d+ cached/);
+
+  // A changed input: named, exit 1.
+  writeFileSync(path.join(dir, 'model/run.sh'), '#!/bin/sh\necho tampered > /output/out.txt\n');
+  const changed = graph(dir, 'verify', 'model', '--key', 'graph.pub');
+  assert.is(changed.code, 1);
+  assert.match(changed.stdout, /FAIL  dist\/oci:model: provenance: input file model\/run\.sh changed \(sha256:[0-9a-f]{12} → sha256:[0-9a-f]{12}\)\n/);
+  // A flipped byte in the published SIF.
+  flipByte(path.join(dir, 'dist', 'sif', 'model.sif'), 5000);
+  const flipped = graph(dir, 'verify', 'dist/sif/model.sif', '--key', 'graph.pub');
+  assert.is(flipped.code, 1);
+  assert.match(flipped.stdout, `FAIL  dist/sif/model.sif: sha256 `);
+  assert.match(flipped.stdout, `does not match published.lock.json (${lock.images.model.sif.sha256})\n`);
+  // Another key: the signature does not verify.
+  const other = workspace({});
+  assert.is(graph(other, 'key', 'generate').code, 0);
+  const wrong = graph(dir, 'verify', 'shell', '--key', path.join(other, 'graph.pub'));
+  assert.is(wrong.code, 1);
+  assert.match(wrong.stdout, 'FAIL  dist/oci:shell: signature invalid: the signature on payload');
+});
+
+test('bad keys: missing, malformed, encrypted, of the wrong type: a usage error naming the file; verify needs --key', () => {
+  const dir = zoo();
+  writeFileSync(path.join(dir, 'junk.pem'), 'not a key\n');
+  execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024', '-out', path.join(dir, 'rsa.pem')], { stdio: 'ignore' });
+  execFileSync('openssl', ['ecparam', '-name', 'secp384r1', '-genkey', '-noout', '-out', path.join(dir, 'p384.pem')], { stdio: 'ignore' });
+  const cases: Array<[string[], NodeJS.ProcessEnv, RegExp]> = [
+    [['build', '--sign-key', 'nope.pem'], {}, /--sign-key \S*nope\.pem: cannot read the key \(ENOENT\)/],
+    [['build', '--sign-key', 'junk.pem'], {}, /--sign-key \S*junk\.pem: not a PEM private key/],
+    [['plan', '--sign-key', 'rsa.pem'], {}, /--sign-key \S*rsa\.pem: an rsa key, not an ECDSA P-256 key/],
+    [['build'], { GRAPH_SIGNING_KEY: path.join(dir, 'p384.pem') }, /GRAPH_SIGNING_KEY \S*p384\.pem: an EC key on secp384r1, not an ECDSA P-256 key/],
+    [['verify'], {}, /--key PUB\.pem is required/],
+    [['verify', '--key', 'junk.pem'], {}, /--key \S*junk\.pem: not a PEM public key/],
+  ];
+  for (const [args, env, message] of cases) {
+    const r = graphWith(env, dir, ...args);
+    assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+  }
+  assert.not.ok(statSync(path.join(dir, 'junk.pem')).size === 0);
+});
+
 test('a registry without the referrers API: artifacts by digest, then the sha256-<hex> referrers tag; a fresh runner finds them', async () => {
   const registry = await startRegistry();
   try {
     const dir = zoo(`    publish: [${registry.host}/zoo/model:v1]\n`);
-    const r = graph(dir, 'build', '--report', 'r.json');
+    assert.is(graph(dir, 'key', 'generate').code, 0);
+    const r = graphWith({ GRAPH_SIGNING_KEY: path.join(dir, 'graph.key') }, dir, 'build', '--report', 'r.json');
     assert.is(r.code, 0, r.stderr);
     const lock = readJson(path.join(dir, 'published.lock.json'));
     const manifest = lock.images.model.manifest as string;
@@ -165,6 +255,15 @@ test('a registry without the referrers API: artifacts by digest, then the sha256
       const artifact = skopeo(`@${d}`);
       assert.is(artifact.subject.digest, manifest);
     }
+    // The cosign signature at sha256-<hex>.sig; graph verify checks the reference.
+    const sig = skopeo(`:sha256-${manifest.slice(7)}.sig`);
+    assert.is(sig.layers[0].mediaType, 'application/vnd.dev.cosign.simplesigning.v1+json');
+    const payload = Buffer.from(await (await fetch(`http://${registry.host}/v2/zoo/model/blobs/${sig.layers[0].digest}`)).arrayBuffer());
+    assert.is(JSON.parse(payload.toString()).critical.identity['docker-reference'], `${registry.host}/zoo/model`);
+    assert.ok(opensslVerifies(path.join(dir, 'graph.pub'), payload, Buffer.from(sig.layers[0].annotations['dev.cosignproject.cosign/signature'], 'base64')));
+    const verified = graph(dir, 'verify', `${registry.host}/zoo/model:v1`, '--key', 'graph.pub');
+    assert.is(verified.code, 0, verified.stdout + verified.stderr);
+    assert.match(verified.stdout, `ok    ${registry.host}/zoo/model:v1: spdx ${lock.images.model.attachments.spdx} names it\n`);
     // The SBOM pushed is the one in the lock's digest, and schema-valid.
     const spdx = skopeo(`@${lock.images.model.attachments.spdx}`);
     const blob = await (await fetch(`http://${registry.host}/v2/zoo/model/blobs/${spdx.layers[0].digest}`)).text();
@@ -172,14 +271,14 @@ test('a registry without the referrers API: artifacts by digest, then the sha256
 
     // A fresh runner: the image and its attachments are in the registry, so the publish is cached.
     rmSync(path.join(dir, '.graph'), { recursive: true, force: true });
-    const plan = graph(dir, 'plan', 'image:model');
+    const plan = graphWith({ GRAPH_SIGNING_KEY: path.join(dir, 'graph.key') }, dir, 'plan', 'image:model');
     assert.match(plan.stdout, `  cached publish:model\n           already in registry (${registry.host}/zoo/model:v1)\n`);
     // Without the attachments recorded, it is not: the publish runs to attach them.
     const edited = readJson(path.join(dir, 'published.lock.json'));
     delete edited.images.model.attachments;
     writeFileSync(path.join(dir, 'published.lock.json'), JSON.stringify(edited));
     rmSync(path.join(dir, '.graph'), { recursive: true, force: true });
-    const again = graph(dir, 'plan', 'image:model');
+    const again = graphWith({ GRAPH_SIGNING_KEY: path.join(dir, 'graph.key') }, dir, 'plan', 'image:model');
     assert.match(again.stdout, /  run    publish:model\n/);
   } finally {
     await registry.stop();
