@@ -6,6 +6,8 @@
  * model that runs in the image: an image whose tests fail is never published. Each publication
  * is recorded in `published.lock.json`.
  */
+import { createHash } from 'node:crypto';
+import { copyFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { copyFileAtomic, readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
 import { declarePart, DeclPart, type Declarations, type Settings } from '../engine/declarations.js';
@@ -147,7 +149,9 @@ export const publishRule: Rule<PublishNodeDecl> = {
     let sif: PublishedImage['sif'] = null;
     if (node.deps.some((d) => d.id === convertId(name))) {
       const converted = ctx.deps.get(convertId(name));
-      const known = (converted?.outputs ? sifOutputs(convertId(name), { outputs: converted.outputs }) : undefined) ?? fromLock(convertId(name))?.sif;
+      // A signed SIF's digests are the lock's (the signature makes a new file of the converted one).
+      const signed = signingSetting.of(ctx.workspace.settings).fingerprint !== null;
+      const known = signed ? fromLock(convertId(name))?.sif : ((converted?.outputs ? sifOutputs(convertId(name), { outputs: converted.outputs }) : undefined) ?? fromLock(convertId(name))?.sif);
       if (!known) return undefined;
       sif = { sha256: known.sha256, md5: known.md5, size: known.size, references: [] };
     }
@@ -201,6 +205,18 @@ export const publishRule: Rule<PublishNodeDecl> = {
     const signer = signingKey(ctx.workspace.settings);
     const { putSignature, signatureTag } = await import('./trust/sign.js');
     const kinds = Object.keys(ATTACHMENTS) as AttachmentKind[];
+    // The SIF published: the store's, or with a key, a signed copy (a DSSE signature object added,
+    // as `apptainer sign --key` adds it) whose digests the lock records instead.
+    let publishedSif = sif && sifBlob ? { file: sifBlob, sha256: sif.sha256, md5: sif.md5, size: sif.size } : undefined;
+    if (publishedSif && signer) {
+      if (!ctx.store.has(`sha256:${publishedSif.sha256}`)) throw new NodeFailure(`the SIF of '${name}' (sha256:${publishedSif.sha256}) is missing or corrupt in the store`);
+      const signed = path.join(ctx.scratchDir(), `${name}.sif`);
+      copyFileSync(publishedSif.file, signed);
+      (await import('./trust/sif-sign.js')).signSif(signed, signer.key);
+      const bytes = readFileSync(signed);
+      publishedSif = { file: signed, sha256: createHash('sha256').update(bytes).digest('hex'), md5: createHash('md5').update(bytes).digest('hex'), size: bytes.length };
+      ctx.log.write(`signed the SIF with key ${signer.fingerprint}: sha256:${publishedSif.sha256}\n`);
+    }
     const attachments = Object.fromEntries(kinds.map((k) => [k, attestation.artifacts[k].descriptor.digest])) as Record<AttachmentKind, string>;
     for (const k of kinds) ctx.log.write(`${k}: ${attachments[k]} (${ATTACHMENTS[k].artifactType})\n`);
     if (decl.references.length === 0) {
@@ -217,12 +233,12 @@ export const publishRule: Rule<PublishNodeDecl> = {
       }
       references.push(`oci-layout:${DIST}/oci:${name}`);
       files.push(path.join(DIST, 'oci', 'blobs', 'sha256', manifest.slice('sha256:'.length)));
-      if (sifBlob) {
+      if (publishedSif) {
         // A copy (a reflink where the file system has them): dist/ never shares an inode with the
         // store, so editing one cannot corrupt the other.
-        if (!ctx.store.has(`sha256:${sif.sha256}`)) throw new NodeFailure(`the SIF of '${name}' (sha256:${sif.sha256}) is missing or corrupt in the store`);
+        if (!signer && !ctx.store.has(`sha256:${publishedSif.sha256}`)) throw new NodeFailure(`the SIF of '${name}' (sha256:${publishedSif.sha256}) is missing or corrupt in the store`);
         const target = path.join(root, DIST, 'sif', `${name}.sif`);
-        copyFileAtomic(sifBlob, target);
+        copyFileAtomic(publishedSif.file, target);
         sifReferences.push(path.relative(root, target));
         files.push(path.relative(root, target));
       }
@@ -232,9 +248,9 @@ export const publishRule: Rule<PublishNodeDecl> = {
       const pushed = await (await push()).pushImage(ctx.store, image, ref, { signal: ctx.signal, log: (line) => ctx.log.write(`${line}\n`) });
       ctx.log.write(`pushed ${formatReference(ref)}: ${pushed.pushedBlobs} blobs uploaded, ${pushed.skippedBlobs} present, ${pushed.mountedBlobs} mounted\n`);
       references.push(formatReference(ref));
-      if (sifBlob) {
+      if (publishedSif) {
         const sifRef = sifReference(ref);
-        await (await push()).pushArtifact(ctx.store, sifBlob, sifRef, { signal: ctx.signal, title: `${name}.sif` });
+        await (await push()).pushArtifact(ctx.store, publishedSif.file, sifRef, { signal: ctx.signal, title: `${name}.sif` });
         sifReferences.push(`oras://${formatReference(sifRef)}`);
       }
       const attached = await (await push()).pushReferrers(ctx.store, manifest, kinds.map((k) => attestation.artifacts[k]), ref, { signal: ctx.signal, log: (line) => ctx.log.write(`${line}\n`) });
@@ -249,7 +265,7 @@ export const publishRule: Rule<PublishNodeDecl> = {
     const entry: PublishedImage = {
       manifest,
       references,
-      sif: sif ? { sha256: sif.sha256, md5: sif.md5, size: sif.size, references: sifReferences } : null,
+      sif: publishedSif ? { sha256: publishedSif.sha256, md5: publishedSif.md5, size: publishedSif.size, references: sifReferences } : null,
       keys: Object.fromEntries(Object.entries({ [node.id]: ctx.keys.node, ...ctx.keys.deps }).filter(([id]) => id === buildId(name) || id === convertId(name) || id === node.id).sort()),
       attachments,
       ...(signer ? { signed_by: signer.fingerprint } : {}),

@@ -10,7 +10,8 @@ import { readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { flipByte, graph, graphWith, startRegistry, workspace } from './helpers.js';
+import { sifSignatures } from '../rules/trust/sif-sign.js';
+import { flipByte, graph, graphWith, SIFCHECK, startRegistry, workspace } from './helpers.js';
 import { cycloneDxErrors, spdxErrors } from './sbom-schemas.js';
 
 const test = suite('trust');
@@ -187,10 +188,24 @@ test('signing: graph key generate, --sign-key signs each image cosign-style (ope
   assert.ok(opensslVerifies(path.join(dir, 'graph.pub'), payload, signature));
   assert.not.ok(opensslVerifies(path.join(dir, 'graph.pub'), Buffer.concat([payload, Buffer.from(' ')]), signature));
 
+  // The SIF: a DSSE signature object linked to group 1 (siftool shows it), openssl verifies its
+  // pre-authentication encoding, and the file is still a valid SIF.
+  const sif = path.join(dir, 'dist', 'sif', 'model.sif');
+  assert.match(execFileSync('siftool', ['list', sif], { encoding: 'utf8' }), /\n4\s+\|NONE\s+\|1\s+\(G\)\s+\|\d+-\d+\s+\|Signature \(SHA-256\)\n/);
+  const [dsse] = sifSignatures(sif);
+  assert.is(dsse.envelope.payloadType, 'application/vnd.sylabs.sif-metadata+json');
+  const message = Buffer.from(dsse.envelope.payload, 'base64');
+  const paeBytes = Buffer.concat([Buffer.from(`DSSEv1 ${dsse.envelope.payloadType.length} ${dsse.envelope.payloadType} ${message.length} `), message]);
+  assert.ok(opensslVerifies(path.join(dir, 'graph.pub'), paeBytes, Buffer.from(dsse.envelope.signatures[0].sig, 'base64')));
+  assert.is(JSON.parse(message.toString()).objects.length, 3);
+  assert.is(spawnSync('python3', [SIFCHECK, sif]).status, 0);
+  assert.is(sha256(readFileSync(sif)), lock.images.model.sif.sha256);
+
   const ok = graph(dir, 'verify', '--key', 'graph.pub');
   assert.is(ok.code, 0, ok.stdout + ok.stderr);
   assert.match(ok.stdout, `ok    dist/oci:model: signed by ${fingerprint}\n`);
   assert.match(ok.stdout, 'ok    dist/oci:model: provenance: 1 input files match the workspace\n');
+  assert.match(ok.stdout, `ok    dist/sif/model.sif: signed by ${fingerprint} (DSSE, object group 1)\n`);
   assert.match(ok.stdout, /verified: \d+ checks passed\n$/);
   assert.is(graph(dir, 'verify', 'model', '--key', 'graph.pub').code, 0);
   // A second build with the same key: all cached (the key enters publish keys by fingerprint only).
@@ -202,11 +217,12 @@ test('signing: graph key generate, --sign-key signs each image cosign-style (ope
   assert.is(changed.code, 1);
   assert.match(changed.stdout, /FAIL  dist\/oci:model: provenance: input file model\/run\.sh changed \(sha256:[0-9a-f]{12} → sha256:[0-9a-f]{12}\)\n/);
   // A flipped byte in the published SIF.
-  flipByte(path.join(dir, 'dist', 'sif', 'model.sif'), 5000);
+  flipByte(path.join(dir, 'dist', 'sif', 'model.sif'), 40000); // inside the partition
   const flipped = graph(dir, 'verify', 'dist/sif/model.sif', '--key', 'graph.pub');
   assert.is(flipped.code, 1);
   assert.match(flipped.stdout, `FAIL  dist/sif/model.sif: sha256 `);
   assert.match(flipped.stdout, `does not match published.lock.json (${lock.images.model.sif.sha256})\n`);
+  assert.match(flipped.stdout, /FAIL  dist\/sif\/model\.sif: signature invalid: object 4: object 3 \(partition\): its data changed since it was signed/);
   // Another key: the signature does not verify.
   const other = workspace({});
   assert.is(graph(other, 'key', 'generate').code, 0);

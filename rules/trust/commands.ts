@@ -15,6 +15,7 @@ import type { Workspace } from '../../engine/workspace.js';
 import type { Descriptor } from '../oci/image.js';
 import { REF_NAME, ANNOTATION_SUBJECT } from '../oci/layout.js';
 import type { PublishedImage } from '../publish.js';
+import { verifySifSignature } from './sif-sign.js';
 import { checkSignatureManifest, generateKeyPair, KeyError, keyFingerprint, loadPublicKey, signatureTag } from './sign.js';
 
 /** `graph key generate [--out FILE]`. */
@@ -218,12 +219,21 @@ function checkInputs(statement: string, ws: Workspace, at: string, f: Findings):
 }
 
 /** Check a SIF file: the lock's digest, and its signature. */
-function verifySif(file: string, shown: string, entry: PublishedImage | undefined, _key: KeyObject, f: Findings): void {
+function verifySif(file: string, shown: string, entry: PublishedImage | undefined, key: KeyObject, f: Findings): void {
   const bytes = readFileSync(file);
   const digest = createHash('sha256').update(bytes).digest('hex');
   if (!entry?.sif) f.fail(`${shown}: published.lock.json records no SIF for it`);
   else if (entry.sif.sha256 !== digest) f.fail(`${shown}: sha256 ${digest} does not match published.lock.json (${entry.sif.sha256})`);
   else f.pass(`${shown}: sha256 ${digest} as published.lock.json records`);
+  if (entry && !entry.signed_by) return f.fail(`${shown}: published unsigned (published.lock.json names no signing key)`);
+  let why: string | undefined;
+  try {
+    why = verifySifSignature(file, key);
+  } catch (e) {
+    why = (e as Error).message;
+  }
+  if (why) f.fail(`${shown}: signature invalid: ${why}`);
+  else f.pass(`${shown}: signed by ${keyFingerprint(key)} (DSSE, object group 1)`);
 }
 
 function readLockEntries(root: string): Record<string, PublishedImage> {
