@@ -1,42 +1,18 @@
 /**
- * Reading what an image holds, for its SBOM, as syft's catalogers read a container: the layers
- * are applied in order in memory (image spec v1.1 `layer.md` whiteouts: `.wh.NAME` deletes NAME,
- * `.wh..wh..opq` empties a directory of lower-layer content), nothing is unpacked to disk, and
- * of the resulting root filesystem this keeps:
+ * Reading what an image holds, for its SBOM, as syft's catalogers read a container: of the image's
+ * root filesystem (read in memory by rules/oci/contents.ts, whiteouts applied) this keeps
  * - every regular file's path, SHA-256, SHA-1 and the index of the layer that wrote it;
  * - the Debian packages `/var/lib/dpkg/status` lists as installed (dpkg(1) "INFORMATION ABOUT
  *   PACKAGES"), each with the licences its `/usr/share/doc/NAME/copyright` names when that file is
  *   machine-readable (DEP-5 `License:` fields);
  * - the Python distributions of `*.dist-info/METADATA` (Core metadata 2.x: `Name`, `Version`,
  *   `License-Expression`, `License`, `Classifier: License ::`).
- * Only those metadata files are held in memory (each at most `METADATA_LIMIT` bytes); every other
- * file is hashed as it streams past.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import path from 'node:path';
-import type tar from 'tar-stream';
-import { lazyRequire } from '../../engine/lazy.js';
 import type { ContentStore } from '../../engine/store.js';
+import { readImageFiles, type ImageFile } from '../oci/contents.js';
 import type { StoredImage } from '../oci/image.js';
-import { CHUNK, entryName, feedLayer, OPAQUE, WHITEOUT } from '../oci/unpack.js';
 
-const tarStream = lazyRequire<typeof tar>('tar-stream');
-
-/** The most bytes of one metadata file kept (a larger one is ignored, as syft ignores it). */
-export const METADATA_LIMIT = 4 << 20;
-
-/** A regular file of the image's root filesystem. */
-export interface ImageFile {
-  /** Path relative to the root, without a leading `/`. */
-  readonly path: string;
-  /** Hex SHA-256 of its bytes. */
-  readonly sha256: string;
-  /** Hex SHA-1 of its bytes (SPDX 2.3 requires it of every file). */
-  readonly sha1: string;
-  /** Index in the manifest's `layers` of the layer that wrote it last. */
-  readonly layer: number;
-}
+export type { ImageFile };
 
 /** A package installed according to `/var/lib/dpkg/status`. */
 export interface DebianPackage {
@@ -72,73 +48,8 @@ const isMetadata = (p: string) => p === 'var/lib/dpkg/status' || /^usr\/share\/d
  * @throws UnpackError naming the layer when one cannot be read (zstd, corrupt gzip, a bad entry).
  */
 export async function scanImage(store: ContentStore, image: StoredImage, signal?: AbortSignal): Promise<ImageContents> {
-  const files = new Map<string, { sha256: string; sha1: string; layer: number }>();
-  const texts = new Map<string, string>();
-  /** Every directory some file was ever written below (a superset of the live ones). */
-  const dirs = new Set<string>();
-  const layers = image.manifest.layers;
-  for (let index = 0; index < layers.length; index++) {
-    const layer = layers[index];
-    const extract = tarStream().extract();
-    const input = feedLayer(createReadStream(store.pathOf(layer.digest), { highWaterMark: CHUNK }), layer, extract);
-    // Deleting what is at a path: a subtree is walked only when something lies below it.
-    const remove = (p: string) => {
-      files.delete(p);
-      texts.delete(p);
-      if (!dirs.has(p)) return;
-      for (const map of [files, texts] as Map<string, unknown>[]) for (const k of [...map.keys()]) if (k.startsWith(`${p}/`)) map.delete(k);
-    };
-    const writtenHere = new Set<string>();
-    for await (const entry of extract) {
-      signal?.throwIfAborted();
-      const h = entry.header;
-      const name = entryName(h.name, layer.digest);
-      const base = path.posix.basename(name);
-      const dir = path.posix.dirname(name) === '.' ? '' : path.posix.dirname(name);
-      if (!name) {
-        entry.resume();
-        continue;
-      }
-      if (base === OPAQUE) {
-        // Lower layers' content under dir goes; this layer's own entries stay.
-        for (const map of [files, texts] as Map<string, unknown>[]) {
-          for (const p of [...map.keys()]) if (p.startsWith(dir ? `${dir}/` : '') && !writtenHere.has(p)) map.delete(p);
-        }
-        entry.resume();
-        continue;
-      }
-      if (base.startsWith(WHITEOUT)) {
-        remove(path.posix.join(dir, base.slice(WHITEOUT.length)));
-        entry.resume();
-        continue;
-      }
-      // Whatever was at this path (a file, or a tree if this is not a directory) is replaced.
-      if (h.type !== 'directory') remove(name);
-      if (h.type === 'file' || h.type === 'contiguous-file') {
-        const hash = createHash('sha256');
-        const sha1 = createHash('sha1');
-        const keep = isMetadata(name) && (h.size ?? 0) <= METADATA_LIMIT;
-        const chunks: Buffer[] = [];
-        for await (const chunk of entry) {
-          hash.update(chunk as Buffer);
-          sha1.update(chunk as Buffer);
-          if (keep) chunks.push(chunk as Buffer);
-        }
-        files.set(name, { sha256: hash.digest('hex'), sha1: sha1.digest('hex'), layer: index });
-        for (let d = dir; d && !dirs.has(d); d = path.posix.dirname(d) === '.' ? '' : path.posix.dirname(d)) dirs.add(d);
-        if (keep) texts.set(name, Buffer.concat(chunks).toString('utf8'));
-        writtenHere.add(name);
-      } else {
-        entry.resume();
-      }
-    }
-    await input;
-  }
-  return {
-    files: [...files].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([p, f]) => ({ path: p, ...f })),
-    debian: debianPackages(texts),
-    python: pythonPackages(texts),
-  };
+  const { files, texts } = await readImageFiles(store, image, isMetadata, signal);
+  return { files, debian: debianPackages(texts), python: pythonPackages(texts) };
 }
 
 /** The stanzas of a deb822 file (dpkg status, DEP-5): field name → value (continuation lines joined with `\n`). */
