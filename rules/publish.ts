@@ -265,7 +265,9 @@ export const publishRule: Rule<PublishNodeDecl> = {
     const entry: PublishedImage = {
       manifest,
       references,
-      sif: publishedSif ? { sha256: publishedSif.sha256, md5: publishedSif.md5, size: publishedSif.size, references: sifReferences } : null,
+      sif: publishedSif
+        ? { sha256: publishedSif.sha256, md5: publishedSif.md5, size: publishedSif.size, partition: (await import('./trust/sif-sign.js')).partitionDigest(publishedSif.file), references: sifReferences }
+        : null,
       keys: Object.fromEntries(Object.entries({ [node.id]: ctx.keys.node, ...ctx.keys.deps }).filter(([id]) => id === buildId(name) || id === convertId(name) || id === node.id).sort()),
       attachments,
       ...(signer ? { signed_by: signer.fingerprint } : {}),
@@ -324,8 +326,11 @@ export interface PublishedImage {
   readonly manifest: string;
   /** Every reference it was pushed to (or the dist/ layout tag). */
   readonly references: readonly string[];
-  /** The SIF pushed with it: hex sha256 and md5, size in bytes, where it went. */
-  readonly sif: { readonly sha256: string; readonly md5: string; readonly size: number; readonly references: readonly string[] } | null;
+  /**
+   * The SIF pushed with it: hex sha256 and md5 and size in bytes of the file published (signed, with
+   * a key), `partition` the `sha256:<hex>` of its primary system partition, where it went.
+   */
+  readonly sif: { readonly sha256: string; readonly md5: string; readonly size: number; readonly partition?: string; readonly references: readonly string[] } | null;
   /** Action keys of the publish, build and convert nodes that produced it. */
   readonly keys: Readonly<Record<string, string>>;
   /**

@@ -64,7 +64,8 @@ test('default: dist/oci (a tag per image), dist/sif, published.lock.json; a seco
   assert.equal(Object.keys(lock.images), ['bb', 'model', 'shell']);
   assert.is(lock.images.model.manifest, model.manifest);
   assert.equal(lock.images.model.references, ['oci-layout:dist/oci:model']);
-  assert.equal(lock.images.model.sif, { sha256: convert.sha256, md5: convert.md5, size: convert.size, references: ['dist/sif/model.sif'] });
+  assert.equal(lock.images.model.sif, { sha256: convert.sha256, md5: convert.md5, size: convert.size, partition: lock.images.model.sif.partition, references: ['dist/sif/model.sif'] });
+  assert.match(lock.images.model.sif.partition, /^sha256:[0-9a-f]{64}$/);
   assert.equal(Object.keys(lock.images.model.keys), ['build:model', 'convert:model', 'publish:model']);
   assert.match(graph(dir, 'build').stderr, /ok: 0 ran, \d+ cached, 0 failed, 0 skipped/);
   // Edit the model: the plan says the lineage lock no longer matches what would be built.

@@ -222,6 +222,7 @@ test('signing: graph key generate, --sign-key signs each image cosign-style (ope
   assert.is(flipped.code, 1);
   assert.match(flipped.stdout, `FAIL  dist/sif/model.sif: sha256 `);
   assert.match(flipped.stdout, `does not match published.lock.json (${lock.images.model.sif.sha256})\n`);
+  assert.match(flipped.stdout, /FAIL  dist\/sif\/model\.sif: its system partition is sha256:[0-9a-f]{64}, published\.lock\.json records sha256:[0-9a-f]{64}\n/);
   assert.match(flipped.stdout, /FAIL  dist\/sif\/model\.sif: signature invalid: object 4: object 3 \(partition\): its data changed since it was signed/);
   // Another key: the signature does not verify.
   const other = workspace({});

@@ -25,7 +25,7 @@
  */
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
-import { DataType, DESCRIPTOR_SIZE, HEADER_SIZE, readSif, type SifDescriptor } from '../sif/sif.js';
+import { DataType, DESCRIPTOR_SIZE, HEADER_SIZE, primaryPartition, readSif, type SifDescriptor } from '../sif/sif.js';
 import { signBytes, verifyBytes } from './sign.js';
 
 /** The DSSE payload type of SIF image metadata (pkg/integrity `metadataMediaType`). */
@@ -140,6 +140,21 @@ export function signSif(file: string, key: KeyObject): void {
     writeSync(fd, counts, 0, 8, 80);
     counts.writeBigInt64LE(BigInt(dataEnd + envelope.length - header.dataOffset));
     writeSync(fd, counts, 0, 8, 120);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * `sha256:<hex>` of the SIF's primary system partition (the root filesystem apptainer runs): what
+ * a signature protects and published.lock.json records, whatever else the file holds.
+ * @throws SifError when it is no SIF or has no single primary partition.
+ */
+export function partitionDigest(file: string): string {
+  const partition = primaryPartition(readSif(file));
+  const fd = openSync(file, 'r');
+  try {
+    return sha256Range(fd, partition.offset, partition.size);
   } finally {
     closeSync(fd);
   }

@@ -14,7 +14,7 @@ import type { Workspace } from '../../engine/workspace.js';
 import type { Descriptor } from '../oci/image.js';
 import { ANNOTATION_SUBJECT, REF_NAME } from '../oci/layout.js';
 import type { PublishedImage } from '../publish.js';
-import { verifySifSignature } from './sif-sign.js';
+import { partitionDigest, verifySifSignature } from './sif-sign.js';
 import { checkSignatureManifest, KeyError, keyFingerprint, loadPublicKey, signatureTag } from './sign.js';
 
 /** Where a published image can be read: a registry repository or an OCI image layout. */
@@ -181,6 +181,16 @@ function verifySif(file: string, shown: string, entry: PublishedImage | undefine
   if (!entry?.sif) f.fail(`${shown}: published.lock.json records no SIF for it`);
   else if (entry.sif.sha256 !== digest) f.fail(`${shown}: sha256 ${digest} does not match published.lock.json (${entry.sif.sha256})`);
   else f.pass(`${shown}: sha256 ${digest} as published.lock.json records`);
+  if (entry?.sif?.partition) {
+    let partition: string;
+    try {
+      partition = partitionDigest(file);
+    } catch (e) {
+      partition = (e as Error).message;
+    }
+    if (partition !== entry.sif.partition) f.fail(`${shown}: its system partition is ${partition}, published.lock.json records ${entry.sif.partition}`);
+    else f.pass(`${shown}: system partition ${partition} as published.lock.json records`);
+  }
   if (entry && !entry.signed_by) return f.fail(`${shown}: published unsigned (published.lock.json names no signing key)`);
   let why: string | undefined;
   try {
