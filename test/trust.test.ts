@@ -7,11 +7,12 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sifSignatures } from '../rules/trust/sif-sign.js';
-import { flipByte, graph, graphWith, SIFCHECK, startRegistry, workspace } from './helpers.js';
+import { flipByte, graph, graphAsync, graphWith, SIFCHECK, startRegistry, workspace } from './helpers.js';
 import { cycloneDxErrors, spdxErrors } from './sbom-schemas.js';
 
 const test = suite('trust');
@@ -298,6 +299,57 @@ test('a registry without the referrers API: artifacts by digest, then the sha256
     const again = graphWith({ GRAPH_SIGNING_KEY: path.join(dir, 'graph.key') }, dir, 'plan', 'image:model');
     assert.match(again.stdout, /  run    publish:model\n/);
   } finally {
+    await registry.stop();
+  }
+});
+
+/**
+ * A registry in front of `registry` that refuses every manifest with a `subject` (as a registry
+ * without artifact support might), passing everything else through.
+ */
+async function refusingArtifacts(registry: string): Promise<{ host: string; stop: () => Promise<void> }> {
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = Buffer.concat(chunks);
+    if (req.method === 'PUT' && /\/manifests\//.test(req.url ?? '') && body.includes('"subject"')) {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ errors: [{ code: 'MANIFEST_INVALID', message: 'artifacts are not accepted here' }] }));
+      return;
+    }
+    const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => k !== 'host' && k !== 'content-length' && k !== 'connection')) as Record<string, string>;
+    const answer = await fetch(`http://${registry}${req.url}`, { method: req.method, headers, body: req.method === 'GET' || req.method === 'HEAD' ? undefined : body, redirect: 'manual' });
+    const out: Record<string, string> = {};
+    answer.headers.forEach((v, k) => {
+      if (k !== 'content-encoding' && k !== 'transfer-encoding' && k !== 'connection') out[k] = k === 'location' ? v.replace(`http://${registry}`, '') : v;
+    });
+    res.writeHead(answer.status, out);
+    res.end(req.method === 'HEAD' ? undefined : Buffer.from(await answer.arrayBuffer()));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return { host: `127.0.0.1:${port}`, stop: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+test('a registry that refuses artifacts: the publish fails naming the registry and the request; the image is there, no referrers tag, no lock entry', async () => {
+  const registry = await startRegistry();
+  const proxy = await refusingArtifacts(registry.host);
+  try {
+    const dir = zoo(`    publish: [${proxy.host}/zoo/model:v1]\n`);
+    // Asynchronously: the refusing registry answers from this process.
+    const r = await graphAsync(dir, 'build');
+    assert.is(r.code, 1);
+    assert.match(r.stderr, new RegExp(`failed publish:model: registry ${proxy.host.replace(/\./g, '\\.')}, repository zoo/model: PUT of manifest sha256:[0-9a-f]{64} as zoo/model:sha256:[0-9a-f]{64} answered 400 MANIFEST_INVALID: artifacts are not accepted here`));
+    const lock = JSON.parse(readFileSync(path.join(dir, 'published.lock.json'), 'utf8'));
+    assert.not.ok('model' in lock.images);
+    // The image went first and is whole; the referrers tag, which goes last, was never written.
+    const raw = execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${registry.host}/zoo/model:v1`]);
+    assert.is(JSON.parse(raw.toString()).mediaType, 'application/vnd.oci.image.manifest.v1+json');
+    const digest = `sha256:${sha256(raw)}`;
+    const tag = await fetch(`http://${registry.host}/v2/zoo/model/manifests/sha256-${digest.slice(7)}`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+    assert.is(tag.status, 404);
+  } finally {
+    await proxy.stop();
     await registry.stop();
   }
 });
