@@ -273,8 +273,10 @@ export const publishRule: Rule<PublishNodeDecl> = {
       ...(signer ? { signed_by: signer.fingerprint } : {}),
     };
     await recordPublished(root, name, entry);
-    const artifacts = kinds.flatMap((k) => [attestation.artifacts[k].descriptor.digest, ...attestation.artifacts[k].blobs.map((b) => b.digest)]);
-    return { outputs: { manifest, references, sif: entry.sif, attachments }, artifacts: [...new Set(artifacts)].sort(), files };
+    // The attachments' blobs are not artifacts of the result: their effect is in the registry or
+    // dist/ (as the image's), and a publish's cache entry must not need bytes (a remote cache hit
+    // brings none).
+    return { outputs: { manifest, references, sif: entry.sif, attachments }, artifacts: [], files };
   },
   commands: [keyCommand, verifyCommand],
   planNote(root, plannedKey) {
