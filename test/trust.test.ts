@@ -282,6 +282,10 @@ test('a registry without the referrers API: artifacts by digest, then the sha256
     const verified = graph(dir, 'verify', `${registry.host}/zoo/model:v1`, '--key', 'graph.pub');
     assert.is(verified.code, 0, verified.stdout + verified.stderr);
     assert.match(verified.stdout, `ok    ${registry.host}/zoo/model:v1: spdx ${lock.images.model.attachments.spdx} names it\n`);
+    // By name: every reference of the lock entry, the SIF's ORAS copy included.
+    const byName = graph(dir, 'verify', 'model', '--key', 'graph.pub');
+    assert.is(byName.code, 0, byName.stdout + byName.stderr);
+    assert.match(byName.stdout, `ok    oras://${registry.host}/zoo/model:v1-sif: sha256:${lock.images.model.sif.sha256} as published.lock.json records\n`);
     // The SBOM pushed is the one in the lock's digest, and schema-valid.
     const spdx = skopeo(`@${lock.images.model.attachments.spdx}`);
     const blob = await (await fetch(`http://${registry.host}/v2/zoo/model/blobs/${spdx.layers[0].digest}`)).text();

@@ -222,7 +222,21 @@ async function verifyPublished(name: string, entry: PublishedImage, key: KeyObje
     }
   }
   for (const sifRef of entry.sif?.references ?? []) {
-    if (sifRef.startsWith('oras://')) continue; // the registry copy's digest is its layer's, checked by the push
+    if (sifRef.startsWith('oras://')) {
+      // The registry's copy: its ORAS manifest's layer must be the SIF the lock records (its
+      // signature is checked on a local copy: graph verify FILE.sif).
+      const parsed = parseReference(sifRef.slice('oras://'.length));
+      if (typeof parsed === 'string') {
+        f.fail(`${sifRef}: ${parsed}`);
+        continue;
+      }
+      const got = await (await registrySource(parsed)).manifest(parsed.tag ?? 'latest');
+      const layer = got && (JSON.parse(got.bytes.toString('utf8')) as { layers?: Descriptor[] }).layers?.[0];
+      if (!layer) f.fail(`${sifRef}: no such artifact`);
+      else if (layer.digest !== `sha256:${entry.sif?.sha256}`) f.fail(`${sifRef}: holds ${layer.digest}, published.lock.json records sha256:${entry.sif?.sha256}`);
+      else f.pass(`${sifRef}: ${layer.digest} as published.lock.json records`);
+      continue;
+    }
     const file = path.resolve(root, sifRef);
     if (!existsSync(file)) f.fail(`${sifRef}: missing`);
     else verifySif(file, sifRef, entry, key, f);
