@@ -67,7 +67,7 @@ const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), imag
 (test:CpGenie/*). A target pulls in its dependencies. No target means every node.
   --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
   --only KIND,...      keep only nodes of these kinds (${defaultRules.map((r) => r.kind).join(', ')})
-${settingOptions.map((o) => `  ${`--${o.name} NAME`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done
+${settingOptions.map((o) => `  ${`--${o.name} ${o.metavar ?? 'NAME'}`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done
   --remote-cache URL   a shared cache over the Bazel HTTP cache protocol (also GRAPH_REMOTE_CACHE,
                        settings.remote_cache); credentials in the URL, GRAPH_REMOTE_CACHE_HEADER or netrc
   --remote-cache-mode M  readwrite (default) or read: look up and download only, never upload
@@ -520,7 +520,7 @@ async function main(argv: string[]): Promise<number> {
     for (const o of settingOptions) {
       const value = (values as Record<string, unknown>)[o.name] as string | undefined;
       if (value === undefined) continue;
-      if (!o.values.includes(value)) throw new UsageError(`unknown --${o.name} '${value}' (one of: ${o.values.join(', ')})`);
+      if (o.values && !o.values.includes(value)) throw new UsageError(`unknown --${o.name} '${value}' (one of: ${o.values.join(', ')})`);
       overrides[o.name] = value;
     }
     return await command.run(() => openWorkspace(dir, defaultRules, overrides), values, positionals);

@@ -182,8 +182,10 @@ export interface GroupPart<T> extends PartBase<T> {
 export interface SettingOption {
   /** The setting's key in `settings:`, and the option's name. */
   readonly name: string;
-  /** Allowed values; anything else is a usage error. */
-  readonly values: readonly string[];
+  /** Allowed values; anything else is a usage error. Absent: any value (a file name). */
+  readonly values?: readonly string[];
+  /** The value's name in the help (`--sign-key FILE`); default `NAME`. */
+  readonly metavar?: string;
   /** One line for the commands' help. */
   readonly help: string;
 }

@@ -7,6 +7,7 @@
  */
 import path from 'node:path';
 import { declarePart, stringMap, type ImageDecl } from '../engine/declarations.js';
+import type { InputSpec } from '../engine/files.js';
 import { NodeFailure, type ExecContext, type NodeDef, type NodeOutputs, type RestoreContext, type Rule } from '../engine/rule.js';
 import { parseReference } from '../engine/reference.js';
 import { imageBlobs, loadImage, type StoredImage } from './oci/image.js';
@@ -82,6 +83,42 @@ function storedOutputs(ctx: ExecContext, name: string, image: StoredImage): Node
   };
 }
 
+/** A fresh expansion of the build rule for the workspace at `root` (its memo empty). */
+export function newExpansion(root: string): Expansion {
+  const memo = new Map<string, unknown>();
+  return {
+    root,
+    once: <T>(key: string, make: () => T): T => {
+      if (!memo.has(key)) memo.set(key, make());
+      return memo.get(key) as T;
+    },
+  };
+}
+
+/**
+ * The `decl` of an image's build node (everything its build reads, the images.lock entry of a
+ * `debian:` image included) and its input files: what the publish rule's provenance states as the
+ * image's declaration and inputs.
+ */
+export function buildDeclOf(image: ImageDecl, expansion: Expansion): { decl: BuildNodeDecl; inputs: InputSpec[] } {
+  const part = buildOf(image);
+  const recipe = recipeOf(part.recipe.kind);
+  const from = image.from ?? recipe.defaultFrom;
+  const decl = {
+    from: baseDecl(from),
+    recipe: part.recipe,
+    env: part.env,
+    entrypoint: part.entrypoint ?? null,
+    cmd: part.cmd ?? null,
+    workdir: part.workdir ?? null,
+    labels: part.labels,
+    ...recipe.keyFields?.(part.recipe, image, expansion),
+  } satisfies BuildNodeDecl;
+  const inputs = recipe.inputs(part.recipe);
+  if (from?.kind === 'oci-layout') inputs.push({ kind: 'dir', path: from.dir });
+  return { decl, inputs };
+}
+
 const recipeKeys = RECIPES.map((r) => r.kind);
 
 /** The build rule: its part of image entries (a recipe and config), the recipes' settings and commands. */
@@ -134,31 +171,13 @@ export const buildRule: Rule<BuildNodeDecl, ReturnType<typeof imageOutputs>> = {
   ],
   commands: RECIPES.flatMap((r) => r.commands ?? []),
   expand(decls): NodeDef<BuildNodeDecl>[] {
-    const memo = new Map<string, unknown>();
-    const expansion: Expansion = {
-      root: decls.root,
-      once: <T>(key: string, make: () => T): T => {
-        if (!memo.has(key)) memo.set(key, make());
-        return memo.get(key) as T;
-      },
-    };
+    const expansion = newExpansion(decls.root);
     return [...decls.images.values()].map((image: ImageDecl) => {
       const part = buildOf(image);
       const recipe = recipeOf(part.recipe.kind);
       const from = image.from ?? recipe.defaultFrom;
       const deps = from?.kind === 'image' ? [{ id: buildId(from.name), at: () => image.at(['from']) }] : [];
-      const decl = {
-        from: baseDecl(from),
-        recipe: part.recipe,
-        env: part.env,
-        entrypoint: part.entrypoint ?? null,
-        cmd: part.cmd ?? null,
-        workdir: part.workdir ?? null,
-        labels: part.labels,
-        ...recipe.keyFields?.(part.recipe, image, expansion),
-      } satisfies BuildNodeDecl;
-      const inputs = recipe.inputs(part.recipe);
-      if (from?.kind === 'oci-layout') inputs.push({ kind: 'dir', path: from.dir });
+      const { decl, inputs } = buildDeclOf(image, expansion);
       const tools = recipe.tools && expansion.once(`tools:${recipe.kind}`, () => recipe.tools?.(decls.settings) ?? []);
       return {
         id: buildId(image.name),

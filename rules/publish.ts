@@ -6,13 +6,19 @@
  * model that runs in the image: an image whose tests fail is never published. Each publication
  * is recorded in `published.lock.json`.
  */
+import { createHash } from 'node:crypto';
+import { copyFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { copyFileAtomic, readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
-import { declarePart, DeclPart, type Declarations } from '../engine/declarations.js';
+import { declarePart, DeclPart, type Declarations, type Settings } from '../engine/declarations.js';
+import { keyCommand, verifyCommand } from './trust/commands.js';
+import { KeyError, keyFingerprint, loadPrivateKey } from './trust/sign.js';
 import { formatReference, parseReference, type ImageReference } from '../engine/reference.js';
-import { NodeFailure, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { NodeFailure, UsageError, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import type { InputSpec } from '../engine/files.js';
 import { loadImage } from './oci/image.js';
-import { buildId, imageOutputs } from './build.js';
+import { buildDeclOf, buildId, imageOutputs, newExpansion } from './build.js';
+import type { AttestDecl, AttachmentKind } from './trust/attest.js';
 import { convertId, convertsToSif, sifOutputs } from './convert.js';
 import { sampledModels, testId, testOf } from './test.js';
 
@@ -25,13 +31,35 @@ export const publishId = (image: string) => `publish:${image}` as NodeId;
 /** The publish rule's part of an image entry: the references it is pushed to (none: dist/). */
 const publishPart = new DeclPart<{ readonly references: readonly string[] }>('publish');
 
-/** A publish node's `decl` (in its key): the references, as declared. */
-type PublishNodeDecl = { readonly references: readonly string[] };
+/**
+ * A publish node's `decl` (in its key): the references, as declared, and what its attestations
+ * state (the image's and its declared bases' build declarations).
+ */
+type PublishNodeDecl = { readonly references: readonly string[]; readonly attest: AttestDecl & Json };
+
+/**
+ * The signing key (`--sign-key FILE`, else GRAPH_SIGNING_KEY; a file name relative to the current
+ * directory) and its public key's fingerprint, which goes into publish keys: the key's bytes never
+ * do, and are read again only when a publish signs.
+ */
+const signingSetting = new DeclPart<{ readonly keyFile: string | null; readonly fingerprint: string | null }>('signing');
+
+/**
+ * The signing key the settings name, loaded; undefined when none is named.
+ * @throws KeyError when it became unreadable, NodeFailure when it changed since planning.
+ */
+function signingKey(settings: Settings) {
+  const { keyFile, fingerprint } = signingSetting.of(settings);
+  if (!keyFile) return undefined;
+  const key = loadPrivateKey(keyFile);
+  if (keyFingerprint(key) !== fingerprint) throw new NodeFailure(`the signing key ${keyFile} changed while graph ran (now ${keyFingerprint(key)}, planned ${fingerprint})`);
+  return { key, fingerprint: fingerprint as string };
+}
 
 /** The publish rule: its part of image entries (`publish:`), and the note on published.lock.json. */
 export const publishRule: Rule<PublishNodeDecl> = {
   kind: 'publish',
-  version: 1,
+  version: 2,
   declares: [
     declarePart({
       entry: 'image',
@@ -44,11 +72,41 @@ export const publishRule: Rule<PublishNodeDecl> = {
           return typeof parsed === 'string' ? [{ code: 'bad-reference', message: parsed, span: image.at(['publish', i]) }] : [];
         }),
     }),
+    declarePart({
+      entry: 'settings',
+      part: signingSetting,
+      schema: { properties: {} },
+      normalize: (_raw, ctx) => {
+        const given = ctx.overrides['sign-key'] ?? process.env.GRAPH_SIGNING_KEY;
+        if (!given) return { keyFile: null, fingerprint: null };
+        const keyFile = path.resolve(given);
+        try {
+          return { keyFile, fingerprint: keyFingerprint(loadPrivateKey(keyFile)) };
+        } catch (e) {
+          if (e instanceof KeyError) throw new UsageError(`${ctx.overrides['sign-key'] ? '--sign-key' : 'GRAPH_SIGNING_KEY'} ${e.message}`);
+          throw e;
+        }
+      },
+      options: [{ name: 'sign-key', metavar: 'FILE', help: 'sign published images and SIFs with this ECDSA P-256 PEM key (or GRAPH_SIGNING_KEY)' }],
+    }),
   ],
   expand(decls: Declarations): NodeDef<PublishNodeDecl>[] {
+    const expansion = newExpansion(decls.root);
+    const { fingerprint } = signingSetting.of(decls.settings);
     return [...decls.images.values()].map((image) => {
       const { references } = publishPart.of(image);
       const deps: NodeDef['deps'][number][] = [{ id: buildId(image.name) }];
+      // The image and its bases declared here: their builds' declarations and inputs are attested.
+      const chain: Array<{ name: string; build: Json }> = [];
+      const inputs: InputSpec[] = [];
+      const seen = new Set<string>();
+      for (let link: typeof image | undefined = image; link && !seen.has(link.name); link = link.from?.kind === 'image' ? decls.images.get(link.from.name) : undefined) {
+        seen.add(link.name);
+        const { decl, inputs: linkInputs } = buildDeclOf(link, expansion);
+        chain.push({ name: link.name, build: decl as unknown as Json });
+        for (const spec of linkInputs) if (!inputs.some((i) => JSON.stringify(i) === JSON.stringify(spec))) inputs.push(spec);
+        if (link !== image) deps.push({ id: buildId(link.name), at: () => image.at(['from']) });
+      }
       if (convertsToSif(image)) deps.push({ id: convertId(image.name) });
       for (const group of decls.groups.values()) {
         const test = testOf(group);
@@ -62,10 +120,11 @@ export const publishRule: Rule<PublishNodeDecl> = {
         id: publishId(image.name),
         kind: 'publish',
         deps,
-        decl: { references: [...references] },
-        inputs: [],
+        decl: { references: [...references], attest: { chain } },
+        inputs,
         env: [],
-        tool: 'graph-publish/1',
+        // The signing key by its public fingerprint: another key re-signs; the secret never enters a key.
+        tool: fingerprint ? `graph-publish/2 signed-by:${fingerprint}` : 'graph-publish/2',
         resources: {},
         image: image.name,
         at: () => (references.length ? image.at(['publish']) : image.at([], 'key')),
@@ -90,13 +149,23 @@ export const publishRule: Rule<PublishNodeDecl> = {
     let sif: PublishedImage['sif'] = null;
     if (node.deps.some((d) => d.id === convertId(name))) {
       const converted = ctx.deps.get(convertId(name));
-      const known = (converted?.outputs ? sifOutputs(convertId(name), { outputs: converted.outputs }) : undefined) ?? fromLock(convertId(name))?.sif;
+      // A signed SIF's digests are the lock's (the signature makes a new file of the converted one).
+      const signed = signingSetting.of(ctx.workspace.settings).fingerprint !== null;
+      const known = signed ? fromLock(convertId(name))?.sif : ((converted?.outputs ? sifOutputs(convertId(name), { outputs: converted.outputs }) : undefined) ?? fromLock(convertId(name))?.sif);
       if (!known) return undefined;
       sif = { sha256: known.sha256, md5: known.md5, size: known.size, references: [] };
     }
+    // The attachments must be there too: known only from the lock, for this very build.
+    const attachments = fromLock(buildId(name))?.attachments;
+    if (!attachments) return undefined;
+    const { fingerprint } = signingSetting.of(ctx.workspace.settings);
+    if ((fromLock(buildId(name))?.signed_by ?? null) !== fingerprint) return undefined;
     const references: string[] = [];
     for (const ref of publishReferences(decl)) {
       if ((await (await push()).remoteDigest(ref, ctx.signal)) !== manifest) return undefined;
+      const referrers = new Set((await (await push()).listReferrers(ref, manifest, ctx.signal)).map((d) => d.digest));
+      if (!Object.values(attachments).every((d) => referrers.has(d))) return undefined;
+      if (fingerprint && (await (await push()).remoteDigest({ ...ref, tag: `${manifest.replace(':', '-')}.sig`, digest: undefined }, ctx.signal)) === undefined) return undefined;
       references.push(formatReference(ref));
       if (sif) {
         const sifRef = sifReference(ref);
@@ -104,7 +173,7 @@ export const publishRule: Rule<PublishNodeDecl> = {
         sif = { ...sif, references: [...sif.references, `oras://${formatReference(sifRef)}`] };
       }
     }
-    return { outputs: { manifest, references, sif }, reason: `already in registry (${references.join(', ')})` };
+    return { outputs: { manifest, references, sif, attachments }, reason: `already in registry (${references.join(', ')})` };
   },
   async execute(node, ctx) {
     const name = node.image as string;
@@ -117,17 +186,59 @@ export const publishRule: Rule<PublishNodeDecl> = {
     const references: string[] = [];
     const sifReferences: string[] = [];
     const files: string[] = [];
+    // SBOMs, provenance and test results, as artifacts about the image (rules/trust/attest.ts).
+    const chainImages = decl.attest.chain.map((link, i) => (i === 0 ? image : loadImage(ctx.store, imageOutputs(buildId(link.name), ctx.deps.get(buildId(link.name))).manifest)));
+    const tests = node.deps
+      .filter((d) => d.id.startsWith('test:'))
+      .map((d) => ({ id: d.id, runtime: d.id.slice(d.id.lastIndexOf('@') + 1), key: ctx.keys.deps[d.id] }));
+    const { attest, ATTACHMENTS } = await import('./trust/attest.js');
+    const attestation = await attest(decl.attest, {
+      store: ctx.store,
+      root,
+      boundary: ctx.workspace.boundary,
+      images: chainImages,
+      inputs: node.inputs,
+      keys: lineageKeys(node.id, ctx.keys),
+      tests,
+      signal: ctx.signal,
+    });
+    const signer = signingKey(ctx.workspace.settings);
+    const { putSignature, signatureTag } = await import('./trust/sign.js');
+    const kinds = Object.keys(ATTACHMENTS) as AttachmentKind[];
+    // The SIF published: the store's, or with a key, a signed copy (a DSSE signature object added,
+    // as `apptainer sign --key` adds it) whose digests the lock records instead.
+    let publishedSif = sif && sifBlob ? { file: sifBlob, sha256: sif.sha256, md5: sif.md5, size: sif.size } : undefined;
+    if (publishedSif && signer) {
+      if (!ctx.store.has(`sha256:${publishedSif.sha256}`)) throw new NodeFailure(`the SIF of '${name}' (sha256:${publishedSif.sha256}) is missing or corrupt in the store`);
+      const signed = path.join(ctx.scratchDir(), `${name}.sif`);
+      copyFileSync(publishedSif.file, signed);
+      (await import('./trust/sif-sign.js')).signSif(signed, signer.key);
+      const bytes = readFileSync(signed);
+      publishedSif = { file: signed, sha256: createHash('sha256').update(bytes).digest('hex'), md5: createHash('md5').update(bytes).digest('hex'), size: bytes.length };
+      ctx.log.write(`signed the SIF with key ${signer.fingerprint}: sha256:${publishedSif.sha256}\n`);
+    }
+    const attachments = Object.fromEntries(kinds.map((k) => [k, attestation.artifacts[k].descriptor.digest])) as Record<AttachmentKind, string>;
+    for (const k of kinds) ctx.log.write(`${k}: ${attachments[k]} (${ATTACHMENTS[k].artifactType})\n`);
     if (decl.references.length === 0) {
       // The embedded default: a local OCI image layout (a tag per image) and the SIFs, in dist/.
-      await (await import('./oci/layout.js')).addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
+      const layout = await import('./oci/layout.js');
+      await layout.addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
+      // Artifacts after the image, as on a registry.
+      await layout.addArtifactsToLayout(ctx.store, path.join(root, DIST, 'oci'), manifest, kinds.map((k) => attestation.artifacts[k]));
+      if (signer) {
+        // The cosign signature image, tagged sha256-<hex>.sig in the layout as on a registry.
+        const signature = putSignature(ctx.store, signer.key, name, manifest);
+        await layout.addToLayout(ctx.store, path.join(root, DIST, 'oci'), signatureTag(manifest), loadImage(ctx.store, signature.descriptor.digest));
+        ctx.log.write(`signed ${manifest} with key ${signer.fingerprint}: ${signatureTag(manifest)}\n`);
+      }
       references.push(`oci-layout:${DIST}/oci:${name}`);
       files.push(path.join(DIST, 'oci', 'blobs', 'sha256', manifest.slice('sha256:'.length)));
-      if (sifBlob) {
+      if (publishedSif) {
         // A copy (a reflink where the file system has them): dist/ never shares an inode with the
         // store, so editing one cannot corrupt the other.
-        if (!ctx.store.has(`sha256:${sif.sha256}`)) throw new NodeFailure(`the SIF of '${name}' (sha256:${sif.sha256}) is missing or corrupt in the store`);
+        if (!signer && !ctx.store.has(`sha256:${publishedSif.sha256}`)) throw new NodeFailure(`the SIF of '${name}' (sha256:${publishedSif.sha256}) is missing or corrupt in the store`);
         const target = path.join(root, DIST, 'sif', `${name}.sif`);
-        copyFileAtomic(sifBlob, target);
+        copyFileAtomic(publishedSif.file, target);
         sifReferences.push(path.relative(root, target));
         files.push(path.relative(root, target));
       }
@@ -137,21 +248,37 @@ export const publishRule: Rule<PublishNodeDecl> = {
       const pushed = await (await push()).pushImage(ctx.store, image, ref, { signal: ctx.signal, log: (line) => ctx.log.write(`${line}\n`) });
       ctx.log.write(`pushed ${formatReference(ref)}: ${pushed.pushedBlobs} blobs uploaded, ${pushed.skippedBlobs} present, ${pushed.mountedBlobs} mounted\n`);
       references.push(formatReference(ref));
-      if (sifBlob) {
+      if (publishedSif) {
         const sifRef = sifReference(ref);
-        await (await push()).pushArtifact(ctx.store, sifBlob, sifRef, { signal: ctx.signal, title: `${name}.sif` });
+        await (await push()).pushArtifact(ctx.store, publishedSif.file, sifRef, { signal: ctx.signal, title: `${name}.sif` });
         sifReferences.push(`oras://${formatReference(sifRef)}`);
+      }
+      const attached = await (await push()).pushReferrers(ctx.store, manifest, kinds.map((k) => attestation.artifacts[k]), ref, { signal: ctx.signal, log: (line) => ctx.log.write(`${line}\n`) });
+      ctx.log.write(`attached ${attached.digests.length} artifacts to ${formatReference(ref)} ${attached.via === 'api' ? '(referrers API)' : `(referrers tag ${attached.tag})`}\n`);
+      if (signer) {
+        const signature = putSignature(ctx.store, signer.key, `${ref.registry ?? process.env.GRAPH_DEFAULT_REGISTRY}/${ref.repository}`, manifest);
+        const sigRef = { ...ref, tag: signatureTag(manifest), digest: undefined };
+        await (await push()).pushImage(ctx.store, loadImage(ctx.store, signature.descriptor.digest), sigRef, { signal: ctx.signal });
+        ctx.log.write(`signed ${manifest} with key ${signer.fingerprint}: ${formatReference(sigRef)}\n`);
       }
     }
     const entry: PublishedImage = {
       manifest,
       references,
-      sif: sif ? { sha256: sif.sha256, md5: sif.md5, size: sif.size, references: sifReferences } : null,
-      keys: Object.fromEntries(Object.entries({ [node.id]: ctx.keys.node, ...ctx.keys.deps }).filter(([id]) => !id.startsWith('test:')).sort()),
+      sif: publishedSif
+        ? { sha256: publishedSif.sha256, md5: publishedSif.md5, size: publishedSif.size, partition: (await import('./trust/sif-sign.js')).partitionDigest(publishedSif.file), references: sifReferences }
+        : null,
+      keys: Object.fromEntries(Object.entries({ [node.id]: ctx.keys.node, ...ctx.keys.deps }).filter(([id]) => id === buildId(name) || id === convertId(name) || id === node.id).sort()),
+      attachments,
+      ...(signer ? { signed_by: signer.fingerprint } : {}),
     };
     await recordPublished(root, name, entry);
-    return { outputs: { manifest, references, sif: entry.sif }, artifacts: [], files };
+    // The attachments' blobs are not artifacts of the result: their effect is in the registry or
+    // dist/ (as the image's), and a publish's cache entry must not need bytes (a remote cache hit
+    // brings none).
+    return { outputs: { manifest, references, sif: entry.sif, attachments }, artifacts: [], files };
   },
+  commands: [keyCommand, verifyCommand],
   planNote(root, plannedKey) {
     const lines = stalePublished(root, plannedKey);
     return lines.length ? { heading: `${PUBLISHED_LOCK} is out of date for`, jsonKey: 'stale_published', lines } : undefined;
@@ -201,10 +328,25 @@ export interface PublishedImage {
   readonly manifest: string;
   /** Every reference it was pushed to (or the dist/ layout tag). */
   readonly references: readonly string[];
-  /** The SIF pushed with it: hex sha256 and md5, size in bytes, where it went. */
-  readonly sif: { readonly sha256: string; readonly md5: string; readonly size: number; readonly references: readonly string[] } | null;
+  /**
+   * The SIF pushed with it: hex sha256 and md5 and size in bytes of the file published (signed, with
+   * a key), `partition` the `sha256:<hex>` of its primary system partition, where it went.
+   */
+  readonly sif: { readonly sha256: string; readonly md5: string; readonly size: number; readonly partition?: string; readonly references: readonly string[] } | null;
   /** Action keys of the publish, build and convert nodes that produced it. */
   readonly keys: Readonly<Record<string, string>>;
+  /**
+   * Manifest digests of the OCI artifacts attached to the image (subject: its manifest): `spdx`
+   * and `cyclonedx` (SBOMs), `provenance` (SLSA v1) and `tests` (in-toto test results).
+   */
+  readonly attachments?: Readonly<Record<AttachmentKind, string>>;
+  /** The fingerprint (`sha256:<hex>` of the SPKI DER) of the key that signed the image and SIF. */
+  readonly signed_by?: string;
+}
+
+/** The action keys a publication's lineage records: its builds' and convert's, never the tests'. */
+function lineageKeys(self: NodeId, keys: { readonly deps: Readonly<Record<string, string>> }): Record<string, string> {
+  return Object.fromEntries(Object.entries(keys.deps).filter(([id]) => id !== self && !id.startsWith('test:')).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
 /**

@@ -30,9 +30,10 @@ function planIds(dir: string, ...args: string[]): string[] {
 test('--help on every command, and the command list', () => {
   const top = graph('.', '--help');
   assert.is(top.code, 0);
-  // The engine's commands, then the rules' (lock: the debian: recipe's), clean last.
-  assert.equal([...top.stdout.matchAll(/^  ([a-z]+) {2,}\S/gm)].map((m) => m[1]), ['plan', 'build', 'report', 'validate', 'query', 'lock', 'clean']);
-  for (const c of ['plan', 'build', 'report', 'validate', 'query', 'lock', 'clean']) {
+  // The engine's commands, then the rules' (lock: the debian: recipe's; key, verify: publish's), clean last.
+  const commands = ['plan', 'build', 'report', 'validate', 'query', 'lock', 'key', 'verify', 'clean'];
+  assert.equal([...top.stdout.matchAll(/^  ([a-z]+) {2,}\S/gm)].map((m) => m[1]), commands);
+  for (const c of commands) {
     assert.match(top.stdout, new RegExp(`\\n  ${c} +\\S`));
     const r = graph('.', c, '--help');
     assert.is(r.code, 0, c);

@@ -42,6 +42,10 @@ groups:
   return dir;
 }
 
+/** The tags of a layout's index.json (its untagged entries are artifacts about the images). */
+const tags = (index: { manifests: Array<{ annotations: Record<string, string> }> }) =>
+  index.manifests.flatMap((m) => (m.annotations['org.opencontainers.image.ref.name'] ? [m.annotations['org.opencontainers.image.ref.name']] : []));
+
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
 test('default: dist/oci (a tag per image), dist/sif, published.lock.json; a second build is cached', () => {
@@ -51,7 +55,7 @@ test('default: dist/oci (a tag per image), dist/sif, published.lock.json; a seco
   const report = JSON.parse(readFileSync(path.join(dir, 'r.json'), 'utf8'));
   const model = report.nodes.find((n: { id: string }) => n.id === 'build:model').outputs;
   const index = JSON.parse(readFileSync(path.join(dir, 'dist/oci/index.json'), 'utf8'));
-  assert.equal(index.manifests.map((m: { annotations: Record<string, string> }) => m.annotations['org.opencontainers.image.ref.name']), ['bb', 'model', 'shell']);
+  assert.equal(tags(index), ['bb', 'model', 'shell']);
   const inspect = JSON.parse(execFileSync('skopeo', ['inspect', `oci:${path.join(dir, 'dist/oci')}:model`], { encoding: 'utf8' }));
   assert.is(inspect.Digest, model.manifest);
   const convert = report.nodes.find((n: { id: string }) => n.id === 'convert:model').outputs;
@@ -60,7 +64,8 @@ test('default: dist/oci (a tag per image), dist/sif, published.lock.json; a seco
   assert.equal(Object.keys(lock.images), ['bb', 'model', 'shell']);
   assert.is(lock.images.model.manifest, model.manifest);
   assert.equal(lock.images.model.references, ['oci-layout:dist/oci:model']);
-  assert.equal(lock.images.model.sif, { sha256: convert.sha256, md5: convert.md5, size: convert.size, references: ['dist/sif/model.sif'] });
+  assert.equal(lock.images.model.sif, { sha256: convert.sha256, md5: convert.md5, size: convert.size, partition: lock.images.model.sif.partition, references: ['dist/sif/model.sif'] });
+  assert.match(lock.images.model.sif.partition, /^sha256:[0-9a-f]{64}$/);
   assert.equal(Object.keys(lock.images.model.keys), ['build:model', 'convert:model', 'publish:model']);
   assert.match(graph(dir, 'build').stderr, /ok: 0 ran, \d+ cached, 0 failed, 0 skipped/);
   // Edit the model: the plan says the lineage lock no longer matches what would be built.
@@ -115,7 +120,7 @@ test('barrier: an image whose test fails is not published; others are', () => {
   assert.is(r.code, 1);
   assert.match(r.stderr, 'skipped publish:model: dependency test:g/m@oci failed');
   const index = JSON.parse(readFileSync(path.join(dir, 'dist/oci/index.json'), 'utf8'));
-  assert.equal(index.manifests.map((m: { annotations: Record<string, string> }) => m.annotations['org.opencontainers.image.ref.name']), ['bb', 'shell']);
+  assert.equal(tags(index), ['bb', 'shell']);
   assert.not.ok(existsSync(path.join(dir, 'dist/sif/model.sif')));
 });
 

@@ -3,7 +3,8 @@
  * base from Debian packages (pinned by images.lock), two layered model images and one built from a
  * Dockerfile FROM that base, their SIFs, every model tested in both runtimes under bubblewrap,
  * every image published into dist/; then a second build is all cached, and a broken expectation
- * fails exactly its tests (and holds back that image's publish).
+ * fails exactly its tests (and holds back that image's publish); finally the main job with a key
+ * signs every image and SIF, and graph verify passes on them and fails on a tampered copy.
  */
 import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +12,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { graph, REPO, SIFCHECK } from './helpers.js';
+import { flipByte, graph, REPO, SIFCHECK } from './helpers.js';
 
 const test = suite('zoo');
 
@@ -71,6 +72,27 @@ test('build, convert and test the zoo; a second build is all cached; a wrong exp
   );
   assert.match(broken.stderr, 'failed test:pwm/GATA1@sif: output differs');
   assert.match(readFileSync(path.join(dir, '.graph/out/test/test:pwm%2FGATA1@oci/output/scores.tsv'), 'utf8'), 'chr2_enhancer\t9.7360');
+
+  // The main job with a key: every image and SIF signed, with SBOMs, provenance and test results;
+  // graph verify passes on them and fails on a tampered copy.
+  writeFileSync(expected, original);
+  assert.is(graph(dir, 'key', 'generate').code, 0);
+  const signed = graph(dir, 'build', '--sign-key', 'graph.key');
+  assert.is(signed.code, 0, signed.stderr);
+  const verified = graph(dir, 'verify', '--key', 'graph.pub');
+  assert.is(verified.code, 0, verified.stdout + verified.stderr);
+  for (const image of ['kmer-classifier', 'pwm-scanner', 'py3-base', 'seq-features']) {
+    assert.match(verified.stdout, new RegExp(`ok    dist/oci:${image}: signed by sha256:[0-9a-f]{64}\n`));
+    assert.match(verified.stdout, new RegExp(`ok    dist/oci:${image}: spdx sha256:[0-9a-f]{64} names it\n`));
+  }
+  assert.match(verified.stdout, /ok    dist\/sif\/seq-features\.sif: signed by sha256:[0-9a-f]{64} \(DSSE, object group 1\)\n/);
+  const signedSif = spawnSync('python3', [SIFCHECK, '--runnable', '--expect', '/usr/local/bin/predict', path.join(dir, 'dist/sif/pwm-scanner.sif')], { encoding: 'utf8' });
+  assert.is(signedSif.status, 0, signedSif.stderr);
+  cpSync(path.join(dir, 'dist/sif/pwm-scanner.sif'), path.join(dir, 'tampered.sif'));
+  flipByte(path.join(dir, 'tampered.sif'), 1 << 20);
+  const tampered = graph(dir, 'verify', 'tampered.sif', '--key', 'graph.pub');
+  assert.is(tampered.code, 1);
+  assert.match(tampered.stdout, /FAIL  tampered\.sif: signature invalid: object 4: object 3 \(partition\): its data changed since it was signed/);
 });
 
 test.run();

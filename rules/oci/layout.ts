@@ -80,21 +80,61 @@ export async function addToLayout(store: ContentStore, dir: string, tag: string,
   await withLock(dir, async () => {
     const blobs = path.join(dir, 'blobs', 'sha256');
     mkdirSync(blobs, { recursive: true });
-    for (const digest of imageBlobs(image)) {
-      const target = path.join(blobs, digest.slice('sha256:'.length));
-      const source = store.pathOf(digest);
-      // A hard link left by an older graph is replaced too, though its bytes are good.
-      const there = statSync(target, { throwIfNoEntry: false });
-      if (there && there.ino !== statSync(source, { throwIfNoEntry: false })?.ino && (await fileDigest(target)) === digest) continue;
-      if (!store.has(digest)) throw new DigestError(`blob ${digest} is missing or corrupt in the store`);
-      copyFileAtomic(source, target);
-    }
+    await copyBlobs(store, blobs, imageBlobs(image));
     writeFileAtomic(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     const indexFile = path.join(dir, 'index.json');
     const old = existsSync(indexFile) ? readJson<Index>(indexFile, `OCI image layout ${dir}`).manifests : [];
-    const manifests = [...old.filter((m) => m.annotations?.[REF_NAME] !== tag), { ...image.manifestDescriptor, annotations: { [REF_NAME]: tag } }];
+    const manifests = [...old.filter((m) => m.annotations?.[REF_NAME] !== undefined && m.annotations[REF_NAME] !== tag), { ...image.manifestDescriptor, annotations: { [REF_NAME]: tag } }];
     manifests.sort((a, b) => ((a.annotations?.[REF_NAME] ?? '') < (b.annotations?.[REF_NAME] ?? '') ? -1 : 1));
-    writeFileAtomic(indexFile, JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_INDEX, manifests } satisfies Index));
+    // Artifacts (untagged) stay after the images, in their order (addArtifactsToLayout's).
+    const untagged = old.filter((m) => m.annotations?.[REF_NAME] === undefined);
+    writeFileAtomic(indexFile, JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_INDEX, manifests: [...manifests, ...untagged] } satisfies Index));
+  });
+}
+
+/**
+ * Copy blobs from the store into a layout's `blobs/sha256` (copies, never hard links); a blob
+ * already there is kept only when its bytes match its digest.
+ * @throws DigestError when a blob is missing or corrupt in the store.
+ */
+async function copyBlobs(store: ContentStore, blobs: string, digests: readonly string[]): Promise<void> {
+  for (const digest of digests) {
+    const target = path.join(blobs, digest.slice('sha256:'.length));
+    const source = store.pathOf(digest);
+    // A hard link left by an older graph is replaced too, though its bytes are good.
+    const there = statSync(target, { throwIfNoEntry: false });
+    if (there && there.ino !== statSync(source, { throwIfNoEntry: false })?.ino && (await fileDigest(target)) === digest) continue;
+    if (!store.has(digest)) throw new DigestError(`blob ${digest} is missing or corrupt in the store`);
+    copyFileAtomic(source, target);
+  }
+}
+
+/** The annotation graph puts on an artifact's index.json entry: the manifest digest it is about. */
+export const ANNOTATION_SUBJECT = 'dev.graph.subject';
+
+/**
+ * Add artifacts about the image `subject` (rules/oci/artifact.ts) to the layout at `dir`, as
+ * `addToLayout` adds images (copies, under the lock): their blobs and manifests, and an index.json
+ * entry each (untagged, with its `artifactType`, its annotations and `dev.graph.subject`: the
+ * subject's digest, as the image index of a referrers tag would list it). Entries about a subject
+ * no tag names any more are dropped; artifact entries are sorted by subject, then digest, after
+ * the tagged images.
+ * @throws DigestError when a blob is missing or corrupt in the store.
+ */
+export async function addArtifactsToLayout(store: ContentStore, dir: string, subject: string, artifacts: ReadonlyArray<{ readonly descriptor: Descriptor & { readonly artifactType?: string }; readonly blobs: readonly Descriptor[] }>): Promise<void> {
+  await withLock(dir, async () => {
+    const blobs = path.join(dir, 'blobs', 'sha256');
+    mkdirSync(blobs, { recursive: true });
+    await copyBlobs(store, blobs, artifacts.flatMap((a) => [...a.blobs.map((b) => b.digest), a.descriptor.digest]));
+    const indexFile = path.join(dir, 'index.json');
+    const old = existsSync(indexFile) ? readJson<Index>(indexFile, `OCI image layout ${dir}`).manifests : [];
+    const tagged = old.filter((m) => m.annotations?.[REF_NAME] !== undefined);
+    const live = new Set([...tagged.map((m) => m.digest), subject]);
+    const kept = old.filter((m) => m.annotations?.[REF_NAME] === undefined && live.has(m.annotations?.[ANNOTATION_SUBJECT] ?? '') && !artifacts.some((a) => a.descriptor.digest === m.digest));
+    const added = artifacts.map((a) => ({ ...a.descriptor, annotations: { ...a.descriptor.annotations, [ANNOTATION_SUBJECT]: subject } }));
+    const key = (m: Descriptor) => `${m.annotations?.[ANNOTATION_SUBJECT] ?? ''} ${m.digest}`;
+    const untagged = [...kept, ...added].sort((a, b) => (key(a) < key(b) ? -1 : 1));
+    writeFileAtomic(indexFile, JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_INDEX, manifests: [...tagged, ...untagged] } satisfies Index));
   });
 }
 

@@ -41,6 +41,7 @@ import {
   type StoredImage,
 } from '../oci/image.js';
 import { readSif } from '../sif/sif.js';
+import { referrersIndex, referrersTag, type StoredArtifact } from '../oci/artifact.js';
 import { RegistryClient, RegistryError, type RequestOptions } from './client.js';
 
 /** Default chunk size: 8 MiB (a blob up to this many bytes goes in one PUT). */
@@ -480,4 +481,78 @@ export async function remoteDigest(ref: ImageReference, signal?: AbortSignal): P
   if (res.status === 404) return undefined;
   if (!res.ok) throw new RegistryError(`registry ${host}, repository ${ref.repository}: HEAD of manifest ${reference} answered ${res.status}`, res.status);
   return res.headers.get('docker-content-digest') ?? (await client.getManifest(ref.repository, reference)).digest;
+}
+
+/** How `pushReferrers` attached the artifacts. */
+export interface ReferrersResult {
+  /** Each artifact's manifest digest, in the order given. */
+  readonly digests: readonly string[];
+  /** `api` when the registry answers the referrers API, `tag` when the referrers tag schema was used. */
+  readonly via: 'api' | 'tag';
+  /** The referrers tag (`sha256-<hex>`) and its index's digest, when `via` is `tag`. */
+  readonly tag?: string;
+  readonly index?: string;
+}
+
+/**
+ * Attach artifacts (rules/oci/artifact.ts: manifests whose `subject` is the image) to an image in
+ * `ref`'s repository (distribution spec v1.1 "Pushing Manifests with Subject", "Listing
+ * Referrers", "Referrers Tag Schema"). Each artifact's blobs, then its manifest (by digest), are
+ * pushed; then `GET /v2/<repo>/referrers/<subject>` tells whether the registry keeps the
+ * referrers itself (200). When it does not (404: the Debian docker-registry, GHCR, Docker Hub),
+ * the image index at tag `sha256-<hex>` is read (absent: empty), the artifacts' descriptors merged
+ * in, and the index put back under the tag: last, so the tag never names an artifact whose
+ * manifest is missing.
+ * @param subject the image manifest's digest (it must already be in the repository).
+ * @throws RegistryError naming the registry, repository and request that failed (a registry
+ *   that refuses artifacts: the manifest PUT's status and error code); nothing is tagged then.
+ */
+export async function pushReferrers(store: ContentStore, subject: string, artifacts: readonly StoredArtifact[], ref: ImageReference, options: PushOptions = {}): Promise<ReferrersResult> {
+  return withPusher(ref, options, async (pusher) => {
+    for (const a of artifacts) {
+      await pusher.pushBlobs(a.blobs.map((descriptor) => ({ descriptor, file: store.pathOf(descriptor.digest) })));
+      await pusher.pushManifest(a.bytes, MEDIA_TYPE_MANIFEST, a.descriptor.digest, a.descriptor.digest);
+    }
+    const digests = artifacts.map((a) => a.descriptor.digest);
+    const repo = pusher.repository;
+    const api = await pusher.send(`listing referrers of ${subject}`, 'GET', `/v2/${repo}/referrers/${subject}`, { accept: MEDIA_TYPE_INDEX }, {}, `repository:${repo}:pull`);
+    const apiType = (api.headers.get('content-type') ?? '').split(';')[0].trim();
+    await api.body?.cancel();
+    if (api.status === 200 && apiType === MEDIA_TYPE_INDEX) return { digests, via: 'api' };
+    const tag = referrersTag(subject);
+    let old: Descriptor[] = [];
+    try {
+      const got = await pusher.client.getManifest(repo, tag);
+      old = (JSON.parse(got.bytes.toString('utf8')) as { manifests?: Descriptor[] }).manifests ?? [];
+    } catch (e) {
+      if (!(e instanceof RegistryError && e.status === 404)) throw e;
+    }
+    const bytes = referrersIndex(old, artifacts.map((a) => a.descriptor));
+    const index = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    await pusher.pushManifest(bytes, MEDIA_TYPE_INDEX, index, tag);
+    return { digests, via: 'tag', tag, index };
+  });
+}
+
+/**
+ * The referrers of `subject` in `ref`'s repository: from the referrers API when the registry
+ * answers it, else from the referrers tag `sha256-<hex>`; empty when neither has any.
+ * @throws RegistryError when the registry cannot be reached or answers otherwise.
+ */
+export async function listReferrers(ref: ImageReference, subject: string, signal?: AbortSignal): Promise<Descriptor[]> {
+  const host = registryOf(ref);
+  const client = new RegistryClient(host, signal);
+  const scope = `repository:${ref.repository}:pull`;
+  const res = await client.request('GET', `/v2/${ref.repository}/referrers/${subject}`, scope, { accept: MEDIA_TYPE_INDEX });
+  if (res.status === 200 && (res.headers.get('content-type') ?? '').startsWith(MEDIA_TYPE_INDEX)) {
+    return ((await res.json()) as { manifests?: Descriptor[] }).manifests ?? [];
+  }
+  await res.body?.cancel();
+  try {
+    const got = await client.getManifest(ref.repository, referrersTag(subject));
+    return (JSON.parse(got.bytes.toString('utf8')) as { manifests?: Descriptor[] }).manifests ?? [];
+  } catch (e) {
+    if (e instanceof RegistryError && e.status === 404) return [];
+    throw e;
+  }
 }

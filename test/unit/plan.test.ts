@@ -58,7 +58,9 @@ test('editing one motif file re-runs exactly its image and what is downstream, n
     'test:pwm/GATA1@oci': ['dependency build:pwm will run'],
     'test:pwm/CTCF@sif': ['dependency convert:pwm will run'],
     'test:pwm/GATA1@sif': ['dependency convert:pwm will run'],
+    // The publish attests its image's inputs (provenance), so they are its inputs too.
     'publish:pwm': [
+      `input file zoo/pwm/motifs/CTCF.pwm changed (${short('A 0.1 0.2\n')} → ${short('A 0.9 0.9\n')})`,
       'dependency build:pwm will run',
       'dependency convert:pwm will run',
       'dependency test:pwm/CTCF@oci will run',

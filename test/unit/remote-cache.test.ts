@@ -70,14 +70,15 @@ test('a node not looked up is looked up when a node that runs needs it after all
   const first = await runEngine(a, new FakeRunner(), { remote });
   const pwmArtifact = first.summary.results.find((r) => r.id === 'build:pwm')?.outputs?.digest;
   // publish:pwm's entry is gone: it runs, so everything it depends on is asked about and brought
-  // in; build:base, which only cached nodes depend on, is neither.
+  // in (build:base too: a publish attests its image's bases, so it depends on their builds);
+  // publish:base, which nothing that runs depends on, is not.
   for (const [key, e] of remote.entries) if (e.id === 'publish:pwm') remote.entries.delete(key);
   const b = clone(a);
   const run = await runEngine(b, new FakeRunner(), { remote });
   assert.equal(run.runner.started, ['publish:pwm']);
   assert.ok(remote.downloaded.includes(pwmArtifact as string));
-  assert.is(remote.downloaded.length, 6, "its dependencies': build:pwm, convert:pwm and the four tests (every fake node stores a blob)");
-  assert.equal(run.plan.byId.get('build:base' as NodeId)?.reasons, ['not needed: every node that depends on it is cached']);
+  assert.is(remote.downloaded.length, 7, "its dependencies': build:base, build:pwm, convert:pwm and the four tests (every fake node stores a blob)");
+  assert.equal(run.plan.byId.get('build:base' as NodeId)?.reasons, ['from remote cache fake://remote']);
   assert.equal(run.plan.byId.get('build:pwm' as NodeId)?.reasons, ['from remote cache fake://remote']);
 });
 
