@@ -216,7 +216,7 @@ export function renderHtml(data: PageData, dag: { svg: string } | { error: strin
 <section id="filters"></section>
 <main>
 <div id="left">
-<section id="dag-section"><h2>Graph${data.nodes.length > GROUP_NODES ? ' (one box per image)' : ''}</h2><div id="dag">${dagHtml}</div></section>
+<section id="dag-section"><h2>Graph${data.nodes.length > GROUP_NODES ? ' (one box per image)' : ''} <button id="dag-zoom" type="button">actual size</button></h2><div id="dag" class="fit">${dagHtml}</div></section>
 <section id="timeline-section"><h2>Timeline</h2><div id="timeline"></div></section>
 <section id="nodes-section"><h2>Nodes by image</h2><div id="groups"></div></section>
 </div>
@@ -242,6 +242,9 @@ main{display:flex;gap:16px;padding:0 20px}
 #left{flex:1;min-width:0}
 #dag{overflow:auto;max-height:60vh;border:1px solid #dee2e6}
 #dag svg{display:block}
+#dag.fit svg{max-width:100%;height:auto}
+button{font-size:12px}
+td:first-child{width:60%}
 #dag g.node{cursor:pointer}
 #dag g.node.dim{opacity:.15}
 #dag g.node.sel polygon{stroke:#1c7ed6;stroke-width:3}
@@ -358,6 +361,8 @@ const SCRIPT = `
 
   // The DAG: clicks, and dimming what the filters hide.
   var svg = document.querySelector('#dag svg');
+  var zoom = document.getElementById('dag-zoom');
+  zoom.addEventListener('click', function () { var d = document.getElementById('dag'); d.classList.toggle('fit'); zoom.textContent = d.classList.contains('fit') ? 'actual size' : 'fit width'; });
   if (svg) {
     svg.addEventListener('click', function (ev) {
       var g = ev.target.closest && ev.target.closest('g.node'); if (!g) return;
