@@ -2,10 +2,9 @@
  * The report page (`graph report html`) in a real browser: Debian's headless Chromium driven by
  * playwright-core (no browser download). The page must load with no console errors and no network
  * requests, draw the zoo's nodes, and show a failed node's log tail on a click. Screenshots are kept
- * in the test's temp directory (GRAPH_KEEP_TEST_TMP=1 keeps it); GRAPH_UPDATE_SCREENSHOT=1 also
- * writes docs/report.png for the README.
+ * in the test's temp directory (GRAPH_KEEP_TEST_TMP=1 keeps it).
  */
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -108,10 +107,6 @@ test('a failed build: clicking the failed node shows its log tail; the timeline 
   const shot = path.join(dir, 'out', 'report.png');
   await page.screenshot({ path: shot, fullPage: true });
   assert.ok(readFileSync(shot).subarray(1, 4).toString() === 'PNG');
-  if (process.env.GRAPH_UPDATE_SCREENSHOT) {
-    mkdirSync(path.join(REPO, 'docs'), { recursive: true });
-    copyFileSync(shot, path.join(REPO, 'docs', 'report.png'));
-  }
   assert.equal(errors, []);
   assert.equal(requests, []);
   await page.close();

@@ -259,7 +259,7 @@ tr.row{cursor:pointer}tr.row:hover{background:#f8f9fa}
 code,pre{font-family:ui-monospace,monospace;font-size:12px}
 .reasons{color:#495057;font-size:12px}
 aside{width:38%;max-width:640px;position:sticky;top:0;align-self:flex-start;max-height:100vh;overflow:auto;padding-top:16px}
-pre#log-tail{background:#212529;color:#f8f9fa;padding:8px;overflow:auto;max-height:50vh;white-space:pre-wrap}
+pre#log-tail{background:#212529;color:#f8f9fa;padding:8px;overflow:auto;max-height:50vh;white-space:pre-wrap;overflow-wrap:anywhere}
 .note{color:#868e96}
 .hidden{display:none}
 `;
@@ -324,7 +324,7 @@ const SCRIPT = `
       var ul = el('ul', { id: 'detail-reasons' }); n.reasons.forEach(function (r) { ul.appendChild(el('li', null, r)); }); detail.appendChild(ul);
     }
     if (n.deps.length) detail.appendChild(el('p', { 'class': 'reasons' }, 'depends on ' + n.deps.join(', ')));
-    if (n.log_tail !== null) { detail.appendChild(el('h3', null, 'Log tail')); detail.appendChild(el('pre', { id: 'log-tail' }, n.log_tail)); }
+    if (n.log_tail !== null) { detail.appendChild(el('h3', null, 'Log tail')); var pre = detail.appendChild(el('pre', { id: 'log-tail' }, n.log_tail)); pre.scrollTop = pre.scrollHeight; }
     if (selected) selected.classList.remove('sel');
     selected = document.getElementById(grouped ? 'g' + groupIndex.get(n.image) : 'n' + n.index);
     if (selected) selected.classList.add('sel');
@@ -383,7 +383,7 @@ const SCRIPT = `
     var NS = 'http://www.w3.org/2000/svg';
     var lanes = Math.max.apply(null, timed.map(function (n) { return n.span.lane; }));
     var end = Math.max.apply(null, timed.map(function (n) { return n.span.end; })) || 1;
-    var W = 1000, ROW = 18, LEFT = 60;
+    var ROW = 18, LEFT = 60, W = Math.max(400, tl.clientWidth - LEFT - 20);
     var gs = document.createElementNS(NS, 'svg'); gs.setAttribute('width', String(W + LEFT + 10)); gs.setAttribute('height', String((lanes + 1) * ROW + 20)); gs.setAttribute('id', 'gantt');
     for (var l = 1; l <= lanes; l++) { var t = document.createElementNS(NS, 'text'); t.setAttribute('x', '4'); t.setAttribute('y', String(l * ROW - 4)); t.setAttribute('font-size', '11'); t.textContent = 'slot ' + l; gs.appendChild(t); }
     var axis = document.createElementNS(NS, 'text'); axis.setAttribute('x', String(LEFT)); axis.setAttribute('y', String((lanes + 1) * ROW + 8)); axis.setAttribute('font-size', '11'); axis.textContent = '0 … ' + ms(end) + (data.critical_path.length ? ' · critical path: ' + data.critical_path.join(' → ') : ''); gs.appendChild(axis);
