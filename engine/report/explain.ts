@@ -7,7 +7,8 @@
  * `decl.PATH` (one per leaf of the declaration: `decl.layers[0].to`), `files["PATH"]` (one per input
  * file, its fingerprint), `env.NAME` (value, or null when unset), `tool`, `deps["ID"]` (that
  * dependency's key). Each has a `change`: `same`, `changed`, `added` (not in the last record) or
- * `removed` (only in the last record). Without a last record every field is `new`.
+ * `removed` (only in the last record; listed after the others). Without a last record every field is
+ * `new`.
  *
  * JSON (stable):
  *
