@@ -346,18 +346,21 @@ const SCRIPT = `
       table.appendChild(tr);
     });
     g.body.textContent = ''; g.body.appendChild(shownCount ? table : el('p', { 'class': 'note' }, 'no node here passes the filters'));
+    g.filled = true;
   }
+  // The toggle event comes later, as a task: a group opened by the page is filled at once.
+  function openGroup(g) { g.details.open = true; if (!g.filled) fillGroup(g); }
   images.forEach(function (g, i) {
     var d = el('details', { id: 'group-' + i, 'data-image': g.image });
     var counts = {}; g.nodes.forEach(function (n) { counts[n.status] = (counts[n.status] || 0) + 1; });
     var s = el('summary'); s.appendChild(el('b', null, g.image === '-' ? '(no image)' : g.image)); s.appendChild(document.createTextNode(' ' + g.nodes.length + ' nodes '));
     Object.keys(counts).forEach(function (k) { s.appendChild(badge(k)); s.appendChild(document.createTextNode(' ' + counts[k] + ' ')); });
     d.appendChild(s); g.body = el('div'); d.appendChild(g.body); g.details = d;
-    d.addEventListener('toggle', function () { if (d.open) fillGroup(g); });
+    d.addEventListener('toggle', function () { if (d.open && !g.filled) fillGroup(g); });
     groupsBox.appendChild(d);
   });
   // Small pages open the groups that have something to look at.
-  if (!grouped) images.forEach(function (g) { if (g.nodes.some(function (n) { return n.status !== 'cached'; })) g.details.open = true; });
+  if (!grouped) images.forEach(function (g) { if (g.nodes.some(function (n) { return n.status !== 'cached'; })) openGroup(g); });
 
   // The DAG: clicks, and dimming what the filters hide.
   var svg = document.querySelector('#dag svg');
@@ -368,7 +371,7 @@ const SCRIPT = `
       var g = ev.target.closest && ev.target.closest('g.node'); if (!g) return;
       if (grouped) {
         var grp = images[Number(g.id.slice(1))]; if (!grp) return;
-        grp.details.open = true; grp.details.scrollIntoView({ block: 'nearest' });
+        openGroup(grp); grp.details.scrollIntoView({ block: 'nearest' });
         var first = grp.nodes.find(function (n) { return n.status === 'failed'; }) || grp.nodes[0]; showNode(first.id);
       } else { var n = nodes[Number(g.id.slice(1))]; if (n) showNode(n.id); }
     });
@@ -403,7 +406,7 @@ const SCRIPT = `
   function applyFilters() {
     if (svg && !grouped) nodes.forEach(function (n) { var g = document.getElementById('n' + n.index); if (g) g.classList.toggle('dim', !visible(n)); });
     timed.forEach(function (n) { n.bar.classList.toggle('hidden', !visible(n)); });
-    images.forEach(function (g) { if (g.details.open) fillGroup(g); g.details.classList.toggle('hidden', !g.nodes.some(visible)); });
+    images.forEach(function (g) { if (g.details.open) fillGroup(g); else g.filled = false; g.details.classList.toggle('hidden', !g.nodes.some(visible)); });
   }
 })();
 `;
