@@ -24,6 +24,10 @@ import { reportJson, reportJunit, reportPathProblem, writeReport } from './engin
 import { junitFromReport, mergedJson, mergeMessage, mergeReports, readReport } from './engine/report/merge.js';
 import { PLAN_FORMATS, renderPlan, renderShardMatrix, shardLine, type PlanFormat } from './engine/report/plan.js';
 import { progressReporter } from './engine/report/progress.js';
+import { explainNode, explainText } from './engine/report/explain.js';
+import { addTimeline, dagSvg, pageFromPlan, pageFromReport, readJsonFile, renderHtml, type ReportInput } from './engine/report/html.js';
+import { profileReporter, type TraceFile } from './engine/report/profile.js';
+import { appendStepSummary, buildMarkdown, planMarkdown } from './engine/report/step-summary.js';
 import { UsageError, type NodeId, type RuleCommand } from './engine/rule.js';
 import { parseShard, selectShard, shardCountFor, type ShardSpec, type ShardSummary } from './engine/shard.js';
 import { ContentStore } from './engine/store.js';
@@ -126,13 +130,15 @@ ${targetHelp}`,
       }
       const notes = defaultRules.flatMap((r) => r.planNote?.(ws.root, (id) => plan.byId.get(id)?.key) ?? []);
       process.stdout.write(renderPlan(plan, format, values.verbose === true, notes, shardSummary));
+      // A matrix job only feeds the build jobs, whose summaries say more.
+      if (format !== 'matrix') stepSummary(planMarkdown(plan));
       return EXIT_OK;
     },
   },
   build: {
     summary: 'run every selected node that is not cached',
     usage: `graph build [TARGET...] [--changed-since REF] [--only KIND,...] [--jobs N] [--limit KIND=N]
-            [--keep-going | --fail-fast] [--report FILE.json] [--junit FILE.xml] [--shard I/N]
+            [--keep-going | --fail-fast] [--report FILE.json] [--junit FILE.xml] [--profile FILE.json] [--shard I/N]
 
 Runs the nodes that are not cached, in parallel, longest remaining chain first. A failed node's
 dependents are skipped; independent nodes go on (--keep-going, the default) or nothing new starts
@@ -141,6 +147,10 @@ dependents are skipped; independent nodes go on (--keep-going, the default) or n
   --limit KIND=N     most nodes of KIND at once (repeatable; overrides settings.concurrency)
   --report FILE      write the JSON report (per node: id, kind, status, duration_ms, reasons, outputs)
   --junit FILE       write JUnit XML (one testcase per node)
+  --profile FILE     write a Chrome Trace Event Format profile (Perfetto, chrome://tracing): one lane
+                     per slot, a slice per node, the running-nodes counter, the critical path
+With GITHUB_STEP_SUMMARY set, a Markdown summary (counts, what ran and why, failures with their
+log tail) is appended to that file.
   --shard I/N        run shard I of N (1-based; also GRAPH_SHARD=I/N): the selected nodes split by
                      image, balanced by earlier durations; a shard also runs the dependencies of its
                      nodes unless cached. 'graph plan --format matrix --max-shards N' sizes N,
@@ -156,6 +166,7 @@ ${targetHelp}`,
       'fail-fast': { type: 'boolean' },
       report: { type: 'string' },
       junit: { type: 'string' },
+      profile: { type: 'string' },
       shard: { type: 'string' },
     },
     async run(open, values, positionals) {
@@ -169,7 +180,7 @@ ${targetHelp}`,
         if (!m) throw new UsageError(`--limit takes KIND=N, got '${l}'`);
         cliLimits[m[1]] = positiveInt(m[2], `--limit ${m[1]}`);
       }
-      for (const flag of ['report', 'junit'] as const) {
+      for (const flag of ['report', 'junit', 'profile'] as const) {
         const file = values[flag] as string | undefined;
         const problem = file === undefined ? undefined : reportPathProblem(file);
         if (problem) throw new UsageError(`cannot write --${flag} ${file}: ${problem}`);
@@ -195,6 +206,8 @@ ${targetHelp}`,
       const wanted = positionals.length ? made.selected : undefined;
       const plan = remote ? await materializeNeeded(made.plan, { cache, remote, store, root: ws.root, signal: interrupt.signal, wanted }) : made.plan;
       const live = process.stderr.isTTY === true && !process.env.CI;
+      const progress = progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root });
+      const profile = values.profile ? profileReporter({ now: systemClock.now, deps: (id) => ws.graph.node(id).deps.map((d) => d.id), key: (id) => plan.byId.get(id)?.key }) : undefined;
       const summary = await executePlan(plan, {
         workspace: ws.forRules,
         jobs,
@@ -208,9 +221,16 @@ ${targetHelp}`,
         stateDir: ws.stateDir,
         leases: new KeyLeases({ dir: path.join(ws.cacheDir, 'leases'), clock: systemClock }),
         recorder: new CacheRecorder(cache, store, remote),
-        emit: progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root }),
+        emit: profile
+          ? (e) => {
+              profile.emit(e);
+              progress(e);
+            }
+          : progress,
       });
       interrupt.finished();
+      if (profile) writeReport(values.profile as string, `${JSON.stringify(profile.trace())}\n`);
+      stepSummary(buildMarkdown(summary));
       if (values.report) writeReport(values.report as string, reportJson(summary, ws.root, shardSummary));
       if (values.junit) writeReport(values.junit as string, reportJunit(summary));
       if (summary.interrupted) return EXIT_INTERRUPTED;
@@ -218,8 +238,14 @@ ${targetHelp}`,
     },
   },
   report: {
-    summary: 'merge the JSON reports of several builds or shards',
+    summary: 'merge build reports; write a report page (HTML)',
     usage: `graph report merge OUT.json IN.json... [--junit OUT.xml]
+graph report html OUT.html [--from REPORT.json] [--profile PROFILE.json] [TARGET...]
+
+html: one self-contained page (works offline, a CI artifact): the summary, the DAG coloured by
+status (Graphviz dot), every node by image with why it runs (old -> new digests) and, for a
+build, its log tail, a timeline with the critical path, filters by kind and status. From a build's
+--report (and its --profile for the timeline), else from the plan of the targets (as graph plan).
 
 Joins the --report files of several builds (the shards of 'graph build --shard I/N') into one
 report of the same format, counts recomputed, plus "merged_from" and "conflicts". A node in
@@ -230,10 +256,11 @@ one split, each once.
   --junit FILE   also write JUnit XML of the merged report
 Exit status: 0 merged; 1 merged, with conflicts or missing shards (printed); 2 bad usage, or an
 input that cannot be read or is not a graph report.`,
-    options: { ...common, junit: { type: 'string' } },
-    async run(_open, values, positionals) {
+    options: { ...common, ...selection, junit: { type: 'string' }, from: { type: 'string' }, profile: { type: 'string' } },
+    async run(open, values, positionals) {
       const [sub, out, ...inputs] = positionals;
-      if (sub !== 'merge') throw new UsageError(sub === undefined ? 'which report command? (merge)' : `unknown report command '${sub}' (report commands: merge)`);
+      if (sub === 'html') return reportHtml(open, values, out, inputs);
+      if (sub !== 'merge') throw new UsageError(sub === undefined ? 'which report command? (merge, html)' : `unknown report command '${sub}' (report commands: merge, html)`);
       if (out === undefined || !inputs.length) throw new UsageError('merge takes OUT.json and at least one IN.json');
       for (const [flag, file] of [['OUT', out], ['--junit', values.junit as string | undefined]] as const) {
         const problem = file === undefined ? undefined : reportPathProblem(file);
@@ -289,6 +316,35 @@ ${targetHelp}`,
       } else {
         process.stdout.write(nodes.map((n) => `${n.id}\n`).join(''));
       }
+      return EXIT_OK;
+    },
+  },
+  explain: {
+    summary: "show a node's whole key record beside its last record",
+    usage: `graph explain NODE [--format text|json] [-C DIR]
+
+Every field of NODE's key record (rule, declaration leaves, input files and their digests,
+environment, tool, dependency keys), each with what it was in the node's last record in the
+action cache: = same, ~ changed (was ...), + added, - removed. Reads, never builds.
+  --format json   {version, id, kind, key, status, reasons, last: {key, same_key}|null,
+                  fields: [{field, now, last, change}]}`,
+    options: { ...common, format: { type: 'string', default: 'text' }, offline: { type: 'boolean' } },
+    async run(open, values, positionals) {
+      const format = values.format as string;
+      if (format !== 'text' && format !== 'json') throw new UsageError(`unknown --format '${format}' (one of: text, json)`);
+      if (positionals.length !== 1) throw new UsageError('explain takes one node id');
+      const ws = open();
+      const id = positionals[0] as NodeId;
+      if (!ws.graph.has(id)) matchTargets(ws.graph, [id]); // throws the target error, with "did you mean"
+      if (!ws.graph.has(id)) throw new UsageError(`'${id}' is not one node: name a node id (graph query lists them)`);
+      const { plan, cache, digester } = await makePlan(ws, { ...values, offline: true }, [id]);
+      digester.save();
+      const p = plan.byId.get(id);
+      if (!p) throw new UsageError(`'${id}' is not planned`);
+      const lastKey = cache.lastKey(id);
+      const record = lastKey === undefined ? undefined : lastKey === p.key ? p.record : cache.get(lastKey)?.record;
+      const x = explainNode(p, lastKey !== undefined && record ? { key: lastKey, record } : undefined);
+      process.stdout.write(format === 'json' ? `${JSON.stringify(x, null, 2)}\n` : explainText(x));
       return EXIT_OK;
     },
   },
@@ -383,6 +439,50 @@ function handleInterrupts(): { signal: AbortSignal; workspace(ws: Workspace): vo
 
 function splitList(v: unknown): string[] | undefined {
   return typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
+}
+
+/** Append to GITHUB_STEP_SUMMARY when it is set; a failure to is a warning, never a failed command. */
+function stepSummary(markdown: string): void {
+  const problem = appendStepSummary(process.env, markdown);
+  if (problem) process.stderr.write(`warning: cannot append to GITHUB_STEP_SUMMARY: ${problem}\n`);
+}
+
+/** `graph report html OUT.html [--from REPORT.json] [--profile PROFILE.json] [TARGET...]`. */
+async function reportHtml(open: () => Workspace, values: Record<string, unknown>, out: string | undefined, targets: string[]): Promise<number> {
+  if (out === undefined) throw new UsageError('html takes OUT.html');
+  const problem = reportPathProblem(out);
+  if (problem) throw new UsageError(`cannot write OUT ${out}: ${problem}`);
+  const read = <T>(file: string): T => {
+    try {
+      return readJsonFile<T>(file);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  };
+  let data;
+  if (values.from !== undefined) {
+    if (targets.length) throw new UsageError('--from draws the whole report: it takes no targets');
+    const report = read<ReportInput>(values.from as string);
+    if (!report || !Array.isArray(report.nodes) || !report.summary) throw new UsageError(`${values.from} is not a graph build report`);
+    // The workspace, when it still declares the nodes, gives the edges and images.
+    let ws: Workspace | undefined;
+    try {
+      ws = open();
+    } catch {
+      ws = undefined;
+    }
+    const root = ws?.root ?? path.resolve((values.directory as string | undefined) ?? '.');
+    data = pageFromReport(report, root, (id) => (ws?.graph.has(id as NodeId) ? { deps: ws.graph.node(id as NodeId).deps.map((d) => d.id), image: ws.graph.node(id as NodeId).image } : undefined));
+  } else {
+    const ws = open();
+    const { plan, digester } = await makePlan(ws, values, targets);
+    digester.save();
+    data = pageFromPlan(plan);
+  }
+  if (values.profile !== undefined) addTimeline(data, read<TraceFile>(values.profile as string));
+  writeReport(out, renderHtml(data, await dagSvg(data)));
+  process.stderr.write(`wrote ${out}: ${data.nodes.length} nodes\n`);
+  return EXIT_OK;
 }
 
 function positiveInt(text: string, what: string): number {

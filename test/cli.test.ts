@@ -31,7 +31,7 @@ test('--help on every command, and the command list', () => {
   const top = graph('.', '--help');
   assert.is(top.code, 0);
   // The engine's commands, then the rules' (lock: the debian: recipe's; key, verify: publish's), clean last.
-  const commands = ['plan', 'build', 'report', 'validate', 'query', 'lock', 'key', 'verify', 'clean'];
+  const commands = ['plan', 'build', 'report', 'validate', 'query', 'explain', 'lock', 'key', 'verify', 'clean'];
   assert.equal([...top.stdout.matchAll(/^  ([a-z]+) {2,}\S/gm)].map((m) => m[1]), commands);
   for (const c of commands) {
     assert.match(top.stdout, new RegExp(`\\n  ${c} +\\S`));
@@ -386,7 +386,7 @@ test('shards: the matrix, two shards on fresh runners whose merged reports are t
   const missing = graph(plan, 'report', 'merge', 'out.json', 'nope.json');
   assert.is(missing.code, 2);
   assert.match(missing.stderr, 'graph report: cannot read nope.json: ENOENT\n');
-  assert.match(graph(plan, 'report', 'frobnicate').stderr, "unknown report command 'frobnicate' (report commands: merge)");
+  assert.match(graph(plan, 'report', 'frobnicate').stderr, "unknown report command 'frobnicate' (report commands: merge, html)");
 });
 
 test('shards: balanced by the durations actions.log recorded, node counts without', async () => {

@@ -63,7 +63,7 @@ test('build, convert and test the zoo; a second build is all cached; a wrong exp
   assert.match(close.stderr, 'ok: 3 ran, 24 cached, 0 failed, 0 skipped');
   // Beyond it: exactly GATA1's two tests fail, saying where, and keep their output.
   writeFileSync(expected, original.replace('9.7360', '9.7000'));
-  const broken = graph(dir, 'build');
+  const broken = graph(dir, 'build', '--report', 'broken.json', '--profile', 'profile.json');
   assert.is(broken.code, 1);
   assert.match(broken.stderr, 'FAILED: 0 ran, 24 cached, 2 failed, 1 skipped');
   assert.match(
@@ -72,6 +72,14 @@ test('build, convert and test the zoo; a second build is all cached; a wrong exp
   );
   assert.match(broken.stderr, 'failed test:pwm/GATA1@sif: output differs');
   assert.match(readFileSync(path.join(dir, '.graph/out/test/test:pwm%2FGATA1@oci/output/scores.tsv'), 'utf8'), 'chr2_enhancer\t9.7360');
+  // What CI keeps for a reviewer: the profile and the report page of that build.
+  const trace = JSON.parse(readFileSync(path.join(dir, 'profile.json'), 'utf8')) as { traceEvents: Array<{ ph: string; name: string; tid: number }> };
+  assert.equal(trace.traceEvents.filter((e) => e.ph === 'X' && e.tid > 0).map((e) => e.name).sort(), ['test:pwm/GATA1@oci', 'test:pwm/GATA1@sif']);
+  const page = graph(dir, 'report', 'html', 'report.html', '--from', 'broken.json', '--profile', 'profile.json');
+  assert.is(page.code, 0, page.stderr);
+  const html = readFileSync(path.join(dir, 'report.html'), 'utf8');
+  assert.match(html, '"id":"test:pwm/GATA1@oci","kind":"test","image":"pwm-scanner"');
+  assert.match(html, 'scores.tsv: line 3, column 2: 9.7360 ≠ expected 9.7000');
 
   // The main job with a key: every image and SIF signed, with SBOMs, provenance and test results;
   // graph verify passes on them and fails on a tampered copy.
