@@ -7,6 +7,7 @@
  * unit test (`npm run schemas` writes them).
  */
 import type { DeclaredPart, JsonSchema, OneOfMessage } from './declarations.js';
+import { executorSettingsSchema } from './execute/executor-settings.js';
 import type { Json, Rule } from './rule.js';
 
 const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]*';
@@ -67,6 +68,7 @@ export function composeSchemas(rules: readonly Rule[]): ComposedSchemas {
       items: { type: 'string', minLength: 1 },
       uniqueItems: true,
     },
+    ...executorSettingsSchema(rules.map((r) => r.kind)),
   };
   mergeParts(settings, partsOf(rules, 'settings'), 'settings');
   for (const [key, schema] of Object.entries(general)) settings.properties[key] = schema;

@@ -19,10 +19,20 @@ export interface Job {
   readonly signal: AbortSignal;
 }
 
-/** How a job ended. `duration_ms` is its wall time in milliseconds. */
+/**
+ * Where a node ran when not in this process: the executor (`slurm`), the cluster's job id and the
+ * host that ran it (unknown while a job is pending).
+ */
+export interface Placement {
+  readonly executor: string;
+  readonly job?: string;
+  readonly host?: string;
+}
+
+/** How a job ended. `duration_ms` is its wall time in milliseconds; `where` as `Placement`. */
 export type Outcome =
-  | { readonly ok: true; readonly result: NodeOutputs; readonly duration_ms: number }
-  | { readonly ok: false; readonly failure: Failure; readonly duration_ms: number };
+  | { readonly ok: true; readonly result: NodeOutputs; readonly duration_ms: number; readonly where?: Placement }
+  | { readonly ok: false; readonly failure: Failure; readonly duration_ms: number; readonly where?: Placement };
 
 export interface Executor {
   /**
