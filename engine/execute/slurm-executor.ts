@@ -209,7 +209,7 @@ export class SlurmExecutor implements Executor {
     this.cancelBatch.push(id);
     if (this.cancelBatch.length > 1) return;
     queueMicrotask(() => {
-      const ids = this.cancelBatch;
+      const ids = this.cancelBatch.sort((a, b) => Number(a) - Number(b) || a.localeCompare(b));
       this.cancelBatch = [];
       void this.options.cli.cancel(ids).then(() => this.watch.poke());
     });
