@@ -13,7 +13,7 @@ import { affectedSince, ChangedSinceError } from './engine/changed.js';
 import { DiagnosticError, formatDiagnostic } from './engine/diagnostics.js';
 import { systemClock } from './engine/execute/clock.js';
 import { EXECUTORS } from './engine/execute/executor-settings.js';
-import { runNodeCommand, setUpExecutor } from './engine/execute/executor-setup.js';
+import { placementOf, runNodeCommand, setUpExecutor } from './engine/execute/executor-setup.js';
 import { KeyLeases } from './engine/execute/lease.js';
 import { runNode } from './engine/execute/run-node.js';
 import { SlurmConfigError } from './engine/execute/slurm.js';
@@ -94,6 +94,8 @@ Reads, never builds.
   --shard I/N    plan shard I of N only, as 'graph build --shard I/N' runs it (also GRAPH_SHARD)
   --max-shards N with --format matrix: the shards' matrix instead, {"include":[{"shard":"1/3"},...]},
                  one shard per image with nodes to run, at most N ({"include":[]} when nothing runs)
+  --executor E   plan as 'graph build --executor E' runs: nodes that would run as Slurm jobs say
+                 (slurm) in text, "executor": "slurm" in JSON
 ${targetHelp}`,
     options: {
       ...common,
@@ -102,6 +104,7 @@ ${targetHelp}`,
       verbose: { type: 'boolean', short: 'v' },
       shard: { type: 'string' },
       'max-shards': { type: 'string' },
+      executor: { type: 'string' },
     },
     async run(open, values, positionals) {
       const format = values.format as PlanFormat;
@@ -121,7 +124,8 @@ ${targetHelp}`,
         return EXIT_OK;
       }
       const notes = defaultRules.flatMap((r) => r.planNote?.(ws.root, (id) => plan.byId.get(id)?.key) ?? []);
-      process.stdout.write(renderPlan(plan, format, values.verbose === true, notes, shardSummary));
+      const elsewhere = (kind: string) => (placementOf(ws, kind) === 'local' ? undefined : placementOf(ws, kind));
+      process.stdout.write(renderPlan(plan, format, values.verbose === true, notes, shardSummary, elsewhere));
       return EXIT_OK;
     },
   },
