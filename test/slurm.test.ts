@@ -72,6 +72,8 @@ withCluster('the zoo\'s tests run as Slurm jobs, one per node, visible in scontr
   // Tests on Slurm, the rest on this machine (settings.executor per kind).
   const images = readFileSync(path.join(dir, 'images.yaml'), 'utf8');
   writeFileSync(path.join(dir, 'images.yaml'), images.replace('settings:\n', 'settings:\n  executor: {test: slurm}\n'));
+  const plan = JSON.parse(graphWith(c.env, dir, 'plan', '--format', 'json').stdout) as { nodes: Array<{ kind: string; executor?: string }> };
+  for (const n of plan.nodes) assert.is(n.executor, n.kind === 'test' ? 'slurm' : undefined);
   const before = new Set(jobs(c).map((j) => j.id));
   const first = graphWith(c.env, dir, 'build', '--report', 'report.json', '--junit', 'junit.xml');
   assert.is(first.code, 0, first.stderr);
