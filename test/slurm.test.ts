@@ -7,7 +7,7 @@
  * Skipped, with the reason, only when the daemons cannot start here (CI installs them).
  */
 import { spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
@@ -125,6 +125,9 @@ withCluster('a failing test fails its node with exit 1; a test past its time lim
   assert.equal([slow.failure?.type, slow.failure?.state], ['cluster', 'TIMEOUT']);
   assert.match(slow.failure?.message as string, new RegExp(`^Slurm job ${slow.where?.job} TIMEOUT on ${c.node}: ran past its time limit 00:01:00$`));
   assert.match(r.stderr, `FAILED  test:slow/m@oci`);
+  // The failures' notes from the jobs were read and removed.
+  const notes = path.join(dir, '.graph/slurm');
+  assert.equal(existsSync(notes) ? readdirSync(notes) : [], []);
 });
 
 withCluster('Ctrl-C cancels every job of the run and exits 130; nothing of ours is left in the queue', async (c) => {

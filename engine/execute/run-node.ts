@@ -9,7 +9,7 @@
  * @returns through `RunNodeResult`: exit status 0 (ran, or already recorded), 1 (failed: the
  *   failure is also written as JSON to `failureFile`, for the coordinator's report).
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ActionCache } from '../cache.js';
 import { FileDigester } from '../files.js';
@@ -48,6 +48,7 @@ export async function runNode(ws: Workspace, req: RunNodeRequest): Promise<RunNo
     req.write(`# run-node: ${describeFailure(failure)}\n`);
     if (req.failureFile) {
       try {
+        mkdirSync(path.dirname(req.failureFile), { recursive: true });
         writeFileSync(req.failureFile, `${JSON.stringify(failure)}\n`);
       } catch {
         // the exit status still says it failed

@@ -23,7 +23,7 @@
  * system every node mounts, at the same path, so the job reads the declarations and the
  * dependencies' outputs and the coordinator reads its record.
  */
-import { appendFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ActionCache } from '../cache.js';
@@ -43,7 +43,7 @@ export interface SlurmExecutorOptions {
   readonly store: ContentStore;
   /** Absolute workspace directory (the jobs' working directory). */
   readonly root: string;
-  /** Absolute `.graph` directory; each job's failure note goes under `slurm/<run>/`. */
+  /** Absolute `.graph` directory; a failed job's note (its `Failure`) goes under `slurm/<run>/`. */
   readonly stateDir: string;
   /** This run's id, in every job name (`graph-<run>-<node>`). */
   readonly run: string;
@@ -112,7 +112,6 @@ export class SlurmExecutor implements Executor {
     };
     try {
       await writeFile(job.log, `# ${node.id}\n# key ${p.key}\n# why: ${p.reasons.join('; ')}\n`);
-      mkdirSync(path.dirname(failureFile), { recursive: true });
     } catch (e) {
       return failed({ type: 'error', message: `cannot write ${job.log}: ${(e as Error).message}` });
     }
@@ -240,14 +239,25 @@ function detailOf(row: QueueRow): JobDetail {
   return { id: row.id, state: row.state, ...(row.host ? { host: row.host } : {}), ...(row.reason ? { reason: row.reason } : {}) };
 }
 
-/** The node's own failure, as `graph run-node` wrote it; undefined when it wrote none. */
+/**
+ * The node's own failure, as `graph run-node` wrote it; undefined when it wrote none. The file is
+ * removed (its content is now in the outcome), and its run's directory with the last one.
+ */
 function readFailure(file: string): Failure | undefined {
+  let failure: Failure | undefined;
   try {
     const f = JSON.parse(readFileSync(file, 'utf8')) as Failure;
-    return typeof f?.type === 'string' ? f : undefined;
+    failure = typeof f?.type === 'string' ? f : undefined;
   } catch {
-    return undefined;
+    // none written
   }
+  rmSync(file, { force: true });
+  try {
+    rmdirSync(path.dirname(file));
+  } catch {
+    // other nodes of the run still have theirs
+  }
+  return failure;
 }
 
 /** One line: the state, the job, the host, and what it means. */

@@ -18,7 +18,11 @@ import { SlurmCli, type JobId } from '../../engine/execute/slurm.js';
 import type { PlannedNode } from '../../engine/plan.js';
 import type { NodeDef, NodeId } from '../../engine/rule.js';
 import { ContentStore } from '../../engine/store.js';
-import { FakeClock } from '../helpers.js';
+import { executePlan } from '../../engine/execute/scheduler.js';
+import { FileDigester } from '../../engine/files.js';
+import { planBuild } from '../../engine/plan.js';
+import { openWorkspace } from '../../engine/workspace.js';
+import { FakeClock, fakeRules, FakeRunner, wideZoo, workspace } from '../helpers.js';
 
 const test = suite('slurm-executor');
 
@@ -225,7 +229,10 @@ async function endIn(state: string, exit = 0, cause?: object): Promise<{ failure
   const { job } = s.job('test:g/m@oci', { timeoutMs: 60_000 });
   const outcome = s.exec.run(job);
   await s.poll();
-  if (cause) writeFileSync(path.join(s.dir, '.graph', 'slurm', 'r1', 'test_g_m@oci.log.failure.json'), JSON.stringify(cause));
+  if (cause) {
+    mkdirSync(path.join(s.dir, '.graph', 'slurm', 'r1'), { recursive: true });
+    writeFileSync(path.join(s.dir, '.graph', 'slurm', 'r1', 'test_g_m@oci.log.failure.json'), JSON.stringify(cause));
+  }
   s.slurm.set('100', state, 'n1', exit);
   await s.poll();
   const o = (await outcome) as Extract<Outcome, { ok: false }>;
@@ -325,6 +332,44 @@ test('sbatch refusing a job fails that node with its message and submits nothing
   assert.match((first.failure as { message: string }).message, /Requested node configuration is not available$/);
   assert.equal(second.failure, first.failure);
   assert.is(s.slurm.commands('sbatch').length, 1);
+});
+
+test('through the scheduler: per-kind limits cap the jobs in the queue; dependents wait for the record', async () => {
+  const dir = workspace(wideZoo(3));
+  const ws = openWorkspace(dir, fakeRules());
+  const cache = new ActionCache(ws.stateDir);
+  const store = new ContentStore(path.join(ws.stateDir, 'cas'));
+  const plan = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache, store, digester: new FileDigester(ws.root, undefined), env: {} });
+  const slurm = new FakeSlurm();
+  const clock = new FakeClock();
+  const exec = new SlurmExecutor({ cli: new SlurmCli(slurm.capture), settings: { args: [] }, cache, store, root: dir, stateDir: ws.stateDir, run: 'r2', command: ['graph', 'run-node'], clock, pollMinMs: 1000, pollMaxMs: 1000 });
+  let maxBuilds = 0;
+  const done = executePlan(plan, { workspace: ws.forRules, jobs: 8, limits: { build: 1 }, resources: { gpu: 1 }, failFast: false, runner: new FakeRunner(), cache, store, stateDir: ws.stateDir, emit: () => {}, executor: exec, clock });
+  let finished = false;
+  void done.then(() => (finished = true));
+  for (;;) {
+    await until(() => finished || clock.pending > 0);
+    if (finished) break;
+    clock.advance(1000);
+    await settle();
+    const active = [...slurm.jobs.entries()].filter(([, j]) => j.state === 'PENDING');
+    maxBuilds = Math.max(maxBuilds, active.filter(([, j]) => j.args.some((a) => a.includes('-build_'))).length);
+    // The cluster runs every pending job: what `graph run-node` does (record the result), then COMPLETED.
+    for (const [id] of active) {
+      const script = slurm.scripts[Number(id) - 100];
+      const [, key, node] = /--key ([0-9a-f]{64}) .* -- (\S+)\n/.exec(script) as RegExpExecArray;
+      const planned = plan.byId.get(node as NodeId) as PlannedNode;
+      // Every dependency's record is in the cache before the job was submitted.
+      for (const d of planned.node.deps) assert.ok(cache.get(plan.byId.get(d.id)?.key as string), `${d.id} recorded before ${node} was submitted`);
+      await cache.put(node as NodeId, key, planned.recordText, { outputs: { made: node }, artifacts: [], duration_ms: 1 });
+      slurm.set(id, 'COMPLETED', 'n1');
+    }
+  }
+  const summary = await done;
+  assert.equal(summary.counts, { ran: 9, cached: 0, failed: 0, interrupted: 0, skipped: 0 });
+  assert.is(maxBuilds, 1);
+  assert.is(slurm.commands('sbatch').length, 9);
+  for (const r of summary.results) assert.equal(r.where, { executor: 'slurm', job: r.where?.job, host: 'n1' }, r.id);
 });
 
 test.run();
