@@ -1,8 +1,8 @@
 /**
  * `graph build --executor slurm` end to end against a real single-node Slurm started by the test
- * (test/slurm-cluster.ts): the zoo's tests run as Slurm jobs, one job per node, visible in
+ * (test/slurm-cluster.ts): the whole zoo runs as Slurm jobs, one job per node, visible in
  * scontrol, and a second build submits nothing; a failing test fails its node (exit 1) and a test
- * past its time limit ends TIMEOUT; Ctrl-C leaves nothing of the run in the queue (exit 130);
+ * past its time limit ends TIMEOUT (tests on Slurm, the build here: settings.executor per kind); Ctrl-C leaves nothing of the run in the queue (exit 130);
  * bad configuration (no sbatch, an unknown partition, a refused GRES) fails clearly without a hang.
  * Skipped, with the reason, only when the daemons cannot start here (CI installs them).
  */
@@ -66,32 +66,27 @@ function busyboxZoo(groups: string, settings = ''): string {
   });
 }
 
-withCluster('the zoo\'s tests run as Slurm jobs, one per node, visible in scontrol; a second build submits nothing', (c) => {
+withCluster('graph build --executor slurm runs the zoo as Slurm jobs, one per node, visible in scontrol; a second build submits nothing', (c) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'graph-slurm-zoo-'));
   for (const f of ['images.yaml', 'models.yaml', 'images.lock', 'zoo']) cpSync(path.join(REPO, f), path.join(dir, f), { recursive: true });
-  // Tests on Slurm, the rest on this machine (settings.executor per kind).
-  const images = readFileSync(path.join(dir, 'images.yaml'), 'utf8');
-  writeFileSync(path.join(dir, 'images.yaml'), images.replace('settings:\n', 'settings:\n  executor: {test: slurm}\n'));
-  const plan = JSON.parse(graphWith(c.env, dir, 'plan', '--format', 'json').stdout) as { nodes: Array<{ kind: string; executor?: string }> };
-  for (const n of plan.nodes) assert.is(n.executor, n.kind === 'test' ? 'slurm' : undefined);
+  const plan = JSON.parse(graphWith(c.env, dir, 'plan', '--format', 'json', '--executor', 'slurm').stdout) as { nodes: Array<{ id: string; executor?: string }> };
+  for (const n of plan.nodes) assert.is(n.executor, 'slurm', n.id);
   const before = new Set(jobs(c).map((j) => j.id));
-  const first = graphWith(c.env, dir, 'build', '--report', 'report.json', '--junit', 'junit.xml');
+  const first = graphWith(c.env, dir, 'build', '--executor', 'slurm', '--report', 'report.json', '--junit', 'junit.xml');
   assert.is(first.code, 0, first.stderr);
   const nodes = readReport(dir).nodes;
-  const tests = nodes.filter((n) => n.kind === 'test');
-  assert.is(tests.length, 16);
+  assert.is(nodes.length, 27);
+  assert.is(nodes.filter((n) => n.kind === 'test').length, 16);
   for (const n of nodes) {
     assert.is(n.status, 'ran', n.id);
-    if (n.kind === 'test') {
-      assert.is(n.where?.executor, 'slurm', n.id);
-      assert.is(n.where?.host, c.node, n.id);
-    } else assert.is(n.where, undefined, n.id);
+    assert.is(n.where?.executor, 'slurm', n.id);
+    assert.is(n.where?.host, c.node, n.id);
   }
-  // One job per test node, each COMPLETED, named after its node.
+  // One job per node, each COMPLETED, named after its node.
   const ours = jobs(c).filter((j) => !before.has(j.id));
-  assert.equal(ours.map((j) => j.id).sort(), tests.map((t) => t.where?.job as string).sort());
+  assert.equal(ours.map((j) => j.id).sort(), nodes.map((t) => t.where?.job as string).sort());
   const run = /^graph-([0-9a-f]{8})-/.exec(ours[0].name)?.[1] as string;
-  for (const t of tests) {
+  for (const t of nodes) {
     const shown = c.run(['scontrol', 'show', 'job', '-o', t.where?.job as string]);
     assert.match(shown, `JobName=graph-${run}-${t.id.replace(/[^A-Za-z0-9._@-]/g, '_')} `);
     assert.match(shown, 'JobState=COMPLETED ');
@@ -101,7 +96,7 @@ withCluster('the zoo\'s tests run as Slurm jobs, one per node, visible in scontr
   assert.match(readFileSync(path.join(dir, 'junit.xml'), 'utf8'), `<property name="host" value="${c.node}"/>`);
   assert.match(readFileSync(path.join(dir, '.graph/logs/test:pwm%2FCTCF@sif.log'), 'utf8'), /# slurm: job [0-9]+ COMPLETED on /);
 
-  const second = graphWith(c.env, dir, 'build');
+  const second = graphWith(c.env, dir, 'build', '--executor', 'slurm');
   assert.is(second.code, 0, second.stderr);
   assert.match(second.stderr, 'ok: 0 ran, 27 cached, 0 failed, 0 skipped');
   assert.is(jobs(c).length, before.size + ours.length, 'the second build submitted nothing');
