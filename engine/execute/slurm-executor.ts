@@ -146,7 +146,13 @@ export class SlurmExecutor implements Executor {
       const submitted = `# slurm: job ${id}${attempt ? ` (try ${attempt + 1})` : ''}: sbatch ${args.map(quoteArg).join(' ')}\n`;
       note(submitted);
 
-      const row = await this.waitEnd(id, job.signal);
+      const { row, lost } = await this.waitEnd(id, job.signal);
+      if (lost) {
+        // Slurm cannot be asked: the job may still run, and nothing of this run should.
+        this.cancelSoon(id);
+        this.active.delete(id);
+        return failed({ type: 'cluster', state: 'UNKNOWN', job: id, message: `cannot follow Slurm job ${id} (cancelled): ${lost}` });
+      }
       const detail = (await options.cli.show(id).catch(() => undefined)) ?? (row ? detailOf(row) : undefined);
       this.active.delete(id);
       const state = detail?.state ?? 'UNKNOWN';
@@ -176,7 +182,7 @@ export class SlurmExecutor implements Executor {
         job: id,
         ...(host ? { host } : {}),
         ...(code !== undefined ? { code } : {}),
-        message: clusterMessage(state as FailedState, id, host, code, detail, node.timeoutMs, cause),
+        message: clusterMessage(state as FailedState, id, host, code, detail, cause),
         ...(cause ? { cause } : {}),
       });
     }
@@ -185,19 +191,22 @@ export class SlurmExecutor implements Executor {
   /**
    * Wait for job `id` to end; on `signal`, cancel it (batched with the run's other jobs into one
    * `scancel`) and wait at most `cancelWaitMs` for Slurm to say it ended.
+   * @returns its last row (none when Slurm no longer knows it), or `lost`: why it cannot be followed
+   *   (squeue failed `pollFailures` times in a row).
    */
-  private async waitEnd(id: JobId, signal: AbortSignal): Promise<QueueRow | undefined> {
+  private async waitEnd(id: JobId, signal: AbortSignal): Promise<{ row?: QueueRow; lost?: string }> {
     const ended = this.watch.wait(id);
     const onAbort = () => this.cancelSoon(id);
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
     try {
       const first = await Promise.race([ended, aborted(signal)]);
-      if (first !== ABORTED) return first;
+      if (first !== ABORTED) return first ? { row: first } : {};
       const cap = this.clock.sleep(this.options.cancelWaitMs ?? 30_000).then(() => undefined);
-      return await Promise.race([ended, cap]);
-    } catch {
-      return undefined;
+      const row = await Promise.race([ended, cap]);
+      return row ? { row } : {};
+    } catch (e) {
+      return signal.aborted ? {} : { lost: (e as Error).message };
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
@@ -261,13 +270,13 @@ function readFailure(file: string): Failure | undefined {
 }
 
 /** One line: the state, the job, the host, and what it means. */
-function clusterMessage(state: FailedState, id: JobId, host: string | undefined, code: number | undefined, detail: JobDetail | undefined, timeoutMs: number | undefined, cause: Failure | undefined): string {
+function clusterMessage(state: FailedState, id: JobId, host: string | undefined, code: number | undefined, detail: JobDetail | undefined, cause: Failure | undefined): string {
   const at = `Slurm job ${id} ${state}${host ? ` on ${host}` : ''}`;
   switch (state) {
     case 'FAILED':
       return `${at}${code !== undefined ? ` (exit code ${code})` : ''}${cause ? `: ${describeFailure(cause)}` : ''}`;
     case 'TIMEOUT':
-      return `${at}: ran past its time limit${detail?.timeLimit ? ` ${detail.timeLimit}` : timeoutMs !== undefined ? '' : ''}`;
+      return `${at}: ran past its time limit${detail?.timeLimit ? ` ${detail.timeLimit}` : ''}`;
     case 'OUT_OF_MEMORY':
       return `${at}: ran out of memory (raise the test's memory:)`;
     case 'NODE_FAIL':

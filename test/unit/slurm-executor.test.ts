@@ -33,6 +33,7 @@ class FakeSlurm {
   readonly jobs = new Map<string, { state: string; host?: string; exit: number; args: string[] }>();
   private next = 100;
   refuse?: string;
+  squeueDown = false;
 
   readonly capture = async (argv: readonly string[], o?: { input?: string }): Promise<string> => {
     this.calls.push([...argv]);
@@ -46,6 +47,7 @@ class FakeSlurm {
       return `${id}\n`;
     }
     if (cmd === 'squeue') {
+      if (this.squeueDown) throw new Error('squeue failed: slurm_load_jobs error: Unable to contact slurm controller (connect failure)');
       const ids = args[args.indexOf('-j') + 1].split(',');
       return ids
         .filter((id) => this.jobs.has(id))
@@ -319,6 +321,19 @@ test('an interrupt cancels every running job of the run with one scancel; the no
     ['interrupted', 'interrupted'],
   );
   assert.equal(s.exec.activeJobs, []);
+});
+
+test('squeue failing poll after poll fails the node (its job cancelled), never a hang', async () => {
+  const s = setup();
+  const { job } = s.job('test:g/m@oci');
+  const outcome = s.exec.run(job);
+  await until(() => s.slurm.jobs.has('100'));
+  s.slurm.squeueDown = true;
+  for (let i = 0; i < 10; i++) await s.poll();
+  const o = (await outcome) as Extract<Outcome, { ok: false }>;
+  assert.equal(o.failure, { type: 'cluster', state: 'UNKNOWN', job: '100', message: 'cannot follow Slurm job 100 (cancelled): squeue failed 10 times in a row: squeue failed: slurm_load_jobs error: Unable to contact slurm controller (connect failure)' });
+  await settle();
+  assert.equal(s.slurm.commands('scancel'), [['scancel', '100']]);
 });
 
 test('sbatch refusing a job fails that node with its message and submits nothing more', async () => {
