@@ -19,7 +19,11 @@ import { runNode } from './engine/execute/run-node.js';
 import { SlurmConfigError } from './engine/execute/slurm.js';
 import { executePlan } from './engine/execute/scheduler.js';
 import { FileDigester } from './engine/files.js';
-import { checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
+import { checkRemote, checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
+import type { RemoteCache } from './engine/cache.js';
+import { CacheRecorder } from './engine/execute/recorder.js';
+import { openRemoteCache, RemoteCacheConfigError } from './engine/remote-cache/config.js';
+import { materializeNeeded } from './engine/remote-cache/materialize.js';
 import { ExecaRunner, killAllProcesses } from './engine/process.js';
 import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/build-report.js';
 import { junitFromReport, mergedJson, mergeMessage, mergeReports, readReport } from './engine/report/merge.js';
@@ -53,6 +57,8 @@ const selection = {
   only: { type: 'string' },
   ...Object.fromEntries(settingOptions.map((o) => [o.name, { type: 'string' }] as const)),
   offline: { type: 'boolean' },
+  'remote-cache': { type: 'string' },
+  'remote-cache-mode': { type: 'string' },
 } as const;
 
 interface Command {
@@ -67,6 +73,9 @@ const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), imag
   --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
   --only KIND,...      keep only nodes of these kinds (${defaultRules.map((r) => r.kind).join(', ')})
 ${settingOptions.map((o) => `  ${`--${o.name} NAME`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done
+  --remote-cache URL   a shared cache over the Bazel HTTP cache protocol (also GRAPH_REMOTE_CACHE,
+                       settings.remote_cache); credentials in the URL, GRAPH_REMOTE_CACHE_HEADER or netrc
+  --remote-cache-mode M  readwrite (default) or read: look up and download only, never upload
   -C DIR               work on DIR/images.yaml and DIR/models.yaml`;
 
 /** A rule's command (`graph lock`) as the CLI runs it. */
@@ -192,10 +201,16 @@ ${targetHelp}`,
       if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
       for (const k of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, k.path)}, left by a graph process that is gone: ${k.why}\n`);
       recordProcess(ws.stateDir);
-      const { plan, digester, cache, store, shard: shardSummary } = await makePlan(ws, values, positionals, shard);
+      const made = await makePlan(ws, values, positionals, shard);
+      const { digester, cache, store, remote, shard: shardSummary } = made;
       digester.save();
       cache.compact();
-      if (shardSummary) process.stderr.write(`${shardLine(shardSummary, plan.nodes.length)}\n`);
+      if (shardSummary) process.stderr.write(`${shardLine(shardSummary, made.plan.nodes.length)}\n`);
+      // Builds without the bytes: only the remote hits a node that runs needs are downloaded.
+      // Targets named on the command line are wanted for their outputs too (as Bazel downloads
+      // top-level outputs); a build of everything downloads nothing it does not use.
+      const wanted = positionals.length ? made.selected : undefined;
+      const plan = remote ? await materializeNeeded(made.plan, { cache, remote, store, root: ws.root, signal: interrupt.signal, wanted }) : made.plan;
       const live = process.stderr.isTTY === true && !process.env.CI;
       const runner = new ExecaRunner();
       const overrides = Object.fromEntries(settingOptions.filter((o) => typeof values[o.name] === 'string').map((o) => [o.name, values[o.name] as string]));
@@ -213,6 +228,7 @@ ${targetHelp}`,
         store,
         stateDir: ws.stateDir,
         leases: new KeyLeases({ dir: path.join(ws.cacheDir, 'leases'), clock: systemClock }),
+        recorder: new CacheRecorder(cache, store, remote),
         emit: progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root }),
       });
       interrupt.finished();
@@ -462,8 +478,22 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   // shard's upload is another's hit), this machine's cache as it was does not.
   let shardSummary: ShardSummary | undefined;
   if (shard) ({ plan, shard: shardSummary } = selectShard(plan, shard, (id) => cache.last(id)?.result.duration_ms));
+  const remote = remoteCache(ws, values);
+  if (remote) plan = await checkRemote(plan, cache, remote, store, ws.root);
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.forRules);
-  return { plan, cache, store, digester, summary: planSummary(plan), shard: shardSummary };
+  return { plan, cache, store, digester, remote, selected, summary: planSummary(plan), shard: shardSummary };
+}
+
+/** The remote cache the options, the environment or images.yaml name; its warnings go to stderr. */
+function remoteCache(ws: Workspace, values: Record<string, unknown>): RemoteCache | undefined {
+  try {
+    return openRemoteCache({ flag: values['remote-cache'] as string | undefined, mode: values['remote-cache-mode'] as string | undefined, settings: ws.decls.settings.remoteCache }, process.env, (m) =>
+      process.stderr.write(`warning: ${m}\n`),
+    );
+  } catch (e) {
+    if (e instanceof RemoteCacheConfigError) throw new UsageError(e.message);
+    throw e;
+  }
 }
 
 function version(): string {
@@ -491,6 +521,9 @@ Environment:
   GRAPH_DEFAULT_REGISTRY     the registry of image references without a host
   GRAPH_INSECURE_REGISTRIES  registries reached over plain HTTP (comma-separated)
   GRAPH_REGISTRY_USERNAME, GRAPH_REGISTRY_PASSWORD   registry credentials (never printed)
+  GRAPH_REMOTE_CACHE         a shared cache over the Bazel HTTP cache protocol (as --remote-cache)
+  GRAPH_REMOTE_CACHE_MODE    readwrite (default) or read (as --remote-cache-mode)
+  GRAPH_REMOTE_CACHE_HEADER  'Name: value' sent to the remote cache, e.g. a token (never printed)
   GRAPH_SHARD                I/N: plan and build shard I of N (as --shard; the flag wins)
 `;
 }

@@ -54,22 +54,28 @@ export interface CacheEntry {
  * A second tier of the action cache, shared between machines (e.g. the Bazel HTTP cache protocol:
  * `ac/` and `cas/` on a server). The local `ActionCache` is always the first tier, and the two
  * compose: a plan looks locally first, then asks the remote about the nodes that would run
- * (`checkRemote` in plan.ts); a remote hit has its artifacts brought into the local store
- * (verified against their digests) and is recorded locally, so the next plan needs no network.
- * Every success is recorded locally, then uploaded (`CacheRecorder`).
+ * (`checkRemote` in plan.ts). A hit is cached without its bytes: its artifacts are downloaded
+ * (verified against their digests) only when a node that runs needs them
+ * (engine/remote-cache/materialize.ts), and then it is recorded locally, so the next plan needs
+ * no network. Every success is recorded locally, then uploaded (`CacheRecorder`).
  *
  * A remote cache never fails a build and never serves a wrong result: an unreachable server, a
- * timeout, a truncated or mismatching body are a miss (`fetch` resolves undefined) or a skipped
- * upload, reported by the implementation as one warning per run.
+ * timeout, a truncated or mismatching body are a miss (`lookup` resolves undefined, `download`
+ * false) or a skipped upload, reported by the implementation as one warning.
  */
 export interface RemoteCache {
   /** For messages: where it is (never with credentials). */
   readonly name: string;
   /**
-   * The result recorded under `key`, with every artifact fetched into `store` and verified; its
-   * key record must hash to `key`. Undefined on a miss, on any failure, or with `signal` aborted.
+   * The result recorded under `key`, checked: its key record hashes to `key`. Its artifacts are
+   * not fetched. Undefined on a miss, on any failure, or with `signal` aborted. Never rejects.
    */
-  fetch(id: NodeId, key: string, store: ContentStore, signal?: AbortSignal): Promise<CachedResult | undefined>;
+  lookup(id: NodeId, key: string, signal?: AbortSignal): Promise<CachedResult | undefined>;
+  /**
+   * Bring blobs (`sha256:<hex>`, as a looked-up result names them) into `store`, each verified
+   * against its digest. True when every one is intact in the store afterwards. Never rejects.
+   */
+  download(digests: readonly string[], store: ContentStore, signal?: AbortSignal): Promise<boolean>;
   /**
    * Upload a success: its key record (`recordLine`, whose SHA-256 is `key`), its result and the
    * artifacts it names from `store`. Never rejects.

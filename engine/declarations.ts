@@ -84,6 +84,8 @@ export interface Settings {
   readonly resources: Readonly<Record<string, number>>;
   /** Absolute directories outside the workspace that declarations may read (`allow_outside`). */
   readonly allowOutside: readonly string[];
+  /** The shared remote cache's URL (`remote_cache`), unless the command line or environment names one. */
+  readonly remoteCache?: string;
   /** The rules' settings (`DeclPart.of`), command-line overrides applied. */
   readonly parts: PartMap;
   /** Where nodes run (`executor`, `slurm`; `--executor` applied). */

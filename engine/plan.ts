@@ -28,6 +28,12 @@ export interface PlannedNode {
   readonly cached?: CacheEntry;
   /** Cached, but these visible files are gone: the rule writes them again from the store first. */
   readonly restore?: readonly string[];
+  /**
+   * Cached through the remote cache, without its bytes (engine/remote-cache/materialize.ts brings
+   * them in if a node that runs needs them): `hit`, looked up, its artifacts not in the local
+   * store; `unchecked`, not looked up, since every node that depends on it is cached.
+   */
+  readonly remote?: 'hit' | 'unchecked';
 }
 
 export interface Plan {
@@ -120,7 +126,7 @@ const restoresReason = (files: readonly string[]) => `restores ${files.join(', '
  * Why a node with no usable entry for `key` runs: no previous record; the entry is missing; or,
  * against its last record, which inputs changed (`depWillRun` says which dependencies run).
  */
-function whyNoEntry(cache: ActionCache, id: NodeId, key: string, record: KeyRecord, depWillRun: (id: string) => boolean): string[] {
+export function whyNoEntry(cache: ActionCache, id: NodeId, key: string, record: KeyRecord, depWillRun: (id: string) => boolean): string[] {
   const lastKey = cache.lastKey(id);
   const previous = lastKey === undefined || lastKey === key ? undefined : cache.get(lastKey)?.record;
   let reasons: string[];
@@ -135,39 +141,98 @@ function whyNoEntry(cache: ActionCache, id: NodeId, key: string, record: KeyReco
 }
 
 /**
- * The second tier: ask `remote` about every node that would run (a few at a time), in order. A hit
- * (artifacts fetched into `store` and verified by the remote) is recorded in the local `cache` and
- * the node becomes cached with the reason `from remote cache NAME`; the nodes still to run are
- * explained again, since a dependency they named as running may now be cached. Never throws for
- * the remote's failures (they are misses).
+ * The second tier: ask `remote` about the nodes that would run, sinks first. A hit (its key record
+ * hashes to its key; the remote checked that) becomes cached with the reason `from remote cache
+ * NAME`, without its bytes: when its artifacts are all in the local store already (or it has
+ * none) it is recorded in the local `cache` at once; otherwise it is marked `remote: 'hit'` and its
+ * artifacts are downloaded only if a node that runs needs them (engine/remote-cache/materialize.ts).
+ *
+ * A node is asked about only when something depends on it that will run, or nothing selected
+ * depends on it. A hit's key holds its dependencies' keys, and a result is recorded only after its
+ * dependencies' were, so a hit vouches for everything upstream of it: a node every one of whose
+ * dependents is cached is not needed, and is cached without a request (`remote: 'unchecked'`,
+ * reason "not needed: every node that depends on it is cached"; looked up after all if a node
+ * that runs turns out to need it). A fresh runner's no-op asks about the sinks only.
+ *
+ * The nodes still to run are explained again, since a dependency they named as running may now be
+ * cached. Never throws for the remote's failures (they are misses).
  */
 export async function checkRemote(plan: Plan, cache: ActionCache, remote: RemoteCache, store: ContentStore, root: string, signal?: AbortSignal): Promise<Plan> {
-  const candidates = plan.nodes.filter((p) => p.status === 'run');
-  if (!candidates.length) return plan;
-  const hits = new Map<NodeId, PlannedNode>();
-  let next = 0;
-  const worker = async () => {
-    while (next < candidates.length) {
-      const p = candidates[next++];
-      const result = await remote.fetch(p.node.id, p.key, store, signal).catch(() => undefined);
-      // Trust, then verify: every artifact the entry names must now be in the local store, intact.
-      if (!result || !result.artifacts.every((d) => store.check(d) === 'intact')) continue;
-      // Its visible files were written on another machine: usable only if the rule can restore them.
-      const gone = goneFiles(root, result);
-      if (gone.length && !plan.graph.rules.get(p.node.kind)?.restore) continue;
-      await cache.put(p.node.id, p.key, p.recordText, result);
-      const reasons = [`from remote cache ${remote.name}`, ...(gone.length ? [restoresReason(gone)] : [])];
-      hits.set(p.node.id, { ...p, status: 'cached', reasons, cached: cache.get(p.key, p.node.id), ...(gone.length ? { restore: gone } : {}) });
+  if (!plan.nodes.some((p) => p.status === 'run')) return plan;
+  const current = new Map(plan.byId);
+  const dependents = (id: NodeId) => plan.graph.dependents(id).filter((d) => plan.byId.has(d as NodeId)) as NodeId[];
+  // Levels by distance from the sinks: a node's dependents are all decided before it is.
+  const height = new Map<NodeId, number>();
+  const levels: PlannedNode[][] = [];
+  for (let i = plan.nodes.length - 1; i >= 0; i--) {
+    const p = plan.nodes[i];
+    let h = 0;
+    for (const d of dependents(p.node.id)) h = Math.max(h, (height.get(d) as number) + 1);
+    height.set(p.node.id, h);
+    (levels[h] ??= []).push(p);
+  }
+  for (const level of levels) {
+    const ask: PlannedNode[] = [];
+    for (const p of level) {
+      if (p.status !== 'run') continue;
+      const ds = dependents(p.node.id);
+      if (ds.length && ds.every((d) => current.get(d)?.status === 'cached')) current.set(p.node.id, unchecked(p));
+      else ask.push(p);
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(REMOTE_CONCURRENCY, candidates.length) }, worker));
-  if (!hits.size) return plan;
+    let next = 0;
+    const worker = async () => {
+      while (next < ask.length) {
+        const p = ask[next++];
+        const hit = await remoteHit(p, { cache, remote, store, root, rules: plan.graph.rules, signal });
+        if (hit) current.set(p.node.id, hit);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(REMOTE_CONCURRENCY, ask.length) }, worker));
+  }
+  const replaced = new Map<NodeId, PlannedNode>();
+  for (const p of plan.nodes) if (current.get(p.node.id) !== p) replaced.set(p.node.id, current.get(p.node.id) as PlannedNode);
+  if (!replaced.size) return plan;
+  return replaceNodes(plan, cache, replaced);
+}
+
+/** Cached because everything that depends on it is: not looked up (its outputs are not known). */
+function unchecked(p: PlannedNode): PlannedNode {
+  const cached: CacheEntry = { id: p.node.id, key: p.key, record: p.record, result: { outputs: {}, artifacts: [], duration_ms: 0 } };
+  return { ...p, status: 'cached', reasons: ['not needed: every node that depends on it is cached'], cached, remote: 'unchecked' };
+}
+
+/**
+ * Ask `remote` about `p`: the planned node cached by its hit (recorded locally when its artifacts
+ * are all here, else `remote: 'hit'`), or undefined on a miss or when the hit is not usable here.
+ */
+export async function remoteHit(
+  p: PlannedNode,
+  ctx: { cache: ActionCache; remote: RemoteCache; store: ContentStore; root: string; rules: ReadonlyMap<string, Rule>; signal?: AbortSignal },
+): Promise<PlannedNode | undefined> {
+  const result = await ctx.remote.lookup(p.node.id, p.key, ctx.signal).catch(() => undefined);
+  if (!result) return undefined;
+  // Its visible files were written on another machine: usable only if the rule can restore them.
+  const gone = goneFiles(ctx.root, result);
+  if (gone.length && !ctx.rules.get(p.node.kind)?.restore) return undefined;
+  const reasons = [`from remote cache ${ctx.remote.name}`];
+  if (result.artifacts.every((d) => ctx.store.has(d))) {
+    await ctx.cache.put(p.node.id, p.key, p.recordText, result);
+    return { ...p, status: 'cached', reasons: gone.length ? [...reasons, restoresReason(gone)] : reasons, cached: ctx.cache.get(p.key, p.node.id), remote: undefined, ...(gone.length ? { restore: gone } : {}) };
+  }
+  return { ...p, status: 'cached', reasons, cached: { id: p.node.id, key: p.key, record: p.record, result }, remote: 'hit' };
+}
+
+/**
+ * The plan with `replaced` nodes swapped in, and the nodes still to run whose dependencies changed
+ * status explained again (against the new statuses), except those in `keep`.
+ */
+export function replaceNodes(plan: Plan, cache: ActionCache, replaced: ReadonlyMap<NodeId, PlannedNode>, keep?: ReadonlySet<NodeId>): Plan {
+  const status = (id: NodeId) => (replaced.get(id) ?? plan.byId.get(id))?.status;
   const nodes = plan.nodes.map((p) => {
-    const hit = hits.get(p.node.id);
-    if (hit) return hit;
-    if (p.status !== 'run' || !p.node.deps.some((d) => hits.has(d.id))) return p;
-    const willRun = (dep: string) => !hits.has(dep as NodeId) && plan.byId.get(dep as NodeId)?.status === 'run';
-    return { ...p, reasons: whyNoEntry(cache, p.node.id, p.key, p.record, willRun) };
+    const r = replaced.get(p.node.id);
+    if (r) return r;
+    if (p.status !== 'run' || keep?.has(p.node.id) || !p.node.deps.some((d) => replaced.has(d.id))) return p;
+    return { ...p, reasons: whyNoEntry(cache, p.node.id, p.key, p.record, (dep) => status(dep as NodeId) === 'run') };
   });
   return { graph: plan.graph, nodes, byId: new Map(nodes.map((p) => [p.node.id, p])) };
 }

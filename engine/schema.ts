@@ -68,6 +68,11 @@ export function composeSchemas(rules: readonly Rule[]): ComposedSchemas {
       items: { type: 'string', minLength: 1 },
       uniqueItems: true,
     },
+    remote_cache: {
+      description:
+        'A shared cache over the Bazel HTTP cache protocol (http:// or https://; an empty string: none). --remote-cache and GRAPH_REMOTE_CACHE win over it; GRAPH_REMOTE_CACHE_HEADER is never sent to this URL (a change to this file could point it elsewhere): use netrc for its credentials.',
+      type: 'string',
+    },
     ...executorSettingsSchema(rules.map((r) => r.kind)),
   };
   mergeParts(settings, partsOf(rules, 'settings'), 'settings');

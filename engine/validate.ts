@@ -156,7 +156,7 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
     path.posix.normalize(path.relative(root, path.resolve(path.dirname(file.absPath), p)).split(path.sep).join('/'));
 
   const rawImages = (imagesFile.data as { images: Record<string, Record<string, unknown>> }).images ?? {};
-  const rawSettings = (imagesFile.data as { settings?: Record<string, unknown> & { concurrency?: Record<string, number>; resources?: Record<string, number>; allow_outside?: string[] } }).settings;
+  const rawSettings = (imagesFile.data as { settings?: Record<string, unknown> & { concurrency?: Record<string, number>; resources?: Record<string, number>; allow_outside?: string[]; remote_cache?: string } }).settings;
   const allowOutside = (rawSettings?.allow_outside ?? []).map((dir) => path.resolve(path.dirname(imagesFile.absPath), dir));
   allowOutside.forEach((dir, i) => {
     if (!isDirectory(dir)) {
@@ -168,6 +168,7 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
     concurrency: { ...rawSettings?.concurrency },
     resources: { ...rawSettings?.resources },
     allowOutside,
+    ...(rawSettings?.remote_cache !== undefined ? { remoteCache: rawSettings.remote_cache } : {}),
     parts: new Map(partsFor('settings').map((p) => [p.part, p.normalize(rawSettings ?? {}, imagesContext)])),
     executor: readExecutorSettings(rawSettings, definedOverrides.executor),
   };

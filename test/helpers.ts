@@ -19,6 +19,7 @@ import type { Failure } from '../engine/execute/failure.js';
 import { executePlan } from '../engine/execute/scheduler.js';
 import { FileDigester } from '../engine/files.js';
 import { checkRemote, planBuild, type Plan } from '../engine/plan.js';
+import { materializeNeeded } from '../engine/remote-cache/materialize.js';
 import { resolveTools } from '../engine/tools.js';
 import type { ProcessRunner, RunOptions, RunResult } from '../engine/process.js';
 import { NodeFailure, type NodeId, type Rule } from '../engine/rule.js';
@@ -259,6 +260,7 @@ export async function runEngine(
   const tools = await resolveTools([...selected].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
   let plan = planBuild(ws.graph, selected, { root: ws.root, cache, store, digester, env: {}, tools });
   if (opts.remote) plan = await checkRemote(plan, cache, opts.remote, store, ws.root);
+  if (opts.remote) plan = await materializeNeeded(plan, { cache, remote: opts.remote, store, root: ws.root });
   digester.save();
   const events: EngineEvent[] = [];
   const summary = await executePlan(plan, {
@@ -502,16 +504,28 @@ export class FakeExecutor implements Executor {
 export class FakeRemoteCache implements RemoteCache {
   readonly name = 'fake://remote';
   readonly entries = new Map<string, { id: string; recordLine: string; result: CachedResult; blobs: Map<string, Buffer> }>();
+  /** Ids of the hits looked up, and digests of the blobs downloaded, in order. */
   readonly fetched: string[] = [];
+  readonly downloaded: string[] = [];
   down = false;
 
-  async fetch(id: NodeId, key: string, store: ContentStore): Promise<CachedResult | undefined> {
+  async lookup(id: NodeId, key: string): Promise<CachedResult | undefined> {
     if (this.down) return undefined;
     const e = this.entries.get(key);
     if (!e) return undefined;
-    for (const [digest, bytes] of e.blobs) if (store.putBytes(bytes).digest !== digest) return undefined;
     this.fetched.push(id);
     return e.result;
+  }
+
+  async download(digests: readonly string[], store: ContentStore): Promise<boolean> {
+    if (this.down) return false;
+    for (const d of digests) {
+      if (store.has(d)) continue;
+      const bytes = [...this.entries.values()].find((e) => e.blobs.has(d))?.blobs.get(d);
+      if (!bytes || store.putBytes(bytes).digest !== d) return false;
+      this.downloaded.push(d);
+    }
+    return true;
   }
 
   async upload(id: NodeId, key: string, recordLine: string, result: CachedResult, store: ContentStore): Promise<void> {

@@ -310,7 +310,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       }
     }
     outputs.set(p.node.id, result);
-    finish({ id: p.node.id, kind: p.node.kind, status: 'cached', duration_ms: 0, reasons: p.restore ? p.reasons : [], outputs: p.cached.result.outputs });
+    finish({ id: p.node.id, kind: p.node.kind, status: 'cached', duration_ms: 0, reasons: p.reasons, outputs: p.cached.result.outputs });
   }
 
   for (;;) {
