@@ -147,8 +147,11 @@ export async function startSlurm(): Promise<SlurmCluster | { readonly skip: stri
     stop() {
       try {
         run(['scancel', '--full', '-u', 'root']);
+        // Jobs' steps end only while slurmd runs: wait for the queue to empty first.
+        const until = Date.now() + 15_000;
+        while (run(['squeue', '-h', '-t', 'pending,running,completing,configuring', '-o', '%i']).trim() && Date.now() < until) spawnSync('sleep', ['0.2']);
       } catch {
-        // nothing left
+        // nothing left, or the controller is gone
       }
       stopDaemons();
       const end = Date.now() + 10_000;

@@ -137,11 +137,15 @@ withCluster('Ctrl-C cancels every job of the run and exits 130; nothing of ours 
   child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
   const ours = () => jobs(c).filter((j) => j.name.startsWith('graph-') && j.name.includes('test_sleepy_'));
-  const end = Date.now() + 120_000;
-  while (ours().filter((j) => j.state === 'RUNNING').length < 2 && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
-  assert.is(ours().filter((j) => j.state === 'RUNNING').length, 2, `both tests running as jobs\n${stderr}`);
-  child.kill('SIGINT');
-  assert.is(await exited, 130, stderr);
+  try {
+    const end = Date.now() + 120_000;
+    while (ours().filter((j) => j.state === 'RUNNING').length < 2 && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
+    assert.is(ours().filter((j) => j.state === 'RUNNING').length, 2, `both tests running as jobs\n${stderr}`);
+    child.kill('SIGINT');
+    assert.is(await exited, 130, stderr);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
   const left = ours().filter((j) => !['CANCELLED', 'COMPLETED', 'FAILED'].includes(j.state));
   assert.equal(left, [], 'no job of the run is pending or running');
   assert.equal(ours().map((j) => j.state), ['CANCELLED', 'CANCELLED']);
