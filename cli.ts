@@ -6,12 +6,17 @@
 import { availableParallelism } from 'node:os';
 import { readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ActionCache } from './engine/cache.js';
 import { affectedSince, ChangedSinceError } from './engine/changed.js';
 import { DiagnosticError, formatDiagnostic } from './engine/diagnostics.js';
 import { systemClock } from './engine/execute/clock.js';
+import { EXECUTORS } from './engine/execute/executor-settings.js';
+import { placementOf, runNodeCommand, setUpExecutor } from './engine/execute/executor-setup.js';
 import { KeyLeases } from './engine/execute/lease.js';
+import { runNode } from './engine/execute/run-node.js';
+import { SlurmConfigError } from './engine/execute/slurm.js';
 import { executePlan } from './engine/execute/scheduler.js';
 import { FileDigester } from './engine/files.js';
 import { checkRemote, checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
@@ -102,6 +107,8 @@ Reads, never builds.
   --shard I/N    plan shard I of N only, as 'graph build --shard I/N' runs it (also GRAPH_SHARD)
   --max-shards N with --format matrix: the shards' matrix instead, {"include":[{"shard":"1/3"},...]},
                  one shard per image with nodes to run, at most N ({"include":[]} when nothing runs)
+  --executor E   plan as 'graph build --executor E' runs: nodes that would run as Slurm jobs say
+                 (slurm) in text, "executor": "slurm" in JSON
 ${targetHelp}`,
     options: {
       ...common,
@@ -110,6 +117,7 @@ ${targetHelp}`,
       verbose: { type: 'boolean', short: 'v' },
       shard: { type: 'string' },
       'max-shards': { type: 'string' },
+      executor: { type: 'string' },
     },
     async run(open, values, positionals) {
       const format = values.format as PlanFormat;
@@ -129,7 +137,8 @@ ${targetHelp}`,
         return EXIT_OK;
       }
       const notes = defaultRules.flatMap((r) => r.planNote?.(ws.root, (id) => plan.byId.get(id)?.key) ?? []);
-      process.stdout.write(renderPlan(plan, format, values.verbose === true, notes, shardSummary));
+      const elsewhere = (kind: string) => (placementOf(ws, kind) === 'local' ? undefined : placementOf(ws, kind));
+      process.stdout.write(renderPlan(plan, format, values.verbose === true, notes, shardSummary, elsewhere));
       // A matrix job only feeds the build jobs, whose summaries say more.
       if (format !== 'matrix') stepSummary(planMarkdown(plan));
       return EXIT_OK;
@@ -139,6 +148,7 @@ ${targetHelp}`,
     summary: 'run every selected node that is not cached',
     usage: `graph build [TARGET...] [--changed-since REF] [--only KIND,...] [--jobs N] [--limit KIND=N]
             [--keep-going | --fail-fast] [--report FILE.json] [--junit FILE.xml] [--profile FILE.json] [--shard I/N]
+            [--executor local|slurm] [--retries N]
 
 Runs the nodes that are not cached, in parallel, longest remaining chain first. A failed node's
 dependents are skipped; independent nodes go on (--keep-going, the default) or nothing new starts
@@ -155,6 +165,10 @@ log tail) is appended to that file.
                      image, balanced by earlier durations; a shard also runs the dependencies of its
                      nodes unless cached. 'graph plan --format matrix --max-shards N' sizes N,
                      'graph report merge' joins the shards' reports.
+  --executor E       where nodes run: local, or slurm (one batch job per node; overrides
+                     settings.executor for every kind)
+  --retries N        with slurm: submit a node again up to N times after NODE_FAIL, PREEMPTED or
+                     BOOT_FAIL, without the host that failed (default 0)
 Exit status: 0 all succeeded or cached, 1 a node failed, 2 bad usage or declarations, 130 interrupted.
 ${targetHelp}`,
     options: {
@@ -168,9 +182,12 @@ ${targetHelp}`,
       junit: { type: 'string' },
       profile: { type: 'string' },
       shard: { type: 'string' },
+      executor: { type: 'string' },
+      retries: { type: 'string' },
     },
     async run(open, values, positionals) {
       const shard = shardOption(values);
+      const retries = values.retries === undefined ? 0 : nonNegativeInt(values.retries as string, '--retries');
       const interrupt = handleInterrupts();
       const jobs = values.jobs === undefined ? availableParallelism() : positiveInt(values.jobs as string, '--jobs');
       if (values['keep-going'] && values['fail-fast']) throw new UsageError('--keep-going and --fail-fast exclude each other');
@@ -208,6 +225,9 @@ ${targetHelp}`,
       const live = process.stderr.isTTY === true && !process.env.CI;
       const progress = progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root });
       const profile = values.profile ? profileReporter({ now: systemClock.now, deps: (id) => ws.graph.node(id).deps.map((d) => d.id), key: (id) => plan.byId.get(id)?.key }) : undefined;
+      const runner = new ExecaRunner();
+      const overrides = Object.fromEntries(settingOptions.filter((o) => typeof values[o.name] === 'string').map((o) => [o.name, values[o.name] as string]));
+      const { executor } = await setUpExecutor({ ws, plan, cache, store, runner, retries, command: runNodeCommand(fileURLToPath(import.meta.url), ws.root, overrides) });
       const summary = await executePlan(plan, {
         workspace: ws.forRules,
         jobs,
@@ -215,7 +235,8 @@ ${targetHelp}`,
         resources: ws.decls.settings.resources,
         failFast: values['fail-fast'] === true,
         signal: interrupt.signal,
-        runner: new ExecaRunner(),
+        runner,
+        ...(executor ? { executor } : {}),
         cache,
         store,
         stateDir: ws.stateDir,
@@ -235,6 +256,35 @@ ${targetHelp}`,
       if (values.junit) writeReport(values.junit as string, reportJunit(summary));
       if (summary.interrupted) return EXIT_INTERRUPTED;
       return summary.counts.failed > 0 ? EXIT_FAILED : EXIT_OK;
+    },
+  },
+  'run-node': {
+    summary: 'run exactly one node by its action key (what a Slurm job runs; internal)',
+    usage: `graph run-node --key KEY [--failure-file FILE] NODE
+
+Runs exactly NODE, whose action key must be KEY, with every dependency taken from the cache (none
+is run), and records its result in the action cache (GRAPH_CACHE_DIR, else .graph/). This is the
+command each Slurm job of 'graph build --executor slurm' runs on its compute node.
+  --key KEY            the action key the coordinator planned (64 hex digits)
+  --failure-file FILE  on failure, write the typed failure there as JSON
+Exit status: 0 ran and recorded (or already recorded), 1 failed, 2 bad usage, 130 interrupted.`,
+    options: { ...common, ...selection, key: { type: 'string' }, 'failure-file': { type: 'string' } },
+    async run(open, values, positionals) {
+      if (positionals.length !== 1) throw new UsageError('run-node takes exactly one node id');
+      if (typeof values.key !== 'string' || !/^[0-9a-f]{64}$/.test(values.key)) throw new UsageError('run-node needs --key KEY (64 hex digits)');
+      const interrupt = handleInterrupts();
+      const ws = open();
+      if (!ws.graph.has(positionals[0])) throw new UsageError(`no node '${positionals[0]}'`);
+      const result = await runNode(ws, {
+        id: positionals[0],
+        key: values.key,
+        ...(typeof values['failure-file'] === 'string' ? { failureFile: values['failure-file'] } : {}),
+        signal: interrupt.signal,
+        write: (t) => process.stdout.write(t),
+      });
+      interrupt.finished();
+      if (interrupt.signal.aborted) return EXIT_INTERRUPTED;
+      return result.code === 0 ? EXIT_OK : EXIT_FAILED;
     },
   },
   report: {
@@ -485,6 +535,11 @@ async function reportHtml(open: () => Workspace, values: Record<string, unknown>
   return EXIT_OK;
 }
 
+function nonNegativeInt(text: string, what: string): number {
+  if (!/^(0|[1-9][0-9]*)$/.test(text)) throw new UsageError(`${what} takes a whole number (0 or more), got '${text}'`);
+  return Number(text);
+}
+
 function positiveInt(text: string, what: string): number {
   if (!/^[1-9][0-9]*$/.test(text)) throw new UsageError(`${what} takes a positive integer, got '${text}'`);
   return Number(text);
@@ -623,10 +678,19 @@ async function main(argv: string[]): Promise<number> {
       if (o.values && !o.values.includes(value)) throw new UsageError(`unknown --${o.name} '${value}' (one of: ${o.values.join(', ')})`);
       overrides[o.name] = value;
     }
+    const executorFlag = (values as Record<string, unknown>).executor as string | undefined;
+    if (executorFlag !== undefined) {
+      if (!(EXECUTORS as readonly string[]).includes(executorFlag)) throw new UsageError(`unknown --executor '${executorFlag}' (one of: ${EXECUTORS.join(', ')})`);
+      overrides.executor = executorFlag;
+    }
     return await command.run(() => openWorkspace(dir, defaultRules, overrides), values, positionals);
   } catch (e) {
     if (e instanceof DiagnosticError) {
       process.stderr.write(`${e.diagnostics.map(formatDiagnostic).join('\n\n')}\n\n${e.diagnostics.length} error${e.diagnostics.length === 1 ? '' : 's'}\n`);
+      return EXIT_USAGE;
+    }
+    if (e instanceof SlurmConfigError) {
+      process.stderr.write(`graph ${name}: ${e.message}\n`);
       return EXIT_USAGE;
     }
     if (e instanceof UsageError || e instanceof TargetError || e instanceof ChangedSinceError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {

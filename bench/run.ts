@@ -12,7 +12,8 @@
  *               `turbo run --dry=json` on the same graph as a Turborepo workspace (bench/turbo.ts);
  * - no-op build: `graph build` with every node cached vs a no-op `ninja`;
  * - hashing, layer build, scheduling, publish, SIF, test start (sandbox), remote cache (a fresh
- *   runner's no-op against a warm loopback nginx): bench/{hash,layer,schedule,push,sif,sandbox,remote}.ts.
+ *   runner's no-op against a warm loopback nginx), nodes as Slurm jobs:
+ *   bench/{hash,layer,schedule,push,sif,sandbox,remote,slurm}.ts.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -30,7 +31,7 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
 const RESULTS = fileURLToPath(new URL('../../bench/RESULTS.md', import.meta.url));
-const SECTIONS = ['plan', 'hashing', 'layer', 'scheduling', 'publish', 'sif', 'sandbox', 'remote'];
+const SECTIONS = ['plan', 'hashing', 'layer', 'scheduling', 'publish', 'sif', 'sandbox', 'remote', 'slurm'];
 const only = new Set((process.env.BENCH_ONLY ?? SECTIONS.join(',')).split(','));
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -203,6 +204,7 @@ if (only.has('publish')) rows.push(...script('push', ['300']));
 if (only.has('sif')) rows.push(...script('sif', ['500']));
 if (only.has('sandbox')) rows.push(...script('sandbox'));
 if (only.has('remote')) rows.push(...script('remote', ['4500']));
+if (only.has('slurm')) rows.push(...script('slurm'));
 
 const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', cwd: HERE }).stdout.trim() || 'unknown';
 const machine = [

@@ -10,6 +10,7 @@
  */
 import type { Boundary } from './boundary.js';
 import type { Diagnostic, Span } from './diagnostics.js';
+import type { ExecutorSettings } from './execute/executor-settings.js';
 import type { InputSpec } from './files.js';
 import type { DataPath, LoadedFile } from './load.js';
 import type { ImageReference } from './reference.js';
@@ -87,6 +88,8 @@ export interface Settings {
   readonly remoteCache?: string;
   /** The rules' settings (`DeclPart.of`), command-line overrides applied. */
   readonly parts: PartMap;
+  /** Where nodes run (`executor`, `slurm`; `--executor` applied). */
+  readonly executor: ExecutorSettings;
 }
 
 /** Both files, validated and normalized. */

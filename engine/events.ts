@@ -2,6 +2,7 @@
  * Everything the executor reports, as typed events. The engine never prints: reporters
  * (engine/report/) turn these into a live terminal view, plain CI lines, JSON or JUnit.
  */
+import type { Placement } from './execute/executor.js';
 import type { Failure } from './execute/failure.js';
 import type { Json, NodeId } from './rule.js';
 
@@ -27,6 +28,8 @@ export interface NodeResult {
   readonly outputs?: { readonly [k: string]: Json };
   /** Absolute path of its log file (ran or failed). */
   readonly log?: string;
+  /** Where it ran, when not in this process (a Slurm job and its host). */
+  readonly where?: Placement;
 }
 
 export interface RunSummary {

@@ -54,6 +54,11 @@ export interface NodeDef<D extends Json = Json> {
   readonly timeoutMs?: number;
   /** Named resource tokens held while running, e.g. `{gpu: 1}`. */
   readonly resources: Readonly<Record<string, number>>;
+  /**
+   * What the node asks of the machine that runs it: CPU cores and memory in MiB. A cluster
+   * executor passes them on (`sbatch -c`, `--mem`); not in the key (the output does not depend on it).
+   */
+  readonly request?: { readonly cpus?: number; readonly memoryMb?: number };
   /** The image this node belongs to (`image:NAME` targets), if any. */
   readonly image?: string;
   /** The model group this node belongs to (`group:NAME` targets), if any. */

@@ -7,6 +7,7 @@
  * unit test (`npm run schemas` writes them).
  */
 import type { DeclaredPart, JsonSchema, OneOfMessage } from './declarations.js';
+import { executorSettingsSchema } from './execute/executor-settings.js';
 import type { Json, Rule } from './rule.js';
 
 const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]*';
@@ -72,6 +73,7 @@ export function composeSchemas(rules: readonly Rule[]): ComposedSchemas {
         'A shared cache over the Bazel HTTP cache protocol (http:// or https://; an empty string: none). --remote-cache and GRAPH_REMOTE_CACHE win over it; GRAPH_REMOTE_CACHE_HEADER is never sent to this URL (a change to this file could point it elsewhere): use netrc for its credentials.',
       type: 'string',
     },
+    ...executorSettingsSchema(rules.map((r) => r.kind)),
   };
   mergeParts(settings, partsOf(rules, 'settings'), 'settings');
   for (const [key, schema] of Object.entries(general)) settings.properties[key] = schema;

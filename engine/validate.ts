@@ -9,6 +9,7 @@
  * Every problem becomes a `Diagnostic` pointing at its span; all are collected, then thrown at
  * once as a `DiagnosticError`.
  */
+import { readExecutorSettings } from './execute/executor-settings.js';
 import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -169,6 +170,7 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
     allowOutside,
     ...(rawSettings?.remote_cache !== undefined ? { remoteCache: rawSettings.remote_cache } : {}),
     parts: new Map(partsFor('settings').map((p) => [p.part, p.normalize(rawSettings ?? {}, imagesContext)])),
+    executor: readExecutorSettings(rawSettings, definedOverrides.executor),
   };
   // Validation resolves thousands of paths under a few directories: one pass, with a memo of
   // real directories. The declarations keep a boundary without one, for the checks at execution.

@@ -34,10 +34,22 @@ export interface TestDecl {
   /** Milliseconds. */
   readonly timeoutMs: number;
   readonly resources: Readonly<Record<string, number>>;
+  /** CPU cores a cluster job of the test asks for (`sbatch -c`). */
+  readonly cpus?: number;
+  /** Memory in MiB a cluster job of the test asks for (`sbatch --mem`). */
+  readonly memoryMb?: number;
   /** Tolerance for numbers in expected TSV/CSV files; undefined for exact bytes. */
   readonly tolerance?: { readonly absolute?: number; readonly relative?: number };
   /** Models tested, the first N in sorted order, or all. */
   readonly sample: 'all' | number;
+}
+
+/** `memory:` in MiB: a number is MiB; `K`, `M`, `G`, `T` suffixes are powers of 1024 (rounded up). */
+export function memoryMiB(v: string | number): number {
+  if (typeof v === 'number') return v;
+  const m = /^([0-9]+)([KMGT]?)$/.exec(v) as RegExpExecArray;
+  const factor = { K: 1 / 1024, '': 1, M: 1, G: 1024, T: 1024 * 1024 }[m[2] as 'K' | '' | 'M' | 'G' | 'T'];
+  return Math.ceil(Number(m[1]) * factor);
 }
 
 /** Default per-test time limit when `test.timeout` is absent: 30 minutes. */
@@ -108,6 +120,14 @@ const testSchema = {
     resources: {
       type: 'object',
       additionalProperties: { type: 'integer', minimum: 1 },
+    },
+    cpus: { type: 'integer', minimum: 1, description: 'CPU cores a cluster job of the test asks for (sbatch -c).' },
+    memory: {
+      description: 'Memory a cluster job of the test asks for (sbatch --mem): MiB, or a size such as 512M, 4G.',
+      oneOf: [
+        { type: 'integer', minimum: 1 },
+        { type: 'string', pattern: '^[0-9]+[KMGT]?$' },
+      ],
     },
     tolerance: {
       description:
@@ -201,6 +221,7 @@ export const testRule: Rule<TestNodeDecl> = {
       messages: {
         tolerance: ({ field }) => `${field} must be a number (absolute) or {absolute: N, relative: N}`,
         timeout: ({ field }) => `${field} must be a number of seconds or a duration such as 90s, 10m or 1h`,
+        memory: ({ field }) => `${field} must be a number of MiB or a size such as 512M or 4G`,
         sample: ({ field }) => `${field} must be 'all' or a positive integer`,
       },
       normalize(raw, ctx) {
@@ -214,6 +235,8 @@ export const testRule: Rule<TestNodeDecl> = {
             runtimes: (rawTest.runtimes as Runtime[] | undefined) ?? ['oci'],
             timeoutMs: rawTest.timeout === undefined ? DEFAULT_TEST_TIMEOUT_MS : parseDuration(rawTest.timeout as string | number),
             resources: { ...(rawTest.resources as Record<string, number> | undefined) },
+            ...(rawTest.cpus === undefined ? {} : { cpus: rawTest.cpus as number }),
+            ...(rawTest.memory === undefined ? {} : { memoryMb: memoryMiB(rawTest.memory as string | number) }),
             tolerance: typeof rawTest.tolerance === 'number' ? { absolute: rawTest.tolerance } : (rawTest.tolerance as TestDecl['tolerance']),
             sample: (rawTest.sample as 'all' | number | undefined) ?? 'all',
           },
@@ -270,6 +293,7 @@ export const testRule: Rule<TestNodeDecl> = {
             tools: sandbox,
             timeoutMs: test.timeoutMs,
             resources: test.resources,
+            ...(test.cpus !== undefined || test.memoryMb !== undefined ? { request: { ...(test.cpus !== undefined ? { cpus: test.cpus } : {}), ...(test.memoryMb !== undefined ? { memoryMb: test.memoryMb } : {}) } } : {}),
             image: group.image,
             group: group.name,
             at: () => group.at(['models'], 'key'),

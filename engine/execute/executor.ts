@@ -24,7 +24,17 @@ export function logHeader(p: PlannedNode): string {
   return `# ${p.node.id}\n# key ${p.key}\n# why: ${p.reasons.join('; ')}\n`;
 }
 
-/** How a job ended. `duration_ms` is its wall time in milliseconds. */
+/**
+ * Where a node ran when not in this process: the executor (`slurm`), the cluster's job id and the
+ * host that ran it (unknown while a job is pending).
+ */
+export interface Placement {
+  readonly executor: string;
+  readonly job?: string;
+  readonly host?: string;
+}
+
+/** How a job ended. `duration_ms` is its wall time in milliseconds; `where` as `Placement`. */
 export type Outcome =
   | {
       readonly ok: true;
@@ -32,8 +42,9 @@ export type Outcome =
       readonly duration_ms: number;
       /** The log's whole text, when the executor has it in memory (the recorder then need not read `Job.log` back). */
       readonly log?: string;
+      readonly where?: Placement;
     }
-  | { readonly ok: false; readonly failure: Failure; readonly duration_ms: number };
+  | { readonly ok: false; readonly failure: Failure; readonly duration_ms: number; readonly where?: Placement };
 
 export interface Executor {
   /**

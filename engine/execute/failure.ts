@@ -21,6 +21,12 @@ export type Failure =
   | { readonly type: 'record'; readonly message: string }
   /** A dependency (`dependency`, the node that failed first on the path) did not succeed. */
   | { readonly type: 'dependency'; readonly dependency: NodeId; readonly cause: Failure }
+  /**
+   * A cluster job of the node ended in a failed `state` (Slurm's: FAILED, TIMEOUT, OUT_OF_MEMORY,
+   * NODE_FAIL, CANCELLED, PREEMPTED, …): `job` its id, `host` where it ran, `code` the batch
+   * script's exit code, `cause` the node's own failure when the job recorded one.
+   */
+  | { readonly type: 'cluster'; readonly state: string; readonly job: string; readonly host?: string; readonly code?: number; readonly message: string; readonly cause?: Failure }
   /** Never started: the run stopped first (`--fail-fast` after `after` failed, or an interrupt). */
   | { readonly type: 'not-started'; readonly why: 'fail-fast' | 'interrupted'; readonly after?: NodeId };
 
@@ -28,6 +34,7 @@ export type Failure =
 export function describeFailure(f: Failure): string {
   switch (f.type) {
     case 'exit':
+    case 'cluster':
     case 'sandbox':
     case 'error':
       return f.message;

@@ -28,7 +28,7 @@ import type { ProcessRunner } from '../process.js';
 import type { NodeId, NodeOutputs, RuleWorkspace } from '../rule.js';
 import type { ContentStore } from '../store.js';
 import { systemClock, type Clock } from './clock.js';
-import type { Executor, Job, Outcome } from './executor.js';
+import type { Executor, Job, Outcome, Placement } from './executor.js';
 import { describeFailure, type Failure } from './failure.js';
 import type { Holder, KeyLeases, Lease } from './lease.js';
 import type { Recorder } from './recorder.js';
@@ -93,7 +93,7 @@ type Message =
   | { readonly type: 'ended'; readonly job: Job; readonly outcome: Outcome }
   /** Another process ran the node meanwhile and recorded it: its cached entry serves. */
   | { readonly type: 'reused'; readonly job: Job; readonly entry: CacheEntry; readonly by?: Holder }
-  | { readonly type: 'recorded'; readonly job: Job; readonly result: NodeOutputs; readonly duration_ms: number; readonly error?: unknown };
+  | { readonly type: 'recorded'; readonly job: Job; readonly result: NodeOutputs; readonly duration_ms: number; readonly error?: unknown; readonly where?: Placement };
 
 /**
  * Run the plan's nodes that are not cached.
@@ -228,9 +228,9 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     releasing.push(lease.release());
   };
 
-  const fail = (p: PlannedNode, status: NodeStatus, failure: Failure, duration_ms: number, log?: string) => {
+  const fail = (p: PlannedNode, status: NodeStatus, failure: Failure, duration_ms: number, log?: string, where?: Placement) => {
     const { node } = p;
-    finish({ id: node.id, kind: node.kind, status, duration_ms, reasons: [describeFailure(failure)], failure, ...(log ? { log } : {}) });
+    finish({ id: node.id, kind: node.kind, status, duration_ms, reasons: [describeFailure(failure)], failure, ...(log ? { log } : {}), ...(where ? { where } : {}) });
     // Everything downstream is skipped, naming this node and why it failed.
     const skipped: Failure = { type: 'dependency', dependency: node.id, cause: failure };
     const stack = [...plan.graph.dependents(node.id)];
@@ -273,16 +273,16 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       const { outcome } = m;
       if (!outcome.ok) {
         releaseLease(node.id);
-        fail(m.job.planned, outcome.failure.type === 'interrupted' ? 'interrupted' : 'failed', outcome.failure, outcome.duration_ms, m.job.log);
+        fail(m.job.planned, outcome.failure.type === 'interrupted' ? 'interrupted' : 'failed', outcome.failure, outcome.duration_ms, m.job.log, outcome.where);
         return;
       }
       options.emit({ type: 'node-executed', id: node.id, duration_ms: outcome.duration_ms });
       recording++;
-      const { result, duration_ms, log } = outcome;
+      const { result, duration_ms, log, where } = outcome;
       void (recordings as NonNullable<typeof recordings>).add(() =>
         (recorder as Recorder).record(m.job, result, duration_ms, log).then(
-          () => post({ type: 'recorded', job: m.job, result, duration_ms }),
-          (error: unknown) => post({ type: 'recorded', job: m.job, result, duration_ms, error: error ?? new Error('unknown error') }),
+          () => post({ type: 'recorded', job: m.job, result, duration_ms, where }),
+          (error: unknown) => post({ type: 'recorded', job: m.job, result, duration_ms, where, error: error ?? new Error('unknown error') }),
         ),
       );
       return;
@@ -297,10 +297,10 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       } catch {
         // the disk is full: the failure is still reported
       }
-      fail(m.job.planned, 'failed', failure, m.duration_ms, m.job.log);
+      fail(m.job.planned, 'failed', failure, m.duration_ms, m.job.log, m.where);
       return;
     }
-    release(m.job, { id: node.id, kind: node.kind, status: 'ran', duration_ms: m.duration_ms, reasons: m.job.planned.reasons, outputs: m.result.outputs, log: m.job.log }, m.result);
+    release(m.job, { id: node.id, kind: node.kind, status: 'ran', duration_ms: m.duration_ms, reasons: m.job.planned.reasons, outputs: m.result.outputs, log: m.job.log, ...(m.where ? { where: m.where } : {}) }, m.result);
   };
 
   // Cached nodes are done; those whose visible files are gone get them back from the store first

@@ -41,6 +41,8 @@ export interface ReportNodeJson {
   readonly outputs: Json;
   /** Workspace-relative. */
   readonly log: string | null;
+  /** Where it ran, when not on the machine that ran graph: `{executor, job, host}` (a Slurm job). */
+  readonly where?: Json;
 }
 
 /**
@@ -58,6 +60,7 @@ export function reportJson(s: RunSummary, root: string, shard?: ShardSummary): s
     failure: (r.failure ?? null) as Json,
     outputs: r.outputs ?? null,
     log: r.log ? path.relative(root, r.log) : null,
+    ...(r.where ? { where: r.where as unknown as Json } : {}),
   }));
   return `${JSON.stringify(
     {
@@ -101,7 +104,7 @@ export function reportJunit(s: RunSummary): string {
  * JUnit XML for node results (the module comment), from a run or from JSON reports.
  * @param body the text inside a failed or interrupted node's element (XML-escaped here).
  */
-export function junitXml<R extends { readonly id: string; readonly kind: string; readonly status: string; readonly duration_ms: number; readonly reasons: readonly string[] }>(
+export function junitXml<R extends { readonly id: string; readonly kind: string; readonly status: string; readonly duration_ms: number; readonly reasons: readonly string[]; readonly where?: unknown }>(
   results: readonly R[],
   counts: { readonly failed: number; readonly interrupted: number; readonly skipped: number; readonly duration_ms: number },
   body: (r: R) => string,
@@ -119,10 +122,13 @@ export function junitXml<R extends { readonly id: string; readonly kind: string;
     out.push(`  <testsuite name="${xml(kind)}" tests="${rs.length}" failures="${failures}" errors="${errors}" skipped="${skipped}" time="${seconds(time)}">`);
     for (const r of rs) {
       const open = `    <testcase classname="${xml(kind)}" name="${xml(r.id)}" time="${seconds(r.duration_ms)}"`;
-      if (r.status === 'failed') {
-        out.push(`${open}>`, `      <failure message="${xml(r.reasons.join('; '))}">${xml(body(r))}</failure>`, '    </testcase>');
+      const props = properties(r.where);
+      if (props.length && r.status !== 'failed' && r.status !== 'interrupted' && r.status !== 'skipped') {
+        out.push(`${open}>`, ...props, '    </testcase>');
+      } else if (r.status === 'failed') {
+        out.push(`${open}>`, ...props, `      <failure message="${xml(r.reasons.join('; '))}">${xml(body(r))}</failure>`, '    </testcase>');
       } else if (r.status === 'interrupted') {
-        out.push(`${open}>`, `      <error type="interrupted" message="interrupted">${xml(body(r))}</error>`, '    </testcase>');
+        out.push(`${open}>`, ...props, `      <error type="interrupted" message="interrupted">${xml(body(r))}</error>`, '    </testcase>');
       } else if (r.status === 'skipped') {
         out.push(`${open}>`, `      <skipped message="${xml(r.reasons.join('; '))}"/>`, '    </testcase>');
       } else {
@@ -133,6 +139,17 @@ export function junitXml<R extends { readonly id: string; readonly kind: string;
   }
   out.push('</testsuites>');
   return `${out.join('\n')}\n`;
+}
+
+/**
+ * `<properties>` naming where a node ran (`executor`, `job`, `host`: JUnit has no field for it,
+ * and CI viewers list properties); none for a node that ran on graph's machine.
+ */
+function properties(where: unknown): string[] {
+  if (!where || typeof where !== 'object') return [];
+  const entries = Object.entries(where as Record<string, unknown>).filter(([, v]) => typeof v === 'string');
+  if (!entries.length) return [];
+  return ['      <properties>', ...entries.map(([k, v]) => `        <property name="${xml(k)}" value="${xml(v as string)}"/>`), '      </properties>'];
 }
 
 /** Write a report file atomically (the user's file is never left half-written). */

@@ -7,6 +7,9 @@
  *      "nodes": [{"id", "kind", "deps": [ids, sorted], "key": "<64 hex>",
  *                 "status": "run" | "cached", "reasons": [strings]}],   // topological order
  *      "summary": {"total", "run", "cached"}}
+ *
+ * A node that would run elsewhere than on this machine (`settings.executor`, `--executor`) also has
+ * `"executor": "slurm"`; in text, its run line ends with `(slurm)`.
  */
 import type { Plan, PlannedNode } from '../plan.js';
 import { planSummary } from '../plan.js';
@@ -23,12 +26,12 @@ export const PLAN_FORMATS: readonly PlanFormat[] = ['text', 'json', 'dot', 'merm
  * @param shard for `--shard i/n`: the plan is that shard's part; text starts with `shardLine`, JSON
  *   has `shard: {index, count, split, groups, dependencies}`.
  */
-export function renderPlan(plan: Plan, format: PlanFormat, verbose = false, notes: readonly PlanNote[] = [], shard?: ShardSummary): string {
+export function renderPlan(plan: Plan, format: PlanFormat, verbose = false, notes: readonly PlanNote[] = [], shard?: ShardSummary, executorOf?: (kind: string) => string | undefined): string {
   switch (format) {
     case 'text':
-      return (shard ? `${shardLine(shard, plan.nodes.length)}\n` : '') + planText(plan, verbose) + notes.map((n) => `${n.heading}:\n${n.lines.map((l) => `  ${l}\n`).join('')}`).join('');
+      return (shard ? `${shardLine(shard, plan.nodes.length)}\n` : '') + planText(plan, verbose, executorOf) + notes.map((n) => `${n.heading}:\n${n.lines.map((l) => `  ${l}\n`).join('')}`).join('');
     case 'json':
-      return `${JSON.stringify({ ...planJson(plan), ...(shard ? { shard } : {}), ...Object.fromEntries(notes.map((n) => [n.jsonKey, n.lines])) }, null, 2)}\n`;
+      return `${JSON.stringify({ ...planJson(plan, executorOf), ...(shard ? { shard } : {}), ...Object.fromEntries(notes.map((n) => [n.jsonKey, n.lines])) }, null, 2)}\n`;
     case 'dot':
       return planDot(plan);
     case 'mermaid':
@@ -42,29 +45,37 @@ function plural(n: number, word: string): string {
   return `${n.toLocaleString('en-US')} ${word}${n === 1 ? '' : 's'}`;
 }
 
-function planText(plan: Plan, verbose: boolean): string {
+function planText(plan: Plan, verbose: boolean, executorOf?: (kind: string) => string | undefined): string {
   const s = planSummary(plan);
   const lines = [`${plural(s.run, 'node')} to run, ${s.cached.toLocaleString('en-US')} cached (${plural(s.total, 'node')} selected)`];
   for (const p of plan.nodes) {
     if (p.status === 'cached' && !verbose && p.reasons.length === 0) continue;
-    lines.push(`  ${p.status === 'run' ? 'run   ' : 'cached'} ${p.node.id}`);
+    const elsewhere = p.status === 'run' ? executorOf?.(p.node.kind) : undefined;
+    lines.push(`  ${p.status === 'run' ? 'run   ' : 'cached'} ${p.node.id}${elsewhere ? ` (${elsewhere})` : ''}`);
     for (const r of p.reasons) lines.push(`           ${r}`);
   }
   return `${lines.join('\n')}\n`;
 }
 
-/** The JSON plan object (see the module comment). */
-export function planJson(plan: Plan) {
+/**
+ * The JSON plan object (see the module comment).
+ * @param executorOf a kind's executor when it is not this machine (`slurm`), else undefined.
+ */
+export function planJson(plan: Plan, executorOf?: (kind: string) => string | undefined) {
   return {
     version: 1,
-    nodes: plan.nodes.map((p: PlannedNode) => ({
-      id: p.node.id,
-      kind: p.node.kind,
-      deps: p.node.deps.map((d) => d.id).sort(),
-      key: p.key,
-      status: p.status,
-      reasons: p.reasons,
-    })),
+    nodes: plan.nodes.map((p: PlannedNode) => {
+      const executor = executorOf?.(p.node.kind);
+      return {
+        id: p.node.id,
+        kind: p.node.kind,
+        deps: p.node.deps.map((d) => d.id).sort(),
+        key: p.key,
+        status: p.status,
+        reasons: p.reasons,
+        ...(executor ? { executor } : {}),
+      };
+    }),
     summary: planSummary(plan),
   };
 }

@@ -60,9 +60,9 @@ export function progressReporter(options: ProgressOptions): EventSink {
   const finished = (r: NodeResult) => {
     const n = done + cached + failed + skipped;
     const counter = `[${String(n).padStart(String(total).length)}/${total}]`;
-    if (r.status === 'ran') return `${counter} ran     ${r.id} (${formatMs(r.duration_ms)})`;
-    if (r.status === 'failed') return `${counter} FAILED  ${r.id} (${formatMs(r.duration_ms)}): ${r.reasons.join('; ')}\n          log: ${rel(r.log)}`;
-    if (r.status === 'interrupted') return `${counter} interrupted ${r.id} (${formatMs(r.duration_ms)})`;
+    if (r.status === 'ran') return `${counter} ran     ${r.id} (${formatMs(r.duration_ms)}${placed(r)})`;
+    if (r.status === 'failed') return `${counter} FAILED  ${r.id} (${formatMs(r.duration_ms)}${placed(r)}): ${r.reasons.join('; ')}\n          log: ${rel(r.log)}`;
+    if (r.status === 'interrupted') return `${counter} interrupted ${r.id} (${formatMs(r.duration_ms)}${placed(r)})`;
     if (r.status === 'skipped') return `${counter} skipped ${r.id}: ${r.reasons.join('; ')}`;
     return `${counter} cached  ${r.id}`;
   };
@@ -103,6 +103,12 @@ export function progressReporter(options: ProgressOptions): EventSink {
         break;
     }
   };
+}
+
+/** `, slurm job 12 on node1` for a node that ran elsewhere; empty for one that ran here. */
+function placed(r: NodeResult): string {
+  if (!r.where) return '';
+  return `, ${r.where.executor}${r.where.job ? ` job ${r.where.job}` : ''}${r.where.host ? ` on ${r.where.host}` : ''}`;
 }
 
 /** The closing summary: counts, duration, and every failure with its log path. */

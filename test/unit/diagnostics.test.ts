@@ -244,7 +244,7 @@ test('an unknown settings key lists the keys the engine and the rules declare', 
   const r = validate({ 'images.yaml': 'version: 1\nsettings:\n  zzz: 1\nimages:\n  a:\n    layers: [{copy: images.yaml, to: /a}]\n' });
   assert.is(r.code, 2);
   assert.match(r.stderr, "unknown key 'zzz' in settings\n");
-  assert.match(r.stderr, 'hint: allowed keys: concurrency, builder, sandbox, resources, allow_outside, remote_cache\n');
+  assert.match(r.stderr, 'hint: allowed keys: concurrency, builder, sandbox, resources, allow_outside, remote_cache, executor, slurm\n');
 });
 
 test('a cycle is printed as its whole path, one location per hop', () => {

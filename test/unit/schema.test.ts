@@ -25,7 +25,7 @@ test('each rule adds its keys to the entry it extends, in rule order; recipes ma
   };
   assert.equal(Object.keys(images.definitions.image.properties), ['from', 'dockerfile', 'context', 'args', 'target', 'layers', 'debian', 'env', 'entrypoint', 'cmd', 'workdir', 'labels', 'convert', 'publish']);
   assert.equal(images.definitions.image.oneOf, [{ required: ['dockerfile'] }, { required: ['layers'] }, { required: ['debian'] }]);
-  assert.equal(Object.keys(images.properties.settings.properties), ['concurrency', 'builder', 'sandbox', 'resources', 'allow_outside', 'remote_cache']);
+  assert.equal(Object.keys(images.properties.settings.properties), ['concurrency', 'builder', 'sandbox', 'resources', 'allow_outside', 'remote_cache', 'executor', 'slurm']);
   assert.equal(Object.keys(models.definitions.group.properties), ['image', 'sif', 'models', 'test']);
 });
 
