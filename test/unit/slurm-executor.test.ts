@@ -145,7 +145,8 @@ function setup(opts: { retries?: number } = {}): Setup {
     store,
     dir,
     job(id, extra = {}) {
-      const recordText = JSON.stringify({ node: id });
+      // A key record's shape (the action cache serves nothing else), naming the node in its decl.
+      const recordText = JSON.stringify({ rule: 'test', ruleVersion: 1, decl: { node: id }, files: {}, env: {}, tool: 't', deps: {} });
       const key = createHash('sha256').update(recordText).digest('hex');
       const node = { id: id as NodeId, kind: 'test', deps: [], decl: null, inputs: [], env: [], tool: 't', resources: {}, at: () => ({}) as never, ...extra } as NodeDef;
       const planned = { node, key, recordText, record: {} as never, status: 'run', reasons: ['no previous record'] } as PlannedNode;
