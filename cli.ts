@@ -8,8 +8,8 @@ import { readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ActionCache } from './engine/cache.js';
-import { affectedSince, ChangedSinceError } from './engine/changed.js';
+import { ActionCache } from './engine/cache/action-cache.js';
+import { affectedSince, ChangedSinceError } from './engine/compile/changed.js';
 import { DiagnosticError, formatDiagnostic } from './engine/diagnostics.js';
 import { systemClock } from './engine/execute/clock.js';
 import { EXECUTORS } from './engine/execute/executor-settings.js';
@@ -18,12 +18,12 @@ import { KeyLeases } from './engine/execute/lease.js';
 import { runNode } from './engine/execute/run-node.js';
 import { SlurmConfigError } from './engine/execute/slurm.js';
 import { executePlan } from './engine/execute/scheduler.js';
-import { FileDigester } from './engine/files.js';
+import { FileDigester } from './engine/key/files.js';
 import { checkRemote, checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
-import type { RemoteCache } from './engine/cache.js';
+import type { RemoteCache } from './engine/cache/action-cache.js';
 import { CacheRecorder } from './engine/execute/recorder.js';
-import { openRemoteCache, RemoteCacheConfigError } from './engine/remote-cache/config.js';
-import { materializeNeeded } from './engine/remote-cache/materialize.js';
+import { openRemoteCache, RemoteCacheConfigError } from './engine/cache/remote/config.js';
+import { materializeNeeded } from './engine/cache/remote/materialize.js';
 import { ExecaRunner, killAllProcesses } from './engine/process.js';
 import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/build-report.js';
 import { junitFromReport, mergedJson, mergeMessage, mergeReports, readReport } from './engine/report/merge.js';
@@ -34,11 +34,11 @@ import { addTimeline, dagSvg, pageFromPlan, pageFromReport, readJsonFile, render
 import { profileReporter, type TraceFile } from './engine/report/profile.js';
 import { appendStepSummary, buildMarkdown, planMarkdown } from './engine/report/step-summary.js';
 import { UsageError, type NodeId, type RuleCommand } from './engine/rule.js';
-import { parseShard, selectShard, shardCountFor, type ShardSpec, type ShardSummary } from './engine/shard.js';
-import { ContentStore } from './engine/store.js';
-import { matchTargets, TargetError } from './engine/targets.js';
+import { parseShard, selectShard, shardCountFor, type ShardSpec, type ShardSummary } from './engine/compile/shard.js';
+import { ContentStore } from './engine/cache/store.js';
+import { matchTargets, TargetError } from './engine/compile/targets.js';
 import { recordProcess, removeOwnTemps, sweepTemps } from './engine/tmp.js';
-import { resolveTools } from './engine/tools.js';
+import { resolveTools } from './engine/key/tools.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
 import { defaultRules } from './rules/index.js';
 
@@ -564,7 +564,7 @@ async function selectTargets(ws: Workspace, values: Record<string, unknown>, pos
   return new Set([...selected].filter((id) => affected.has(id)));
 }
 
-/** The plan of the selected nodes, or of `shard`'s part of them (engine/shard.ts). */
+/** The plan of the selected nodes, or of `shard`'s part of them (engine/compile/shard.ts). */
 async function makePlan(ws: Workspace, values: Record<string, unknown>, positionals: string[], shard?: ShardSpec) {
   const selected = await selectTargets(ws, values, positionals);
   const cache = new ActionCache(ws.cacheDir);

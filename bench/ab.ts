@@ -30,9 +30,24 @@ const HERE = fileURLToPath(new URL('.', import.meta.url));
 
 /** `fill OUT DIR leases|none`, in a child process: run every node with OUT's modules; prints {nodes, executeMs}. */
 async function fillChild(out: string, dir: string, leases: boolean): Promise<void> {
-  const im = (m: string) => import(path.join(out, m));
+  // A module by its path in this layout, else by its path before engine/ was grouped into stage folders.
+  const im = (m: string) => {
+    const [now, before = now] = m.split('|');
+    return import(path.join(out, existsSync(path.join(out, now)) ? now : before));
+  };
   const [{ ActionCache }, { executePlan }, { KeyLeases }, { systemClock }, { FileDigester }, { planBuild }, { ContentStore }, { resolveTools }, { openWorkspace }, { instantRules }] = await Promise.all(
-    ['engine/cache.js', 'engine/execute/scheduler.js', 'engine/execute/lease.js', 'engine/execute/clock.js', 'engine/files.js', 'engine/plan.js', 'engine/store.js', 'engine/tools.js', 'engine/workspace.js', 'bench/plan-once.js'].map(im),
+    [
+      'engine/cache/action-cache.js|engine/cache.js',
+      'engine/execute/scheduler.js',
+      'engine/execute/lease.js',
+      'engine/execute/clock.js',
+      'engine/key/files.js|engine/files.js',
+      'engine/plan.js',
+      'engine/cache/store.js|engine/store.js',
+      'engine/key/tools.js|engine/tools.js',
+      'engine/workspace.js',
+      'bench/plan-once.js',
+    ].map(im),
   );
   const ws = openWorkspace(dir, instantRules);
   const cache = new ActionCache(ws.cacheDir);
@@ -43,7 +58,8 @@ async function fillChild(out: string, dir: string, leases: boolean): Promise<voi
   digester.save();
   const t0 = performance.now();
   await executePlan(plan, {
-    decls: ws.decls,
+    decls: ws.decls, // before rules owned their declarations
+    workspace: ws.forRules,
     jobs: 8,
     limits: {},
     resources: {},

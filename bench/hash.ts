@@ -16,7 +16,7 @@ import { randomFillSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { expandInputs, FileDigester } from '../engine/files.js';
+import { expandInputs, FileDigester } from '../engine/key/files.js';
 import { emitRows, median, ms } from './rows.js';
 
 export interface HashRow {

@@ -9,8 +9,8 @@ import { execSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { FileDigester, expandInputs } from '../engine/files.js';
-import { ContentStore } from '../engine/store.js';
+import { FileDigester, expandInputs } from '../engine/key/files.js';
+import { ContentStore } from '../engine/cache/store.js';
 import { entriesForCopy, writeLayer } from '../rules/oci/layer.js';
 import { emitRows, median, ms, timed } from './rows.js';
 

@@ -6,16 +6,16 @@
  * cache of a zoo already written there and prints `{nodes, executeMs}` (bench/run.ts).
  */
 import path from 'node:path';
-import { ActionCache } from '../engine/cache.js';
+import { ActionCache } from '../engine/cache/action-cache.js';
 import { systemClock } from '../engine/execute/clock.js';
 import { KeyLeases } from '../engine/execute/lease.js';
 import { executePlan } from '../engine/execute/scheduler.js';
-import { FileDigester } from '../engine/files.js';
+import { FileDigester } from '../engine/key/files.js';
 import { planBuild } from '../engine/plan.js';
 import type { ProcessRunner } from '../engine/process.js';
 import type { Rule } from '../engine/rule.js';
-import { ContentStore } from '../engine/store.js';
-import { resolveTools } from '../engine/tools.js';
+import { ContentStore } from '../engine/cache/store.js';
+import { resolveTools } from '../engine/key/tools.js';
 import { openWorkspace } from '../engine/workspace.js';
 import { defaultRules } from '../rules/index.js';
 import { modelsForNodes, writeZoo } from './zoo.js';

@@ -13,7 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ContentStore } from '../engine/store.js';
+import { ContentStore } from '../engine/cache/store.js';
 import { composeImage } from '../rules/oci/image.js';
 import { entriesForCopy, writeLayer } from '../rules/oci/layer.js';
 import { writeLayout } from '../rules/oci/layout.js';

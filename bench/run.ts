@@ -20,7 +20,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { expandInputs } from '../engine/files.js';
+import { expandInputs } from '../engine/key/files.js';
 import { openWorkspace } from '../engine/workspace.js';
 import { defaultRules } from '../rules/index.js';
 import { type BenchRow, median, ms } from './rows.js';

@@ -15,7 +15,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ExecaRunner, type ProcessRunner, type RunOptions } from '../engine/process.js';
-import { ContentStore } from '../engine/store.js';
+import { ContentStore } from '../engine/cache/store.js';
 import { composeImage } from '../rules/oci/image.js';
 import { entriesForCopy, writeLayer } from '../rules/oci/layer.js';
 import { unpackImage } from '../rules/oci/unpack.js';

@@ -17,7 +17,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { expandInputs } from '../engine/files.js';
+import { expandInputs } from '../engine/key/files.js';
 import { openWorkspace } from '../engine/workspace.js';
 import { defaultRules } from '../rules/index.js';
 

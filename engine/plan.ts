@@ -5,13 +5,13 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { ActionCache, CacheEntry, RemoteCache } from './cache.js';
-import { expandInputs, type FileDigester } from './files.js';
-import type { BuildGraph } from './graph.js';
-import { canonicalJson, explainChange, Keyer, shortDigest, type KeyRecord } from './key.js';
+import type { ActionCache, CacheEntry, RemoteCache } from './cache/action-cache.js';
+import { expandInputs, type FileDigester } from './key/files.js';
+import type { BuildGraph } from './compile/graph.js';
+import { canonicalJson, explainChange, Keyer, shortDigest, type KeyRecord } from './key/key.js';
 import type { Json, NodeDef, NodeId, Rule, RuleWorkspace } from './rule.js';
-import type { ContentStore } from './store.js';
-import type { ToolIdentities } from './tools.js';
+import type { ContentStore } from './cache/store.js';
+import type { ToolIdentities } from './key/tools.js';
 
 export type PlanStatus = 'run' | 'cached';
 
@@ -32,7 +32,7 @@ export interface PlannedNode {
   /** Cached, but these visible files are gone: the rule writes them again from the store first. */
   readonly restore?: readonly string[];
   /**
-   * Cached through the remote cache, without its bytes (engine/remote-cache/materialize.ts brings
+   * Cached through the remote cache, without its bytes (engine/cache/remote/materialize.ts brings
    * them in if a node that runs needs them): `hit`, looked up, its artifacts not in the local
    * store; `unchecked`, not looked up, since every node that depends on it is cached.
    */
@@ -172,7 +172,7 @@ export function whyNoEntry(cache: ActionCache, id: NodeId, key: string, record: 
  * hashes to its key; the remote checked that) becomes cached with the reason `from remote cache
  * NAME`, without its bytes: when its artifacts are all in the local store already (or it has
  * none) it is recorded in the local `cache` at once; otherwise it is marked `remote: 'hit'` and its
- * artifacts are downloaded only if a node that runs needs them (engine/remote-cache/materialize.ts).
+ * artifacts are downloaded only if a node that runs needs them (engine/cache/remote/materialize.ts).
  *
  * A node is asked about only when something depends on it that will run, or nothing selected
  * depends on it. A hit's key holds its dependencies' keys, and a result is recorded only after its

@@ -5,13 +5,13 @@
  * inputs and limits), how one of its nodes executes, what its outputs are (`outputsReader`), and
  * which command-line commands it adds. The engine never switches on a rule's kind.
  */
-import type { Boundary } from './boundary.js';
-import type { DeclaredPart, Declarations, Settings } from './declarations.js';
+import type { Boundary } from './validate/boundary.js';
+import type { DeclaredPart, Declarations, Settings } from './validate/declarations.js';
 import type { Span } from './diagnostics.js';
-import type { InputSpec } from './files.js';
+import type { InputSpec } from './key/files.js';
 import type { ProcessRunner } from './process.js';
-import type { ContentStore } from './store.js';
-import type { ToolProbe } from './tools.js';
+import type { ContentStore } from './cache/store.js';
+import type { ToolProbe } from './key/tools.js';
 import type { Workspace } from './workspace.js';
 
 /** A node id such as `build:base`, `test:CpGenie/A549_ENCSR000DDI@oci`. */
@@ -47,7 +47,7 @@ export interface NodeDef<D extends Json = Json> {
   /**
    * External tools that make the output (a Dockerfile builder, tar2sqfs, the test sandbox): each
    * is probed before planning and its identity (`buildah version 1.28.2 …`) joins `tool` in the
-   * key (engine/tools.ts).
+   * key (engine/key/tools.ts).
    */
   readonly tools?: readonly ToolProbe[];
   /** Wall-clock limit in milliseconds; undefined for none. */

@@ -4,13 +4,13 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { Declarations } from './declarations.js';
+import type { Declarations } from './validate/declarations.js';
 import { DiagnosticError } from './diagnostics.js';
-import { STATE_DIR } from './files.js';
-import { BuildGraph } from './graph.js';
+import { STATE_DIR } from './key/files.js';
+import { BuildGraph } from './compile/graph.js';
 import { loadYamlFile, ParseCache, type LoadedFile } from './load.js';
 import type { Rule, RuleWorkspace } from './rule.js';
-import { validateDeclarations, type SettingsOverrides } from './validate.js';
+import { validateDeclarations, type SettingsOverrides } from './validate/validate.js';
 
 export const IMAGES_FILE = 'images.yaml';
 export const MODELS_FILE = 'models.yaml';

@@ -6,10 +6,10 @@
  * (digests), `layout` (an OCI image layout directory, workspace-relative) and its `tag`.
  */
 import path from 'node:path';
-import { declarePart, stringMap, type ImageDecl } from '../engine/declarations.js';
-import type { InputSpec } from '../engine/files.js';
+import { declarePart, stringMap, type ImageDecl } from '../engine/validate/declarations.js';
+import type { InputSpec } from '../engine/key/files.js';
 import { NodeFailure, type ExecContext, type NodeDef, type NodeOutputs, type RestoreContext, type Rule } from '../engine/rule.js';
-import { parseReference } from '../engine/reference.js';
+import { parseReference } from '../engine/validate/reference.js';
 import { imageBlobs, loadImage, type StoredImage } from './oci/image.js';
 import { importLayout, writeLayout } from './oci/layout.js';
 import { debianRecipe } from './build/debian.js';

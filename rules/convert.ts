@@ -5,10 +5,10 @@
  * and the `manifest` digest of the image it holds (read them with `sifOutputs`).
  */
 import path from 'node:path';
-import { declarePart, DeclPart, type Declarations, type ImageDecl } from '../engine/declarations.js';
+import { declarePart, DeclPart, type Declarations, type ImageDecl } from '../engine/validate/declarations.js';
 import { captureOutput } from '../engine/process.js';
 import { outputsReader, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
-import { findExecutable, type ToolProbe } from '../engine/tools.js';
+import { findExecutable, type ToolProbe } from '../engine/key/tools.js';
 import { buildId, imageOutputs, sourceDateEpoch } from './build.js';
 import { loadImage } from './oci/image.js';
 

@@ -8,9 +8,9 @@
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { declarePart, DeclPart, type CheckContext, type Declarations, type GroupDecl, type ModelDecl, type Settings } from '../engine/declarations.js';
+import { declarePart, DeclPart, type CheckContext, type Declarations, type GroupDecl, type ModelDecl, type Settings } from '../engine/validate/declarations.js';
 import { didYouMean, type Diagnostic } from '../engine/diagnostics.js';
-import type { InputSpec } from '../engine/files.js';
+import type { InputSpec } from '../engine/key/files.js';
 import { NodeFailure, type ExecContext, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { loadImage } from './oci/image.js';
 import { sandboxProbe } from './runtime/probe.js';

@@ -1,6 +1,6 @@
 /**
  * Build step (run by `npm run build` and `prepare`): compose the declaration schemas from the
- * engine's skeleton and the default rules' fragments (engine/schema.ts), write them to
+ * engine's skeleton and the default rules' fragments (engine/validate/schema.ts), write them to
  * out/schema/*.schema.json, and compile them with ajv's standalone code generation into
  * out/schema/validators.cjs, so the CLI validates without compiling schemas at every start
  * (≈80 ms saved per command). With `--write` (`npm run schemas`) it also writes the composed
@@ -9,8 +9,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import AjvModule from 'ajv';
 import standaloneModule from 'ajv/dist/standalone/index.js';
-import { composeSchemas, formatSchema } from '../engine/schema.js';
-import { AJV_OPTIONS } from '../engine/schema-options.js';
+import { composeSchemas, formatSchema } from '../engine/validate/schema.js';
+import { AJV_OPTIONS } from '../engine/validate/schema-options.js';
 import { defaultRules } from '../rules/index.js';
 
 const Ajv = AjvModule.default;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ActionCache } from '../engine/cache.js';
+import { ActionCache } from '../engine/cache/action-cache.js';
 import type { NodeId } from '../engine/rule.js';
 import { CLI, FakeRunner, graph, graphAsync, graphWith, runEngine, SMALL_ZOO, workspace, writeFiles } from './helpers.js';
 

@@ -18,7 +18,7 @@ import * as assert from 'uvu/assert';
 import type { ProcessRunner, RunOptions, RunResult } from '../engine/process.js';
 import { BuildahBuilder } from '../rules/dockerfile/buildah.js';
 import { detectBuilder, killContainerProcesses, type DockerfileBuild } from '../rules/dockerfile/builder.js';
-import { findExecutable } from '../engine/tools.js';
+import { findExecutable } from '../engine/key/tools.js';
 import { stageContext } from '../rules/dockerfile/context.js';
 import { PodmanBuilder } from '../rules/dockerfile/podman.js';
 import { busyboxRoot } from './helpers.js';

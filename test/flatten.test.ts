@@ -15,7 +15,7 @@ import tar from 'tar-stream';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ExecaRunner, type ProcessRunner } from '../engine/process.js';
-import { ContentStore } from '../engine/store.js';
+import { ContentStore } from '../engine/cache/store.js';
 import { flattenImage, NotStreamable } from '../rules/oci/flatten.js';
 import { composeImage, type StoredImage } from '../rules/oci/image.js';
 import { MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR } from '../rules/oci/layer.js';

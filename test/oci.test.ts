@@ -12,7 +12,7 @@ import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ContentStore } from '../engine/store.js';
+import { ContentStore } from '../engine/cache/store.js';
 import { composeImage, loadImage } from '../rules/oci/image.js';
 import { BLOCK_SIZE } from '../rules/oci/gzip.js';
 import { entriesForCopy, writeLayer, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR } from '../rules/oci/layer.js';

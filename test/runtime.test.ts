@@ -12,7 +12,7 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type ProcessRunner, type RunOptions, type RunResult } from '../engine/process.js';
-import { findExecutable } from '../engine/tools.js';
+import { findExecutable } from '../engine/key/tools.js';
 import { apptainerArgv, ApptainerBackend } from '../rules/runtime/apptainer.js';
 import { bubblewrapArgv, BubblewrapBackend, rootMounts } from '../rules/runtime/bubblewrap.js';
 import { podmanRunArgs } from '../rules/runtime/podman.js';

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ExecaRunner, type ProcessRunner } from '../engine/process.js';
-import { ContentStore } from '../engine/store.js';
+import { ContentStore } from '../engine/cache/store.js';
 import { composeImage, type StoredImage } from '../rules/oci/image.js';
 import { entriesForCopy, onDiskModes, writeLayer, type LayerEntry } from '../rules/oci/layer.js';
 import { addRuntimeFiles, ConvertError, envScript, imageToSif, labelsJson, mksquashfsArgs, type SifResult } from '../rules/sif/convert.js';

@@ -7,10 +7,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import type { ActionCache } from '../cache.js';
+import type { ActionCache } from '../cache/action-cache.js';
 import type { Plan } from '../plan.js';
 import type { ProcessRunner } from '../process.js';
-import type { ContentStore } from '../store.js';
+import type { ContentStore } from '../cache/store.js';
 import type { Workspace } from '../workspace.js';
 import type { Executor } from './executor.js';
 import { ExecutorByKind } from './executor-by-kind.js';

@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { ProcessRunner } from '../process.js';
 import { NodeFailure, type ExecContext, type LogSink, type Rule, type RuleWorkspace } from '../rule.js';
-import type { ContentStore } from '../store.js';
+import type { ContentStore } from '../cache/store.js';
 import { systemClock, type Clock } from './clock.js';
 import { logHeader, type Executor, type Job, type Outcome } from './executor.js';
 import { describeFailure, type Failure } from './failure.js';

@@ -7,8 +7,8 @@
  * for the uploads at its end (`flush`).
  */
 import { readFile } from 'node:fs/promises';
-import type { ActionCache, CachedResult, RemoteCache } from '../cache.js';
-import type { ContentStore } from '../store.js';
+import type { ActionCache, CachedResult, RemoteCache } from '../cache/action-cache.js';
+import type { ContentStore } from '../cache/store.js';
 import { logHeader, type Job } from './executor.js';
 import type { NodeOutputs } from '../rule.js';
 

@@ -11,13 +11,13 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ActionCache } from '../cache.js';
-import { FileDigester } from '../files.js';
+import { ActionCache } from '../cache/action-cache.js';
+import { FileDigester } from '../key/files.js';
 import { planBuild, type Plan, type PlannedNode } from '../plan.js';
 import { ExecaRunner } from '../process.js';
 import type { NodeId } from '../rule.js';
-import { ContentStore } from '../store.js';
-import { resolveTools } from '../tools.js';
+import { ContentStore } from '../cache/store.js';
+import { resolveTools } from '../key/tools.js';
 import type { Workspace } from '../workspace.js';
 import { describeFailure, type Failure } from './failure.js';
 import { executePlan } from './scheduler.js';

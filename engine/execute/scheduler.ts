@@ -20,13 +20,13 @@
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import type { ActionCache, CacheEntry } from '../cache.js';
+import type { ActionCache, CacheEntry } from '../cache/action-cache.js';
 import type { EventSink, NodeResult, NodeStatus, RunSummary } from '../events.js';
-import { canonicalJson } from '../key.js';
+import { canonicalJson } from '../key/key.js';
 import { goneFiles, type Plan, type PlannedNode } from '../plan.js';
 import type { ProcessRunner } from '../process.js';
 import type { NodeId, NodeOutputs, RuleWorkspace } from '../rule.js';
-import type { ContentStore } from '../store.js';
+import type { ContentStore } from '../cache/store.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Executor, Job, Outcome, Placement } from './executor.js';
 import { describeFailure, type Failure } from './failure.js';

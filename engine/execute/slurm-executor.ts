@@ -26,10 +26,10 @@
 import { appendFileSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ActionCache } from '../cache.js';
+import type { ActionCache } from '../cache/action-cache.js';
 import { quoteArg } from '../process.js';
 import type { NodeOutputs } from '../rule.js';
-import type { ContentStore } from '../store.js';
+import type { ContentStore } from '../cache/store.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Executor, Job, Outcome, Placement } from './executor.js';
 import { describeFailure, type Failure } from './failure.js';

@@ -11,7 +11,7 @@
  *                 "outputs": {..}|null, "log": path|null}]}
  *
  * A shard's report (`graph build --shard I/N`) has `"shard": {"index", "count", "split", "groups", "dependencies"}`
- * after the summary (engine/shard.ts; `graph report merge`, engine/report/merge.ts, reads it).
+ * after the summary (engine/compile/shard.ts; `graph report merge`, engine/report/merge.ts, reads it).
  *
  * `failure` is the typed reason of a failed, interrupted or skipped node (engine/execute/failure.ts):
  * `type` is one of exit, timeout, interrupted, sandbox, error, record, dependency, not-started.
@@ -25,7 +25,7 @@ import path from 'node:path';
 import { tempPathFor, writeFileAtomic } from '../atomic.js';
 import type { RunSummary } from '../events.js';
 import type { Json } from '../rule.js';
-import type { ShardSummary } from '../shard.js';
+import type { ShardSummary } from '../compile/shard.js';
 
 /** Characters of a failed node's log embedded in JUnit. */
 const JUNIT_LOG_TAIL = 8000;

@@ -1,5 +1,5 @@
 /**
- * `graph explain NODE [--format json]`: a node's whole key record (engine/key.ts `KeyRecord`),
+ * `graph explain NODE [--format json]`: a node's whole key record (engine/key/key.ts `KeyRecord`),
  * field by field, each beside what it was in the node's last record in the action cache, so a
  * "changed" is never unexplained.
  *
@@ -16,7 +16,7 @@
  *      "last": {"key", "same_key": bool} | null,
  *      "fields": [{"field", "now": json|null, "last": json|null, "change"}]}
  */
-import { canonicalJson, type KeyRecord } from '../key.js';
+import { canonicalJson, type KeyRecord } from '../key/key.js';
 import type { PlannedNode } from '../plan.js';
 import type { Json } from '../rule.js';
 

@@ -31,7 +31,7 @@ import { junitXml, type ReportNodeJson } from './build-report.js';
 export interface ReportShardJson {
   readonly index: number;
   readonly count: number;
-  /** `Split.digest` (engine/shard.ts). */
+  /** `Split.digest` (engine/compile/shard.ts). */
   readonly split: string;
   /** The images it owns. */
   readonly groups?: readonly string[];

@@ -14,7 +14,7 @@
 import type { Plan, PlannedNode } from '../plan.js';
 import { planSummary } from '../plan.js';
 import type { PlanNote } from '../rule.js';
-import { shardMatrix, type ShardSummary } from '../shard.js';
+import { shardMatrix, type ShardSummary } from '../compile/shard.js';
 
 export type PlanFormat = 'text' | 'json' | 'dot' | 'mermaid' | 'matrix';
 export const PLAN_FORMATS: readonly PlanFormat[] = ['text', 'json', 'dot', 'mermaid', 'matrix'];
@@ -143,7 +143,7 @@ export function shardLine(shard: ShardSummary, nodes: number): string {
   return parts.join('; ');
 }
 
-/** `graph plan --format matrix --max-shards N`: the shards' matrix (engine/shard.ts `shardMatrix`). */
+/** `graph plan --format matrix --max-shards N`: the shards' matrix (engine/compile/shard.ts `shardMatrix`). */
 export function renderShardMatrix(count: number): string {
   return `${JSON.stringify(shardMatrix(count))}\n`;
 }

@@ -5,10 +5,10 @@
  * result is imported into the store. The builder chosen and its version are in the key.
  */
 import path from 'node:path';
-import { DeclPart, stringMap, type Settings } from '../../engine/declarations.js';
+import { DeclPart, stringMap, type Settings } from '../../engine/validate/declarations.js';
 import type { Diagnostic } from '../../engine/diagnostics.js';
 import { NodeFailure } from '../../engine/rule.js';
-import { findExecutable, type ToolProbe } from '../../engine/tools.js';
+import { findExecutable, type ToolProbe } from '../../engine/key/tools.js';
 import { composeImage } from '../oci/image.js';
 import { importLayout } from '../oci/layout.js';
 import { BUILDER_NAMES } from '../dockerfile/names.js';

@@ -4,8 +4,8 @@
  * Version 2 of the layer writer: gzip in parallel blocks (rules/oci/gzip.ts).
  */
 import path from 'node:path';
-import type { Boundary } from '../../engine/boundary.js';
-import { globBase, isGlob, matchPaths } from '../../engine/files.js';
+import type { Boundary } from '../../engine/validate/boundary.js';
+import { globBase, isGlob, matchPaths } from '../../engine/key/files.js';
 import { NodeFailure } from '../../engine/rule.js';
 import { composeImage } from '../oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from '../oci/layer.js';

@@ -6,12 +6,12 @@
  * share: the build node's id, its `decl` and its outputs.
  */
 import path from 'node:path';
-import type { Boundary } from '../../engine/boundary.js';
-import { DeclPart, type BaseImage, type CheckContext, type ImageDecl, type JsonSchema, type Settings, type SettingsPart } from '../../engine/declarations.js';
+import type { Boundary } from '../../engine/validate/boundary.js';
+import { DeclPart, type BaseImage, type CheckContext, type ImageDecl, type JsonSchema, type Settings, type SettingsPart } from '../../engine/validate/declarations.js';
 import type { Diagnostic } from '../../engine/diagnostics.js';
-import type { InputSpec } from '../../engine/files.js';
+import type { InputSpec } from '../../engine/key/files.js';
 import { outputsReader, type ExecContext, type Json, type NodeDef, type NodeId, type RuleCommand } from '../../engine/rule.js';
-import type { ToolProbe } from '../../engine/tools.js';
+import type { ToolProbe } from '../../engine/key/tools.js';
 import type { ConfigChanges, StoredImage } from '../oci/image.js';
 
 /** Node id of an image's build. */

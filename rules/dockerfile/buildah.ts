@@ -37,7 +37,7 @@ import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { captureOutput, ExecaRunner, type ProcessRunner } from '../../engine/process.js';
 import { NodeFailure } from '../../engine/rule.js';
-import { findExecutable } from '../../engine/tools.js';
+import { findExecutable } from '../../engine/key/tools.js';
 import {
   archiveLayoutArgv,
   argsAndTarget,

@@ -33,7 +33,7 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import { quoteArg, type ProcessRunner, type RunResult } from '../../engine/process.js';
-import { findExecutable } from '../../engine/tools.js';
+import { findExecutable } from '../../engine/key/tools.js';
 import { BUILDER_NAMES, type BuilderName } from './names.js';
 import { MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, type Descriptor } from '../oci/image.js';
 import { layoutDescriptor } from '../oci/layout.js';

@@ -11,7 +11,7 @@
  */
 import { chmodSync, constants, copyFileSync, linkSync, lstatSync, mkdirSync, readlinkSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
-import { expandInputs } from '../../engine/files.js';
+import { expandInputs } from '../../engine/key/files.js';
 
 /** A context file's mode in the staged context: 0755 when any execute bit is set, else 0644. */
 export function contextMode(mode: number): number {

@@ -35,7 +35,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { captureOutput, ExecaRunner, type ProcessRunner } from '../../engine/process.js';
 import { NodeFailure } from '../../engine/rule.js';
-import { findExecutable } from '../../engine/tools.js';
+import { findExecutable } from '../../engine/key/tools.js';
 import {
   argsAndTarget,
   builderEnv,

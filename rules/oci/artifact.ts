@@ -11,7 +11,7 @@
  * Manifests are serialized from objects built here in a fixed field order, with no time
  * annotation: the same document about the same image always has the same digest.
  */
-import type { ContentStore } from '../../engine/store.js';
+import type { ContentStore } from '../../engine/cache/store.js';
 import { MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, type Descriptor } from './image.js';
 
 /** The empty descriptor's media type (image spec v1.1 `manifest.md` "Guidance for an Empty Descriptor"). */

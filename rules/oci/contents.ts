@@ -10,7 +10,7 @@ import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import type tar from 'tar-stream';
 import { lazyRequire } from '../../engine/lazy.js';
-import type { ContentStore } from '../../engine/store.js';
+import type { ContentStore } from '../../engine/cache/store.js';
 import type { StoredImage } from './image.js';
 import { CHUNK, entryName, feedLayer, OPAQUE, WHITEOUT } from './unpack.js';
 

@@ -31,7 +31,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type tar from 'tar-stream';
 import { lazyRequire } from '../../engine/lazy.js';
-import type { ContentStore } from '../../engine/store.js';
+import type { ContentStore } from '../../engine/cache/store.js';
 import type { Descriptor, StoredImage } from './image.js';
 import { CHUNK, entryName, feedLayer, OPAQUE, resolveImagePath, symlinkTarget, UnpackError, WHITEOUT } from './unpack.js';
 

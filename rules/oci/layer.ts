@@ -23,8 +23,8 @@ import { pipeline } from 'node:stream/promises';
 import type tar from 'tar-stream';
 import { lazyRequire } from '../../engine/lazy.js';
 import { tempPathFor } from '../../engine/atomic.js';
-import type { Boundary } from '../../engine/boundary.js';
-import type { ContentStore } from '../../engine/store.js';
+import type { Boundary } from '../../engine/validate/boundary.js';
+import type { ContentStore } from '../../engine/cache/store.js';
 import { gzipParallel } from './gzip.js';
 
 const tarStream = lazyRequire<typeof tar>('tar-stream');

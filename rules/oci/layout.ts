@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { copyFileAtomic, withLock, writeFileAtomic } from '../../engine/atomic.js';
-import { DigestError, type ContentStore } from '../../engine/store.js';
+import { DigestError, type ContentStore } from '../../engine/cache/store.js';
 import {
   ImageError,
   hostArchitecture,

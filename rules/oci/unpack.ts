@@ -21,7 +21,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type tar from 'tar-stream';
 import { lazyRequire } from '../../engine/lazy.js';
-import type { ContentStore } from '../../engine/store.js';
+import type { ContentStore } from '../../engine/cache/store.js';
 import type { Descriptor, StoredImage } from './image.js';
 
 const tarStream = lazyRequire<typeof tar>('tar-stream');

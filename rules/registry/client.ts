@@ -20,8 +20,8 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { ConnectionError, httpRequest, type HttpRequest } from '../../engine/http.js';
 import { captureOutput } from '../../engine/process.js';
-import { formatReference, type ImageReference } from '../../engine/reference.js';
-import type { ContentStore } from '../../engine/store.js';
+import { formatReference, type ImageReference } from '../../engine/validate/reference.js';
+import type { ContentStore } from '../../engine/cache/store.js';
 import {
   hostArchitecture,
   ImageError,

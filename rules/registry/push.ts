@@ -29,8 +29,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { formatReference, type ImageReference } from '../../engine/reference.js';
-import type { ContentStore } from '../../engine/store.js';
+import { formatReference, type ImageReference } from '../../engine/validate/reference.js';
+import type { ContentStore } from '../../engine/cache/store.js';
 import {
   ImageError,
   MEDIA_TYPE_DOCKER_LIST,

@@ -23,7 +23,7 @@
  */
 import { closeSync, fstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { Boundary, OutsideWorkspaceError } from '../../engine/boundary.js';
+import { Boundary, OutsideWorkspaceError } from '../../engine/validate/boundary.js';
 
 /**
  * Numeric tolerance of TSV/CSV cells: an output number `a` matches the expected number `b` when

@@ -1,8 +1,8 @@
 /**
  * What a plan needs of the test runtimes, without loading them: the probe of a sandbox backend for
- * action keys (engine/tools.ts), and where system binaries live.
+ * action keys (engine/key/tools.ts), and where system binaries live.
  */
-import { findExecutable, type ToolProbe } from '../../engine/tools.js';
+import { findExecutable, type ToolProbe } from '../../engine/key/tools.js';
 
 /** Directories of system binaries (runc) that a user's PATH may lack. */
 export const SBIN_DIRS = ['/usr/sbin', '/sbin', '/usr/local/sbin'];

@@ -18,7 +18,7 @@ import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { formatMs } from '../../engine/duration.js';
 import { quoteArg, type ProcessRunner, type RunResult } from '../../engine/process.js';
-import { findExecutable } from '../../engine/tools.js';
+import { findExecutable } from '../../engine/key/tools.js';
 import { SBIN_DIRS } from './probe.js';
 import { resolveInRoot } from '../oci/unpack.js';
 

@@ -8,7 +8,7 @@
  * - the Python distributions of `*.dist-info/METADATA` (Core metadata 2.x: `Name`, `Version`,
  *   `License-Expression`, `License`, `Classifier: License ::`).
  */
-import type { ContentStore } from '../../engine/store.js';
+import type { ContentStore } from '../../engine/cache/store.js';
 import { readImageFiles, type ImageFile } from '../oci/contents.js';
 import type { StoredImage } from '../oci/image.js';
 

@@ -35,7 +35,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ProcessRunner, RunResult } from '../../engine/process.js';
-import type { ContentStore } from '../../engine/store.js';
+import type { ContentStore } from '../../engine/cache/store.js';
 import { flattenImage, NotStreamable, type FlatEntry, type FlattenOptions } from '../oci/flatten.js';
 import type { ImageConfig, StoredImage } from '../oci/image.js';
 import { CHUNK, makeParents, resolveInRoot, unpackImage, UnpackError } from '../oci/unpack.js';

@@ -9,10 +9,10 @@
  * and the store: nothing else is read, so what is attested is what the action key covers.
  */
 import { readFileSync } from 'node:fs';
-import type { Boundary } from '../../engine/boundary.js';
-import { expandInputs, FileDigester, type InputSpec } from '../../engine/files.js';
+import type { Boundary } from '../../engine/validate/boundary.js';
+import { expandInputs, FileDigester, type InputSpec } from '../../engine/key/files.js';
 import type { Json } from '../../engine/rule.js';
-import type { ContentStore } from '../../engine/store.js';
+import type { ContentStore } from '../../engine/cache/store.js';
 import type { StoredArtifact } from '../oci/artifact.js';
 import { putArtifact } from '../oci/artifact.js';
 import type { StoredImage } from '../oci/image.js';
@@ -130,7 +130,7 @@ export function resolvedDependencies(decl: AttestDecl, images: readonly StoredIm
 
 /**
  * The fingerprints of the publish node's input files, as the action key records them
- * (engine/files.ts): `path → sha256:<hex>[+x]`.
+ * (engine/key/files.ts): `path → sha256:<hex>[+x]`.
  */
 export function inputFingerprints(root: string, boundary: Boundary, inputs: readonly InputSpec[]): Record<string, string> {
   const digester = new FileDigester(root, undefined, boundary);

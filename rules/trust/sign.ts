@@ -17,7 +17,7 @@
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { ContentStore } from '../../engine/store.js';
+import type { ContentStore } from '../../engine/cache/store.js';
 import { MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, type Descriptor } from '../oci/image.js';
 
 /** A key that cannot be used; the message names the file and what is wrong, never its bytes. */

@@ -7,8 +7,8 @@
 import { createHash, type KeyObject } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { FileDigester } from '../../engine/files.js';
-import { formatReference, parseReference, type ImageReference } from '../../engine/reference.js';
+import { FileDigester } from '../../engine/key/files.js';
+import { formatReference, parseReference, type ImageReference } from '../../engine/validate/reference.js';
 import { UsageError, type CommandOutput } from '../../engine/rule.js';
 import type { Workspace } from '../../engine/workspace.js';
 import type { Descriptor } from '../oci/image.js';

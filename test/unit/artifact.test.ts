@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ContentStore } from '../../engine/store.js';
+import { ContentStore } from '../../engine/cache/store.js';
 import { putArtifact, referrersIndex, referrersTag } from '../../rules/oci/artifact.js';
 
 const test = suite('artifact');

@@ -10,9 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Boundary, OutsideWorkspaceError } from '../../engine/boundary.js';
-import { FileDigester } from '../../engine/files.js';
-import { ContentStore } from '../../engine/store.js';
+import { Boundary, OutsideWorkspaceError } from '../../engine/validate/boundary.js';
+import { FileDigester } from '../../engine/key/files.js';
+import { ContentStore } from '../../engine/cache/store.js';
 import { openWorkspace } from '../../engine/workspace.js';
 import { buildOf } from '../../rules/build.js';
 import { layerEntries, type LayersRecipe } from '../../rules/build/layers.js';
@@ -264,7 +264,7 @@ test('a directory with more entries than a call takes arguments is copied (no "M
   for (let i = 0; i < 20_000; i++) writeFileSync(path.join(dir, 'many', `f${i}`), '');
   // A smaller stack makes the old push(...entries) overflow at ~15,000 entries instead of ~130,000.
   const build = fileURLToPath(new URL('../../rules/build/layers.js', import.meta.url));
-  const boundary = fileURLToPath(new URL('../../engine/boundary.js', import.meta.url));
+  const boundary = fileURLToPath(new URL('../../engine/validate/boundary.js', import.meta.url));
   const script = `const { layerEntries } = await import(${JSON.stringify(build)}); const { Boundary } = await import(${JSON.stringify(boundary)});
 const root = ${JSON.stringify(dir)};
 process.stdout.write(String(layerEntries(root, [{ copy: 'many', to: '/m' }], new Boundary(root)).length));`;

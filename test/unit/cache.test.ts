@@ -5,7 +5,7 @@ import { hash } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ActionCache } from '../../engine/cache.js';
+import { ActionCache } from '../../engine/cache/action-cache.js';
 import type { NodeId } from '../../engine/rule.js';
 
 const test = suite('cache');

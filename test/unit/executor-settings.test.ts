@@ -5,14 +5,14 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ActionCache } from '../../engine/cache.js';
+import { ActionCache } from '../../engine/cache/action-cache.js';
 import { DiagnosticError, formatDiagnostic } from '../../engine/diagnostics.js';
 import { executorOf } from '../../engine/execute/executor-settings.js';
-import { FileDigester } from '../../engine/files.js';
+import { FileDigester } from '../../engine/key/files.js';
 import { planBuild } from '../../engine/plan.js';
 import { renderPlan } from '../../engine/report/plan.js';
 import type { NodeId } from '../../engine/rule.js';
-import { ContentStore } from '../../engine/store.js';
+import { ContentStore } from '../../engine/cache/store.js';
 import { openWorkspace } from '../../engine/workspace.js';
 import { defaultRules } from '../../rules/index.js';
 import { workspace } from '../helpers.js';

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { RunSummary } from '../../engine/events.js';
-import type { KeyRecord } from '../../engine/key.js';
+import type { KeyRecord } from '../../engine/key/key.js';
 import type { Plan, PlannedNode } from '../../engine/plan.js';
 import { explainNode, explainText } from '../../engine/report/explain.js';
 import { appendStepSummary, buildMarkdown, planMarkdown } from '../../engine/report/step-summary.js';

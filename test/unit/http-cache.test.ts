@@ -11,13 +11,13 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { CachedResult } from '../../engine/cache.js';
-import { encodeActionResult, decodeActionResult, RECORD_PATH, RESULT_PATH } from '../../engine/remote-cache/action-result.js';
-import { openRemoteCache } from '../../engine/remote-cache/config.js';
-import { resolveEndpoint } from '../../engine/remote-cache/credentials.js';
-import { HttpRemoteCache, type HttpCacheOptions } from '../../engine/remote-cache/http-cache.js';
+import type { CachedResult } from '../../engine/cache/action-cache.js';
+import { encodeActionResult, decodeActionResult, RECORD_PATH, RESULT_PATH } from '../../engine/cache/remote/action-result.js';
+import { openRemoteCache } from '../../engine/cache/remote/config.js';
+import { resolveEndpoint } from '../../engine/cache/remote/credentials.js';
+import { HttpRemoteCache, type HttpCacheOptions } from '../../engine/cache/remote/http-cache.js';
 import type { NodeId } from '../../engine/rule.js';
-import { ContentStore } from '../../engine/store.js';
+import { ContentStore } from '../../engine/cache/store.js';
 
 const test = suite('http-cache');
 

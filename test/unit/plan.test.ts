@@ -4,13 +4,13 @@ import { existsSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSyn
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ActionCache } from '../../engine/cache.js';
-import { FileDigester } from '../../engine/files.js';
-import { canonicalJson, keyOf } from '../../engine/key.js';
+import { ActionCache } from '../../engine/cache/action-cache.js';
+import { FileDigester } from '../../engine/key/files.js';
+import { canonicalJson, keyOf } from '../../engine/key/key.js';
 import { planBuild, type Plan } from '../../engine/plan.js';
 import { renderPlan } from '../../engine/report/plan.js';
-import { ContentStore } from '../../engine/store.js';
-import { resolveTools, type ToolIdentities } from '../../engine/tools.js';
+import { ContentStore } from '../../engine/cache/store.js';
+import { resolveTools, type ToolIdentities } from '../../engine/key/tools.js';
 import { openWorkspace } from '../../engine/workspace.js';
 import { FakeRunner, fakeRules, REPO, runEngine, SMALL_ZOO, workspace, writeFiles } from '../helpers.js';
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import tar from 'tar-stream';
-import { ContentStore } from '../../engine/store.js';
+import { ContentStore } from '../../engine/cache/store.js';
 import { MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, type StoredImage } from '../../rules/oci/image.js';
 import { copyrightLicenses, scanImage } from '../../rules/sbom/scan.js';
 import { cycloneDxDocument, spdxDocument, type SbomImage } from '../../rules/sbom/sbom.js';

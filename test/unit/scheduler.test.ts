@@ -6,16 +6,16 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import path from 'node:path';
-import { ActionCache } from '../../engine/cache.js';
+import { ActionCache } from '../../engine/cache/action-cache.js';
 import type { EngineEvent, NodeResult, RunSummary } from '../../engine/events.js';
 import type { Executor, Job } from '../../engine/execute/executor.js';
 import { LocalExecutor } from '../../engine/execute/local-executor.js';
 import type { Recorder } from '../../engine/execute/recorder.js';
 import { executePlan, type ExecuteOptions } from '../../engine/execute/scheduler.js';
-import { FileDigester } from '../../engine/files.js';
+import { FileDigester } from '../../engine/key/files.js';
 import { planBuild } from '../../engine/plan.js';
 import type { NodeId, Rule } from '../../engine/rule.js';
-import { ContentStore } from '../../engine/store.js';
+import { ContentStore } from '../../engine/cache/store.js';
 import { openWorkspace, type Workspace } from '../../engine/workspace.js';
 import { FakeClock, FakeExecutor, FakeRunner, fakeRules, SMALL_ZOO, wideZoo, workspace } from '../helpers.js';
 

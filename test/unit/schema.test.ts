@@ -2,9 +2,9 @@
 import { readFileSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { composeSchemas, formatSchema } from '../../engine/schema.js';
-import type { DeclaredPart } from '../../engine/declarations.js';
-import { DeclPart } from '../../engine/declarations.js';
+import { composeSchemas, formatSchema } from '../../engine/validate/schema.js';
+import type { DeclaredPart } from '../../engine/validate/declarations.js';
+import { DeclPart } from '../../engine/validate/declarations.js';
 import type { Rule } from '../../engine/rule.js';
 import { defaultRules } from '../../rules/index.js';
 

@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import type { PlanStatus } from '../../engine/plan.js';
 import { renderShardMatrix } from '../../engine/report/plan.js';
 import type { NodeId } from '../../engine/rule.js';
-import { parseShard, shardCountFor, shardMatrix, splitPlan, workGroups, type Split, type SplitInput } from '../../engine/shard.js';
+import { parseShard, shardCountFor, shardMatrix, splitPlan, workGroups, type Split, type SplitInput } from '../../engine/compile/shard.js';
 
 const test = suite('shard');
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ContentStore, DigestError } from '../../engine/store.js';
+import { ContentStore, DigestError } from '../../engine/cache/store.js';
 import { flipByte } from '../helpers.js';
 
 const test = suite('store');

@@ -1,11 +1,11 @@
-/** Tool identities for keys (engine/tools.ts): probed once, remembered by the executables' stat. */
+/** Tool identities for keys (engine/key/tools.ts): probed once, remembered by the executables' stat. */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { NodeDef } from '../../engine/rule.js';
-import { resolveTools, toolField, type ToolProbe } from '../../engine/tools.js';
+import { resolveTools, toolField, type ToolProbe } from '../../engine/key/tools.js';
 
 const test = suite('tools');
 

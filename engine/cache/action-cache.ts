@@ -24,10 +24,10 @@
 import { hash } from 'node:crypto';
 import { appendFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from './atomic.js';
-import { isKeyRecord, type KeyRecord } from './key.js';
+import { writeFileAtomic } from '../atomic.js';
+import { isKeyRecord, type KeyRecord } from '../key/key.js';
 import type { ContentStore } from './store.js';
-import type { Json, NodeId } from './rule.js';
+import type { Json, NodeId } from '../rule.js';
 
 export interface CachedResult {
   readonly outputs: { readonly [k: string]: Json };
@@ -58,7 +58,7 @@ export interface CacheEntry {
  * compose: a plan looks locally first, then asks the remote about the nodes that would run
  * (`checkRemote` in plan.ts). A hit is cached without its bytes: its artifacts are downloaded
  * (verified against their digests) only when a node that runs needs them
- * (engine/remote-cache/materialize.ts), and then it is recorded locally, so the next plan needs
+ * (engine/cache/remote/materialize.ts), and then it is recorded locally, so the next plan needs
  * no network. Every success is recorded locally, then uploaded (`CacheRecorder`).
  *
  * A remote cache never fails a build and never serves a wrong result: an unreachable server, a

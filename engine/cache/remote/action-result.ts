@@ -10,7 +10,7 @@
  *   itself (a key is the SHA-256 of its record), which is what makes an entry checkable: a reader
  *   uses an entry only when this file's digest equals the key it asked for.
  * - `graph/result.json`: graph's result record, `{"format": 1, "id", "outputs", "artifacts",
- *   "files"?, "duration_ms"}` (as in the local action cache, engine/cache.ts).
+ *   "files"?, "duration_ms"}` (as in the local action cache, engine/cache/action-cache.ts).
  * - `graph/artifacts/sha256/<hex>`: one per artifact (a blob of the local content-addressed
  *   store: an image's manifest, config and layers, a SIF), with its size.
  * - `stdout_digest`: the node's log.
@@ -51,7 +51,7 @@ let types: { actionResult: protobuf.Type } | undefined;
 /** The vendored .proto, parsed once (field names as written: `size_bytes`, not `sizeBytes`). */
 function load(): { actionResult: protobuf.Type } {
   if (types) return types;
-  const text = readFileSync(new URL('../../../engine/remote-cache/proto/remote_execution.proto', import.meta.url), 'utf8');
+  const text = readFileSync(new URL('../../../../engine/cache/remote/proto/remote_execution.proto', import.meta.url), 'utf8');
   const root = protobuf.parse(text, { keepCase: true }).root;
   types = { actionResult: root.lookupType('build.bazel.remote.execution.v2.ActionResult') };
   return types;

@@ -31,7 +31,7 @@ import { appendFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { linkOrCopy, tempPathFor, writeFileAtomic, writeFileAtomicAsync } from './atomic.js';
+import { linkOrCopy, tempPathFor, writeFileAtomic, writeFileAtomicAsync } from '../atomic.js';
 
 const DIGEST = /^sha256:([a-f0-9]{64})$/;
 const MEMO_FILE = 'verified.log';

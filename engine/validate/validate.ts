@@ -1,5 +1,5 @@
 /**
- * Validate stage: JSON Schema checks (ajv, against the schemas engine/schema.ts composes from the
+ * Validate stage: JSON Schema checks (ajv, against the schemas engine/validate/schema.ts composes from the
  * engine's skeleton and the rules' fragments, compiled to code at build time) and the semantic
  * checks a schema cannot express, turning loaded YAML into typed `Declarations`. The checks every
  * rule shares are made here (names, `from` references and `oci-layout:` directories, a group's
@@ -9,7 +9,7 @@
  * Every problem becomes a `Diagnostic` pointing at its span; all are collected, then thrown at
  * once as a `DiagnosticError`.
  */
-import { readExecutorSettings } from './execute/executor-settings.js';
+import { readExecutorSettings } from '../execute/executor-settings.js';
 import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -17,15 +17,15 @@ import type { ErrorObject, ValidateFunction } from 'ajv';
 import type { BaseImage, CheckContext, Declarations, DeclaredPart, GroupDecl, ImageDecl, ModelDecl, NormalizeContext, OneOfMessage, Settings } from './declarations.js';
 import { stringMap } from './declarations.js';
 import { Boundary } from './boundary.js';
-import { DiagnosticError, didYouMean, type Diagnostic, type Span } from './diagnostics.js';
-import { globBase, inputExists, isGlob } from './files.js';
-import type { DataPath, LoadedFile } from './load.js';
+import { DiagnosticError, didYouMean, type Diagnostic, type Span } from '../diagnostics.js';
+import { globBase, inputExists, isGlob } from '../key/files.js';
+import type { DataPath, LoadedFile } from '../load.js';
 import { parseReference } from './reference.js';
-import type { Rule } from './rule.js';
+import type { Rule } from '../rule.js';
 import { oneOfMessages } from './schema.js';
 
 // The schemas are compiled to code at build time (scripts/compile-schemas.ts), next to out/engine/.
-const validators = createRequire(import.meta.url)('../schema/validators.cjs') as { images: ValidateFunction; models: ValidateFunction };
+const validators = createRequire(import.meta.url)('../../schema/validators.cjs') as { images: ValidateFunction; models: ValidateFunction };
 
 /** `images.base.layers[0].to`-style text for a data path. */
 export function describePath(p: DataPath): string {

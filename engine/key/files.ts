@@ -16,9 +16,9 @@ import { closeSync, lstatSync, readFileSync, readSync, readdirSync, readlinkSync
 import path from 'node:path';
 import type { Ignore as Dockerignore } from '@balena/dockerignore';
 import type FastGlob from 'fast-glob';
-import { readJsonFile, writeFileAtomic } from './atomic.js';
-import { Boundary, OutsideWorkspaceError } from './boundary.js';
-import { lazyRequire } from './lazy.js';
+import { readJsonFile, writeFileAtomic } from '../atomic.js';
+import { Boundary, OutsideWorkspaceError } from '../validate/boundary.js';
+import { lazyRequire } from '../lazy.js';
 
 // @balena/dockerignore is CommonJS with `module.exports = factory`; its types say `export default`.
 const createDockerignore = lazyRequire<() => Dockerignore>('@balena/dockerignore');

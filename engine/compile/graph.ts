@@ -3,10 +3,10 @@
  * dangling edges and cycles (graphlib's strongly connected components name them), then sealed. Only a sealed `BuildGraph` is planned and
  * executed. Edges point from a node to what it depends on.
  */
-import { lazyRequire } from './lazy.js';
-import type { Declarations } from './declarations.js';
-import { DiagnosticError, type Diagnostic } from './diagnostics.js';
-import type { NodeDef, NodeId, Rule } from './rule.js';
+import { lazyRequire } from '../lazy.js';
+import type { Declarations } from '../validate/declarations.js';
+import { DiagnosticError, type Diagnostic } from '../diagnostics.js';
+import type { NodeDef, NodeId, Rule } from '../rule.js';
 
 const graphlib = lazyRequire<typeof import('@dagrejs/graphlib')>('@dagrejs/graphlib');
 

@@ -8,14 +8,14 @@
  * - `files`: workspace-relative path → fingerprint (files.ts) of every input file.
  * - `env`:   allow-listed environment variables → value, or null when unset.
  * - `tool`:  identity and version of the code that produces the output: graph's own (the node's
- *            `tool`), then each external tool's as probed (engine/tools.ts).
+ *            `tool`), then each external tool's as probed (engine/key/tools.ts).
  * - `deps`:  dependency node id → that dependency's key. Keys (not output digests) make a plan
  *            exact before anything runs: a dependency that will run changes its dependents' keys.
  */
 import { createHash, hash } from 'node:crypto';
 import type { FileDigester } from './files.js';
 import { toolField, type ToolIdentities } from './tools.js';
-import type { Json, NodeDef, NodeId } from './rule.js';
+import type { Json, NodeDef, NodeId } from '../rule.js';
 
 export interface KeyRecord {
   readonly rule: string;

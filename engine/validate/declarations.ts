@@ -9,12 +9,12 @@
  * fragment, normalization, checks) and reads it back, typed, through its `DeclPart` token.
  */
 import type { Boundary } from './boundary.js';
-import type { Diagnostic, Span } from './diagnostics.js';
-import type { ExecutorSettings } from './execute/executor-settings.js';
-import type { InputSpec } from './files.js';
-import type { DataPath, LoadedFile } from './load.js';
+import type { Diagnostic, Span } from '../diagnostics.js';
+import type { ExecutorSettings } from '../execute/executor-settings.js';
+import type { InputSpec } from '../key/files.js';
+import type { DataPath, LoadedFile } from '../load.js';
 import type { ImageReference } from './reference.js';
-import type { Json } from './rule.js';
+import type { Json } from '../rule.js';
 
 /** The base an image starts from. */
 export type BaseImage =

@@ -7,8 +7,8 @@
  * unit test (`npm run schemas` writes them).
  */
 import type { DeclaredPart, JsonSchema, OneOfMessage } from './declarations.js';
-import { executorSettingsSchema } from './execute/executor-settings.js';
-import type { Json, Rule } from './rule.js';
+import { executorSettingsSchema } from '../execute/executor-settings.js';
+import type { Json, Rule } from '../rule.js';
 
 const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]*';
 const PATH_NAME_PATTERN = `${NAME_PATTERN}(/[A-Za-z0-9][A-Za-z0-9._-]*)*$`;

@@ -14,9 +14,9 @@
  * lost hit runs through the scheduler like any other node (with its limits, its report line, its
  * record), never behind its back.
  */
-import type { ActionCache, RemoteCache } from '../cache.js';
-import { goneFiles, remoteHit, replaceNodes, whyNoEntry, type Plan, type PlannedNode } from '../plan.js';
-import type { NodeId } from '../rule.js';
+import type { ActionCache, RemoteCache } from '../action-cache.js';
+import { goneFiles, remoteHit, replaceNodes, whyNoEntry, type Plan, type PlannedNode } from '../../plan.js';
+import type { NodeId } from '../../rule.js';
 import type { ContentStore } from '../store.js';
 
 /** Hits brought in at once. */

@@ -9,13 +9,13 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { DiagnosticError } from './diagnostics.js';
-import { expandInputs, type InputSpec } from './files.js';
-import { canonicalJson } from './key.js';
-import { parseYamlText } from './load.js';
-import { captureOutput } from './process.js';
-import type { NodeDef, NodeId, Rule } from './rule.js';
-import { compileWorkspace, IMAGES_FILE, MODELS_FILE, type Workspace } from './workspace.js';
+import { DiagnosticError } from '../diagnostics.js';
+import { expandInputs, type InputSpec } from '../key/files.js';
+import { canonicalJson } from '../key/key.js';
+import { parseYamlText } from '../load.js';
+import { captureOutput } from '../process.js';
+import type { NodeDef, NodeId, Rule } from '../rule.js';
+import { compileWorkspace, IMAGES_FILE, MODELS_FILE, type Workspace } from '../workspace.js';
 
 /** A git problem (not a repository, unknown revision); the CLI reports it with exit code 2. */
 export class ChangedSinceError extends Error {}

@@ -35,8 +35,8 @@
  * and `graph report merge` says when shards come from different splits.
  */
 import { createHash } from 'node:crypto';
-import type { Plan, PlanStatus } from './plan.js';
-import type { NodeDef, NodeId } from './rule.js';
+import type { Plan, PlanStatus } from '../plan.js';
+import type { NodeDef, NodeId } from '../rule.js';
 
 /** Shard `index` of `count`, 1-based: `{index: 2, count: 3}` is `--shard 2/3`. */
 export interface ShardSpec {

@@ -13,7 +13,7 @@
  */
 import { accessSync, constants, statSync } from 'node:fs';
 import path from 'node:path';
-import { readJsonFile, writeFileAtomic } from './atomic.js';
+import { readJsonFile, writeFileAtomic } from '../atomic.js';
 
 /** How to tell which tool, and which version of it, a node would run. */
 export interface ToolProbe {

@@ -5,9 +5,9 @@
  * `*` matches any characters, `?` one). `--only KIND,…` keeps the matched nodes of those kinds.
  * The selection then pulls in every dependency.
  */
-import { didYouMean } from './diagnostics.js';
+import { didYouMean } from '../diagnostics.js';
 import type { BuildGraph } from './graph.js';
-import type { NodeDef, NodeId } from './rule.js';
+import type { NodeDef, NodeId } from '../rule.js';
 
 /** A target that matches nothing; the CLI reports it with exit code 2. */
 export class TargetError extends Error {}
