@@ -578,16 +578,16 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   // shard's upload is another's hit), this machine's cache as it was does not.
   let shardSummary: ShardSummary | undefined;
   if (shard) ({ plan, shard: shardSummary } = selectShard(plan, shard, (id) => cache.last(id)?.result.duration_ms));
-  const remote = remoteCache(ws, values);
+  const remote = await remoteCache(ws, values);
   if (remote) plan = await checkRemote(plan, cache, remote, store, ws.root);
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.forRules);
   return { plan, cache, store, digester, remote, selected, summary: planSummary(plan), shard: shardSummary };
 }
 
 /** The remote cache the options, the environment or images.yaml name; its warnings go to stderr. */
-function remoteCache(ws: Workspace, values: Record<string, unknown>): RemoteCache | undefined {
+async function remoteCache(ws: Workspace, values: Record<string, unknown>): Promise<RemoteCache | undefined> {
   try {
-    return openRemoteCache({ flag: values['remote-cache'] as string | undefined, mode: values['remote-cache-mode'] as string | undefined, settings: ws.decls.settings.remoteCache }, process.env, (m) =>
+    return await openRemoteCache({ flag: values['remote-cache'] as string | undefined, mode: values['remote-cache-mode'] as string | undefined, settings: ws.decls.settings.remoteCache }, process.env, (m) =>
       process.stderr.write(`warning: ${m}\n`),
     );
   } catch (e) {

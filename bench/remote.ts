@@ -48,7 +48,7 @@ try {
   const tools = await resolveTools(ws.graph.nodes(), path.join(ws.stateDir, 'tools.json'));
   const plan = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache, store, digester, env: process.env, tools });
   digester.save();
-  const remote = openRemoteCache({ flag: server.url }, {}, log);
+  const remote = await openRemoteCache({ flag: server.url }, {}, log);
   await executePlan(plan, {
     workspace: ws.forRules,
     jobs: 8,

@@ -325,16 +325,17 @@ test('an upload whose artifact is gone from the local store is skipped, and the 
   assert.equal(await cache.lookup(ID, key), result, 'still asked');
 });
 
-test('which cache: the flag, else GRAPH_REMOTE_CACHE (empty: none), else settings.remote_cache; the mode checked', () => {
-  const open = (given: Parameters<typeof openRemoteCache>[0], env: NodeJS.ProcessEnv = {}) => openRemoteCache(given, { HOME: '/nonexistent', ...env }, () => {})?.name;
-  assert.is(open({ flag: 'http://flag/', settings: 'http://settings' }, { GRAPH_REMOTE_CACHE: 'http://env' }), 'http://flag');
-  assert.is(open({ settings: 'http://settings' }, { GRAPH_REMOTE_CACHE: 'http://env' }), 'http://env');
-  assert.is(open({ settings: 'http://settings' }, { GRAPH_REMOTE_CACHE: '' }), undefined);
-  assert.is(open({ settings: 'http://settings/' }), 'http://settings');
-  assert.is(open({}), undefined);
-  assert.throws(() => open({ flag: 'http://x', mode: 'write' }), /unknown remote cache mode 'write' \(one of: read, readwrite\)/);
-  assert.throws(() => open({ flag: 'http://x' }, { GRAPH_REMOTE_CACHE_MODE: 'rw' }), /unknown remote cache mode 'rw'/);
-  assert.throws(() => open({ flag: 'http://x' }, { GRAPH_REMOTE_CACHE_HEADER: 'no colon here' }), /GRAPH_REMOTE_CACHE_HEADER must be `Name: value`/);
+test('which cache: the flag, else GRAPH_REMOTE_CACHE (empty: none), else settings.remote_cache; the mode checked', async () => {
+  const open = async (given: Parameters<typeof openRemoteCache>[0], env: NodeJS.ProcessEnv = {}) => (await openRemoteCache(given, { HOME: '/nonexistent', ...env }, () => {}))?.name;
+  const problem = (given: Parameters<typeof openRemoteCache>[0], env: NodeJS.ProcessEnv = {}) => open(given, env).then(() => 'opened', (e: Error) => e.message);
+  assert.is(await open({ flag: 'http://flag/', settings: 'http://settings' }, { GRAPH_REMOTE_CACHE: 'http://env' }), 'http://flag');
+  assert.is(await open({ settings: 'http://settings' }, { GRAPH_REMOTE_CACHE: 'http://env' }), 'http://env');
+  assert.is(await open({ settings: 'http://settings' }, { GRAPH_REMOTE_CACHE: '' }), undefined);
+  assert.is(await open({ settings: 'http://settings/' }), 'http://settings');
+  assert.is(await open({}), undefined);
+  assert.match(await problem({ flag: 'http://x', mode: 'write' }), /unknown remote cache mode 'write' \(one of: read, readwrite\)/);
+  assert.match(await problem({ flag: 'http://x' }, { GRAPH_REMOTE_CACHE_MODE: 'rw' }), /unknown remote cache mode 'rw'/);
+  assert.match(await problem({ flag: 'http://x' }, { GRAPH_REMOTE_CACHE_HEADER: 'no colon here' }), /GRAPH_REMOTE_CACHE_HEADER must be `Name: value`/);
 });
 
 test.run();

@@ -5,27 +5,30 @@
  * masking: credentials.ts.
  */
 import { resolveEndpoint, RemoteCacheConfigError, type RemoteCacheSource } from './credentials.js';
-import { HttpRemoteCache, type HttpCacheOptions, type RemoteCacheMode } from './http-cache.js';
+import type { HttpCacheOptions, HttpRemoteCache, RemoteCacheMode } from './http-cache.js';
 
 export { RemoteCacheConfigError } from './credentials.js';
 
 const MODES: readonly RemoteCacheMode[] = ['read', 'readwrite'];
 
 /**
- * The configured remote cache, or undefined when none is.
+ * The configured remote cache, or undefined when none is. The HTTP cache client (and protobufjs)
+ * load only when one is: a plan without a remote cache does not pay for them.
  * @param warn where the cache's warnings go (one line each).
  * @throws RemoteCacheConfigError for a URL, mode or credential variable that cannot be used.
  */
-export function openRemoteCache(
+export async function openRemoteCache(
   given: { readonly flag?: string; readonly mode?: string; readonly settings?: string },
   env: NodeJS.ProcessEnv,
   warn: (message: string) => void,
   tuning: Partial<Omit<HttpCacheOptions, 'endpoint' | 'mode' | 'warn'>> = {},
-): HttpRemoteCache | undefined {
+): Promise<HttpRemoteCache | undefined> {
   const [url, source]: [string | undefined, RemoteCacheSource] =
     given.flag !== undefined ? [given.flag, 'flag'] : env.GRAPH_REMOTE_CACHE !== undefined ? [env.GRAPH_REMOTE_CACHE, 'env'] : [given.settings, 'settings'];
   const mode = given.mode ?? env.GRAPH_REMOTE_CACHE_MODE ?? 'readwrite';
   if (!MODES.includes(mode as RemoteCacheMode)) throw new RemoteCacheConfigError(`unknown remote cache mode '${mode}' (one of: ${MODES.join(', ')})`);
   if (!url) return undefined;
-  return new HttpRemoteCache({ endpoint: resolveEndpoint(url, source, env), mode: mode as RemoteCacheMode, warn, ...tuning });
+  const endpoint = resolveEndpoint(url, source, env);
+  const { HttpRemoteCache } = await import('./http-cache.js');
+  return new HttpRemoteCache({ endpoint, mode: mode as RemoteCacheMode, warn, ...tuning });
 }
