@@ -557,3 +557,36 @@ export async function uncaughtDuring(fn: () => Promise<unknown>, settleMs = 50):
   }
   return seen;
 }
+
+/**
+ * A Debian base (busybox), a shell layer on it, and a model image with a SIF whose group is tested
+ * in both runtimes; `publish` goes at the end of images.yaml (e.g. the model's `publish:` list),
+ * `expectText` is the expected output. Returns the workspace (not yet locked).
+ */
+export function shellModelZoo(publish = '', expectText = 'hi\n'): string {
+  const dir = workspace({
+    'model/run.sh': '#!/bin/sh\necho hi > /output/out.txt\n',
+    'expect/out.txt': expectText,
+    'images.yaml': `version: 1
+images:
+  bb:
+    debian: {packages: [busybox-static]}
+  shell:
+    from: bb
+    layers: [{copy: sh, to: /bin/sh}]
+  model:
+    from: shell
+    layers: [{copy: model/run.sh, to: /usr/local/bin/run, mode: 0o755}]
+    convert: [sif]
+${publish}`,
+    'models.yaml': `version: 1
+groups:
+  g:
+    image: model
+    models: [m]
+    test: {command: [run], expect: expect, runtimes: [oci, sif]}
+`,
+  });
+  symlinkSync('busybox', path.join(dir, 'sh'));
+  return dir;
+}

@@ -4,43 +4,16 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { flipByte, graph, startRegistry, workspace } from './helpers.js';
+import { flipByte, graph, shellModelZoo, startRegistry } from './helpers.js';
 
 const test = suite('publish');
 
-/** Two small images on a shell base, one with a SIF; a group tested in oci. */
-function zoo(publish = '', expectText = 'hi\n'): string {
-  const dir = workspace({
-    'bin/busybox-stub': '#!/bin/sh\n',
-    'model/run.sh': '#!/bin/sh\necho hi > /output/out.txt\n',
-    'expect/out.txt': expectText,
-    'images.yaml': `version: 1
-images:
-  bb:
-    debian: {packages: [busybox-static]}
-  shell:
-    from: bb
-    layers: [{copy: sh, to: /bin/sh}]
-  model:
-    from: shell
-    layers: [{copy: model/run.sh, to: /usr/local/bin/run, mode: 0o755}]
-    convert: [sif]
-${publish}`,
-    'models.yaml': `version: 1
-groups:
-  g:
-    image: model
-    models: [m]
-    test: {command: [run], expect: expect, runtimes: [oci, sif]}
-`,
-  });
-  symlinkSync('busybox', path.join(dir, 'sh'));
-  return dir;
-}
+/** Two small images on a shell base, one with a SIF; a group tested in both runtimes. */
+const zoo = shellModelZoo;
 
 /** The tags of a layout's index.json (its untagged entries are artifacts about the images). */
 const tags = (index: { manifests: Array<{ annotations: Record<string, string> }> }) =>

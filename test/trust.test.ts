@@ -6,43 +6,20 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { sifSignatures } from '../rules/trust/sif-sign.js';
-import { flipByte, graph, graphAsync, graphWith, SIFCHECK, startRegistry, workspace } from './helpers.js';
+import { flipByte, graph, graphAsync, graphWith, shellModelZoo, SIFCHECK, startRegistry, workspace } from './helpers.js';
 import { cycloneDxErrors, spdxErrors } from './sbom-schemas.js';
 
 const test = suite('trust');
 
 /** A Debian base, a shell layer on it, a model image (with a SIF) tested in both runtimes. */
 function zoo(publish = ''): string {
-  const dir = workspace({
-    'model/run.sh': '#!/bin/sh\necho hi > /output/out.txt\n',
-    'expect/out.txt': 'hi\n',
-    'images.yaml': `version: 1
-images:
-  bb:
-    debian: {packages: [busybox-static]}
-  shell:
-    from: bb
-    layers: [{copy: sh, to: /bin/sh}]
-  model:
-    from: shell
-    layers: [{copy: model/run.sh, to: /usr/local/bin/run, mode: 0o755}]
-    convert: [sif]
-${publish}`,
-    'models.yaml': `version: 1
-groups:
-  g:
-    image: model
-    models: [m]
-    test: {command: [run], expect: expect, runtimes: [oci, sif]}
-`,
-  });
-  symlinkSync('busybox', path.join(dir, 'sh'));
+  const dir = shellModelZoo(publish);
   const locked = graph(dir, 'lock');
   assert.is(locked.code, 0, locked.stderr);
   return dir;
