@@ -150,11 +150,11 @@ export class ActionCache {
 
   /** Read the record of an entry file, checking it hashes to `key`. */
   private readRecord(key: string): KeyRecord | undefined {
-    const entry = this.readEntryFile(key);
-    return entry ? (JSON.parse(entry.recordLine) as KeyRecord) : undefined;
+    return this.readEntryFile(key)?.record;
   }
 
-  private readEntryFile(key: string): { recordLine: string; resultLine: string } | undefined {
+  /** An intact entry file's record (parsed once, here) and result line; undefined when missing, torn or tampered. */
+  private readEntryFile(key: string): { record: KeyRecord; resultLine: string } | undefined {
     let text: string;
     try {
       text = readFileSync(this.entryPath(key), 'utf8');
@@ -163,19 +163,24 @@ export class ActionCache {
     }
     const lines = text.split('\n');
     const [recordLine, resultLine, resultSum] = lines;
-    if (lines.length !== 4 || lines[3] !== '' || sha256(resultLine) !== resultSum || sha256(recordLine) !== key || !parseResult(resultLine) || !isKeyRecord(parseJson(recordLine))) {
+    const record = lines.length === 4 && lines[3] === '' && sha256(resultLine) === resultSum && sha256(recordLine) === key ? parseJson(recordLine) : undefined;
+    if (!isKeyRecord(record) || !parseResult(resultLine)) {
       this.corruptEntries.add(key);
       return undefined;
     }
-    return { recordLine, resultLine };
+    return { record, resultLine };
   }
 
-  /** @param knownId the node's id when the caller has it (the entry then keeps that string, not a copy). */
-  private entry(key: string, resultLine: string, recordLine?: string, knownId?: NodeId): CacheEntry | undefined {
+  /**
+   * The entry for a result line, or undefined when the line is not a result of this format.
+   * @param record the key record when already read (else read on demand from the entry file).
+   * @param knownId the node's id when the caller has it (the entry then keeps that string, not a copy).
+   */
+  private entry(key: string, resultLine: string, record?: KeyRecord, knownId?: NodeId): CacheEntry | undefined {
     const result = parseResult(resultLine);
     if (!result) return undefined;
     const { id, ...rest } = result;
-    return new Entry(this, knownId === id ? knownId : id, key, rest, recordLine === undefined ? null : (JSON.parse(recordLine) as KeyRecord));
+    return new Entry(this, knownId === id ? knownId : id, key, rest, record ?? null);
   }
 
   /** @internal `Entry`'s way to its record (the entry file). */
@@ -198,7 +203,7 @@ export class ActionCache {
       }
     }
     const file = this.readEntryFile(key);
-    return file ? this.entry(key, file.resultLine, file.recordLine) : undefined;
+    return file ? this.entry(key, file.resultLine, file.record) : undefined;
   }
 
   /**
