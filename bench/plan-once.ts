@@ -6,10 +6,11 @@
  * cache of a zoo already written there and prints `{nodes, executeMs}` (bench/run.ts).
  */
 import path from 'node:path';
-import { ActionCache } from '../engine/cache/action-cache.js';
+import { ActionCache, type RemoteCache } from '../engine/cache/action-cache.js';
 import { systemClock } from '../engine/execute/clock.js';
 import { KeyLeases } from '../engine/execute/lease.js';
 import { executePlan } from '../engine/execute/scheduler.js';
+import { CacheRecorder } from '../engine/execute/recorder.js';
 import { FileDigester } from '../engine/key/files.js';
 import { planBuild } from '../engine/plan.js';
 import type { ProcessRunner } from '../engine/process.js';
@@ -29,8 +30,11 @@ export const instantRules: Rule[] = defaultRules.map((r) => ({
   },
 }));
 
-/** Run every node of the zoo in `dir` with `rules`; returns the wall time of the execution (ms). */
-export async function fillCache(dir: string, rules: Rule[], jobs = 8): Promise<{ nodes: number; executeMs: number }> {
+/**
+ * Run every node of the zoo in `dir` with `rules`, recording into its cache and, with `remote`, also
+ * uploading to that remote cache; returns the node count and the wall time of the execution (ms).
+ */
+export async function fillCache(dir: string, rules: Rule[], jobs = 8, remote?: RemoteCache): Promise<{ nodes: number; executeMs: number }> {
   const ws = openWorkspace(dir, rules);
   const cache = new ActionCache(ws.cacheDir);
   const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
@@ -54,6 +58,7 @@ export async function fillCache(dir: string, rules: Rule[], jobs = 8): Promise<{
     store,
     stateDir: ws.stateDir,
     leases,
+    ...(remote ? { recorder: new CacheRecorder(cache, store, remote) } : {}),
     emit: () => {},
   });
   return { nodes: ws.graph.size, executeMs: performance.now() - t0 };

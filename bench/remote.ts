@@ -12,17 +12,9 @@ import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ActionCache } from '../engine/cache/action-cache.js';
-import { CacheRecorder } from '../engine/execute/recorder.js';
-import { executePlan } from '../engine/execute/scheduler.js';
-import { FileDigester } from '../engine/key/files.js';
-import { planBuild } from '../engine/plan.js';
 import { openRemoteCache } from '../engine/cache/remote/config.js';
-import { ContentStore } from '../engine/cache/store.js';
-import { resolveTools } from '../engine/key/tools.js';
-import { openWorkspace } from '../engine/workspace.js';
 import { startNginx } from '../test/nginx.js';
-import { instantRules } from './plan-once.js';
+import { fillCache, instantRules } from './plan-once.js';
 import { emitRows, median, ms } from './rows.js';
 import { modelsForNodes, writeZoo } from './zoo.js';
 
@@ -41,28 +33,7 @@ try {
   for (const f of readdirSync(a)) cpSync(path.join(a, f), path.join(b, f), { recursive: true });
 
   log(`remote cache: ≈${target} nodes: filling the local cache and the remote one…`);
-  const ws = openWorkspace(a, instantRules);
-  const cache = new ActionCache(ws.stateDir);
-  const store = new ContentStore(path.join(ws.stateDir, 'cas'));
-  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
-  const tools = await resolveTools(ws.graph.nodes(), path.join(ws.stateDir, 'tools.json'));
-  const plan = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache, store, digester, env: process.env, tools });
-  digester.save();
-  const remote = await openRemoteCache({ flag: server.url }, {}, log);
-  await executePlan(plan, {
-    workspace: ws.forRules,
-    jobs: 8,
-    limits: {},
-    resources: {},
-    failFast: false,
-    runner: { run: async () => ({ exitCode: 0, aborted: false }) },
-    cache,
-    store,
-    stateDir: ws.stateDir,
-    recorder: new CacheRecorder(cache, store, remote),
-    emit: () => {},
-  });
-  const nodes = ws.graph.size;
+  const { nodes } = await fillCache(a, instantRules, 8, await openRemoteCache({ flag: server.url }, {}, log));
 
   const run = (dir: string, args: string[]) => {
     const t0 = performance.now();
