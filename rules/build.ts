@@ -10,7 +10,7 @@ import { declarePart, stringMap, type ImageDecl } from '../engine/validate/decla
 import type { InputSpec } from '../engine/key/files.js';
 import { NodeFailure, type ExecContext, type NodeDef, type NodeOutputs, type RestoreContext, type Rule } from '../engine/rule.js';
 import { parseReference } from '../engine/validate/reference.js';
-import { imageBlobs, loadImage, type StoredImage } from './oci/image.js';
+import { ACTION_KEY_ANNOTATION, annotateImage, imageBlobs, loadImage, type StoredImage } from './oci/image.js';
 import { importLayout, writeLayout } from './oci/layout.js';
 import { debianRecipe } from './build/debian.js';
 import { dockerfileRecipe } from './build/dockerfile.js';
@@ -67,7 +67,10 @@ export async function restoreBuild(node: NodeDef<BuildNodeDecl>, result: NodeOut
 }
 
 /** Store the image as an OCI image layout under `.graph/out/oci/NAME` and describe it. */
-function storedOutputs(ctx: ExecContext, name: string, image: StoredImage): NodeOutputs {
+function storedOutputs(ctx: ExecContext, name: string, built: StoredImage): NodeOutputs {
+  // The build's action key in the manifest: the registry it is pushed to can say which key built
+  // it, and a fresh checkout checks it before taking the image as this build (rules/registry/source.ts).
+  const image = annotateImage(ctx.store, built, { [ACTION_KEY_ANNOTATION]: ctx.keys.node });
   const layout = path.join(ctx.outDir, 'oci', name);
   writeLayout(ctx.store, layout, [{ tag: 'latest', image }]);
   return {
@@ -124,7 +127,8 @@ const recipeKeys = RECIPES.map((r) => r.kind);
 /** The build rule: its part of image entries (a recipe and config), the recipes' settings and commands. */
 export const buildRule: Rule<BuildNodeDecl, ReturnType<typeof imageOutputs>> = {
   kind: 'build',
-  version: 1,
+  // 2: the manifest carries the action key (dev.graph.action-key).
+  version: 2,
   restore: restoreBuild,
   outputs: imageOutputs,
   declares: [

@@ -186,6 +186,27 @@ function ociLayer(d: Descriptor): Descriptor {
   return mediaType ? { ...d, mediaType } : d;
 }
 
+/**
+ * The manifest annotation recording the action key of the build that made the image (64 hex
+ * digits): graph's own reverse-DNS key (image spec `annotations.md`: `org.opencontainers.image.*`
+ * is reserved), so a registry holding the image can answer "which key built this".
+ */
+export const ACTION_KEY_ANNOTATION = 'dev.graph.action-key';
+
+/**
+ * The image with `annotations` set in its manifest (image spec `manifest.md` "annotations"; keys
+ * sorted, existing ones kept unless named), written into the store. The config and layers are
+ * untouched; only the manifest (and so its digest) changes. A Docker schema 2 manifest, which has
+ * no annotations, is returned as it is.
+ */
+export function annotateImage(store: ContentStore, image: StoredImage, annotations: Readonly<Record<string, string>>): StoredImage {
+  if (image.manifestDescriptor.mediaType === MEDIA_TYPE_DOCKER_MANIFEST) return image;
+  const merged = { ...(image.manifest.annotations ?? {}), ...annotations };
+  const manifest: ImageManifest = { ...image.manifest, annotations: Object.fromEntries(Object.keys(merged).sort().map((k) => [k, merged[k]])) };
+  const manifestDescriptor = putJson(store, manifest, image.manifestDescriptor.mediaType);
+  return { manifest, config: image.config, manifestDescriptor };
+}
+
 /** Every blob an image needs: manifest, config, layers. */
 export function imageBlobs(image: StoredImage): string[] {
   return [image.manifestDescriptor.digest, image.manifest.config.digest, ...image.manifest.layers.map((l) => l.digest)];
