@@ -24,6 +24,7 @@ import type { RemoteCache } from './engine/cache/action-cache.js';
 import { CacheRecorder } from './engine/execute/recorder.js';
 import { openRemoteCache, RemoteCacheConfigError } from './engine/cache/remote/config.js';
 import { materializeNeeded } from './engine/cache/remote/materialize.js';
+import { SourceTier, tieredRemote } from './engine/cache/registry-source.js';
 import { ExecaRunner, killAllProcesses } from './engine/process.js';
 import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/build-report.js';
 import { junitFromReport, mergedJson, mergeMessage, mergeReports, readReport } from './engine/report/merge.js';
@@ -76,7 +77,7 @@ const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), imag
 (test:CpGenie/*). A target pulls in its dependencies. No target means every node.
   --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
   --only KIND,...      keep only nodes of these kinds (${defaultRules.map((r) => r.kind).join(', ')})
-${settingOptions.map((o) => `  ${`--${o.name} ${o.metavar ?? 'NAME'}`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done
+${settingOptions.map((o) => `  ${`--${o.name} ${o.metavar ?? 'NAME'}`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done, nor for published builds
   --remote-cache URL   a shared cache over the Bazel HTTP cache protocol (also GRAPH_REMOTE_CACHE,
                        settings.remote_cache); credentials in the URL, GRAPH_REMOTE_CACHE_HEADER or netrc
   --remote-cache-mode M  readwrite (default) or read: look up and download only, never upload
@@ -213,7 +214,7 @@ ${targetHelp}`,
       for (const k of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, k.path)}, left by a graph process that is gone: ${k.why}\n`);
       recordProcess(ws.stateDir);
       const made = await makePlan(ws, values, positionals, shard);
-      const { digester, cache, store, remote, shard: shardSummary } = made;
+      const { digester, cache, store, remote, lookups, shard: shardSummary } = made;
       digester.save();
       cache.compact();
       if (shardSummary) process.stderr.write(`${shardLine(shardSummary, made.plan.nodes.length)}\n`);
@@ -221,7 +222,7 @@ ${targetHelp}`,
       // Targets named on the command line are wanted for their outputs too (as Bazel downloads
       // top-level outputs); a build of everything downloads nothing it does not use.
       const wanted = positionals.length ? made.selected : undefined;
-      const plan = remote ? await materializeNeeded(made.plan, { cache, remote, store, root: ws.root, signal: interrupt.signal, wanted }) : made.plan;
+      const plan = lookups ? await materializeNeeded(made.plan, { cache, remote: lookups, store, root: ws.root, signal: interrupt.signal, wanted }) : made.plan;
       const live = process.stderr.isTTY === true && !process.env.CI;
       const progress = progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root });
       const profile = values.profile ? profileReporter({ now: systemClock.now, deps: (id) => ws.graph.node(id).deps.map((d) => d.id), key: (id) => plan.byId.get(id)?.key }) : undefined;
@@ -387,7 +388,7 @@ action cache: = same, ~ changed (was ...), + added, - removed. Reads, never buil
       const id = positionals[0] as NodeId;
       if (!ws.graph.has(id)) matchTargets(ws.graph, [id]); // throws the target error, with "did you mean"
       if (!ws.graph.has(id)) throw new UsageError(`'${id}' is not one node: name a node id (graph query lists them)`);
-      const { plan, cache, digester } = await makePlan(ws, { ...values, offline: true }, [id]);
+      const { plan, cache, digester } = await makePlan(ws, { ...values, offline: true, registry: values.offline !== true }, [id]);
       digester.save();
       const p = plan.byId.get(id);
       if (!p) throw new UsageError(`'${id}' is not planned`);
@@ -580,8 +581,24 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   if (shard) ({ plan, shard: shardSummary } = selectShard(plan, shard, (id) => cache.last(id)?.result.duration_ms));
   const remote = await remoteCache(ws, values);
   if (remote) plan = await checkRemote(plan, cache, remote, store, ws.root);
+  // Local first (planBuild), then the remote cache, then the registries published results are in:
+  // their hits vouch for what is upstream of them, but nothing cached before does (a publish found
+  // already in a registry spares no test that never ran here).
+  const sources = (values.registry ?? !values.offline) ? await resultSources(ws) : [];
+  for (const source of sources) plan = await checkRemote(plan, cache, source, store, ws.root, undefined, { prune: 'under-hits' });
+  const lookups = tieredRemote([remote, ...sources]);
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.forRules);
-  return { plan, cache, store, digester, remote, selected, summary: planSummary(plan), shard: shardSummary };
+  return { plan, cache, store, digester, remote, lookups, selected, summary: planSummary(plan), shard: shardSummary };
+}
+
+/** The rules' sources of published results (`Rule.resultSource`), as tiers; their one warning each goes to stderr. */
+async function resultSources(ws: Workspace): Promise<SourceTier[]> {
+  const tiers: SourceTier[] = [];
+  for (const rule of ws.graph.rules.values()) {
+    const source = await rule.resultSource?.(ws.forRules).catch(() => undefined);
+    if (source) tiers.push(new SourceTier(source, (m) => process.stderr.write(`warning: ${m}\n`)));
+  }
+  return tiers;
 }
 
 /** The remote cache the options, the environment or images.yaml name; its warnings go to stderr. */

@@ -181,10 +181,23 @@ export function whyNoEntry(cache: ActionCache, id: NodeId, key: string, record: 
  * reason "not needed: every node that depends on it is cached"; looked up after all if a node
  * that runs turns out to need it). A fresh runner's no-op asks about the sinks only.
  *
+ * With `prune: 'under-hits'` only the hits of this call vouch for what is upstream of them, not
+ * nodes cached before it: for the registry (engine/cache/registry-source.ts), asked after the
+ * remote cache, where a publish cached as "already in registry" must not spare the tests that
+ * never ran here.
+ *
  * The nodes still to run are explained again, since a dependency they named as running may now be
  * cached. Never throws for the remote's failures (they are misses).
  */
-export async function checkRemote(plan: Plan, cache: ActionCache, remote: RemoteCache, store: ContentStore, root: string, signal?: AbortSignal): Promise<Plan> {
+export async function checkRemote(
+  plan: Plan,
+  cache: ActionCache,
+  remote: RemoteCache,
+  store: ContentStore,
+  root: string,
+  signal?: AbortSignal,
+  options: { readonly prune?: 'all' | 'under-hits' } = {},
+): Promise<Plan> {
   if (!plan.nodes.some((p) => p.status === 'run')) return plan;
   const current = new Map(plan.byId);
   const dependents = (id: NodeId) => plan.graph.dependents(id).filter((d) => plan.byId.has(d as NodeId)) as NodeId[];
@@ -203,7 +216,9 @@ export async function checkRemote(plan: Plan, cache: ActionCache, remote: Remote
     for (const p of level) {
       if (p.status !== 'run') continue;
       const ds = dependents(p.node.id);
-      if (ds.length && ds.every((d) => current.get(d)?.status === 'cached')) current.set(p.node.id, unchecked(p));
+      // 'under-hits': only this pass's hits vouch (not, say, a publish recorded as already in a registry).
+      const vouches = (d: NodeId) => current.get(d)?.status === 'cached' && (options.prune !== 'under-hits' || current.get(d) !== plan.byId.get(d));
+      if (ds.length && ds.every(vouches)) current.set(p.node.id, unchecked(p));
       else ask.push(p);
     }
     let next = 0;
@@ -241,7 +256,8 @@ export async function remoteHit(
   // Its visible files were written on another machine: usable only if the rule can restore them.
   const gone = goneFiles(ctx.root, result);
   if (gone.length && !ctx.rules.get(p.node.kind)?.restore) return undefined;
-  const reasons = [`from remote cache ${ctx.remote.name}`];
+  // The answering tier's words: `from remote cache URL`, or `from registry REF (sha256:…)`.
+  const reasons = [ctx.remote.hitReason?.(p.key) ?? `from remote cache ${ctx.remote.name}`];
   if (result.artifacts.every((d) => ctx.store.has(d))) {
     await ctx.cache.put(p.node.id, p.key, p.recordText, result);
     return { ...p, status: 'cached', reasons: gone.length ? [...reasons, restoresReason(gone)] : reasons, cached: ctx.cache.get(p.key, p.node.id), remote: undefined, ...(gone.length ? { restore: gone } : {}) };

@@ -13,6 +13,7 @@ import type { ProcessRunner } from './process.js';
 import type { ContentStore } from './cache/store.js';
 import type { ToolProbe } from './key/tools.js';
 import type { Workspace } from './workspace.js';
+import type { ResultSource } from './cache/registry-source.js';
 
 /** A node id such as `build:base`, `test:CpGenie/A549_ENCSR000DDI@oci`. */
 export type NodeId = string & { readonly __brand: 'NodeId' };
@@ -184,6 +185,14 @@ export interface Rule<Decl extends Json = Json, Out = unknown> {
    * @returns undefined when there is nothing to say.
    */
   planNote?(root: string, plannedKey: (id: NodeId) => string | undefined): PlanNote | undefined;
+  /**
+   * Optional: where results of nodes were published and can be found again by their action keys
+   * (the publish rule: images and SIFs in registries, as published.lock.json records them). The
+   * planner asks it after the local cache and the remote cache (engine/cache/registry-source.ts).
+   * Not asked with `--offline`.
+   * @returns undefined when there is nothing to ask (no lock, nothing in a registry).
+   */
+  resultSource?(workspace: RuleWorkspace): Promise<ResultSource | undefined>;
 }
 
 /** A rule's note at the end of `graph plan` (`Rule.planNote`). */

@@ -279,6 +279,8 @@ export const publishRule: Rule<PublishNodeDecl> = {
     return { outputs: { manifest, references, sif: entry.sif, attachments }, artifacts: [], files };
   },
   commands: [keyCommand, verifyCommand],
+  /** Builds and conversions published under their keys: found again in the registry (rules/registry/source.ts). */
+  resultSource: async (workspace) => (await import('./registry/source.js')).publishedSource(workspace.root),
   planNote(root, plannedKey) {
     const lines = stalePublished(root, plannedKey);
     return lines.length ? { heading: `${PUBLISHED_LOCK} is out of date for`, jsonKey: 'stale_published', lines } : undefined;

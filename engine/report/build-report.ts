@@ -18,7 +18,8 @@
  *
  * JUnit: one `<testsuite>` per node kind that has nodes, one `<testcase>` per node (classname =
  * the kind, name = the node id, time in seconds), `<failure>` with the reason and the end of the
- * log, `<error>` for an interrupted node, `<skipped>` with the reason.
+ * log, `<error>` for an interrupted node, `<skipped>` with the reason; a cached node whose cache
+ * has a reason (`from remote cache URL`, `from registry REF …`) has the property `cached` saying it.
  */
 import { closeSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -122,7 +123,8 @@ export function junitXml<R extends { readonly id: string; readonly kind: string;
     out.push(`  <testsuite name="${xml(kind)}" tests="${rs.length}" failures="${failures}" errors="${errors}" skipped="${skipped}" time="${seconds(time)}">`);
     for (const r of rs) {
       const open = `    <testcase classname="${xml(kind)}" name="${xml(r.id)}" time="${seconds(r.duration_ms)}"`;
-      const props = properties(r.where);
+      // A cached node with a reason (from a remote cache, from a registry) says so as a property.
+      const props = properties(r.status === 'cached' && r.reasons.length ? { ...(r.where as object | undefined), cached: r.reasons.join('; ') } : r.where);
       if (props.length && r.status !== 'failed' && r.status !== 'interrupted' && r.status !== 'skipped') {
         out.push(`${open}>`, ...props, '    </testcase>');
       } else if (r.status === 'failed') {
