@@ -168,6 +168,12 @@ test('a fresh clone builds and converts nothing: cached from registry, only the 
     assert.match(text.stdout, `  cached build:model\n           ${fromRegistry('model', model.manifest as string)}\n`);
     assert.match(text.stdout, `  cached publish:model\n           already in registry (${proxy.host}/zoo/model:v1)\n`);
 
+    // graph explain, on a fresh clone: cached, and why.
+    const explained = await graphRun(checkout(proxy.host, a), 'explain', 'build:model');
+    assert.is(explained.code, 0, explained.stderr);
+    assert.match(explained.stdout, `build:model (build): cached\n  key ${keys.get('build:model')}\n`);
+    assert.match(explained.stdout, `  why:\n    ${fromRegistry('model', model.manifest as string)}\n`);
+
     // The same in JSON, on another fresh clone (a plan records the publishes it found done).
     const plan = await graphRun(checkout(proxy.host, a), 'plan', '--format', 'json');
     assert.is(plan.code, 0, plan.stderr);
@@ -192,7 +198,10 @@ test('a fresh clone builds and converts nothing: cached from registry, only the 
     assert.equal(report.nodes.find((n) => n.id === 'convert:model')?.reasons, [fromRegistry('model', sif, true), 'restores .graph/out/sif/model.sif from the store']);
     // The publishes were found done by B's plan (already in registry) and recorded then.
     for (const name of ['bb', 'shell', 'model']) assert.is(report.nodes.find((n) => n.id === `publish:${name}`)?.status, 'cached', name);
-    assert.match(readFileSync(path.join(b, 'junit.xml'), 'utf8'), fromRegistry('model', model.manifest as string));
+    assert.match(readFileSync(path.join(b, 'junit.xml'), 'utf8'), `<property name="cached" value="${fromRegistry('model', model.manifest as string)}; restores .graph/out/oci/model/index.json from the store"/>`);
+    const html = await graphRun(b, 'report', 'html', 'report.html', '--from', 'report.json');
+    assert.is(html.code, 0, html.stderr);
+    assert.match(readFileSync(path.join(b, 'report.html'), 'utf8'), fromRegistry('model', model.manifest as string));
     const wanted = [model.config as string, ...(model.layers as string[]), sif].sort();
     assert.equal([...blobGets(proxy.requests, since)].sort(), wanted.map((d) => [d, 1]));
     assert.ok(existsSync(path.join(b, '.graph/out/oci/model/index.json')), 'the layout the tests needed, restored');

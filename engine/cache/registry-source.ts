@@ -162,7 +162,7 @@ export class TieredRemote implements RemoteCache {
     const groups = new Map<RemoteCache, string[]>();
     for (const d of digests) {
       // A tier asked directly (the plan asks the registry's on its own) still knows its claims.
-      const tier = this.tierOfDigest.get(d) ?? this.tiers.find((t) => (t as { knows?: (d: string) => boolean }).knows?.(d)) ?? this.tiers[0];
+      const tier = this.tierOfDigest.get(d) ?? this.tiers.find((t) => t instanceof SourceTier && t.knows(d)) ?? this.tiers[0];
       groups.set(tier, [...(groups.get(tier) ?? []), d]);
     }
     for (const [tier, ds] of groups) if (!(await tier.download(ds, store, signal).catch(() => false))) return false;
