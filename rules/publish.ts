@@ -7,7 +7,7 @@
  * is recorded in `published.lock.json`.
  */
 import { createHash } from 'node:crypto';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { copyFileAtomic, readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
 import { declarePart, DeclPart, type Declarations, type Settings } from '../engine/validate/declarations.js';
@@ -280,7 +280,7 @@ export const publishRule: Rule<PublishNodeDecl> = {
   },
   commands: [keyCommand, verifyCommand],
   /** Builds and conversions published under their keys: found again in the registry (rules/registry/source.ts). */
-  resultSource: async (workspace) => (await import('./registry/source.js')).publishedSource(workspace.root),
+  resultSource: async (workspace) => (existsSync(path.join(workspace.root, PUBLISHED_LOCK)) ? (await import('./registry/source.js')).publishedSource(workspace.root) : undefined),
   planNote(root, plannedKey) {
     const lines = stalePublished(root, plannedKey);
     return lines.length ? { heading: `${PUBLISHED_LOCK} is out of date for`, jsonKey: 'stale_published', lines } : undefined;

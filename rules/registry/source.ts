@@ -29,14 +29,11 @@ import { DigestError, type ContentStore } from '../../engine/cache/store.js';
 import { SourceDigestError, type ResultSource, type SourceClaim } from '../../engine/cache/registry-source.js';
 import type { NodeId } from '../../engine/rule.js';
 import { parseReference, type ImageReference } from '../../engine/validate/reference.js';
-import { RegistryClient, RegistryError } from './client.js';
+import type { RegistryClient } from './client.js';
 import { ACTION_KEY_ANNOTATION, type ImageManifest } from '../oci/image.js';
-import type { PublishedImage } from '../publish.js';
+import { PUBLISHED_LOCK as LOCK, type PublishedImage } from '../publish.js';
 
-/** The lock file's name (as rules/publish.ts `PUBLISHED_LOCK`; not imported: publish.ts loads this module). */
-const LOCK = 'published.lock.json';
-
-/** The SIF layer's media type of an ORAS artifact (as rules/registry/push.ts pushes it). */
+/** The SIF layer's media type of an ORAS artifact (as rules/registry/push.ts `MEDIA_TYPE_SIF_LAYER`, not loaded at plan time). */
 const SIF_LAYER = 'application/vnd.sylabs.sif.layer.v1.sif';
 
 /** What the source asks of registries: a narrow interface, so its decisions are tested with a fake. */
@@ -56,23 +53,25 @@ export interface RegistryAccess {
 
 /** `RegistryAccess` over the registry client (auth, retries, credentials as for publishing). */
 export function registryAccess(): RegistryAccess {
+  // The client (and the HTTP stack) loads when a lock's key matches and a registry is asked.
+  const code = () => import('./client.js');
   const clients = new Map<string, RegistryClient>();
-  const client = (host: string) => clients.get(host) ?? clients.set(host, new RegistryClient(host)).get(host)!;
+  const client = async (host: string) => clients.get(host) ?? clients.set(host, new (await code()).RegistryClient(host)).get(host)!;
   return {
     async manifest(host, repository, reference) {
       try {
-        const { bytes, digest } = await client(host).getManifest(repository, reference);
+        const { bytes, digest } = await (await client(host)).getManifest(repository, reference);
         return { bytes, digest };
       } catch (e) {
-        if (e instanceof RegistryError && e.status === 404) return undefined;
+        if (e instanceof (await code()).RegistryError && (e as { status?: number }).status === 404) return undefined;
         throw e;
       }
     },
     async blob(host, repository, digest) {
-      const res = await client(host).request('GET', `/v2/${repository}/blobs/${digest}`, `repository:${repository}:pull`);
+      const res = await (await client(host)).request('GET', `/v2/${repository}/blobs/${digest}`, `repository:${repository}:pull`);
       if (!res.ok || !res.body) {
         await res.body?.cancel();
-        throw new RegistryError(`registry ${host}: GET blob ${digest} of ${repository} answered ${res.status}`, res.status);
+        throw new (await code()).RegistryError(`registry ${host}: GET blob ${digest} of ${repository} answered ${res.status}`, res.status);
       }
       return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
     },
