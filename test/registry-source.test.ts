@@ -5,7 +5,8 @@
  * fresh clones with the same declarations and that lock build and convert nothing: the builds and
  * the conversion are cached "from registry", and only the blobs a running test needs are fetched,
  * each once. A tampered registry blob is detected (one warning, the node runs); a registry that is
- * down or answers garbage is one warning, and the build finishes locally with exit 0.
+ * down, answers garbage or refuses anonymous access is one warning, and the build finishes locally
+ * with exit 0; with the publish rule's credentials it is used, and they are never printed.
  */
 import { spawn } from 'node:child_process';
 import { cpSync, existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -29,8 +30,14 @@ const readReport = (dir: string): Report => JSON.parse(readFileSync(path.join(di
 
 /** `graph ARGS` in `cwd` as a child (the proxy lives in this process, so never spawnSync). */
 function graphRun(cwd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return graphRunWith({}, cwd, ...args);
+}
+
+/** As `graphRun`, with extra environment variables. */
+function graphRunWith(extraEnv: NodeJS.ProcessEnv, cwd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' };
-  for (const v of ['SOURCE_DATE_EPOCH', 'GRAPH_CACHE_DIR', 'GRAPH_SHARD', 'GRAPH_REMOTE_CACHE']) delete env[v];
+  for (const v of ['SOURCE_DATE_EPOCH', 'GRAPH_CACHE_DIR', 'GRAPH_SHARD', 'GRAPH_REMOTE_CACHE', 'GRAPH_REGISTRY_USERNAME', 'GRAPH_REGISTRY_PASSWORD']) delete env[v];
+  Object.assign(env, extraEnv, { DOCKER_CONFIG: '/nonexistent' });
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -270,6 +277,30 @@ test('--offline asks no registry: a fresh clone plans its builds to run', async 
     assert.match((await graphRun(b, 'plan', 'build:shell')).stdout, '0 nodes to run, 2 cached (2 nodes selected)\n');
   } finally {
     await proxy.stop().catch(() => {});
+    await registry.stop();
+  }
+});
+
+test('a registry that needs credentials: with the publish rule\'s credentials the builds come from it, never printing them; without, one warning and everything runs here', async () => {
+  const registry = await startRegistry({ user: 'ci', password: 'pa55word' });
+  const creds = { GRAPH_REGISTRY_USERNAME: 'ci', GRAPH_REGISTRY_PASSWORD: 'pa55word' };
+  try {
+    const a = checkout(registry.host);
+    const first = await graphRunWith(creds, a, 'build', 'image:shell');
+    assert.is(first.code, 0, first.stderr);
+    const b = checkout(registry.host, a);
+    const plan = await graphRunWith(creds, b, 'plan', 'build:shell', '--format', 'json');
+    assert.is(plan.code, 0, plan.stderr);
+    assert.equal((JSON.parse(plan.stdout).nodes as Array<{ id: string; status: string }>).map((n) => `${n.id} ${n.status}`), ['build:bb cached', 'build:shell cached']);
+    assert.not.match(plan.stdout + plan.stderr, 'pa55word');
+
+    const anonymous = await graphRun(checkout(registry.host, a), 'build', 'build:shell', '--report', 'report.json');
+    assert.is(anonymous.code, 0, anonymous.stderr);
+    assert.equal(warnings(anonymous.stderr), [
+      `warning: registry unavailable (registry ${registry.host} denied access to zoo/shell (401, anonymously): log in (docker login) or set GRAPH_REGISTRY_USERNAME and GRAPH_REGISTRY_PASSWORD): continuing without it`,
+    ]);
+    assert.match(anonymous.stderr, 'ok: 2 ran, 0 cached, 0 failed, 0 skipped');
+  } finally {
     await registry.stop();
   }
 });
