@@ -53,6 +53,7 @@ export function describeFailure(f: Failure): string {
       return `ran, but its result could not be recorded in the action cache: ${f.message}`;
     case 'dependency':
       if (f.cause.type === 'interrupted') return 'interrupted';
+      if (f.cause.type === 'unavailable') return `dependency ${f.dependency} cannot run on this host: ${f.cause.message}`;
       return f.cause.type === 'record'
         ? `dependency ${f.dependency} failed (could not record its result: ${f.cause.message})`
         : `dependency ${f.dependency} failed`;

@@ -30,7 +30,7 @@
  * Every path is read under an injectable `root` (default `/`), so tests run against fake `/dev`,
  * `/proc` and `/etc/cdi` trees and a fake `ldconfig -p` text.
  */
-import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { lazyRequire } from '../../engine/lazy.js';
 import { captureOutput } from '../../engine/process.js';
@@ -354,13 +354,13 @@ export function gpuGrant(host: GpuHost, ids: readonly string[], options: GrantOp
       if (found) files.set(`${GPU_BIN_DIR}/${bin}`, realOrSelf(found));
     }
   }
-  // A fully versioned library (libcuda.so.535.104.05) also answers to its soname (libcuda.so.1),
-  // which the update-ldcache / create-symlinks hooks would otherwise have made.
-  for (const p of [...files.keys()]) {
-    const m = /^(.*\.so\.\d+)\.[0-9.]+$/.exec(path.posix.basename(p));
-    if (!p.startsWith(`${GPU_LIB_DIR}/`) || !m) continue;
-    const soname = `${GPU_LIB_DIR}/${m[1]}`;
-    if (!files.has(soname) && !links.has(soname)) links.set(soname, path.posix.basename(p));
+  // A library bound under its file name (libcuda.so.535.104.05) must also answer to its soname
+  // (libcuda.so.1, from its ELF DT_SONAME), the link the update-ldcache hook would have made.
+  for (const [p, hostPath] of [...files]) {
+    if (!p.startsWith(`${GPU_LIB_DIR}/`)) continue;
+    const soname = elfSoname(hostPath);
+    const link = soname && `${GPU_LIB_DIR}/${soname}`;
+    if (link && !files.has(link) && !links.has(link)) links.set(link, path.posix.basename(p));
   }
   const env: Record<string, string> = {};
   for (const kv of edits.env) env[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
@@ -389,6 +389,61 @@ export function gpuEnv(env: Readonly<Record<string, string>>, grant: GpuGrant, d
   out.LD_LIBRARY_PATH = env.LD_LIBRARY_PATH ? `${env.LD_LIBRARY_PATH}:${GPU_LIB_DIR}` : GPU_LIB_DIR;
   out.PATH = `${env.PATH ?? defaultPath}:${GPU_BIN_DIR}`;
   return out;
+}
+
+/**
+ * The DT_SONAME of a 64-bit little-endian ELF shared object (ELF spec: program headers, PT_LOAD
+ * and PT_DYNAMIC; the dynamic section's DT_STRTAB address mapped to a file offset through the
+ * PT_LOAD that holds it). @returns undefined for anything else or anything unreadable.
+ */
+export function elfSoname(file: string): string | undefined {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const at = (offset: number, length: number, partial = false) => {
+      const b = Buffer.alloc(length);
+      const n = readSync(fd as number, b, 0, length, offset);
+      return n === length || (partial && n > 0) ? b.subarray(0, n) : undefined;
+    };
+    const h = at(0, 64);
+    if (!h || h.readUInt32BE(0) !== 0x7f454c46 || h[4] !== 2 || h[5] !== 1) return undefined;
+    const phoff = Number(h.readBigUInt64LE(32));
+    const phentsize = h.readUInt16LE(54);
+    const phnum = h.readUInt16LE(56);
+    const loads: { vaddr: number; offset: number; size: number }[] = [];
+    let dynamic: { offset: number; size: number } | undefined;
+    for (let i = 0; i < phnum; i++) {
+      const ph = at(phoff + i * phentsize, 56);
+      if (!ph) return undefined;
+      const type = ph.readUInt32LE(0);
+      const offset = Number(ph.readBigUInt64LE(8));
+      if (type === 1) loads.push({ vaddr: Number(ph.readBigUInt64LE(16)), offset, size: Number(ph.readBigUInt64LE(32)) });
+      if (type === 2) dynamic = { offset, size: Number(ph.readBigUInt64LE(32)) };
+    }
+    const dyn = dynamic && dynamic.size <= 1 << 20 ? at(dynamic.offset, dynamic.size) : undefined;
+    if (!dyn) return undefined;
+    let strtab: number | undefined;
+    let soname: number | undefined;
+    for (let o = 0; o + 16 <= dyn.length; o += 16) {
+      const tag = Number(dyn.readBigInt64LE(o));
+      const value = Number(dyn.readBigUInt64LE(o + 8));
+      if (tag === 0) break;
+      if (tag === 5) strtab = value;
+      if (tag === 14) soname = value;
+    }
+    if (strtab === undefined || soname === undefined) return undefined;
+    const load = loads.find((l) => (strtab as number) >= l.vaddr && (strtab as number) < l.vaddr + l.size);
+    if (!load) return undefined;
+    const name = at(load.offset + (strtab - load.vaddr) + soname, 256, true);
+    if (!name) return undefined;
+    const end = name.indexOf(0);
+    const text = name.subarray(0, end < 0 ? 0 : end).toString('latin1');
+    return /^[A-Za-z0-9_.+-]+$/.test(text) ? text : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 function isLibrary(base: string): boolean {
