@@ -18,7 +18,7 @@ import { executePlan } from '../../engine/execute/scheduler.js';
 import { FileDigester } from '../../engine/key/files.js';
 import { planBuild, type Plan } from '../../engine/plan.js';
 import { renderPlan } from '../../engine/report/plan.js';
-import { reportJunit } from '../../engine/report/build-report.js';
+import { reportJson, reportJunit } from '../../engine/report/build-report.js';
 import type { HostResource } from '../../engine/validate/declarations.js';
 import { openWorkspace } from '../../engine/workspace.js';
 import { apptainerArgv } from '../../rules/runtime/apptainer.js';
@@ -305,6 +305,8 @@ test('two gpu: 1 tests on a 2-GPU host run together on different GPUs, named in 
     ['test:g/a@oci', 'ran', { gpu: ['0'] }],
     ['test:g/b@oci', 'ran', { gpu: ['1'] }],
   ]);
+  const report = JSON.parse(reportJson(summary, made.ws.root)) as { nodes: { id: string; devices?: unknown }[] };
+  assert.equal(report.nodes.map((n) => [n.id, n.devices]), [['build:img', undefined], ['test:g/a@oci', { gpu: ['0'] }], ['test:g/b@oci', { gpu: ['1'] }], ['publish:img', undefined]]);
 });
 
 test('with one GPU (though gpu: 2 is declared) the two tests run one after the other, both on GPU 0', async () => {
