@@ -278,7 +278,7 @@ export function replaceNodes(plan: Plan, cache: ActionCache, replaced: ReadonlyM
   const nodes = plan.nodes.map((p) => {
     const r = replaced.get(p.node.id);
     if (r) return r;
-    if (p.status !== 'run' || keep?.has(p.node.id) || !p.node.deps.some((d) => replaced.has(d.id))) return p;
+    if (p.status !== 'run' || p.unavailable || keep?.has(p.node.id) || !p.node.deps.some((d) => replaced.has(d.id))) return p;
     return { ...p, reasons: whyNoEntry(cache, p.node.id, p.key, p.record, (dep) => status(dep as NodeId) === 'run') };
   });
   return { graph: plan.graph, nodes, byId: new Map(nodes.map((p) => [p.node.id, p])) };

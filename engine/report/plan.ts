@@ -87,7 +87,8 @@ export function planJson(plan: Plan, executorOf?: (kind: string) => string | und
 
 /** A node's status as the plan shows it: `skip` / `fail` for a node this host cannot run. */
 function shownStatus(p: PlannedNode): 'run' | 'cached' | 'skip' | 'fail' {
-  return p.unavailable ? (p.unavailable.required ? 'fail' : 'skip') : p.status;
+  // A node found in a remote cache is cached, whatever this host lacks.
+  return p.status === 'run' && p.unavailable ? (p.unavailable.required ? 'fail' : 'skip') : p.status;
 }
 
 /** Text inside a DOT double-quoted string: `"` and `\` escaped (a lone `\` would start an escape such as `\n`). */

@@ -331,6 +331,10 @@ test('no GPU on this host: the plan says skip, the tests end skipped (never star
   const json = JSON.parse(renderPlan(made.plan, 'json'));
   assert.equal(json.nodes.map((n: { id: string; status: string }) => [n.id, n.status]), [['build:img', 'run'], ['test:g/a@oci', 'skip'], ['test:g/b@oci', 'skip'], ['publish:img', 'run']]);
   assert.equal(json.summary, { total: 4, run: 2, cached: 0, unavailable: 2 });
+  // Found in a remote cache (it ran on a GPU host): cached, whatever this host lacks.
+  const hit = made.plan.nodes.map((p) => (p.node.id === 'test:g/a@oci' ? { ...p, status: 'cached' as const, reasons: ['from remote cache R'] } : p));
+  const hitJson = JSON.parse(renderPlan({ ...made.plan, nodes: hit, byId: new Map(hit.map((p) => [p.node.id, p])) }, 'json'));
+  assert.equal([hitJson.nodes[1].status, hitJson.summary], ['cached', { total: 4, run: 2, cached: 1, unavailable: 1 }]);
   const exec = new FakeExecutor();
   const { done } = execute(made, made.plan, {}, exec);
   await drive(exec, done);
