@@ -18,6 +18,7 @@ import { KeyLeases } from './engine/execute/lease.js';
 import { runNode } from './engine/execute/run-node.js';
 import { SlurmConfigError } from './engine/execute/slurm.js';
 import { executePlan } from './engine/execute/scheduler.js';
+import { hostDevices, localHostResources } from './engine/execute/devices.js';
 import { FileDigester } from './engine/key/files.js';
 import { checkRemote, checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
 import type { RemoteCache } from './engine/cache/action-cache.js';
@@ -60,7 +61,7 @@ const settingOptions = defaultRules.flatMap((r) => (r.declares ?? []).flatMap((p
 const selection = {
   'changed-since': { type: 'string' },
   only: { type: 'string' },
-  ...Object.fromEntries(settingOptions.map((o) => [o.name, { type: 'string' }] as const)),
+  ...Object.fromEntries(settingOptions.map((o) => [o.name, { type: o.flag ? 'boolean' : 'string' }] as const)),
   offline: { type: 'boolean' },
   'remote-cache': { type: 'string' },
   'remote-cache-mode': { type: 'string' },
@@ -77,7 +78,7 @@ const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), imag
 (test:CpGenie/*). A target pulls in its dependencies. No target means every node.
   --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
   --only KIND,...      keep only nodes of these kinds (${defaultRules.map((r) => r.kind).join(', ')})
-${settingOptions.map((o) => `  ${`--${o.name} ${o.metavar ?? 'NAME'}`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done, nor for published builds
+${settingOptions.map((o) => `  ${`--${o.name}${o.flag ? '' : ` ${o.metavar ?? 'NAME'}`}`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done, nor for published builds
   --remote-cache URL   a shared cache over the Bazel HTTP cache protocol (also GRAPH_REMOTE_CACHE,
                        settings.remote_cache); credentials in the URL, GRAPH_REMOTE_CACHE_HEADER or netrc
   --remote-cache-mode M  readwrite (default) or read: look up and download only, never upload
@@ -227,13 +228,14 @@ ${targetHelp}`,
       const progress = progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root });
       const profile = values.profile ? profileReporter({ now: systemClock.now, deps: (id) => ws.graph.node(id).deps.map((d) => d.id), key: (id) => plan.byId.get(id)?.key }) : undefined;
       const runner = new ExecaRunner();
-      const overrides = Object.fromEntries(settingOptions.filter((o) => typeof values[o.name] === 'string').map((o) => [o.name, values[o.name] as string]));
+      const overrides = Object.fromEntries(settingOptions.filter((o) => typeof values[o.name] === 'string' || values[o.name] === true).map((o) => [o.name, String(values[o.name])]));
       const { executor } = await setUpExecutor({ ws, plan, cache, store, runner, retries, command: runNodeCommand(fileURLToPath(import.meta.url), ws.root, overrides) });
       const summary = await executePlan(plan, {
         workspace: ws.forRules,
         jobs,
         limits: { ...ws.decls.settings.concurrency, ...cliLimits },
         resources: ws.decls.settings.resources,
+        devices: hostDevices(ws.decls.settings),
         failFast: values['fail-fast'] === true,
         signal: interrupt.signal,
         runner,
@@ -574,7 +576,7 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   const selection = ws.graph.withDependencies(selected);
   // The external tools' identities go into the keys (memoized by their executables' stat).
   const tools = await resolveTools([...selection].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
-  let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools });
+  let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools, hostResources: localHostResources(ws.decls.settings) });
   // Split before asking registries or remote caches: their answers change while shards run (one
   // shard's upload is another's hit), this machine's cache as it was does not.
   let shardSummary: ShardSummary | undefined;
@@ -690,8 +692,9 @@ async function main(argv: string[]): Promise<number> {
     const dir = path.resolve((values.directory as string | undefined) ?? '.');
     const overrides: Record<string, string> = {};
     for (const o of settingOptions) {
-      const value = (values as Record<string, unknown>)[o.name] as string | undefined;
-      if (value === undefined) continue;
+      const given = (values as Record<string, unknown>)[o.name] as string | boolean | undefined;
+      if (given === undefined || given === false) continue;
+      const value = String(given);
       if (o.values && !o.values.includes(value)) throw new UsageError(`unknown --${o.name} '${value}' (one of: ${o.values.join(', ')})`);
       overrides[o.name] = value;
     }

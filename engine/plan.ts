@@ -12,6 +12,7 @@ import { canonicalJson, explainChange, Keyer, shortDigest, type KeyRecord } from
 import type { Json, NodeDef, NodeId, Rule, RuleWorkspace } from './rule.js';
 import type { ContentStore } from './cache/store.js';
 import type { ToolIdentities } from './key/tools.js';
+import type { HostResource } from './validate/declarations.js';
 
 export type PlanStatus = 'run' | 'cached';
 
@@ -37,6 +38,12 @@ export interface PlannedNode {
    * store; `unchecked`, not looked up, since every node that depends on it is cached.
    */
   readonly remote?: 'hit' | 'unchecked';
+  /**
+   * Would run, but this host lacks what it claims (`Settings.hostResources`: more GPUs than it
+   * has): it never starts, and ends `skipped` with `reason` (its only reason in the plan), or
+   * `failed` when `required` (`--require-gpu`).
+   */
+  readonly unavailable?: { readonly reason: string; readonly required: boolean };
 }
 
 export interface Plan {
@@ -54,6 +61,8 @@ export interface PlanContext {
   readonly env: NodeJS.ProcessEnv;
   /** Identities of the external tools the nodes name (`resolveTools`); without, `NAME: not probed`. */
   readonly tools?: ToolIdentities;
+  /** Tokens that stand for host devices (`Settings.hostResources`): nodes claiming more than were found are `unavailable`. */
+  readonly hostResources?: Readonly<Record<string, HostResource>>;
 }
 
 /** The reasons of a node that has none (shared, never changed). */
@@ -120,14 +129,25 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     } else {
       reasons = whyNoEntry(ctx.cache, id, key, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
     }
+    const unavailable = status === 'run' && ctx.hostResources ? unavailableHere(node, ctx.hostResources) : undefined;
+    if (unavailable) reasons = [unavailable.required ? `will fail: ${unavailable.reason}` : `will be skipped: ${unavailable.reason}`];
     const planned: PlannedNode =
       status === 'run'
-        ? { node, key, record, recordText, status, reasons, cached: undefined }
+        ? { node, key, record, recordText, status, reasons, cached: undefined, ...(unavailable ? { unavailable } : {}) }
         : withLazyText({ node, key, record, status, reasons, cached: entry, ...(restore ? { restore } : {}) });
     byId.set(id, planned);
     nodes.push(planned);
   }
   return { graph, nodes, byId };
+}
+
+/** Why `node` cannot run on this host (it claims more devices of a token than were found), or undefined. */
+function unavailableHere(node: NodeDef, host: Readonly<Record<string, HostResource>>): PlannedNode['unavailable'] {
+  for (const [token, amount] of Object.entries(node.resources)) {
+    const found = host[token];
+    if (found && amount > found.ids.length) return { reason: found.unavailable(amount), required: found.required };
+  }
+  return undefined;
 }
 
 /**
@@ -274,7 +294,7 @@ export function replaceNodes(plan: Plan, cache: ActionCache, replaced: ReadonlyM
   const nodes = plan.nodes.map((p) => {
     const r = replaced.get(p.node.id);
     if (r) return r;
-    if (p.status !== 'run' || keep?.has(p.node.id) || !p.node.deps.some((d) => replaced.has(d.id))) return p;
+    if (p.status !== 'run' || p.unavailable || keep?.has(p.node.id) || !p.node.deps.some((d) => replaced.has(d.id))) return p;
     return { ...p, reasons: whyNoEntry(cache, p.node.id, p.key, p.record, (dep) => status(dep as NodeId) === 'run') };
   });
   return { graph: plan.graph, nodes, byId: new Map(nodes.map((p) => [p.node.id, p])) };
@@ -322,8 +342,9 @@ export async function checkUpToDate(plan: Plan, cache: ActionCache, workspace: R
 }
 
 /** Counts for summaries. */
-export function planSummary(plan: Plan): { total: number; run: number; cached: number } {
+export function planSummary(plan: Plan): { total: number; run: number; cached: number; unavailable?: number } {
   let run = 0;
-  for (const p of plan.nodes) if (p.status === 'run') run++;
-  return { total: plan.nodes.length, run, cached: plan.nodes.length - run };
+  let unavailable = 0;
+  for (const p of plan.nodes) if (p.status === 'run') p.unavailable ? unavailable++ : run++;
+  return { total: plan.nodes.length, run, cached: plan.nodes.length - run - unavailable, ...(unavailable ? { unavailable } : {}) };
 }

@@ -127,6 +127,11 @@ export interface ExecContext {
   readonly keys: { readonly node: string; readonly deps: Readonly<Record<string, string>> };
   /** Outputs of this node's dependencies (all succeeded), by node id. */
   readonly deps: ReadonlyMap<NodeId, NodeOutputs>;
+  /**
+   * The host devices this run of the node holds, by resource token (`{gpu: ['0']}`): distinct
+   * from those of every other node running at once (engine/execute/devices.ts). Not in the key.
+   */
+  readonly devices?: Readonly<Record<string, readonly string[]>>;
   /** Absolute directory where rules keep user-visible outputs (`.graph/out`): image layouts, SIFs. */
   readonly outDir: string;
   /** Absolute directory for rules' download caches (`.graph/cache`), shared across nodes and runs. */

@@ -5,15 +5,23 @@
  * /input (read-only) and an empty /output, then compares /output with `expect` (exact bytes, or
  * numbers within `tolerance` in TSV/CSV). One node per sampled model and runtime. The output is
  * kept in `.graph/out/test/NODE/output` for inspection.
+ *
+ * GPUs: a test claiming `resources: {gpu: N}` runs with the N distinct GPUs the scheduler handed it
+ * (`ExecContext.devices.gpu`): their device nodes, the driver's files and `NVIDIA_VISIBLE_DEVICES`
+ * / `CUDA_VISIBLE_DEVICES` go into its sandbox (rules/runtime/gpu.ts). The `gpu` token's capacity
+ * is the number of GPUs found on this host, unless `settings.resources.gpu` declares it (then at
+ * most that many are in use at once); on a host with fewer GPUs than a test claims, the test is
+ * skipped ("no GPU on this host"), or fails under `--require-gpu`.
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { declarePart, DeclPart, type CheckContext, type Declarations, type GroupDecl, type ModelDecl, type Settings } from '../engine/validate/declarations.js';
+import { declarePart, DeclPart, type CheckContext, type Declarations, type GroupDecl, type HostResource, type ModelDecl, type Settings } from '../engine/validate/declarations.js';
 import { didYouMean, type Diagnostic } from '../engine/diagnostics.js';
 import type { InputSpec } from '../engine/key/files.js';
 import { NodeFailure, type ExecContext, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { loadImage } from './oci/image.js';
 import { sandboxProbe } from './runtime/probe.js';
+import { discoverGpus, noGpuReason, type GpuGrant, type GpuHost } from './runtime/gpu.js';
 import { buildId, imageOutputs } from './build.js';
 import { convertId, convertsToSif, sifOutputs } from './convert.js';
 
@@ -61,8 +69,28 @@ const SANDBOXES = ['bubblewrap', 'podman', 'docker', 'apptainer'];
 /** The test rule's part of a group entry: its `test:`, if any. */
 const testPart = new DeclPart<{ readonly test?: TestDecl }>('test');
 
-/** The test rule's settings: where tests run. */
-const sandboxSetting = new DeclPart<{ readonly sandbox: string }>('test');
+/** The test rule's settings: where tests run; whether a GPU test may be skipped (`--require-gpu`). */
+const sandboxSetting = new DeclPart<{ readonly sandbox: string; readonly requireGpu: boolean }>('test');
+
+/** The resource token of GPUs. */
+export const GPU_TOKEN = 'gpu';
+
+/**
+ * The host's GPUs as the `gpu` token (`Settings.hostResources`), found once per process. A CDI
+ * spec that cannot be read counts as no GPU, and the reason says so.
+ */
+function gpuResource(requireGpu: boolean): HostResource {
+  let ids: string[] = [];
+  let problem: string | undefined;
+  try {
+    ids = (hostGpus ??= discoverGpus())?.devices.map((d) => d.id) ?? [];
+  } catch (e) {
+    problem = (e as Error).message;
+  }
+  const required = requireGpu ? ' (--require-gpu)' : '';
+  return { ids, required: requireGpu, unavailable: (amount) => `${problem ? `no usable GPU on this host: ${problem}` : noGpuReason(amount, ids.length)}${required}` };
+}
+let hostGpus: GpuHost | undefined;
 
 /** A group's `test:`; undefined when the group has none (its models are not tested). */
 export function testOf(group: GroupDecl): TestDecl | undefined {
@@ -182,6 +210,9 @@ function checkTest(test: TestDecl, group: GroupDecl, raw: Readonly<Record<string
   }
   for (const [token, amount] of Object.entries(test.resources)) {
     const capacity = ctx.settings.resources[token];
+    const host = ctx.settings.hostResources?.[token];
+    // A host token (GPUs) the host has too few of: the plan skips the test. Too few declared is an error.
+    if (host && capacity === host.ids.length && host.ids.length < amount) continue;
     if (capacity === undefined) {
       const guess = didYouMean(token, Object.keys(ctx.settings.resources));
       diagnostics.push({
@@ -255,8 +286,12 @@ export const testRule: Rule<TestNodeDecl> = {
           },
         },
       },
-      normalize: (raw, ctx) => ({ sandbox: ctx.overrides.sandbox ?? (raw.sandbox as string | undefined) ?? 'bubblewrap' }),
-      options: [{ name: 'sandbox', values: SANDBOXES, help: 'where tests run: bubblewrap (default), podman, docker, apptainer' }],
+      normalize: (raw, ctx) => ({ sandbox: ctx.overrides.sandbox ?? (raw.sandbox as string | undefined) ?? 'bubblewrap', requireGpu: ctx.overrides['require-gpu'] === 'true' }),
+      options: [
+        { name: 'sandbox', values: SANDBOXES, help: 'where tests run: bubblewrap (default), podman, docker, apptainer' },
+        { name: 'require-gpu', flag: true, help: 'tests claiming GPUs fail, rather than being skipped, on a host without enough' },
+      ],
+      hostResources: (part) => ({ [GPU_TOKEN]: gpuResource(part.requireGpu) }),
     }),
   ],
   expand(decls: Declarations): NodeDef<TestNodeDecl>[] {
@@ -286,6 +321,11 @@ export const testRule: Rule<TestNodeDecl> = {
               expect: expectDir ?? null,
               timeout_ms: test.timeoutMs,
               tolerance: test.tolerance ?? null,
+              // How many GPUs it runs with changes what runs; which ones (ids differ run to run)
+              // and the driver's version do not go into the key: like the kernel, the driver is
+              // the host's, and a result keyed by it could never be shared between a planning
+              // machine without GPUs and the GPU host that runs the test. The log names both.
+              ...(test.resources[GPU_TOKEN] ? { gpus: test.resources[GPU_TOKEN] } : {}),
             },
             inputs,
             env: [],
@@ -334,6 +374,7 @@ export const testRule: Rule<TestNodeDecl> = {
       throw new NodeFailure((e as Error).message, { type: 'sandbox' });
     }
     ctx.log.write(`sandbox: ${await backend.version()}; image ${manifest}; runtime ${decl.runtime}\n`);
+    const gpus = decl.gpus ? await grantGpus(decl.gpus, ctx) : undefined;
     const config = image.config.config ?? {};
     const env = Object.fromEntries((config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
     const outcome = await backend.run({
@@ -344,6 +385,7 @@ export const testRule: Rule<TestNodeDecl> = {
       // Checked again (validation did first); the sandbox mounts the real directory.
       inputDir: decl.inputs ? boundary.realInside(path.join(root, decl.inputs), decl.inputs) : undefined,
       outputDir,
+      ...(gpus ? { gpus } : {}),
       signal: ctx.signal,
       logFile: ctx.log.path,
     });
@@ -370,7 +412,32 @@ export type TestNodeDecl = {
   readonly expect: string | null;
   readonly timeout_ms: number;
   readonly tolerance: { readonly absolute?: number; readonly relative?: number } | null;
+  /** GPUs it claims (`resources.gpu`); absent for none. */
+  readonly gpus?: number;
 };
+
+/**
+ * What the sandbox gets for the GPUs the scheduler handed this run (`ctx.devices.gpu`).
+ * @throws NodeFailure when it holds fewer than it claims (an executor that allocates no devices)
+ *   or the host's GPUs cannot be read.
+ */
+async function grantGpus(claimed: number, ctx: ExecContext): Promise<GpuGrant> {
+  const ids = ctx.devices?.[GPU_TOKEN] ?? [];
+  if (ids.length !== claimed) throw new NodeFailure(`claims ${claimed} GPU${claimed === 1 ? '' : 's'} but holds ${ids.length}: this executor hands out no GPUs`);
+  const { gpuGrant, ldconfigOutput } = await import('./runtime/gpu.js');
+  let host: GpuHost | undefined;
+  try {
+    host = hostGpus ?? discoverGpus();
+  } catch (e) {
+    throw new NodeFailure((e as Error).message);
+  }
+  if (!host) throw new NodeFailure('no GPU on this host');
+  const grant = gpuGrant(host, ids, host.source === 'dev' ? { ldconfig: await ldconfigOutput() } : {});
+  const from = host.source === 'cdi' ? `CDI spec ${host.specs.join(', ')}` : '/dev, driver files from ldconfig -p';
+  ctx.log.write(`gpu: holding ${ids.join(', ')} (from ${from}); driver ${grant.driverVersion ?? 'version unknown'}; ${grant.deviceNodes.length} device nodes, ${grant.files.length} driver files bound\n`);
+  if (grant.notBound.length) ctx.log.write(`gpu: not bound (only libraries and binaries are): ${grant.notBound.join(', ')}\n`);
+  return grant;
+}
 
 /** A node id as one directory name. */
 function testDirName(id: NodeId): string {

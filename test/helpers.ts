@@ -86,9 +86,9 @@ export function graphAsync(cwd: string, ...args: string[]): Promise<{ code: numb
   });
 }
 
-/** A zoo with `n` independent images, each with one model tested in oci (and a `gpu` token). */
+/** A zoo with `n` independent images, each with one model tested in oci (and a `slot` token). */
 export function wideZoo(n: number, extra = ''): Record<string, string> {
-  let images = 'version: 1\nsettings:\n  resources: {gpu: 1}\nimages:\n';
+  let images = 'version: 1\nsettings:\n  resources: {slot: 1}\nimages:\n';
   let models = 'version: 1\ngroups:\n';
   const files: Record<string, string> = {};
   for (let i = 0; i < n; i++) {

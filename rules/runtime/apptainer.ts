@@ -18,6 +18,7 @@
  * namespace (`--containall`) ends with apptainer's starter.
  */
 import { captureOutput, ExecaRunner, type ProcessRunner } from '../../engine/process.js';
+import type { GpuGrant } from './gpu.js';
 import { cannotStartReason, commandEnv, plainOutcome, prepareRequest, runBounded, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend } from './runtime.js';
 
 /** Apptainer or Singularity. Construct through `detectBackend`, or with the executable's path. */
@@ -63,7 +64,7 @@ export function apptainerArgv(executable: string, req: RunInImage): string[] {
   for (const p of [req.inputDir, req.outputDir]) {
     if (p?.includes(':')) throw new Error(`apptainer cannot bind a path containing ':': ${p}`);
   }
-  const env = Object.entries(commandEnv(req.env)).filter(([k]) => k !== 'HOME');
+  const env = Object.entries(commandEnv(req.gpus ? { ...req.env, ...apptainerGpuEnv(req.gpus) } : req.env)).filter(([k]) => k !== 'HOME');
   return [
     executable,
     'exec',
@@ -73,10 +74,22 @@ export function apptainerArgv(executable: string, req: RunInImage): string[] {
     ...(req.inputDir !== undefined ? ['--bind', `${req.inputDir}:/input:ro`] : []),
     '--bind', `${req.outputDir}:/output`,
     '--pwd', req.workdir ?? '/',
+    ...(req.gpus ? ['--nv'] : []),
     ...env.flatMap(([k, v]) => ['--env', `${k}=${v}`]),
     req.rootfs,
     ...req.command,
   ];
+}
+
+/**
+ * The variables Apptainer's `--nv` needs for held GPUs: `--nv` binds every GPU's device node and
+ * the driver's libraries (from its own nvliblist.conf), so the held GPUs are chosen by host index:
+ * `NVIDIA_VISIBLE_DEVICES` and `CUDA_VISIBLE_DEVICES` are the held ids (with `--nvccli`,
+ * nvidia-container-cli would bind only those named by `NVIDIA_VISIBLE_DEVICES`).
+ */
+export function apptainerGpuEnv(grant: GpuGrant): Record<string, string> {
+  const ids = grant.ids.join(',');
+  return { NVIDIA_VISIBLE_DEVICES: ids, CUDA_VISIBLE_DEVICES: ids };
 }
 
 /**

@@ -2,7 +2,7 @@
  * The bubblewrap backend (the default test runtime): one `bwrap` process per test command, with
  * every namespace unshared. The command line (bubblewrap(1) options, in this order):
  *
- *   bwrap ROOT-MOUNTS [--ro-bind IN /input] --bind OUT /output --proc /proc --dev /dev
+ *   bwrap ROOT-MOUNTS [--ro-bind IN /input] --bind OUT /output --proc /proc --dev /dev [GPU-ARGS]
  *       --perms 1777 --tmpfs /tmp [--remount-ro /] --unshare-all --die-with-parent --new-session
  *       --cap-drop ALL --clearenv --setenv K V… --chdir WORKDIR -- CMD…
  *
@@ -14,6 +14,10 @@
  * mount points exist, `--remount-ro /` makes that tmpfs read-only too. Either way nothing in
  * ROOTFS is written, ROOTFS needs no preparation, and every write outside /output and /tmp fails
  * with EROFS.
+ *
+ * GPU-ARGS, for a test holding GPUs, are {@link gpuArgs}: their device nodes, the driver's files
+ * and sonames; the environment then has the grant's variables and the driver's directories
+ * (rules/runtime/gpu.ts).
  *
  * Why the other options:
  * - `--unshare-all`: own user, mount, PID, network, IPC, UTS and cgroup namespaces. The network
@@ -37,9 +41,11 @@
 import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { captureOutput, ExecaRunner, KILL_GRACE_MS, type ProcessRunner } from '../../engine/process.js';
+import { gpuEnv, type GpuGrant } from './gpu.js';
 import {
   cannotStartReason,
   commandEnv,
+  DEFAULT_PATH,
   lastLine,
   plainOutcome,
   prepareRequest,
@@ -93,7 +99,7 @@ export class BubblewrapBackend implements TestRuntimeBackend {
    */
   async run(req: RunInImage): Promise<RunOutcome> {
     prepareRequest(req);
-    const argv = bubblewrapArgv(this.bwrap, req, rootMounts(req.rootfs, req.inputDir !== undefined));
+    const argv = bubblewrapArgv(this.bwrap, req, rootMounts(req.rootfs, req.inputDir !== undefined, req.gpus ? ['.graph'] : []));
     const cmdline = `${argv.join('\0')}\0`;
     // bwrap and its init, recognised while their command lines can still be read.
     let sandbox: ProcessId[] = [];
@@ -123,6 +129,7 @@ export function bubblewrapArgv(bwrap: string, req: RunInImage, rootMountArgs: re
     '--bind', req.outputDir, '/output',
     '--proc', '/proc',
     '--dev', '/dev',
+    ...(req.gpus ? gpuArgs(req.gpus) : []),
     '--perms', '1777', '--tmpfs', '/tmp',
     // Last of the mounts: bwrap had to create the mount points in its tmpfs root first.
     ...(readOnlyRoot ? [] : ['--remount-ro', '/']),
@@ -131,10 +138,24 @@ export function bubblewrapArgv(bwrap: string, req: RunInImage, rootMountArgs: re
     '--new-session',
     '--cap-drop', 'ALL',
     '--clearenv',
-    ...Object.entries(commandEnv(req.env)).flatMap(([k, v]) => ['--setenv', k, v]),
+    ...Object.entries(commandEnv(req.gpus ? gpuEnv(req.env, req.gpus, DEFAULT_PATH) : req.env)).flatMap(([k, v]) => ['--setenv', k, v]),
     '--chdir', req.workdir ?? '/',
     '--',
     ...req.command,
+  ];
+}
+
+/**
+ * bwrap arguments for held GPUs (rules/runtime/gpu.ts): `--dev-bind` each device node into the
+ * sandbox's `/dev`, `--ro-bind` each driver file into `/.graph/gpu/{lib,bin}`, `--symlink` the
+ * sonames. The root is then bwrap's tmpfs (`rootMounts` with `.graph` as a mount point), where
+ * bwrap can make those directories.
+ */
+export function gpuArgs(grant: GpuGrant): string[] {
+  return [
+    ...grant.deviceNodes.flatMap((n) => ['--dev-bind', n.hostPath, n.path]),
+    ...grant.files.flatMap((f) => ['--ro-bind', f.hostPath, f.path]),
+    ...grant.links.flatMap((l) => ['--symlink', l.target, l.path]),
   ];
 }
 
@@ -143,10 +164,11 @@ export function bubblewrapArgv(bwrap: string, req: RunInImage, rootMountArgs: re
  * when every mount point exists in it as a directory, else one `--ro-bind`/`--symlink` per
  * top-level entry (sorted by name; entries where the runtime mounts its own, and entries that
  * are neither directories, files nor symbolic links, are left out).
+ * `extraPoints` are more top-level names the runtime mounts itself (`.graph` for GPU files).
  * @throws Error when `rootfs` cannot be read.
  */
-export function rootMounts(rootfs: string, withInput: boolean): string[] {
-  const points: string[] = [...MOUNT_POINTS, ...(withInput ? ['input'] : [])];
+export function rootMounts(rootfs: string, withInput: boolean, extraPoints: readonly string[] = []): string[] {
+  const points: string[] = [...MOUNT_POINTS, ...(withInput ? ['input'] : []), ...extraPoints];
   if (!statSync(rootfs).isDirectory()) throw new Error(`root filesystem ${rootfs} is not a directory`);
   if (points.every((p) => lstatSync(path.join(rootfs, p), { throwIfNoEntry: false })?.isDirectory())) return ['--ro-bind', rootfs, '/'];
   const args: string[] = [];

@@ -34,7 +34,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { captureOutput, ExecaRunner, type ProcessRunner } from '../../engine/process.js';
 import { PODMAN_ULIMITS } from '../dockerfile/podman.js';
-import { cannotStartReason, commandEnv, lastLine, plainOutcome, prepareRequest, runBounded, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend, waitForProcessesToEnd } from './runtime.js';
+import { gpuEnv, type GpuGrant } from './gpu.js';
+import { cannotStartReason, commandEnv, DEFAULT_PATH, lastLine, plainOutcome, prepareRequest, runBounded, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend, waitForProcessesToEnd } from './runtime.js';
 
 /** How long removing an ended container may take, in milliseconds. */
 export const REMOVE_TIMEOUT_MS = 60_000;
@@ -153,10 +154,34 @@ export function podmanRunArgs(req: RunInImage, name: string): string[] {
     ...(req.inputDir !== undefined ? ['-v', `${req.inputDir}:/input:ro`] : []),
     '-v', `${req.outputDir}:/output`,
     '--workdir', req.workdir ?? '/',
-    ...Object.entries(commandEnv(req.env)).flatMap(([k, v]) => ['--env', `${k}=${v}`]),
+    ...(req.gpus ? podmanGpuArgs(req.gpus) : []),
+    ...Object.entries(commandEnv(req.gpus ? podmanGpuEnv(req.env, req.gpus) : req.env)).flatMap(([k, v]) => ['--env', `${k}=${v}`]),
     '--rootfs', `${req.rootfs}:O`,
     ...req.command,
   ];
+}
+
+/**
+ * podman arguments for held GPUs: with a CDI spec on the host, `--device nvidia.com/gpu=ID` per
+ * GPU (podman applies the spec itself, hooks included); without one, `--device` per device node
+ * and `-v HOST:PATH:ro` per driver file, as bubblewrap binds them (rules/runtime/gpu.ts).
+ */
+export function podmanGpuArgs(grant: GpuGrant): string[] {
+  if (grant.cdiKind) return grant.ids.flatMap((id) => ['--device', `${grant.cdiKind}=${id}`]);
+  return [
+    ...grant.deviceNodes.flatMap((n) => ['--device', n.hostPath === n.path ? n.path : `${n.hostPath}:${n.path}`]),
+    ...grant.files.flatMap((f) => ['-v', `${f.hostPath}:${f.path}:ro`]),
+  ];
+}
+
+/**
+ * The environment for held GPUs: with CDI, podman applies the spec's own env and mounts (at their
+ * host paths, with its ldcache hook), so only the visible-device variables are added; without,
+ * as bubblewrap's (`gpuEnv`).
+ */
+export function podmanGpuEnv(env: Readonly<Record<string, string>>, grant: GpuGrant): Record<string, string> {
+  if (!grant.cdiKind) return gpuEnv(env, grant, DEFAULT_PATH);
+  return { ...env, NVIDIA_VISIBLE_DEVICES: grant.env.NVIDIA_VISIBLE_DEVICES, CUDA_VISIBLE_DEVICES: grant.env.CUDA_VISIBLE_DEVICES };
 }
 
 /**

@@ -21,6 +21,7 @@ import { quoteArg, type ProcessRunner, type RunResult } from '../../engine/proce
 import { findExecutable } from '../../engine/key/tools.js';
 import { SBIN_DIRS } from './probe.js';
 import { resolveInRoot } from '../oci/unpack.js';
+import type { GpuGrant } from './gpu.js';
 
 /** One command to run in an image's root filesystem. Every path is absolute on the host. */
 export interface RunInImage {
@@ -36,6 +37,8 @@ export interface RunInImage {
   inputDir?: string;
   /** Mounted read-write at `/output`; created when missing, and must be empty (`run` throws otherwise). */
   outputDir: string;
+  /** The GPUs the command holds (rules/runtime/gpu.ts): device nodes, driver files and env to add. */
+  gpus?: GpuGrant;
   /** Wall-clock limit in milliseconds from the tool's start; then the backend ends the whole process tree. */
   timeoutMs?: number;
   /** Aborting ends the command's whole process tree; `run` then rejects with the signal's reason. */
