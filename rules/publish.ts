@@ -91,7 +91,7 @@ export const publishRule: Rule<PublishNodeDecl> = {
     }),
   ],
   expand(decls: Declarations): NodeDef<PublishNodeDecl>[] {
-    const expansion = newExpansion(decls.root);
+    const expansion = newExpansion(decls.root, decls.images);
     const { fingerprint } = signingSetting.of(decls.settings);
     return [...decls.images.values()].map((image) => {
       const { references } = publishPart.of(image);
