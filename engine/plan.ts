@@ -120,6 +120,8 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     } else {
       reasons = whyNoEntry(ctx.cache, id, key, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
     }
+    // How the host will run it (or that it cannot: the build skips it), after why it runs.
+    if (status === 'run' && (node.skip !== undefined || node.note !== undefined)) reasons = [...reasons, node.skip !== undefined ? `will be skipped: ${node.skip}` : (node.note as string)];
     const planned: PlannedNode =
       status === 'run'
         ? { node, key, record, recordText, status, reasons, cached: undefined }
