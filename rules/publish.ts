@@ -21,6 +21,7 @@ import { buildDeclOf, buildId, imageOutputs, newExpansion } from './build.js';
 import type { AttestDecl, AttachmentKind } from './trust/attest.js';
 import { convertId, convertsToSif, sifOutputs } from './convert.js';
 import { sampledModels, testId, testOf } from './test.js';
+import { imagePlatforms } from './build/platform.js';
 
 /** The registry push code, loaded when a publish asks a registry or pushes (a plan of dist/ publishes never does). */
 const push = () => import('./registry/push.js');
@@ -107,13 +108,16 @@ export const publishRule: Rule<PublishNodeDecl> = {
         for (const spec of linkInputs) if (!inputs.some((i) => JSON.stringify(i) === JSON.stringify(spec))) inputs.push(spec);
         if (link !== image) deps.push({ id: buildId(link.name), at: () => image.at(['from']) });
       }
-      if (convertsToSif(image)) deps.push({ id: convertId(image.name) });
+      // A multi-platform image waits for every platform's SIF and tests (build/platform.ts).
+      const { platforms, multi } = imagePlatforms(image, decls);
+      const each = multi ? platforms : [undefined];
+      if (convertsToSif(image)) for (const p of each) deps.push({ id: convertId(image.name, p) });
       for (const group of decls.groups.values()) {
         const test = testOf(group);
         if (!test) continue;
         for (const runtime of test.runtimes) {
           if ((runtime === 'oci' ? group.image : group.sif) !== image.name) continue;
-          for (const model of sampledModels(group)) deps.push({ id: testId(group.name, model.name, runtime), at: () => group.at(['image']) });
+          for (const model of sampledModels(group)) for (const p of each) deps.push({ id: testId(group.name, model.name, runtime, p), at: () => group.at(['image']) });
         }
       }
       return {

@@ -78,9 +78,10 @@ const QEMU_ARCH: Readonly<Record<string, string>> = { arm64: 'aarch64', amd64: '
  * has the binfmt_misc entry `qemu-ARCH` enabled with the `F` flag (the interpreter is opened at
  * registration, so it works inside bubblewrap's new root, where the interpreter's path is absent);
  * else `none` with the reason, the words a skipped test shows.
- * @param binfmtDir the binfmt_misc mount (`/proc/sys/fs/binfmt_misc`; tests pass a fake tree).
+ * @param binfmtDir the binfmt_misc mount: `GRAPH_BINFMT_MISC` when set (tests point it at a fake
+ *   tree, or an empty directory for a host without emulation), else `/proc/sys/fs/binfmt_misc`.
  */
-export function emulationFor(platform: Platform, binfmtDir = '/proc/sys/fs/binfmt_misc'): { kind: 'native' } | { kind: 'qemu'; entry: string } | { kind: 'none'; reason: string } {
+export function emulationFor(platform: Platform, binfmtDir = process.env.GRAPH_BINFMT_MISC || '/proc/sys/fs/binfmt_misc'): { kind: 'native' } | { kind: 'qemu'; entry: string } | { kind: 'none'; reason: string } {
   if (platform === hostPlatform()) return { kind: 'native' };
   const none = { kind: 'none' as const, reason: `no QEMU user emulation for ${platform} on this host` };
   const qemu = QEMU_ARCH[platformArchitecture(platform)];
