@@ -12,7 +12,7 @@ import { NodeFailure, type ExecContext, type NodeDef, type NodeOutputs, type Res
 import { parseReference } from '../engine/validate/reference.js';
 import { composeIndex, imageBlobs, indexBlobs, loadImage, loadImageIndex, type StoredImage, type StoredIndex } from './oci/image.js';
 import { importLayout, writeIndexLayout, writeLayout } from './oci/layout.js';
-import { imagePlatforms, platformArchitecture, platformsOf, PLATFORMS } from './build/platform.js';
+import { hostPlatform, imagePlatforms, PER_PLATFORM_RECIPES, platformArchitecture, platformsOf, PLATFORMS } from './build/platform.js';
 import type { Diagnostic, Span } from '../engine/diagnostics.js';
 import { debianRecipe } from './build/debian.js';
 import { dockerfileRecipe } from './build/dockerfile.js';
@@ -59,8 +59,10 @@ async function resolveBase(decl: BuildNodeDecl, ctx: ExecContext, platform?: str
   if ('image' in from) {
     const id = buildId(from.image);
     const result = ctx.deps.get(id);
-    // A single-platform base serves a multi-platform build only for the platform it has.
-    const manifest = platform && result?.outputs.index !== undefined ? platformManifest(id, result, platform) : imageOutputs(id, result).manifest;
+    // A multi-platform base gives each platform's build its image, and a single-platform build
+    // (a dockerfile: image) the host's; a single-platform base serves only the platform it has.
+    const multiBase = result?.outputs.index !== undefined;
+    const manifest = multiBase ? platformManifest(id, result, platform ?? hostPlatform()) : imageOutputs(id, result).manifest;
     const base = loadImage(ctx.store, manifest);
     if (platform && `${base.config.os}/${base.config.architecture}` !== platform) throw new NodeFailure(`base ${id} is ${base.config.os}/${base.config.architecture}: it has no ${platform} image`);
     return base;
@@ -133,7 +135,7 @@ function storedIndexOutputs(ctx: ExecContext, name: string, stored: StoredIndex)
 function checkPlatforms(part: BuildPart, image: ImageDecl, images: ReadonlyMap<string, ImageDecl>, at: (p: (string | number)[], which?: 'key' | 'value') => Span): Diagnostic[] {
   const declared = part.platforms;
   if (!declared) return [];
-  if (!recipeOf(part.recipe.kind).multiPlatform) {
+  if (!PER_PLATFORM_RECIPES.has(part.recipe.kind)) {
     return [{ code: 'schema', message: `image '${image.name}': platforms: is supported on layers: and debian: images only`, span: at(['platforms'], 'key') }];
   }
   if (image.from?.kind === 'registry') {

@@ -97,7 +97,6 @@ export const debianRecipe: Recipe<DebianRecipe> = {
     // A multi-platform image's packages, per platform (entries NAME@OS/ARCH).
     return { lock: lock ? Object.fromEntries(platforms.map((p) => [p, (lock.images[`${image.name}@${p}`] as unknown as Json) ?? null])) : 'unreadable' };
   },
-  multiPlatform: true,
   async build({ node, decl, recipe, ctx, epoch, platform }) {
     const name = node.image as string;
     const rootfs = path.join(ctx.scratchDir(), platform ? `rootfs-${platform.replace('/', '-')}` : 'rootfs');

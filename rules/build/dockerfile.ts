@@ -10,9 +10,10 @@ import type { Diagnostic } from '../../engine/diagnostics.js';
 import { NodeFailure } from '../../engine/rule.js';
 import { findExecutable, type ToolProbe } from '../../engine/key/tools.js';
 import { composeImage } from '../oci/image.js';
-import { importLayout } from '../oci/layout.js';
+import { importLayout, platformTag } from '../oci/layout.js';
 import { BUILDER_NAMES } from '../dockerfile/names.js';
 import { configChanges, imageOutputs, buildId, layoutInside, type Recipe } from './recipe.js';
+import { hostPlatform } from './platform.js';
 
 /** A `dockerfile:` recipe's decl; paths workspace-relative. */
 export type DockerfileRecipe = {
@@ -107,8 +108,11 @@ export const dockerfileRecipe: Recipe<DockerfileRecipe> = {
     let base: { layoutDir: string; tag: string; name: string } | undefined;
     const from = decl.from;
     if (from !== null && typeof from === 'object' && 'image' in from) {
-      const dep = imageOutputs(buildId(from.image), ctx.deps.get(buildId(from.image)));
-      base = { layoutDir: path.join(root, dep.layout), tag: dep.tag, name: from.image };
+      const result = ctx.deps.get(buildId(from.image));
+      const dep = imageOutputs(buildId(from.image), result);
+      // A multi-platform base: its host platform's manifest, by the tag its layout gives it.
+      const tag = result?.outputs.index !== undefined ? platformTag(dep.tag, hostPlatform()) : dep.tag;
+      base = { layoutDir: path.join(root, dep.layout), tag, name: from.image };
     } else if (from !== null && typeof from === 'object' && 'ociLayout' in from) {
       base = { layoutDir: layoutInside(boundary, root, from.ociLayout), tag: from.tag ?? 'latest', name: path.basename(from.ociLayout).toLowerCase() };
     } else if (from !== null) {

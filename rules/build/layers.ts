@@ -86,7 +86,6 @@ export const layersRecipe: Recipe<LayersRecipe> = {
   defaultFrom: { kind: 'scratch' },
   inputs: (recipe) => recipe.layers.map((l) => ({ kind: 'glob', pattern: l.copy })),
   tool: () => 'graph-layers/2',
-  multiPlatform: true,
   async build({ decl, recipe, ctx, epoch, base, platform }) {
     const { root, boundary } = ctx.workspace;
     const from = await base();

@@ -19,6 +19,13 @@ export type Platform = string;
 /** The platforms `platforms:` accepts. */
 export const PLATFORMS: readonly Platform[] = ['linux/amd64', 'linux/arm64'];
 
+/**
+ * The recipes that build one image per platform (`platforms:`, or their base's): `layers:` (the
+ * same layers on each platform's base) and `debian:` (each architecture's packages). Others build
+ * for the host only, from the host's image of a multi-platform base.
+ */
+export const PER_PLATFORM_RECIPES: ReadonlySet<string> = new Set(['layers', 'debian']);
+
 /** This machine's platform, e.g. `linux/amd64`. */
 export function hostPlatform(): Platform {
   return `linux/${hostArchitecture()}`;
@@ -36,13 +43,15 @@ export function platformOs(platform: Platform): string {
 
 /**
  * The platforms an image is built for, in declared order: its `platforms:`, else its base's when
- * `from:` names a declared image, else `[host]`.
+ * `from:` names a declared image, else `[host]`; always `[host]` for a recipe outside
+ * `PER_PLATFORM_RECIPES` (validation refuses `platforms:` there).
  * @param images every image, by name (a `from` chain is followed; a cycle was reported by validation
  *   and ends the walk at the host platform).
  */
 export function platformsOf(image: ImageDecl, images: ReadonlyMap<string, ImageDecl>, seen: ReadonlySet<string> = new Set()): readonly Platform[] {
-  const declared = buildOf(image).platforms;
-  if (declared) return declared;
+  const part = buildOf(image);
+  if (!PER_PLATFORM_RECIPES.has(part.recipe.kind)) return [hostPlatform()];
+  if (part.platforms) return part.platforms;
   const from = image.from;
   if (from?.kind === 'image' && !seen.has(from.name)) {
     const base = images.get(from.name);

@@ -181,8 +181,6 @@ export interface Recipe<D extends RecipeDecl = RecipeDecl> {
   tools?(settings: Settings): ToolProbe[];
   /** Extra fields of the node's decl (the lock entry of a `debian:` image). */
   keyFields?(recipe: D, image: ImageDecl, expansion: Expansion): Readonly<Record<string, Json>>;
-  /** Whether the recipe builds for platforms other than the host's (`platforms:`). */
-  readonly multiPlatform?: boolean;
   /** Build the image (its config changes applied), for `job.platform`. @throws NodeFailure when it fails. */
   build(job: RecipeBuild<D>): Promise<StoredImage>;
   /** Settings the recipe owns (`builder`). */
