@@ -6,12 +6,13 @@
  * compared with expect), and end skipped on a host without it.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { graph, graphWith, SIFCHECK, workspace } from './helpers.js';
+import { graph, graphWith, SIFCHECK, startRegistry, workspace } from './helpers.js';
 
 const test = suite('platforms');
 
@@ -144,6 +145,53 @@ test('on a host without QEMU user emulation the arm64 tests end skipped with the
   assert.equal(nodes.get('publish:app')?.reasons, [`dependency test:arch/uname@oci@linux/arm64 skipped: ${reason}`]);
   // Nothing was recorded for the skipped tests: with QEMU back they run.
   if (QEMU) assert.match(graph(dir, 'plan', 'test:arch/*').stdout, /^2 nodes to run, 6 cached \(8 nodes selected\)\n/);
+});
+
+test('publish: dist/ gets the index and one SIF per platform; a registry gets the index (skopeo picks each platform) and the arm64 SIF at TAG-sif-linux-arm64', async () => {
+  assert.ok(QEMU, 'this test needs qemu-user-static registered (bash .ci/run installs it)');
+  const dir = workspace(ZOO);
+  assert.is(graph(dir, 'lock').code, 0);
+  const built = graph(dir, 'build', '--report', 'r.json');
+  assert.is(built.code, 0, built.stdout + built.stderr);
+  const index = (report(dir, 'r.json').get('build:app')?.outputs as { index: string }).index;
+  const raw = JSON.parse(execFileSync('skopeo', ['inspect', '--raw', `oci:${path.join(dir, 'dist/oci')}:app`], { encoding: 'utf8' }));
+  assert.equal(raw.manifests.map((m: { platform: { architecture: string } }) => m.platform.architecture), ['amd64', 'arm64']);
+  const lock = JSON.parse(readFileSync(path.join(dir, 'published.lock.json'), 'utf8')).images.app;
+  assert.is(lock.manifest, index);
+  assert.equal(lock.sif.references, ['dist/sif/app.sif']);
+  assert.equal(lock.platform_sifs['linux/arm64'].references, ['dist/sif/app.linux-arm64.sif']);
+  const arm = readFileSync(path.join(dir, 'dist/sif/app.linux-arm64.sif'));
+  assert.is(createHash('sha256').update(arm).digest('hex'), lock.platform_sifs['linux/arm64'].sha256);
+  assert.is(execFileSync('siftool', ['header', path.join(dir, 'dist/sif/app.linux-arm64.sif')], { encoding: 'utf8' }).match(/Primary Architecture:\s*(\S+)/)?.[1], 'arm64');
+
+  const registry = await startRegistry();
+  try {
+    writeFileSync(path.join(dir, 'images.yaml'), readFileSync(path.join(dir, 'images.yaml'), 'utf8').replace('    convert: [sif]\n', `    convert: [sif]\n    publish: [${registry.host}/zoo/app:v1]\n`));
+    const pushed = graph(dir, 'build', 'publish:app');
+    assert.is(pushed.code, 0, pushed.stdout + pushed.stderr);
+    const remote = JSON.parse(execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${registry.host}/zoo/app:v1`], { encoding: 'utf8' }));
+    assert.is(remote.mediaType, 'application/vnd.oci.image.index.v1+json');
+    const tmp = mkdtempSync(path.join(tmpdir(), 'graph-platforms-'));
+    try {
+      execFileSync('skopeo', ['copy', '--src-tls-verify=false', '--override-arch', 'arm64', `docker://${registry.host}/zoo/app:v1`, `dir:${tmp}/arm64`], { stdio: 'pipe' });
+      const manifest = JSON.parse(readFileSync(path.join(tmp, 'arm64/manifest.json'), 'utf8'));
+      assert.is(JSON.parse(readFileSync(path.join(tmp, 'arm64', manifest.config.digest.slice(7)), 'utf8')).architecture, 'arm64');
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    const sifManifest = JSON.parse(execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${registry.host}/zoo/app:v1-sif-linux-arm64`], { encoding: 'utf8' }));
+    assert.is(sifManifest.layers[0].digest, `sha256:${createHash('sha256').update(arm).digest('hex')}`);
+    assert.is(sifManifest.layers[0].mediaType, 'application/vnd.sylabs.sif.layer.v1.sif');
+    const pushedLock = JSON.parse(readFileSync(path.join(dir, 'published.lock.json'), 'utf8')).images.app;
+    assert.is(pushedLock.manifest, index);
+    assert.equal(pushedLock.platform_sifs['linux/arm64'].references, [`oras://${registry.host}/zoo/app:v1-sif-linux-arm64`]);
+    // Registry-aware planning on a fresh runner: the tag names the index the lock records, so the
+    // publish is already done.
+    rmSync(path.join(dir, '.graph'), { recursive: true, force: true });
+    assert.match(graph(dir, 'plan', 'image:app').stdout, `  cached publish:app\n           already in registry (${registry.host}/zoo/app:v1)\n`);
+  } finally {
+    await registry.stop();
+  }
 });
 
 test.run();

@@ -95,22 +95,25 @@ function writeLayoutEntries(store: ContentStore, dir: string, digests: readonly 
 }
 
 /**
- * Add (or replace) the image tagged `tag` in the layout at `dir` (a published one: `dist/oci`),
+ * Add (or replace) the image tagged `tag` in the layout at `dir` (a published one: `dist/oci`), or
+ * a multi-platform image's index (tagged `tag`; its manifests reached through it),
  * keeping the other tags: one layout shared by many images, updated under a lock so concurrent
  * nodes lose nothing. Blobs are copies (reflinks where the file system has them), never hard
  * links: editing the layout must not reach the store. A blob already there is kept only when its
  * bytes match its digest, else replaced; index.json is replaced atomically.
  * @throws DigestError when a blob is missing or corrupt in the store.
  */
-export async function addToLayout(store: ContentStore, dir: string, tag: string, image: StoredImage): Promise<void> {
+export async function addToLayout(store: ContentStore, dir: string, tag: string, image: StoredImage | StoredIndex): Promise<void> {
+  // A multi-platform image is added as its image index (image-index.md) with every platform's blobs.
+  const descriptor = 'indexDescriptor' in image ? image.indexDescriptor : image.manifestDescriptor;
   await withLock(dir, async () => {
     const blobs = path.join(dir, 'blobs', 'sha256');
     mkdirSync(blobs, { recursive: true });
-    await copyBlobs(store, blobs, imageBlobs(image));
+    await copyBlobs(store, blobs, 'indexDescriptor' in image ? indexBlobs(image) : imageBlobs(image));
     writeFileAtomic(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     const indexFile = path.join(dir, 'index.json');
     const old = existsSync(indexFile) ? readJson<Index>(indexFile, `OCI image layout ${dir}`).manifests : [];
-    const manifests = [...old.filter((m) => m.annotations?.[REF_NAME] !== undefined && m.annotations[REF_NAME] !== tag), { ...image.manifestDescriptor, annotations: { [REF_NAME]: tag } }];
+    const manifests = [...old.filter((m) => m.annotations?.[REF_NAME] !== undefined && m.annotations[REF_NAME] !== tag), { ...descriptor, annotations: { [REF_NAME]: tag } }];
     manifests.sort((a, b) => ((a.annotations?.[REF_NAME] ?? '') < (b.annotations?.[REF_NAME] ?? '') ? -1 : 1));
     // Artifacts (untagged) stay after the images, in their order (addArtifactsToLayout's).
     const untagged = old.filter((m) => m.annotations?.[REF_NAME] === undefined);
