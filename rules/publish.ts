@@ -216,6 +216,7 @@ export const publishRule: Rule<PublishNodeDecl> = {
       keys: lineageKeys(node.id, ctx.keys),
       tests,
       signal: ctx.signal,
+      ...(index ? { subject: index.indexDescriptor } : {}),
     });
     const signer = signingKey(ctx.workspace.settings);
     const { putSignature, signatureTag } = await import('./trust/sign.js');

@@ -164,6 +164,14 @@ test('publish: dist/ gets the index and one SIF per platform; a registry gets th
   assert.is(createHash('sha256').update(arm).digest('hex'), lock.platform_sifs['linux/arm64'].sha256);
   assert.is(execFileSync('siftool', ['header', path.join(dir, 'dist/sif/app.linux-arm64.sif')], { encoding: 'utf8' }).match(/Primary Architecture:\s*(\S+)/)?.[1], 'arm64');
 
+  // Signed: the signature and the attestations are about the index, and graph verify agrees.
+  assert.is(graph(dir, 'key', 'generate', '--out', 'k').code, 0);
+  const signed = graph(dir, 'build', '--sign-key', 'k', 'publish:app');
+  assert.is(signed.code, 0, signed.stdout + signed.stderr);
+  const verified = graph(dir, 'verify', 'app', '--key', 'k.pub');
+  assert.is(verified.code, 0, verified.stdout + verified.stderr);
+  assert.match(verified.stdout, `ok    dist/oci:app: manifest ${index}\n`);
+
   const registry = await startRegistry();
   try {
     writeFileSync(path.join(dir, 'images.yaml'), readFileSync(path.join(dir, 'images.yaml'), 'utf8').replace('    convert: [sif]\n', `    convert: [sif]\n    publish: [${registry.host}/zoo/app:v1]\n`));
