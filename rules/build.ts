@@ -12,7 +12,7 @@ import { NodeFailure, type ExecContext, type NodeDef, type NodeOutputs, type Res
 import { parseReference } from '../engine/validate/reference.js';
 import { composeIndex, imageBlobs, indexBlobs, loadImage, loadImageIndex, type StoredImage, type StoredIndex } from './oci/image.js';
 import { importLayout, writeIndexLayout, writeLayout } from './oci/layout.js';
-import { hostPlatform, imagePlatforms, PER_PLATFORM_RECIPES, platformArchitecture, platformsOf, PLATFORMS } from './build/platform.js';
+import { emulationFor, hostPlatform, imagePlatforms, PER_PLATFORM_RECIPES, platformArchitecture, platformsOf, PLATFORMS } from './build/platform.js';
 import type { Diagnostic, Span } from '../engine/diagnostics.js';
 import { debianRecipe } from './build/debian.js';
 import { dockerfileRecipe } from './build/dockerfile.js';
@@ -259,6 +259,9 @@ export const buildRule: Rule<BuildNodeDecl, ReturnType<typeof imageOutputs>> = {
       const deps = from?.kind === 'image' ? [{ id: buildId(from.name), at: () => image.at(['from']) }] : [];
       const { decl, inputs } = buildDeclOf(image, expansion);
       const tools = recipe.tools && expansion.once(`tools:${recipe.kind}`, () => recipe.tools?.(decls.settings) ?? []);
+      // A Dockerfile's RUN steps execute the platform's binaries: a foreign one needs emulation.
+      const { platforms, multi } = expansion.platforms(image);
+      const cannot = recipe.kind === 'dockerfile' && multi ? platforms.map((p) => emulationFor(p)).find((e) => e.kind === 'none') : undefined;
       return {
         id: buildId(image.name),
         kind: 'build',
@@ -269,6 +272,7 @@ export const buildRule: Rule<BuildNodeDecl, ReturnType<typeof imageOutputs>> = {
         tool: recipe.tool(part.recipe, decls.settings),
         ...(tools ? { tools } : {}),
         resources: {},
+        ...(cannot?.kind === 'none' ? { skip: `${cannot.reason} (the Dockerfile's RUN steps need it)` } : {}),
         image: image.name,
         at: () => image.at([], 'key'),
       };

@@ -202,4 +202,34 @@ test('publish: dist/ gets the index and one SIF per platform; a registry gets th
   }
 });
 
+test('a dockerfile: image FROM a multi-platform base is built per platform with buildah --platform, its RUN steps under QEMU', () => {
+  assert.ok(QEMU, 'this test needs qemu-user-static registered (bash .ci/run installs it)');
+  const dir = workspace({
+    ...ZOO,
+    'df/Dockerfile': 'FROM tiny\nRUN ["/bin/busybox", "sh", "-c", "/bin/busybox uname -m > /arch"]\n',
+    'images.yaml': `${ZOO['images.yaml']}  df:\n    from: tiny\n    dockerfile: df/Dockerfile\n`,
+  });
+  assert.is(graph(dir, 'lock').code, 0);
+  const built = graph(dir, 'build', 'build:df', '--report', 'r.json');
+  assert.is(built.code, 0, built.stdout + built.stderr);
+  const outputs = report(dir, 'r.json').get('build:df')?.outputs as { platforms: string[]; manifests: string[] };
+  assert.equal(outputs.platforms, ['linux/amd64', 'linux/arm64']);
+  const layout = path.join(dir, '.graph/out/oci/df');
+  const tmp = mkdtempSync(path.join(tmpdir(), 'graph-platforms-'));
+  try {
+    for (const [arch, machine] of [['amd64', 'x86_64'], ['arm64', 'aarch64']]) {
+      const bundle = path.join(tmp, arch);
+      execFileSync('umoci', ['unpack', '--rootless', '--image', `${layout}:latest-linux-${arch}`, bundle], { stdio: 'pipe' });
+      assert.is(readFileSync(path.join(bundle, 'rootfs/arch'), 'utf8'), `${machine}\n`, arch);
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  // Without emulation its RUN steps could not run: the plan says the build will be skipped.
+  const noQemu = { GRAPH_BINFMT_MISC: mkdtempSync(path.join(tmpdir(), 'graph-binfmt-')) };
+  writeFileSync(path.join(dir, 'df/Dockerfile'), 'FROM tiny\nRUN ["/bin/busybox", "true"]\n');
+  assert.match(graphWith(noQemu, dir, 'plan', 'build:df').stdout, '  run    build:df\n           input file df/Dockerfile changed');
+  assert.match(graphWith(noQemu, dir, 'plan', 'build:df').stdout, "will be skipped: no QEMU user emulation for linux/arm64 on this host (the Dockerfile's RUN steps need it)\n");
+});
+
 test.run();

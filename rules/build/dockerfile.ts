@@ -13,7 +13,7 @@ import { composeImage } from '../oci/image.js';
 import { importLayout, platformTag } from '../oci/layout.js';
 import { BUILDER_NAMES } from '../dockerfile/names.js';
 import { configChanges, imageOutputs, buildId, layoutInside, type Recipe } from './recipe.js';
-import { hostPlatform } from './platform.js';
+import { hostPlatform, platformArchitecture } from './platform.js';
 
 /** A `dockerfile:` recipe's decl; paths workspace-relative. */
 export type DockerfileRecipe = {
@@ -92,7 +92,7 @@ export const dockerfileRecipe: Recipe<DockerfileRecipe> = {
   ],
   tool: (_r, settings) => `dockerfile-builder:${builderOf(settings)}`,
   tools: (settings) => [builderProbe(builderOf(settings))],
-  async build({ decl, recipe, ctx, epoch }) {
+  async build({ decl, recipe, ctx, epoch, platform }) {
     const { root, boundary } = ctx.workspace;
     const choice = builderOf(ctx.workspace.settings);
     let builder;
@@ -110,8 +110,9 @@ export const dockerfileRecipe: Recipe<DockerfileRecipe> = {
     if (from !== null && typeof from === 'object' && 'image' in from) {
       const result = ctx.deps.get(buildId(from.image));
       const dep = imageOutputs(buildId(from.image), result);
-      // A multi-platform base: its host platform's manifest, by the tag its layout gives it.
-      const tag = result?.outputs.index !== undefined ? platformTag(dep.tag, hostPlatform()) : dep.tag;
+      // A multi-platform base: the manifest of the platform built (else the host's), by the tag its
+      // layout gives it.
+      const tag = result?.outputs.index !== undefined ? platformTag(dep.tag, platform ?? hostPlatform()) : dep.tag;
       base = { layoutDir: path.join(root, dep.layout), tag, name: from.image };
     } else if (from !== null && typeof from === 'object' && 'ociLayout' in from) {
       base = { layoutDir: layoutInside(boundary, root, from.ociLayout), tag: from.tag ?? 'latest', name: path.basename(from.ociLayout).toLowerCase() };
@@ -134,8 +135,10 @@ export const dockerfileRecipe: Recipe<DockerfileRecipe> = {
       logFile: ctx.log.path,
       signal: ctx.signal,
       sourceDateEpoch: epoch,
+      ...(platform ? { platform } : {}),
     });
-    const built = await importLayout(ctx.store, outLayout, 'latest');
+    const built = await importLayout(ctx.store, outLayout, 'latest', platform ? platformArchitecture(platform) : undefined);
+    if (platform && `${built.config.os}/${built.config.architecture}` !== platform) throw new NodeFailure(`the builder made a ${built.config.os}/${built.config.architecture} image, not ${platform}`);
     const changes = configChanges(decl);
     const changed = Object.keys(changes.env).length || changes.entrypoint || changes.cmd || changes.workdir || Object.keys(changes.labels).length;
     return changed ? composeImage(ctx.store, built, [], changes, epoch) : built;

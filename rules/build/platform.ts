@@ -21,10 +21,11 @@ export const PLATFORMS: readonly Platform[] = ['linux/amd64', 'linux/arm64'];
 
 /**
  * The recipes that build one image per platform (`platforms:`, or their base's): `layers:` (the
- * same layers on each platform's base) and `debian:` (each architecture's packages). Others build
- * for the host only, from the host's image of a multi-platform base.
+ * same layers on each platform's base), `debian:` (each architecture's packages) and `dockerfile:`
+ * (buildah or podman `--platform`; RUN steps of a foreign platform need QEMU user emulation).
+ * Others would build for the host only, from the host's image of a multi-platform base.
  */
-export const PER_PLATFORM_RECIPES: ReadonlySet<string> = new Set(['layers', 'debian']);
+export const PER_PLATFORM_RECIPES: ReadonlySet<string> = new Set(['layers', 'debian', 'dockerfile']);
 
 /** This machine's platform, e.g. `linux/amd64`. */
 export function hostPlatform(): Platform {
