@@ -367,7 +367,7 @@ export interface PublishedImage {
    * platform, as `sif` describes the host's: in `dist/sif/NAME.OS-ARCH.sif`, or pushed at tag
    * `TAG-sif-OS-ARCH` beside each reference.
    */
-  readonly platform_sifs?: Readonly<Record<string, { readonly sha256: string; readonly md5: string; readonly size: number; readonly references: readonly string[] }>>;
+  readonly platform_sifs?: Readonly<Record<string, NonNullable<PublishedImage['sif']>>>;
 }
 
 /**
@@ -379,7 +379,7 @@ export interface PublishedImage {
  */
 async function publishPlatformSifs(node: NodeDef<PublishNodeDecl>, ctx: ExecContext, name: string, key: ReturnType<typeof loadPrivateKey> | undefined): Promise<PublishedImage['platform_sifs']> {
   const prefix = `${convertId(name)}@`;
-  const out: Record<string, { sha256: string; md5: string; size: number; references: string[] }> = {};
+  const out: Record<string, { sha256: string; md5: string; size: number; partition: string; references: string[] }> = {};
   for (const { id } of node.deps.filter((d) => d.id.startsWith(prefix))) {
     const platform = id.slice(prefix.length);
     const sif = sifOutputs(id, ctx.deps.get(id));
@@ -407,7 +407,7 @@ async function publishPlatformSifs(node: NodeDef<PublishNodeDecl>, ctx: ExecCont
       references.push(`oras://${formatReference(platformRef)}`);
     }
     ctx.log.write(`sif ${platform}: sha256:${published.sha256} -> ${references.join(', ')}\n`);
-    out[platform] = { ...published, references };
+    out[platform] = { ...published, partition: (await import('./trust/sif-sign.js')).partitionDigest(file), references };
   }
   return Object.keys(out).length ? out : undefined;
 }

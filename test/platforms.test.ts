@@ -171,6 +171,10 @@ test('publish: dist/ gets the index and one SIF per platform; a registry gets th
   const verified = graph(dir, 'verify', 'app', '--key', 'k.pub');
   assert.is(verified.code, 0, verified.stdout + verified.stderr);
   assert.match(verified.stdout, `ok    dist/oci:app: manifest ${index}\n`);
+  const signedLock = JSON.parse(readFileSync(path.join(dir, 'published.lock.json'), 'utf8')).images.app.platform_sifs['linux/arm64'];
+  assert.match(verified.stdout, `ok    dist/sif/app.linux-arm64.sif: sha256 ${signedLock.sha256} as published.lock.json records\n`);
+  assert.match(verified.stdout, `ok    dist/sif/app.linux-arm64.sif: system partition ${signedLock.partition} as published.lock.json records\n`);
+  assert.match(verified.stdout, /ok {4}dist\/sif\/app\.linux-arm64\.sif: signed by sha256:[0-9a-f]{64} \(DSSE, object group 1\)\n/);
 
   const registry = await startRegistry();
   try {
