@@ -10,8 +10,10 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { emulationFor, hostPlatform, platformSuffix } from '../../rules/build/platform.js';
 import { convertId } from '../../rules/convert.js';
+import { composeImage, composeIndex, ImageError, loadImageIndex } from '../../rules/oci/image.js';
+import { ContentStore } from '../../engine/cache/store.js';
 import { testId } from '../../rules/test.js';
-import { FakeRunner, runEngine, statuses, workspace } from '../helpers.js';
+import { FakeRunner, graph, runEngine, statuses, workspace } from '../helpers.js';
 
 const test = suite('platform');
 
@@ -129,6 +131,56 @@ test('without QEMU: the foreign tests end skipped with the reason (the plan says
   assert.is(byId.get('convert:app@linux/arm64' as never)?.status, 'ran');
   assert.equal(run.summary.counts, { ran: 7, cached: 0, failed: 0, interrupted: 0, skipped: 3 });
   assert.not.ok(run.runner.started.some((id) => id.includes('@linux/arm64') && id.startsWith('test:')));
+});
+
+test('bad platforms: an unknown platform, a registry base, a platform the base lacks; each at its place', () => {
+  const dir = workspace({
+    'a.txt': 'a\n',
+    'images.yaml': `version: 1
+images:
+  base:
+    debian: {packages: [busybox-static]}
+    platforms: [linux/amd64]
+  pulled:
+    from: example.org/x:1
+    layers: [{copy: a.txt, to: /a}]
+    platforms: [linux/arm64]
+  app:
+    from: base
+    layers: [{copy: a.txt, to: /a}]
+    platforms: [linux/amd64, linux/arm64]
+`,
+  });
+  const r = graph(dir, 'validate');
+  assert.is(r.code, 2);
+  assert.match(r.stderr, "images.yaml:7:11: error[schema]: image 'pulled': a multi-platform image cannot pull its base from a registry yet: build the base here (debian:) or use oci-layout:\n");
+  assert.match(r.stderr, "images.yaml:13:30: error[schema]: image 'app' is built for linux/arm64, but its base 'base' has only linux/amd64\n");
+  const bad = workspace({ 'images.yaml': 'version: 1\nimages:\n  base:\n    debian: {packages: [busybox-static]}\n    platforms: [linux/s390x]\n' });
+  const r2 = graph(bad, 'validate');
+  assert.is(r2.code, 2);
+  assert.match(r2.stderr, 'images.yaml:5:17: error[schema]: images.base.platforms[0] must be one of: linux/amd64, linux/arm64\n');
+});
+
+test('an image index lists each platform with its config\'s os and architecture, and refuses an image under another platform', () => {
+  const store = new ContentStore(mkdtempSync(path.join(tmpdir(), 'graph-cas-')));
+  const changes = { env: {}, labels: {} };
+  const amd = composeImage(store, undefined, [], changes, 0, { os: 'linux', architecture: 'amd64' });
+  const arm = composeImage(store, undefined, [], changes, 0, { os: 'linux', architecture: 'arm64' });
+  const stored = composeIndex(store, [
+    { platform: 'linux/amd64', image: amd },
+    { platform: 'linux/arm64', image: arm },
+  ]);
+  assert.equal(stored.index, {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [
+      { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: amd.manifestDescriptor.digest, size: amd.manifestDescriptor.size, platform: { architecture: 'amd64', os: 'linux' } },
+      { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: arm.manifestDescriptor.digest, size: arm.manifestDescriptor.size, platform: { architecture: 'arm64', os: 'linux' } },
+    ],
+  });
+  const loaded = loadImageIndex(store, stored.indexDescriptor.digest);
+  assert.equal(loaded.images.map((i) => [i.platform, i.image.config.architecture]), [['linux/amd64', 'amd64'], ['linux/arm64', 'arm64']]);
+  assert.throws(() => composeIndex(store, [{ platform: 'linux/arm64', image: amd }]), (e: Error) => e instanceof ImageError && e.message === `image ${amd.manifestDescriptor.digest} is linux/amd64, not linux/arm64`);
 });
 
 test.run();
