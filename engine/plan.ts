@@ -131,6 +131,8 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     }
     const unavailable = status === 'run' && ctx.hostResources ? unavailableHere(node, ctx.hostResources) : undefined;
     if (unavailable) reasons = [unavailable.required ? `will fail: ${unavailable.reason}` : `will be skipped: ${unavailable.reason}`];
+    // How the host will run it (or that it cannot: the build skips it), after why it runs.
+    if (status === 'run' && (node.skip !== undefined || node.note !== undefined)) reasons = [...reasons, node.skip !== undefined ? `will be skipped: ${node.skip}` : (node.note as string)];
     const planned: PlannedNode =
       status === 'run'
         ? { node, key, record, recordText, status, reasons, cached: undefined, ...(unavailable ? { unavailable } : {}) }

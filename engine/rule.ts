@@ -60,6 +60,17 @@ export interface NodeDef<D extends Json = Json> {
    * executor passes them on (`sbatch -c`, `--mem`); not in the key (the output does not depend on it).
    */
   readonly request?: { readonly cpus?: number; readonly memoryMb?: number };
+  /**
+   * Set when this host cannot run the node (a test of a foreign platform without QEMU user
+   * emulation): the reason. The plan shows it, and the build ends the node `skipped` with it,
+   * without running it (its dependents are skipped too). Not in the key: nothing is recorded.
+   */
+  readonly skip?: string;
+  /**
+   * A line the plan shows under the node when it will run, about how it runs on this host (e.g.
+   * `runs under QEMU user emulation (binfmt_misc qemu-aarch64)`). Not in the key.
+   */
+  readonly note?: string;
   /** The image this node belongs to (`image:NAME` targets), if any. */
   readonly image?: string;
   /** The model group this node belongs to (`group:NAME` targets), if any. */

@@ -3,8 +3,11 @@
  * (the image's layers unpacked) or the `sif` runtime (the SIF's squashfs partition unpacked), in
  * a sandbox (settings.sandbox: bubblewrap by default; rules/runtime/), with the test's inputs at
  * /input (read-only) and an empty /output, then compares /output with `expect` (exact bytes, or
- * numbers within `tolerance` in TSV/CSV). One node per sampled model and runtime. The output is
- * kept in `.graph/out/test/NODE/output` for inspection.
+ * numbers within `tolerance` in TSV/CSV). One node per sampled model and runtime, and per platform
+ * of a multi-platform image (`test:GROUP/MODEL@RUNTIME@OS/ARCH` for a platform other than the
+ * host's): a foreign platform's binaries run under QEMU user emulation when the host has it
+ * registered (build/platform.ts `emulationFor`), else the node is skipped with the reason. The
+ * output is kept in `.graph/out/test/NODE/output` for inspection.
  *
  * GPUs: a test claiming `resources: {gpu: N}` runs with the N distinct GPUs the scheduler handed it
  * (`ExecContext.devices.gpu`): their device nodes, the driver's files and `NVIDIA_VISIBLE_DEVICES`
@@ -22,11 +25,15 @@ import { NodeFailure, type ExecContext, type NodeDef, type NodeId, type Rule } f
 import { loadImage } from './oci/image.js';
 import { sandboxProbe } from './runtime/probe.js';
 import { discoverGpus, noGpuReason, type GpuGrant, type GpuHost } from './runtime/gpu.js';
-import { buildId, imageOutputs } from './build.js';
+import { buildId, platformManifest } from './build.js';
+import { emulationFor, hostPlatform, imagePlatforms, platformArchitecture, platformsOf, platformSuffix } from './build/platform.js';
 import { convertId, convertsToSif, sifOutputs } from './convert.js';
 
-/** Node id of one model's test in one runtime. */
-export const testId = (group: string, model: string, runtime: Runtime) => `test:${group}/${model}@${runtime}` as NodeId;
+/**
+ * Node id of one model's test in one runtime: `test:GROUP/MODEL@RUNTIME`, with `@OS/ARCH` added
+ * for a platform other than the host's of a multi-platform image (`test:g/m@oci@linux/arm64`).
+ */
+export const testId = (group: string, model: string, runtime: Runtime, platform?: string | null) => `test:${group}/${model}@${runtime}${platformSuffix(platform)}` as NodeId;
 
 /** Where a test runs: the image's layers (`oci`) or its SIF's partition (`sif`). */
 export type Runtime = 'oci' | 'sif';
@@ -109,12 +116,13 @@ export function sampledModels(group: GroupDecl): readonly ModelDecl[] {
 }
 
 /**
- * Substitute `{model}` and the model's vars into a test command argument or a test path
- * (`expect: tests/expect/{model}`); unknown names stay as written.
+ * Substitute `{model}`, the model's vars and `{arch}` (the OCI architecture the test runs on:
+ * `amd64`, `arm64`; when given) into a test command argument or a test path (`expect:
+ * tests/expect/{model}`); unknown names stay as written, and a model var named `arch` wins.
  */
-export function substituteVars(text: string, model: ModelDecl): string {
+export function substituteVars(text: string, model: ModelDecl, arch?: string): string {
   if (!text.includes('{')) return text; // most arguments and paths name no variable
-  return text.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (all, name: string) => (name === 'model' ? model.name : (model.vars[name] ?? all)));
+  return text.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (all, name: string) => (name === 'model' ? model.name : (model.vars[name] ?? (name === 'arch' && arch !== undefined ? arch : all))));
 }
 
 /**
@@ -190,9 +198,13 @@ function checkTest(test: TestDecl, group: GroupDecl, raw: Readonly<Record<string
     let outside: Diagnostic | undefined;
     // Each directory once (models without {model} share one), named by its first model.
     const firstModel = new Map<string, string>();
+    const image = ctx.images.get(group.image);
+    const archs = (image ? platformsOf(image, ctx.images) : [hostPlatform()]).map(platformArchitecture);
     for (const m of sampledModels(group)) {
-      const dir = substituteVars(pattern, m);
-      if (!firstModel.has(dir)) firstModel.set(dir, m.name);
+      for (const arch of archs) {
+        const dir = substituteVars(pattern, m, arch);
+        if (!firstModel.has(dir)) firstModel.set(dir, m.name);
+      }
     }
     for (const [dir, model] of firstModel) {
       outside ??= ctx.outside(dir, ['test', key], dir === pattern ? declared : `${declared} (model '${model}')`);
@@ -302,42 +314,52 @@ export const testRule: Rule<TestNodeDecl> = {
       const test = testOf(group);
       if (!test) continue;
       for (const model of sampledModels(group)) {
-        const inputsDir = test.inputs === undefined ? undefined : substituteVars(test.inputs, model);
-        const expectDir = test.expect === undefined ? undefined : substituteVars(test.expect, model);
-        const inputs: InputSpec[] = [];
-        if (inputsDir) inputs.push({ kind: 'dir', path: inputsDir });
-        if (expectDir) inputs.push({ kind: 'dir', path: expectDir });
         for (const runtime of test.runtimes) {
           const runsIn = runtime === 'oci' ? group.image : group.sif;
-          nodes.push({
-            id: testId(group.name, model.name, runtime),
-            kind: 'test',
-            deps: [{ id: runtime === 'oci' ? buildId(runsIn) : convertId(runsIn), at: () => group.at([runtime === 'oci' ? 'image' : 'sif']) }],
-            decl: {
-              image: runsIn,
-              runtime,
-              command: test.command.map((arg) => substituteVars(arg, model)),
-              inputs: inputsDir ?? null,
-              expect: expectDir ?? null,
-              timeout_ms: test.timeoutMs,
-              tolerance: test.tolerance ?? null,
-              // How many GPUs it runs with changes what runs; which ones (ids differ run to run)
-              // and the driver's version do not go into the key: like the kernel, the driver is
-              // the host's, and a result keyed by it could never be shared between a planning
-              // machine without GPUs and the GPU host that runs the test. The log names both.
-              ...(test.resources[GPU_TOKEN] ? { gpus: test.resources[GPU_TOKEN] } : {}),
-            },
-            inputs,
-            env: [],
-            tool: `graph-test-${runtime}/1 sandbox:${sandboxName}`,
-            tools: sandbox,
-            timeoutMs: test.timeoutMs,
-            resources: test.resources,
-            ...(test.cpus !== undefined || test.memoryMb !== undefined ? { request: { ...(test.cpus !== undefined ? { cpus: test.cpus } : {}), ...(test.memoryMb !== undefined ? { memoryMb: test.memoryMb } : {}) } } : {}),
-            image: group.image,
-            group: group.name,
-            at: () => group.at(['models'], 'key'),
-          });
+          const image = decls.images.get(runsIn);
+          const { platforms, multi } = image ? imagePlatforms(image, decls) : { platforms: [hostPlatform()], multi: false };
+          // One test per platform of the image; a single-platform image's is what it always was.
+          for (const [i, platform] of (multi ? platforms : [undefined]).entries()) {
+            const arch = platformArchitecture(platform ?? platforms[i]);
+            const inputsDir = test.inputs === undefined ? undefined : substituteVars(test.inputs, model, arch);
+            const expectDir = test.expect === undefined ? undefined : substituteVars(test.expect, model, arch);
+            const inputs: InputSpec[] = [];
+            if (inputsDir) inputs.push({ kind: 'dir', path: inputsDir });
+            if (expectDir) inputs.push({ kind: 'dir', path: expectDir });
+            const emulation = platform ? emulationFor(platform) : undefined;
+            nodes.push({
+              id: testId(group.name, model.name, runtime, platform),
+              kind: 'test',
+              deps: [{ id: runtime === 'oci' ? buildId(runsIn) : convertId(runsIn, platform), at: () => group.at([runtime === 'oci' ? 'image' : 'sif']) }],
+              ...(emulation?.kind === 'none' ? { skip: emulation.reason } : {}),
+              ...(emulation?.kind === 'qemu' ? { note: `runs under QEMU user emulation (binfmt_misc ${emulation.entry})` } : {}),
+              decl: {
+                image: runsIn,
+                runtime,
+                command: test.command.map((arg) => substituteVars(arg, model, arch)),
+                inputs: inputsDir ?? null,
+                expect: expectDir ?? null,
+                timeout_ms: test.timeoutMs,
+                tolerance: test.tolerance ?? null,
+                ...(platform ? { platform } : {}),
+                // How many GPUs it runs with changes what runs; which ones (ids differ run to run)
+                // and the driver's version do not go into the key: like the kernel, the driver is
+                // the host's, and a result keyed by it could never be shared between a planning
+                // machine without GPUs and the GPU host that runs the test. The log names both.
+                ...(test.resources[GPU_TOKEN] ? { gpus: test.resources[GPU_TOKEN] } : {}),
+              },
+              inputs,
+              env: [],
+              tool: `graph-test-${runtime}/1 sandbox:${sandboxName}`,
+              tools: sandbox,
+              timeoutMs: test.timeoutMs,
+              resources: test.resources,
+              ...(test.cpus !== undefined || test.memoryMb !== undefined ? { request: { ...(test.cpus !== undefined ? { cpus: test.cpus } : {}), ...(test.memoryMb !== undefined ? { memoryMb: test.memoryMb } : {}) } } : {}),
+              image: group.image,
+              group: group.name,
+              at: () => group.at(['models'], 'key'),
+            });
+          }
         }
       }
     }
@@ -348,7 +370,7 @@ export const testRule: Rule<TestNodeDecl> = {
     const { root, boundary } = ctx.workspace;
     const depId = node.deps[0].id;
     const sif = decl.runtime === 'sif' ? sifOutputs(depId, ctx.deps.get(depId)) : undefined;
-    const manifest = sif ? sif.manifest : imageOutputs(depId, ctx.deps.get(depId)).manifest;
+    const manifest = sif ? sif.manifest : platformManifest(depId, ctx.deps.get(depId), decl.platform ?? null);
     const image = loadImage(ctx.store, manifest);
     // Loaded when a test runs: a plan never needs the unpacker, the sandboxes or the SIF reader.
     const [{ unpackImage }, { compareOutputs }, { cachedRootfs }, { detectBackend }] = await Promise.all([
@@ -373,7 +395,7 @@ export const testRule: Rule<TestNodeDecl> = {
     } catch (e) {
       throw new NodeFailure((e as Error).message, { type: 'sandbox' });
     }
-    ctx.log.write(`sandbox: ${await backend.version()}; image ${manifest}; runtime ${decl.runtime}\n`);
+    ctx.log.write(`sandbox: ${await backend.version()}; image ${manifest}; runtime ${decl.runtime}${decl.platform ? `; platform ${decl.platform}` : ''}\n`);
     const gpus = decl.gpus ? await grantGpus(decl.gpus, ctx) : undefined;
     const config = image.config.config ?? {};
     const env = Object.fromEntries((config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
@@ -414,6 +436,8 @@ export type TestNodeDecl = {
   readonly tolerance: { readonly absolute?: number; readonly relative?: number } | null;
   /** GPUs it claims (`resources.gpu`); absent for none. */
   readonly gpus?: number;
+  /** Only for a multi-platform image: the platform (`OS/ARCH`) whose image the test runs. */
+  readonly platform?: string;
 };
 
 /**

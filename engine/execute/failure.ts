@@ -32,6 +32,11 @@ export type Failure =
    * The node is `skipped`, or `failed` when the user `required` it to run (`--require-gpu`).
    */
   | { readonly type: 'unavailable'; readonly message: string; readonly required: boolean }
+  /**
+   * Never started: this host cannot run the node (`NodeDef.skip`: a foreign platform without
+   * emulation); the node ends `skipped`, not failed, and so does everything downstream.
+   */
+  | { readonly type: 'unsupported'; readonly message: string }
   /** Never started: the run stopped first (`--fail-fast` after `after` failed, or an interrupt). */
   | { readonly type: 'not-started'; readonly why: 'fail-fast' | 'interrupted'; readonly after?: NodeId };
 
@@ -44,6 +49,7 @@ export function describeFailure(f: Failure): string {
     case 'cluster':
     case 'sandbox':
     case 'error':
+    case 'unsupported':
       return f.message;
     case 'timeout':
       return `timed out after ${formatMs(f.limit_ms)}`;
@@ -54,6 +60,7 @@ export function describeFailure(f: Failure): string {
     case 'dependency':
       if (f.cause.type === 'interrupted') return 'interrupted';
       if (f.cause.type === 'unavailable') return `dependency ${f.dependency} cannot run on this host: ${f.cause.message}`;
+      if (f.cause.type === 'unsupported') return `dependency ${f.dependency} skipped: ${f.cause.message}`;
       return f.cause.type === 'record'
         ? `dependency ${f.dependency} failed (could not record its result: ${f.cause.message})`
         : `dependency ${f.dependency} failed`;

@@ -200,6 +200,8 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
 
   const start = (p: PlannedNode) => {
     const { node } = p;
+    // A node this host cannot run ends skipped with the rule's reason, and so do its dependents.
+    if (node.skip !== undefined) return fail(p, 'skipped', { type: 'unsupported', message: node.skip }, 0);
     const controller = new AbortController();
     running.set(node.id, controller);
     kindRunning.set(node.kind, (kindRunning.get(node.kind) ?? 0) + 1);

@@ -27,40 +27,56 @@ export interface DebianRequest {
   readonly packages: readonly string[];
 }
 
-/** Resolve a request against the suite's index into a lock entry (downloads the index). */
-export async function resolveRequest(request: DebianRequest, cacheDir: string, signal?: AbortSignal): Promise<{ locked: LockedImage; mirror: DebianMirror }> {
+/**
+ * Resolve a request against the suite's index into a lock entry (downloads the index).
+ * @param architecture a Debian architecture (`arm64`): the mirror's `binary-ARCH` index is read;
+ *   default this machine's. Assembling needs no emulation: packages are only unpacked.
+ */
+export async function resolveRequest(request: DebianRequest, cacheDir: string, signal?: AbortSignal, architecture: string = debianArchitecture()): Promise<{ locked: LockedImage; mirror: DebianMirror }> {
   const mirror = findMirror({ suite: request.suite });
-  const architecture = debianArchitecture();
   const index = await loadIndex({ mirror, suite: request.suite, architecture, cacheDir, signal });
   const packages = resolvePackages(index, [...request.packages]);
   return { mirror, locked: { suite: request.suite, architecture, requested: [...request.packages].sort(), packages } };
 }
 
-/** Whether a lock entry pins exactly this request on this machine's architecture. */
-export function lockMatches(entry: LockedImage | undefined, request: DebianRequest): entry is LockedImage {
+/** Whether a lock entry pins exactly this request on `architecture` (default: this machine's). */
+export function lockMatches(entry: LockedImage | undefined, request: DebianRequest, architecture: string = debianArchitecture()): entry is LockedImage {
   if (!entry) return false;
   const requested = [...request.packages].sort();
   return (
     entry.suite === request.suite &&
-    entry.architecture === debianArchitecture() &&
+    entry.architecture === architecture &&
     entry.requested.length === requested.length &&
     entry.requested.every((r, i) => r === requested[i])
   );
 }
 
 /**
- * `graph lock`: resolve every given image's packages and write them into `ROOT/images.lock`
- * (entries of other images are kept).
- * @returns per image, the number of packages pinned.
+ * The images.lock entry name of an image's packages for one platform: the image's name for a
+ * single-platform image (`platform` undefined; the format before platforms), `NAME@OS/ARCH`
+ * (`base@linux/arm64`) for each platform of a multi-platform image.
  */
-export async function lockImages(root: string, images: ReadonlyArray<{ name: string; request: DebianRequest }>, cacheDir: string, signal?: AbortSignal): Promise<Array<{ name: string; packages: number }>> {
+export function lockEntryName(image: string, platform?: string): string {
+  return platform ? `${image}@${platform}` : image;
+}
+
+/**
+ * `graph lock`: resolve every given image's packages and write them into `ROOT/images.lock`
+ * (entries of other images are kept): one entry per image, or per platform of an image given
+ * `platforms` (`OS/ARCH`; entries `NAME@OS/ARCH`, see `lockEntryName`).
+ * @returns per entry, the number of packages pinned.
+ */
+export async function lockImages(root: string, images: ReadonlyArray<{ name: string; request: DebianRequest; platforms?: readonly string[] }>, cacheDir: string, signal?: AbortSignal): Promise<Array<{ name: string; packages: number }>> {
   const file = path.join(root, LOCK_FILE);
   let lock = readLock(file);
   const done: Array<{ name: string; packages: number }> = [];
-  for (const { name, request } of images) {
-    const { locked } = await resolveRequest(request, cacheDir, signal);
-    lock = withLockedImage(lock, name, locked);
-    done.push({ name, packages: locked.packages.length });
+  for (const { name, request, platforms } of images) {
+    for (const platform of platforms ?? [undefined]) {
+      const entry = lockEntryName(name, platform);
+      const { locked } = await resolveRequest(request, cacheDir, signal, platform ? platform.slice(platform.indexOf('/') + 1) : undefined);
+      lock = withLockedImage(lock, entry, locked);
+      done.push({ name: entry, packages: locked.packages.length });
+    }
   }
   writeLock(file, lock);
   return done;
@@ -71,6 +87,8 @@ const GROUP = 'root:x:0:\nnogroup:x:65534:\n';
 
 /**
  * Build the root filesystem of a `debian:` image in `rootfs` (an empty directory).
+ * @param name the image's images.lock entry name (`lockEntryName`).
+ * @param architecture the Debian architecture of the packages (default: this machine's).
  * @param lockFile the workspace's images.lock; its entry for `name` is used when it matches.
  * @param note receives progress lines for the node's log.
  * @returns whether the packages came from the lock, and how many; `modes`, the permission bits of
@@ -80,6 +98,7 @@ const GROUP = 'root:x:0:\nnogroup:x:65534:\n';
 export async function debianRootfs(options: {
   name: string;
   request: DebianRequest;
+  architecture?: string;
   lockFile: string;
   cacheDir: string;
   rootfs: string;
@@ -92,14 +111,15 @@ export async function debianRootfs(options: {
   const entry = readLock(options.lockFile).images[options.name];
   let pins: LockedImage;
   let mirror: DebianMirror;
-  const locked = lockMatches(entry, request);
+  const architecture = options.architecture ?? debianArchitecture();
+  const locked = lockMatches(entry, request, architecture);
   if (locked) {
     pins = entry;
     mirror = findMirror({ suite: request.suite });
     options.note(`${pins.packages.length} packages pinned by ${LOCK_FILE}\n`);
   } else {
-    ({ locked: pins, mirror } = await resolveRequest(request, cacheDir, signal));
-    options.note(`${pins.packages.length} packages resolved from ${mirror.uri} (${entry ? `${LOCK_FILE} is stale for this image` : `not in ${LOCK_FILE}`}: run 'graph lock' to pin them)\n`);
+    ({ locked: pins, mirror } = await resolveRequest(request, cacheDir, signal, architecture));
+    options.note(`${pins.packages.length} ${architecture} packages resolved from ${mirror.uri} (${entry ? `${LOCK_FILE} is stale for this image` : `not in ${LOCK_FILE}`}: run 'graph lock' to pin them)\n`);
   }
   const debs = await fetchDebs(mirror, pins.packages, cacheDir, signal);
   mkdirSync(rootfs, { recursive: true });
