@@ -107,7 +107,7 @@ const output = (req: RunInImage, rel: string) => readFileSync(path.join(req.outp
 test('bwrap argv: a root with every mount point is bound whole; otherwise entry by entry, then / remounted read-only', () => {
   const whole = dirWith({ 'input/.keep': '', 'output/.keep': '', 'proc/.keep': '', 'dev/.keep': '', 'tmp/.keep': '', 'etc/hostname': 'x\n' });
   const req = request(whole, ['predict', 'CTCF', '/input/seqs.fa'], { env: { MODEL: 'CTCF', PATH: '/usr/bin:/bin' }, inputDir: '/data/in', outputDir: '/data/out', workdir: '/opt' });
-  assert.equal(bubblewrapArgv('/usr/bin/bwrap', req, rootMounts(whole, true)), [
+  assert.equal(bubblewrapArgv('/usr/bin/bwrap', req, rootMounts(whole, ['/input', '/output'])), [
     '/usr/bin/bwrap',
     '--ro-bind', whole, '/',
     '--ro-bind', '/data/in', '/input',
@@ -121,7 +121,7 @@ test('bwrap argv: a root with every mount point is bound whole; otherwise entry 
   const sparse = dirWith({ 'usr/bin/python3': '', 'etc/hostname': 'x\n', 'tmp/junk': '', '.marker': '' });
   symlinkSync('usr/bin', path.join(sparse, 'bin'));
   const req2 = request(sparse, ['true'], { env: {}, outputDir: '/data/out' });
-  assert.equal(bubblewrapArgv('bwrap', req2, rootMounts(sparse, false)), [
+  assert.equal(bubblewrapArgv('bwrap', req2, rootMounts(sparse, ['/output'])), [
     'bwrap',
     '--ro-bind', `${sparse}/.marker`, '/.marker',
     '--symlink', 'usr/bin', '/bin',

@@ -3,8 +3,12 @@
  * `apptainer` or `singularity` is on PATH: it is not packaged for Debian 12, so on the project's
  * machines only the command line below is tested, against a fake runner. The command line:
  *
- *   apptainer exec --containall --no-home --net --network none [--bind IN:/input:ro]
- *       --bind OUT:/output --pwd WORKDIR --env K=V… IMAGE CMD…
+ *   apptainer exec --containall --no-home --net --network none [--bind IN:TARGET:ro]…
+ *       --bind OUT:OUTPUT [--bind SCRATCH:TARGET]… --pwd WORKDIR --env K=V… IMAGE CMD…
+ *
+ * The binds are the run contract's, in `sandboxBinds` order (as bubblewrap makes them); scratch
+ * directories are host directories bound writable, not `--scratch` (whose directory apptainer
+ * picks and removes), so every backend gives the command the same empty directory.
  *
  * IMAGE is `req.rootfs`: a SIF file (the `sif` test runtime) or a root filesystem directory
  * (a "sandbox" in Apptainer's terms); both are read-only without `--writable`.
@@ -18,7 +22,7 @@
  * namespace (`--containall`) ends with apptainer's starter.
  */
 import { captureOutput, ExecaRunner, type ProcessRunner } from '../../engine/process.js';
-import { cannotStartReason, commandEnv, plainOutcome, prepareRequest, runBounded, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend } from './runtime.js';
+import { cannotStartReason, commandEnv, plainOutcome, prepareRequest, runBounded, sandboxBinds, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend } from './runtime.js';
 
 /** Apptainer or Singularity. Construct through `detectBackend`, or with the executable's path. */
 export class ApptainerBackend implements TestRuntimeBackend {
@@ -60,8 +64,9 @@ export class ApptainerBackend implements TestRuntimeBackend {
  * @throws Error when a path contains ':' (the `--bind` syntax separator).
  */
 export function apptainerArgv(executable: string, req: RunInImage): string[] {
-  for (const p of [req.inputDir, req.outputDir]) {
-    if (p?.includes(':')) throw new Error(`apptainer cannot bind a path containing ':': ${p}`);
+  const binds = sandboxBinds(req);
+  for (const p of binds.flatMap((b) => [b.source, b.target])) {
+    if (p.includes(':')) throw new Error(`apptainer cannot bind a path containing ':': ${p}`);
   }
   const env = Object.entries(commandEnv(req.env)).filter(([k]) => k !== 'HOME');
   return [
@@ -70,8 +75,7 @@ export function apptainerArgv(executable: string, req: RunInImage): string[] {
     '--containall',
     '--no-home',
     '--net', '--network', 'none',
-    ...(req.inputDir !== undefined ? ['--bind', `${req.inputDir}:/input:ro`] : []),
-    '--bind', `${req.outputDir}:/output`,
+    ...binds.flatMap((b) => ['--bind', `${b.source}:${b.target}${b.writable ? '' : ':ro'}`]),
     '--pwd', req.workdir ?? '/',
     ...env.flatMap(([k, v]) => ['--env', `${k}=${v}`]),
     req.rootfs,

@@ -5,8 +5,10 @@
  * run, removed afterwards), the command line is:
  *
  *   G run --rm --name graph-test-RANDOM --network none --read-only --unsetenv-all
- *       --ulimit nofile=1024:1024 --ulimit nproc=1000:1000 [-v IN:/input:ro] -v OUT:/output
- *       --workdir WORKDIR --env K=V… --rootfs ROOTFS:O CMD…
+ *       --ulimit nofile=1024:1024 --ulimit nproc=1000:1000 [-v IN:TARGET:ro]… -v OUT:OUTPUT
+ *       [-v SCRATCH:TARGET]… --workdir WORKDIR --env K=V… --rootfs ROOTFS:O CMD…
+ *
+ * The `-v` mounts are the run contract's, in `sandboxBinds` order (as bubblewrap makes them).
  *
  * Why these flags:
  * - `--rootfs ROOTFS:O`: an overlay over ROOTFS. Without `:O`, podman and runc create their mount
@@ -34,7 +36,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { captureOutput, ExecaRunner, type ProcessRunner } from '../../engine/process.js';
 import { PODMAN_ULIMITS } from '../dockerfile/podman.js';
-import { cannotStartReason, commandEnv, lastLine, plainOutcome, prepareRequest, runBounded, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend, waitForProcessesToEnd } from './runtime.js';
+import { cannotStartReason, commandEnv, lastLine, plainOutcome, prepareRequest, runBounded, sandboxBinds, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend, waitForProcessesToEnd } from './runtime.js';
 
 /** How long removing an ended container may take, in milliseconds. */
 export const REMOVE_TIMEOUT_MS = 60_000;
@@ -138,8 +140,9 @@ export function podmanGlobal(podman: string, runc: string, dirs: PodmanDirs): st
  *   command starts with '-' (podman would read it as an option).
  */
 export function podmanRunArgs(req: RunInImage, name: string): string[] {
-  for (const p of [req.rootfs, req.inputDir, req.outputDir]) {
-    if (p?.includes(':')) throw new Error(`podman cannot mount a path containing ':': ${p}`);
+  const binds = sandboxBinds(req);
+  for (const p of [req.rootfs, ...binds.flatMap((b) => [b.source, b.target])]) {
+    if (p.includes(':')) throw new Error(`podman cannot mount a path containing ':': ${p}`);
   }
   if (req.command[0]?.startsWith('-')) throw new Error(`podman would read the command '${req.command[0]}' as an option`);
   return [
@@ -150,8 +153,7 @@ export function podmanRunArgs(req: RunInImage, name: string): string[] {
     '--read-only',
     '--unsetenv-all',
     ...PODMAN_ULIMITS.flatMap((u) => ['--ulimit', u]),
-    ...(req.inputDir !== undefined ? ['-v', `${req.inputDir}:/input:ro`] : []),
-    '-v', `${req.outputDir}:/output`,
+    ...binds.flatMap((b) => ['-v', `${b.source}:${b.target}${b.writable ? '' : ':ro'}`]),
     '--workdir', req.workdir ?? '/',
     ...Object.entries(commandEnv(req.env)).flatMap(([k, v]) => ['--env', `${k}=${v}`]),
     '--rootfs', `${req.rootfs}:O`,

@@ -90,7 +90,7 @@ test('a declaration change names the field, old and new value', async () => {
   assert.equal(toRun(await plan(dir))['build:pwm'], ['declaration env.MODE changed (absent → "fast")']);
   writeFiles(dir, { 'models.yaml': SMALL_ZOO['models.yaml'].replace('/output/scores.tsv]', '/output/scores.tsv, --fast]') });
   const reasons = toRun(await plan(dir))['test:pwm/GATA1@oci'];
-  assert.equal(reasons, ['declaration command[4] added ("--fast")', 'dependency build:pwm will run']);
+  assert.equal(reasons, ['declaration contract.command[4] added ("--fast")', 'dependency build:pwm will run']);
 });
 
 test('an allow-listed environment variable is part of the build key', async () => {
