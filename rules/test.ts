@@ -19,7 +19,7 @@ import { sandboxProbe } from './runtime/probe.js';
 import { buildId, imageOutputs } from './build.js';
 import { convertId, convertsToSif, sifOutputs } from './convert.js';
 import { buildOf } from './build/recipe.js';
-import { CONTRACT_PRESETS, contractArgv, contractProblems, resolveContract, type ContractDecl, type ContractField, type ContractPreset, type RunContract } from './runtime/contract.js';
+import { CONTRACT_PRESETS, contractArgv, contractBinds, contractProblems, resolveContract, type ContractDecl, type ContractField, type ContractPreset, type RunContract } from './runtime/contract.js';
 
 /** Node id of one model's test in one runtime. */
 export const testId = (group: string, model: string, runtime: Runtime) => `test:${group}/${model}@${runtime}` as NodeId;
@@ -480,8 +480,8 @@ export const testRule: Rule<TestNodeDecl> = {
     rmSync(outputDir, { recursive: true, force: true });
     mkdirSync(outputDir, { recursive: true });
     // Scratch directories live in the node's private scratch (removed after the node), empty.
-    const scratchRoot = contract.scratch.length ? ctx.scratchDir() : '';
-    const scratch = contract.scratch.map((target, i) => ({ source: path.join(scratchRoot, `scratch-${i}`), target }));
+    // Mount sources are checked again (validation did first); the sandbox mounts the real directories.
+    const binds = contractBinds(contract, (rel) => boundary.realInside(path.join(root, rel), rel), outputDir, contract.scratch.length ? ctx.scratchDir() : '');
     let backend;
     try {
       backend = await detectBackend(sandboxOf(ctx.workspace.settings), { runner: ctx.runner, scratchDir: ctx.scratchDir() });
@@ -496,11 +496,7 @@ export const testRule: Rule<TestNodeDecl> = {
       command,
       env,
       workdir: contract.workdir ?? (config.WorkingDir || undefined),
-      // Checked again (validation did first); the sandbox mounts the real directories.
-      mounts: contract.mounts.map((m) => ({ source: boundary.realInside(path.join(root, m.source), m.source), target: m.target })),
-      outputDir,
-      outputPath: contract.output,
-      scratch,
+      ...binds,
       signal: ctx.signal,
       logFile: ctx.log.path,
     });

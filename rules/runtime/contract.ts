@@ -186,3 +186,26 @@ export function contractArgv(contract: RunContract, image: ImageCommand, imageNa
   }
   return argv;
 }
+
+/** The part of a sandbox run request (rules/runtime/runtime.ts `RunInImage`) a contract decides. */
+export interface ContractBinds {
+  readonly mounts: readonly { readonly source: string; readonly target: string }[];
+  readonly outputDir: string;
+  readonly outputPath: string;
+  readonly scratch: readonly { readonly source: string; readonly target: string }[];
+}
+
+/**
+ * The host side of a contract: each mount's workspace-relative source made a host path by
+ * `hostDir` (which checks it: the test rule passes the workspace boundary's `realInside`), the
+ * output directory `outputDir` at the contract's output path, and one empty host directory per
+ * scratch path, `scratchRoot/scratch-I` (I its index in sorted order).
+ */
+export function contractBinds(contract: RunContract, hostDir: (workspacePath: string) => string, outputDir: string, scratchRoot: string): ContractBinds {
+  return {
+    mounts: contract.mounts.map((m) => ({ source: hostDir(m.source), target: m.target })),
+    outputDir,
+    outputPath: contract.output,
+    scratch: contract.scratch.map((target, i) => ({ source: path.join(scratchRoot, `scratch-${i}`), target })),
+  };
+}
