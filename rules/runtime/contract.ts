@@ -7,15 +7,16 @@
  * always off: no contract can turn it on.
  *
  * The presets, each the contract of a place these images run:
- * - `kipoi` (the default): the test's `inputs` read-only at `/input`, `/output` writable. Kipoi's
- *   model-zoo test layout, and graph's behaviour before contracts existed.
- * - `synapse`: `/input` read-only, `/output` writable, network off: the Synapse challenge
- *   "docker submission" contract (Sage Bionetworks' challenge infrastructure runs a submitted
- *   image's own command with the challenge data at /input and collects /output).
+ * - `kipoi` (the default): the test's `inputs` read-only at `/input`, `/output` writable: graph's
+ *   layout for Kipoi-style zoos (images are environments, models test inputs), and its behaviour
+ *   before contracts existed.
+ * - `synapse`: `/input` read-only, `/output` writable, network off: Synapse "model-to-data"
+ *   challenges, whose workflow (Sage Bionetworks' nf-synapse-challenge) runs a submitted image's
+ *   own command as `docker run -v DATA:/input:ro -v OUT:/output:rw IMAGE` and scores /output.
  * - `tre`: `/safe_data` read-only, `/safe_outputs` writable, `/scratch` writable and empty, no
- *   network, and the image's own start-up command (its `Entrypoint` + `Cmd`): the "five safes"
- *   layout of trusted research environments (e.g. the TRE community's SATRE specification and
- *   the HDR UK / DARE UK TRE container job pattern), where a job is an image, never a command line.
+ *   network, and the image's own start-up command (its `Entrypoint` + `Cmd`): trusted research
+ *   environments, where a job is an image, never a command line; the paths are named after the
+ *   Five Safes framework's "safe data" and "safe outputs" (as in the UK TRE community's SATRE).
  *
  * Paths in a contract are absolute container paths, normalized (no `.`/`..`, no trailing `/`);
  * none may be `/`, under `/proc`, `/dev` or `/tmp` (the sandbox's own), or inside another
@@ -44,9 +45,9 @@ export interface PresetDefaults {
 
 /** Each preset's defaults (module comment). */
 export const PRESETS: Readonly<Record<ContractPreset, PresetDefaults>> = {
-  kipoi: { input: '/input', output: '/output', scratch: [], source: "Kipoi's model test layout; graph's default" },
-  synapse: { input: '/input', output: '/output', scratch: [], source: 'Synapse challenge docker submissions (Sage Bionetworks)' },
-  tre: { input: '/safe_data', output: '/safe_outputs', scratch: ['/scratch'], source: 'trusted research environments (SATRE, HDR UK / DARE UK)' },
+  kipoi: { input: '/input', output: '/output', scratch: [], source: 'graph’s layout for Kipoi-style zoos; the default' },
+  synapse: { input: '/input', output: '/output', scratch: [], source: 'Synapse model-to-data challenges (Sage Bionetworks)' },
+  tre: { input: '/safe_data', output: '/safe_outputs', scratch: ['/scratch'], source: 'trusted research environments (Five Safes; SATRE)' },
 };
 
 /** Container paths that belong to the sandbox itself; no contract path may be one of them or under them. */
