@@ -4,7 +4,7 @@
  * sandbox gave it (arguments, working directory, environment, which contract paths exist and
  * whether they are writable, network interfaces) into the contract's output directory, which
  * graph then compares with the expected report. The same report from the oci and the sif runtime
- * is the proof that both honour the same contract. Then the repository's own contract models
+ * is the proof that both honour the same contract; podman, where installed, gives the same. Then the repository's own contract models
  * (the R model under `synapse`, the TRE job under `tre`) from a copy of the zoo.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { findExecutable } from '../engine/key/tools.js';
 import { copyRepoZoo, graph, workspace } from './helpers.js';
 
 const test = suite('contracts');
@@ -127,6 +128,17 @@ groups:
   const treLog = readFileSync(path.join(dir, '.graph/logs/test:tre%2Fm1@sif.log'), 'utf8');
   assert.match(treLog, "contract: tre; data → /safe_data (ro), output /safe_outputs, scratch /scratch; the image's entrypoint + cmd: /bin/busybox sh /job.sh from-cmd\n");
   assert.match(treLog, / --ro-bind \S+\/data \/safe_data --bind \S+ \/safe_outputs --bind \S+\/scratch-0 \/scratch /);
+
+  // The same contracts under podman (the sandbox is in the test's key, so every test runs again):
+  // the same reports, so both backends honour the same contract. Skipped, saying so, without podman.
+  if (findExecutable('podman', process.env.PATH)) {
+    const podman = graph(dir, 'build', '--sandbox', 'podman', '--report', 'podman.json', 'group:*');
+    assert.is(podman.code, 0, podman.stderr);
+    assert.match(podman.stderr, 'ok: 6 ran, 3 cached, 0 failed, 0 skipped');
+    assert.match(readFileSync(path.join(dir, '.graph/logs/test:tre%2Fm1@oci.log'), 'utf8'), / --mount type=bind,src=\S+\/data,dst=\/safe_data,ro=true --mount type=bind,src=\S+,dst=\/safe_outputs --mount type=bind,src=\S+\/scratch-0,dst=\/scratch /);
+  } else {
+    console.log('  (podman is not installed: the podman run of the contracts is skipped)');
+  }
 
   // A second build: all cached. A changed contract field re-runs that group's tests, and the plan says which field.
   assert.match(graph(dir, 'build', 'group:*').stderr, 'ok: 0 ran, 9 cached, 0 failed, 0 skipped');

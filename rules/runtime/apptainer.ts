@@ -3,10 +3,13 @@
  * `apptainer` or `singularity` is on PATH: it is not packaged for Debian 12, so on the project's
  * machines only the command line below is tested, against a fake runner. The command line:
  *
- *   apptainer exec --containall --no-home --net --network none [--bind IN:TARGET:ro]…
- *       --bind OUT:OUTPUT [--bind SCRATCH:TARGET]… --pwd WORKDIR --env K=V… IMAGE CMD…
+ *   apptainer exec --containall --no-home --net --network none
+ *       [--mount type=bind,src=IN,dst=TARGET,ro]… --mount type=bind,src=OUT,dst=OUTPUT
+ *       [--mount type=bind,src=SCRATCH,dst=TARGET]… --pwd WORKDIR --env K=V… IMAGE CMD…
  *
- * The binds are the run contract's, in `sandboxBinds` order (as bubblewrap makes them); scratch
+ * The binds are the run contract's, in `sandboxBinds` order (as bubblewrap makes them), as
+ * `--mount` (Apptainer 1.0+, SingularityCE 3.9+) rather than `--bind SRC:DST`, which cannot take
+ * the ':' of a test's output directory (`test:GROUP%2FMODEL@sif`); scratch
  * directories are host directories bound writable, not `--scratch` (whose directory apptainer
  * picks and removes), so every backend gives the command the same empty directory.
  *
@@ -61,12 +64,12 @@ export class ApptainerBackend implements TestRuntimeBackend {
 
 /**
  * The command line for `req` (module comment). Pure.
- * @throws Error when a path contains ':' (the `--bind` syntax separator).
+ * @throws Error when a mount path contains ',' or '=' (the `--mount` syntax separators).
  */
 export function apptainerArgv(executable: string, req: RunInImage): string[] {
   const binds = sandboxBinds(req);
   for (const p of binds.flatMap((b) => [b.source, b.target])) {
-    if (p.includes(':')) throw new Error(`apptainer cannot bind a path containing ':': ${p}`);
+    if (/[,=]/.test(p)) throw new Error(`apptainer cannot mount a path containing ',' or '=': ${p}`);
   }
   const env = Object.entries(commandEnv(req.env)).filter(([k]) => k !== 'HOME');
   return [
@@ -75,7 +78,7 @@ export function apptainerArgv(executable: string, req: RunInImage): string[] {
     '--containall',
     '--no-home',
     '--net', '--network', 'none',
-    ...binds.flatMap((b) => ['--bind', `${b.source}:${b.target}${b.writable ? '' : ':ro'}`]),
+    ...binds.flatMap((b) => ['--mount', `type=bind,src=${b.source},dst=${b.target}${b.writable ? '' : ',ro'}`]),
     '--pwd', req.workdir ?? '/',
     ...env.flatMap(([k, v]) => ['--env', `${k}=${v}`]),
     req.rootfs,

@@ -5,10 +5,15 @@
  * run, removed afterwards), the command line is:
  *
  *   G run --rm --name graph-test-RANDOM --network none --read-only --unsetenv-all
- *       --ulimit nofile=1024:1024 --ulimit nproc=1000:1000 [-v IN:TARGET:ro]… -v OUT:OUTPUT
- *       [-v SCRATCH:TARGET]… --workdir WORKDIR --env K=V… --rootfs ROOTFS:O CMD…
+ *       --ulimit nofile=1024:1024 --ulimit nproc=1000:1000
+ *       [--mount type=bind,src=IN,dst=TARGET,ro=true]… --mount type=bind,src=OUT,dst=OUTPUT
+ *       [--mount type=bind,src=SCRATCH,dst=TARGET]… --workdir WORKDIR --env K=V…
+ *       --rootfs ROOTFS:O CMD…
  *
- * The `-v` mounts are the run contract's, in `sandboxBinds` order (as bubblewrap makes them).
+ * The mounts are the run contract's, in `sandboxBinds` order (as bubblewrap makes them), as
+ * `--mount` rather than `-v SRC:DST`: the test's output directory is named after its node
+ * (`test:GROUP%2FMODEL@oci`), and `-v` cannot take a path with ':'. `--mount` separates with ','
+ * instead, which graph's own paths never contain.
  *
  * Why these flags:
  * - `--rootfs ROOTFS:O`: an overlay over ROOTFS. Without `:O`, podman and runc create their mount
@@ -136,13 +141,15 @@ export function podmanGlobal(podman: string, runc: string, dirs: PodmanDirs): st
 
 /**
  * `run …` arguments for `req` (module comment). Pure.
- * @throws Error when a path contains ':' (the `-v` and `--rootfs` syntax separator) or the
+ * @throws Error when a mount path contains ',' or '=' (the `--mount` syntax separators), the
+ *   root filesystem's path contains ':' (the `--rootfs` separator), or the
  *   command starts with '-' (podman would read it as an option).
  */
 export function podmanRunArgs(req: RunInImage, name: string): string[] {
   const binds = sandboxBinds(req);
-  for (const p of [req.rootfs, ...binds.flatMap((b) => [b.source, b.target])]) {
-    if (p.includes(':')) throw new Error(`podman cannot mount a path containing ':': ${p}`);
+  if (req.rootfs.includes(':')) throw new Error(`podman cannot use a root filesystem whose path contains ':': ${req.rootfs}`);
+  for (const p of binds.flatMap((b) => [b.source, b.target])) {
+    if (/[,=]/.test(p)) throw new Error(`podman cannot mount a path containing ',' or '=': ${p}`);
   }
   if (req.command[0]?.startsWith('-')) throw new Error(`podman would read the command '${req.command[0]}' as an option`);
   return [
@@ -153,7 +160,7 @@ export function podmanRunArgs(req: RunInImage, name: string): string[] {
     '--read-only',
     '--unsetenv-all',
     ...PODMAN_ULIMITS.flatMap((u) => ['--ulimit', u]),
-    ...binds.flatMap((b) => ['-v', `${b.source}:${b.target}${b.writable ? '' : ':ro'}`]),
+    ...binds.flatMap((b) => ['--mount', `type=bind,src=${b.source},dst=${b.target}${b.writable ? '' : ',ro=true'}`]),
     '--workdir', req.workdir ?? '/',
     ...Object.entries(commandEnv(req.env)).flatMap(([k, v]) => ['--env', `${k}=${v}`]),
     '--rootfs', `${req.rootfs}:O`,

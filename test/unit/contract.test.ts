@@ -127,11 +127,13 @@ test('podman run arguments for each preset (golden)', () => {
   const env = ['--env', 'HOME=/root', '--env', 'MODEL=m1', '--env', 'PATH=/usr/bin:/bin', '--rootfs', '/img:O'];
   for (const preset of ['kipoi', 'synapse'] as const) {
     assert.equal(podmanRunArgs(requestFor(preset), 'graph-test-x'), [
-      ...head, '-v', '/ws/zoo/in:/input:ro', '-v', '/ws/zoo/ref:/ref:ro', '-v', '/n/output:/output', '--workdir', '/', ...env, 'predict', '/input/x',
+      ...head, '--mount', 'type=bind,src=/ws/zoo/in,dst=/input,ro=true', '--mount', 'type=bind,src=/ws/zoo/ref,dst=/ref,ro=true', '--mount', 'type=bind,src=/n/output,dst=/output',
+      '--workdir', '/', ...env, 'predict', '/input/x',
     ], preset);
   }
   assert.equal(podmanRunArgs(requestFor('tre'), 'graph-test-x'), [
-    ...head, '-v', '/ws/zoo/ref:/ref:ro', '-v', '/ws/zoo/in:/safe_data:ro', '-v', '/n/output:/safe_outputs', '-v', '/n/scratch/scratch-0:/scratch', '--workdir', '/', ...env, 'tre-job',
+    ...head, '--mount', 'type=bind,src=/ws/zoo/ref,dst=/ref,ro=true', '--mount', 'type=bind,src=/ws/zoo/in,dst=/safe_data,ro=true', '--mount', 'type=bind,src=/n/output,dst=/safe_outputs',
+    '--mount', 'type=bind,src=/n/scratch/scratch-0,dst=/scratch', '--workdir', '/', ...env, 'tre-job',
   ]);
 });
 
@@ -140,11 +142,12 @@ test('apptainer arguments for each preset (golden)', () => {
   const env = ['--pwd', '/', '--env', 'MODEL=m1', '--env', 'PATH=/usr/bin:/bin', '/i.sif'];
   for (const preset of ['kipoi', 'synapse'] as const) {
     assert.equal(apptainerArgv('apptainer', requestFor(preset, '/i.sif')), [
-      ...head, '--bind', '/ws/zoo/in:/input:ro', '--bind', '/ws/zoo/ref:/ref:ro', '--bind', '/n/output:/output', ...env, 'predict', '/input/x',
+      ...head, '--mount', 'type=bind,src=/ws/zoo/in,dst=/input,ro', '--mount', 'type=bind,src=/ws/zoo/ref,dst=/ref,ro', '--mount', 'type=bind,src=/n/output,dst=/output', ...env, 'predict', '/input/x',
     ], preset);
   }
   assert.equal(apptainerArgv('apptainer', requestFor('tre', '/i.sif')), [
-    ...head, '--bind', '/ws/zoo/ref:/ref:ro', '--bind', '/ws/zoo/in:/safe_data:ro', '--bind', '/n/output:/safe_outputs', '--bind', '/n/scratch/scratch-0:/scratch', ...env, 'tre-job',
+    ...head, '--mount', 'type=bind,src=/ws/zoo/ref,dst=/ref,ro', '--mount', 'type=bind,src=/ws/zoo/in,dst=/safe_data,ro', '--mount', 'type=bind,src=/n/output,dst=/safe_outputs',
+    '--mount', 'type=bind,src=/n/scratch/scratch-0,dst=/scratch', ...env, 'tre-job',
   ]);
 });
 
