@@ -1,13 +1,17 @@
 /**
- * test:GROUP/MODEL@RUNTIME — runs a model's test command inside its image, in the `oci` runtime
- * (the image's layers unpacked) or the `sif` runtime (the SIF's squashfs partition unpacked), in
- * a sandbox (settings.sandbox: bubblewrap by default; rules/runtime/), with the test's inputs at
- * /input (read-only) and an empty /output, then compares /output with `expect` (exact bytes, or
- * numbers within `tolerance` in TSV/CSV). One node per sampled model and runtime, and per platform
- * of a multi-platform image (`test:GROUP/MODEL@RUNTIME@OS/ARCH` for a platform other than the
- * host's): a foreign platform's binaries run under QEMU user emulation when the host has it
- * registered (build/platform.ts `emulationFor`), else the node is skipped with the reason. The
- * output is kept in `.graph/out/test/NODE/output` for inspection.
+ * test:GROUP/MODEL@RUNTIME — runs a model's test command (or the image's own Entrypoint + Cmd)
+ * inside its image, in the `oci` runtime (the image's layers unpacked) or the `sif` runtime (the
+ * SIF's squashfs partition unpacked), in a sandbox (settings.sandbox: bubblewrap by default;
+ * rules/runtime/), under the test's run contract (rules/runtime/contract.ts: `kipoi` by default,
+ * the test's inputs at /input read-only and an empty /output; `synapse`; `tre`), then compares
+ * the contract's output directory with `expect` (exact bytes, or numbers within `tolerance` in
+ * TSV/CSV). One node per sampled model and runtime. The output is kept in
+ * `.graph/out/test/NODE/output` for inspection.
+ *
+ * One test per platform of a multi-platform image too (`test:GROUP/MODEL@RUNTIME@OS/ARCH` for a
+ * platform other than the host's): a foreign platform's binaries run under QEMU user emulation
+ * when the host has it registered (build/platform.ts `emulationFor`), else the node is skipped
+ * with the reason.
  *
  * GPUs: a test claiming `resources: {gpu: N}` runs with the N distinct GPUs the scheduler handed it
  * (`ExecContext.devices.gpu`): their device nodes, the driver's files and `NVIDIA_VISIBLE_DEVICES`
@@ -28,6 +32,8 @@ import { discoverGpus, noGpuReason, type GpuGrant, type GpuHost } from './runtim
 import { buildId, platformManifest } from './build.js';
 import { emulationFor, hostPlatform, imagePlatforms, platformArchitecture, platformsOf, platformSuffix } from './build/platform.js';
 import { convertId, convertsToSif, sifOutputs } from './convert.js';
+import { buildOf } from './build/recipe.js';
+import { CONTRACT_PRESETS, contractArgv, contractBinds, contractProblems, resolveContract, type ContractDecl, type ContractField, type ContractPreset, type RunContract } from './runtime/contract.js';
 
 /**
  * Node id of one model's test in one runtime: `test:GROUP/MODEL@RUNTIME`, with `@OS/ARCH` added
@@ -40,9 +46,22 @@ export type Runtime = 'oci' | 'sif';
 
 /** A group's `test:`, normalized. */
 export interface TestDecl {
-  readonly command: readonly string[];
-  /** Directory mounted at /input; may contain `{model}` and vars (see `substituteVars`). */
+  /** argv; undefined: the image's Entrypoint + Cmd run. */
+  readonly command?: readonly string[];
+  /** The run contract's preset (`kipoi` by default); validation rejects other names. */
+  readonly contract: ContractPreset;
+  /** Directory mounted read-only at the preset's input path (/input); may contain `{model}` and vars (see `substituteVars`). */
   readonly inputs?: string;
+  /** More read-only mounts: workspace-relative directory (may contain `{model}`) → container path. */
+  readonly mounts?: Readonly<Record<string, string>>;
+  /** The writable container path compared with `expect`; default the preset's. */
+  readonly output?: string;
+  /** Empty writable container paths; default the preset's. */
+  readonly scratch?: readonly string[];
+  /** Set on top of the image's Env; values may contain `{model}` and vars. */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Replaces the image's WorkingDir. */
+  readonly workdir?: string;
   /** Directory of expected outputs; may contain `{model}` and vars. */
   readonly expect?: string;
   readonly runtimes: readonly Runtime[];
@@ -139,12 +158,26 @@ export function parseDuration(value: string | number): number {
 
 const testSchema = {
   type: 'object',
-  required: ['command'],
   additionalProperties: false,
   properties: {
-    command: { type: 'array', minItems: 1, items: { type: 'string' }, description: "argv; {model} and the model's vars are substituted." },
-    inputs: { type: 'string', minLength: 1, description: 'Directory mounted read-only at /input.' },
-    expect: { type: 'string', minLength: 1, description: 'Directory of files /output must match.' },
+    command: { type: 'array', minItems: 1, items: { type: 'string' }, description: "argv; {model} and the model's vars are substituted. Absent: the image's Entrypoint + Cmd run." },
+    contract: { type: 'string', minLength: 1, description: `Run contract preset: ${CONTRACT_PRESETS.join(', ')} (default kipoi). See README, "Run contracts".` },
+    inputs: { type: 'string', minLength: 1, description: "Directory mounted read-only at the contract's input path (/input; tre: /safe_data)." },
+    mounts: {
+      type: 'object',
+      description: 'More read-only mounts: a directory (relative to models.yaml; {model} substituted) → an absolute path in the container.',
+      additionalProperties: { type: 'string', minLength: 1 },
+    },
+    output: { type: 'string', minLength: 1, description: "The writable path whose files are compared with expect (default the contract's: /output; tre: /safe_outputs)." },
+    scratch: { type: 'array', uniqueItems: true, items: { type: 'string', minLength: 1 }, description: "Empty writable paths (default the contract's: none; tre: [/scratch])." },
+    env: {
+      type: 'object',
+      description: "Environment variables set on top of the image's Env ({model} substituted in values).",
+      propertyNames: { pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
+      additionalProperties: { type: 'string' },
+    },
+    workdir: { type: 'string', minLength: 1, description: "Working directory in the container (default the image's WorkingDir)." },
+    expect: { type: 'string', minLength: 1, description: "Directory of files the contract's output must match." },
     runtimes: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: ['oci', 'sif'] } },
     timeout: {
       description: 'Per-test time limit: a number of seconds or a duration like 90s, 10m, 1h.',
@@ -189,12 +222,17 @@ const testSchema = {
 function checkTest(test: TestDecl, group: GroupDecl, raw: Readonly<Record<string, unknown>>, ctx: CheckContext): Diagnostic[] {
   const diagnostics: Diagnostic[] = [];
   const rawTest = raw.test as Record<string, unknown>;
+  // Every directory the test reads: inputs, expect, and each mount's source (by its key as written).
+  const dirs: { pattern: string; field: (string | number)[]; declared: string; what: string }[] = [];
   for (const key of ['inputs', 'expect'] as const) {
-    const pattern = test[key];
-    if (pattern === undefined) continue;
+    if (test[key] !== undefined) dirs.push({ pattern: test[key], field: ['test', key], declared: rawTest[key] as string, what: `test ${key} directory` });
+  }
+  const rawMounts = Object.keys((rawTest.mounts as Record<string, string> | undefined) ?? {});
+  Object.keys(test.mounts ?? {}).forEach((pattern, i) => dirs.push({ pattern, field: ['test', 'mounts', rawMounts[i]], declared: rawMounts[i], what: 'test mounts directory' }));
+  for (const { pattern, field, declared: as, what } of dirs) {
     // With {model} in the path each sampled model has its own directory; report the first
     // outside the workspace, else the first missing.
-    const declared = `'${rawTest[key] as string}'`;
+    const declared = `'${as}'`;
     let outside: Diagnostic | undefined;
     // Each directory once (models without {model} share one), named by its first model.
     const firstModel = new Map<string, string>();
@@ -207,7 +245,7 @@ function checkTest(test: TestDecl, group: GroupDecl, raw: Readonly<Record<string
       }
     }
     for (const [dir, model] of firstModel) {
-      outside ??= ctx.outside(dir, ['test', key], dir === pattern ? declared : `${declared} (model '${model}')`);
+      outside ??= ctx.outside(dir, field, dir === pattern ? declared : `${declared} (model '${model}')`, field[1] === 'mounts' ? () => ctx.at(field, 'key') : undefined);
       if (outside) break;
     }
     if (outside) {
@@ -217,9 +255,10 @@ function checkTest(test: TestDecl, group: GroupDecl, raw: Readonly<Record<string
     const missing = [...firstModel.keys()].filter((dir) => !ctx.exists({ kind: 'dir', path: dir }));
     if (missing.length) {
       const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : '';
-      diagnostics.push({ code: 'missing-file', message: `test ${key} directory '${missing[0]}' does not exist${more}`, span: ctx.at(['test', key]) });
+      diagnostics.push({ code: 'missing-file', message: `${what} '${missing[0]}' does not exist${more}`, span: ctx.at(field, field[1] === 'mounts' ? 'key' : 'value') });
     }
   }
+  diagnostics.push(...checkContract(test, group, rawTest, ctx));
   for (const [token, amount] of Object.entries(test.resources)) {
     const capacity = ctx.settings.resources[token];
     const host = ctx.settings.hostResources?.[token];
@@ -252,6 +291,104 @@ function checkTest(test: TestDecl, group: GroupDecl, raw: Readonly<Record<string
   return diagnostics;
 }
 
+/** The span of a contract problem's field. */
+function contractSpan(at: ContractField, ctx: CheckContext) {
+  switch (at.field) {
+    case 'mounts':
+      return ctx.at(['test', 'mounts', at.source]);
+    case 'scratch':
+      return ctx.at(['test', 'scratch', at.index]);
+    case 'output':
+    case 'workdir':
+    case 'inputs':
+      return ctx.at(['test', at.field]);
+  }
+}
+
+/**
+ * The run contract's checks: a known preset (else "did you mean"), its paths (contractProblems:
+ * absolute, not reserved, none inside another), and, without `command`, an image that has an
+ * Entrypoint or Cmd, where images.yaml tells (else the run says so).
+ */
+function checkContract(test: TestDecl, group: GroupDecl, rawTest: Readonly<Record<string, unknown>>, ctx: CheckContext): Diagnostic[] {
+  const diagnostics: Diagnostic[] = [];
+  if (!(CONTRACT_PRESETS as readonly string[]).includes(test.contract)) {
+    const guess = didYouMean(test.contract, CONTRACT_PRESETS);
+    diagnostics.push({
+      code: 'unknown-contract',
+      message: `unknown run contract '${test.contract}'${guess ? ` (did you mean '${guess}'?)` : ''}`,
+      span: ctx.at(['test', 'contract']),
+      hint: `the presets are ${CONTRACT_PRESETS.join(', ')} (README, "Run contracts")`,
+    });
+    return diagnostics;
+  }
+  // As written (mount keys unresolved), so each problem names the key the author typed.
+  const declared: ContractDecl = { ...contractDeclOf(test), mounts: rawTest.mounts as Record<string, string> | undefined };
+  for (const p of contractProblems(declared)) diagnostics.push({ code: 'bad-contract', message: p.message, span: contractSpan(p.at, ctx) });
+  if (test.command === undefined) {
+    for (const runtime of test.runtimes) {
+      const name = runtime === 'oci' ? group.image : group.sif;
+      if (imageHasCommand(name, ctx.images) === false) {
+        diagnostics.push({
+          code: 'no-command',
+          message: `the test has no 'command' and image '${name}' has neither entrypoint nor cmd: nothing would run`,
+          span: ctx.at(['test'], 'key'),
+          hint: `add 'command:' to the test, or 'entrypoint:'/'cmd:' to image '${name}' in images.yaml`,
+        });
+        break;
+      }
+    }
+  }
+  return diagnostics;
+}
+
+/**
+ * Whether image `name` will have an Entrypoint or Cmd, as far as images.yaml tells: true when it
+ * or a base declared here sets one; false when none does and the chain ends in a base with no
+ * config (`scratch`, a `debian:` image); undefined when a Dockerfile or an outside base decides.
+ */
+function imageHasCommand(name: string, images: CheckContext['images']): boolean | undefined {
+  const seen = new Set<string>();
+  for (let image = images.get(name); image && !seen.has(image.name); ) {
+    seen.add(image.name);
+    const build = buildOf(image);
+    if ((build.entrypoint?.length ?? 0) > 0 || (build.cmd?.length ?? 0) > 0) return true;
+    if (build.recipe.kind === 'debian') return false;
+    if (build.recipe.kind !== 'layers') return undefined;
+    if (!image.from || image.from.kind === 'scratch') return false;
+    if (image.from.kind !== 'image') return undefined;
+    image = images.get(image.from.name);
+  }
+  return undefined;
+}
+
+/** The contract fields of a group's test (paths as normalized: workspace-relative). */
+function contractDeclOf(test: TestDecl): ContractDecl {
+  return {
+    preset: test.contract,
+    ...(test.inputs !== undefined ? { inputs: test.inputs } : {}),
+    ...(test.mounts ? { mounts: test.mounts } : {}),
+    ...(test.output !== undefined ? { output: test.output } : {}),
+    ...(test.scratch ? { scratch: test.scratch } : {}),
+    ...(test.env ? { env: test.env } : {}),
+    ...(test.workdir !== undefined ? { workdir: test.workdir } : {}),
+    ...(test.command ? { command: test.command } : {}),
+  };
+}
+
+/** One model's contract: the group's, with `{model}` and vars substituted in the command, the directories and env values. */
+export function modelContract(test: TestDecl, model: ModelDecl, arch?: string): RunContract {
+  const decl = contractDeclOf(test);
+  const sub = (t: string) => substituteVars(t, model, arch);
+  return resolveContract({
+    ...decl,
+    ...(decl.inputs !== undefined ? { inputs: sub(decl.inputs) } : {}),
+    ...(decl.mounts ? { mounts: Object.fromEntries(Object.entries(decl.mounts).map(([k, v]) => [sub(k), v])) } : {}),
+    ...(decl.env ? { env: Object.fromEntries(Object.entries(decl.env).map(([k, v]) => [k, sub(v)])) } : {}),
+    ...(decl.command ? { command: decl.command.map(sub) } : {}),
+  });
+}
+
 /** The test rule: its part of group entries (`test:`) and the `sandbox` setting (`--sandbox`). */
 export const testRule: Rule<TestNodeDecl> = {
   kind: 'test',
@@ -270,9 +407,16 @@ export const testRule: Rule<TestNodeDecl> = {
       normalize(raw, ctx) {
         const rawTest = raw.test as Record<string, unknown> | undefined;
         if (!rawTest) return {};
+        const mounts = rawTest.mounts as Record<string, string> | undefined;
         return {
           test: {
-            command: rawTest.command as string[],
+            ...(rawTest.command === undefined ? {} : { command: rawTest.command as string[] }),
+            contract: ((rawTest.contract as string | undefined) ?? 'kipoi') as ContractPreset,
+            ...(mounts === undefined ? {} : { mounts: Object.fromEntries(Object.entries(mounts).map(([dir, to]) => [ctx.rel(dir), to])) }),
+            ...(rawTest.output === undefined ? {} : { output: rawTest.output as string }),
+            ...(rawTest.scratch === undefined ? {} : { scratch: rawTest.scratch as string[] }),
+            ...(rawTest.env === undefined ? {} : { env: rawTest.env as Record<string, string> }),
+            ...(rawTest.workdir === undefined ? {} : { workdir: rawTest.workdir as string }),
             inputs: rawTest.inputs === undefined ? undefined : ctx.rel(rawTest.inputs as string),
             expect: rawTest.expect === undefined ? undefined : ctx.rel(rawTest.expect as string),
             runtimes: (rawTest.runtimes as Runtime[] | undefined) ?? ['oci'],
@@ -321,10 +465,10 @@ export const testRule: Rule<TestNodeDecl> = {
           // One test per platform of the image; a single-platform image's is what it always was.
           for (const [i, platform] of (multi ? platforms : [undefined]).entries()) {
             const arch = platformArchitecture(platform ?? platforms[i]);
-            const inputsDir = test.inputs === undefined ? undefined : substituteVars(test.inputs, model, arch);
+            const contract = modelContract(test, model, arch);
             const expectDir = test.expect === undefined ? undefined : substituteVars(test.expect, model, arch);
             const inputs: InputSpec[] = [];
-            if (inputsDir) inputs.push({ kind: 'dir', path: inputsDir });
+            for (const dir of new Set(contract.mounts.map((m) => m.source))) inputs.push({ kind: 'dir', path: dir });
             if (expectDir) inputs.push({ kind: 'dir', path: expectDir });
             const emulation = platform ? emulationFor(platform) : undefined;
             nodes.push({
@@ -336,8 +480,7 @@ export const testRule: Rule<TestNodeDecl> = {
               decl: {
                 image: runsIn,
                 runtime,
-                command: test.command.map((arg) => substituteVars(arg, model, arch)),
-                inputs: inputsDir ?? null,
+                contract,
                 expect: expectDir ?? null,
                 timeout_ms: test.timeoutMs,
                 tolerance: test.tolerance ?? null,
@@ -386,9 +529,23 @@ export const testRule: Rule<TestNodeDecl> = {
       const sifFile = path.join(root, sif.sif);
       rootfs = await cachedRootfs(path.join(ctx.cacheDir, 'sif-rootfs', sif.sha256), (dir) => extractSifPartition(sifFile, dir, ctx), (why) => ctx.log.write(why));
     }
-    const outputDir = path.join(ctx.outDir, 'test', testDirName(node.id), 'output');
+    const contract = decl.contract;
+    const problems = contractProblems({ preset: contract.preset, mounts: Object.fromEntries(contract.mounts.map((m) => [m.source, m.target])), output: contract.output, scratch: contract.scratch, ...(contract.workdir !== null ? { workdir: contract.workdir } : {}) }, contract);
+    if (problems.length) throw new NodeFailure(`invalid run contract: ${problems.map((p) => p.message).join('; ')}`);
+    const config = image.config.config ?? {};
+    let command: string[];
+    try {
+      command = contractArgv(contract, config, decl.image);
+    } catch (e) {
+      throw new NodeFailure((e as Error).message);
+    }
+    const nodeDir = path.join(ctx.outDir, 'test', testDirName(node.id));
+    const outputDir = path.join(nodeDir, 'output');
     rmSync(outputDir, { recursive: true, force: true });
     mkdirSync(outputDir, { recursive: true });
+    // Scratch directories live in the node's private scratch (removed after the node), empty.
+    // Mount sources are checked again (validation did first); the sandbox mounts the real directories.
+    const binds = contractBinds(contract, (rel) => boundary.realInside(path.join(root, rel), rel), outputDir, contract.scratch.length ? ctx.scratchDir() : '');
     let backend;
     try {
       backend = await detectBackend(sandboxOf(ctx.workspace.settings), { runner: ctx.runner, scratchDir: ctx.scratchDir() });
@@ -397,16 +554,14 @@ export const testRule: Rule<TestNodeDecl> = {
     }
     ctx.log.write(`sandbox: ${await backend.version()}; image ${manifest}; runtime ${decl.runtime}${decl.platform ? `; platform ${decl.platform}` : ''}\n`);
     const gpus = decl.gpus ? await grantGpus(decl.gpus, ctx) : undefined;
-    const config = image.config.config ?? {};
-    const env = Object.fromEntries((config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+    const env = { ...Object.fromEntries((config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])), ...contract.env };
+    ctx.log.write(`contract: ${contract.preset}; ${[...contract.mounts.map((m) => `${m.source} → ${m.target} (ro)`), `output ${contract.output}`, ...contract.scratch.map((s) => `scratch ${s}`)].join(', ')}; ${contract.command ? 'command' : 'the image\'s entrypoint + cmd'}: ${command.join(' ')}\n`);
     const outcome = await backend.run({
       rootfs,
-      command: [...decl.command],
+      command,
       env,
-      workdir: config.WorkingDir || undefined,
-      // Checked again (validation did first); the sandbox mounts the real directory.
-      inputDir: decl.inputs ? boundary.realInside(path.join(root, decl.inputs), decl.inputs) : undefined,
-      outputDir,
+      workdir: contract.workdir ?? (config.WorkingDir || undefined),
+      ...binds,
       ...(gpus ? { gpus } : {}),
       signal: ctx.signal,
       logFile: ctx.log.path,
@@ -429,8 +584,8 @@ export type TestNodeDecl = {
   /** The image it runs in (for the `oci` runtime; whose SIF, for `sif`). */
   readonly image: string;
   readonly runtime: Runtime;
-  readonly command: readonly string[];
-  readonly inputs: string | null;
+  /** Where data goes and what runs (rules/runtime/contract.ts); its fields name what changed in a plan. */
+  readonly contract: RunContract;
   readonly expect: string | null;
   readonly timeout_ms: number;
   readonly tolerance: { readonly absolute?: number; readonly relative?: number } | null;

@@ -4,11 +4,12 @@
  * expansion (nodes, edges, key inputs) but execute through that runner.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
 import { ActionCache, type CachedResult, type RemoteCache } from '../engine/cache/action-cache.js';
 import { CacheRecorder } from '../engine/execute/recorder.js';
 import type { EngineEvent } from '../engine/events.js';
@@ -31,6 +32,30 @@ import { defaultRules } from '../rules/index.js';
 export const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
 /** The repository root. */
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * The images of the repository's zoo that the engine's end-to-end tests run (the main job before
+ * issue 17's models; test/zoo-contracts.test.ts runs the R and TRE models, whose R base alone
+ * takes a minute to build).
+ */
+export const CORE_ZOO_IMAGES: readonly string[] = ['py3-base', 'pwm-scanner', 'seq-features', 'kmer-classifier'];
+
+/**
+ * Copy the repository's zoo (images.yaml, models.yaml, images.lock, zoo/) into `dir`, keeping only
+ * `images` and the groups tested in them (the other entries are deleted from the copies).
+ * @returns `dir`.
+ */
+export function copyRepoZoo(dir: string, images: readonly string[] = CORE_ZOO_IMAGES): string {
+  for (const f of ['images.lock', 'zoo']) cpSync(path.join(REPO, f), path.join(dir, f), { recursive: true });
+  const keep = new Set(images);
+  const imagesDoc = YAML.parseDocument(readFileSync(path.join(REPO, 'images.yaml'), 'utf8'));
+  for (const name of Object.keys(imagesDoc.toJS().images)) if (!keep.has(name)) imagesDoc.deleteIn(['images', name]);
+  writeFileSync(path.join(dir, 'images.yaml'), imagesDoc.toString());
+  const modelsDoc = YAML.parseDocument(readFileSync(path.join(REPO, 'models.yaml'), 'utf8'));
+  for (const [name, group] of Object.entries(modelsDoc.toJS().groups as Record<string, { image: string }>)) if (!keep.has(group.image)) modelsDoc.deleteIn(['groups', name]);
+  writeFileSync(path.join(dir, 'models.yaml'), modelsDoc.toString());
+  return dir;
+}
 
 /**
  * The independent SIF verifier: GRAPH_SIFCHECK, else the shared folder beside the repository, else

@@ -12,14 +12,12 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { flipByte, graph, REPO, SIFCHECK } from './helpers.js';
+import { copyRepoZoo, flipByte, graph, SIFCHECK } from './helpers.js';
 
 const test = suite('zoo');
 
 function copyZoo(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'graph-zoo-'));
-  for (const f of ['images.yaml', 'models.yaml', 'images.lock', 'zoo']) cpSync(path.join(REPO, f), path.join(dir, f), { recursive: true });
-  return dir;
+  return copyRepoZoo(mkdtempSync(path.join(tmpdir(), 'graph-zoo-')));
 }
 
 test('build, convert and test the zoo; a second build is all cached; a wrong expectation fails its tests only', () => {

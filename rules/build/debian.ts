@@ -15,7 +15,13 @@ import { imagePlatforms, platformArchitecture, platformOs } from './platform.js'
 import type { ImageDecl } from '../../engine/validate/declarations.js';
 
 /** A `debian:` recipe's decl: the suite (default bookworm) and the requested packages. */
-export type DebianRecipe = { readonly kind: 'debian'; readonly suite: string; readonly packages: readonly string[] };
+export type DebianRecipe = {
+  readonly kind: 'debian';
+  readonly suite: string;
+  readonly packages: readonly string[];
+  /** Destination → template, absolute paths in the image; only when declared (older keys stay as they were). */
+  readonly templates?: Readonly<Record<string, string>>;
+};
 
 /** `graph lock [IMAGE...]`: pin the packages of `debian:` images in images.lock. */
 const lockCommand: RuleCommand = {
@@ -71,19 +77,27 @@ export const debianRecipe: Recipe<DebianRecipe> = {
       properties: {
         suite: { type: 'string', minLength: 1, description: 'Debian suite (default: bookworm).' },
         packages: { type: 'array', minItems: 1, items: { type: 'string', pattern: '^[a-z0-9][a-z0-9+.-]+$' } },
+        templates: {
+          type: 'object',
+          description:
+            "Configuration files a package's maintainer script would install from a template it ships (ucf): destination → template, absolute paths in the image. No maintainer script runs; the build log names the ones it could not read.",
+          propertyNames: { pattern: '^/' },
+          additionalProperties: { type: 'string', pattern: '^/' },
+        },
       },
     },
   },
   normalize(raw) {
-    const debian = raw.debian as { suite?: string; packages: string[] };
-    return { kind: 'debian', suite: debian.suite ?? 'bookworm', packages: [...debian.packages] };
+    const debian = raw.debian as { suite?: string; packages: string[]; templates?: Record<string, string> };
+    return { kind: 'debian', suite: debian.suite ?? 'bookworm', packages: [...debian.packages], ...(debian.templates ? { templates: { ...debian.templates } } : {}) };
   },
   check(_recipe, image) {
     if (!image.from) return [];
     return [{ code: 'schema', message: `image '${image.name}' is built from Debian packages and is a base itself: remove 'from'`, span: image.at(['from'], 'key') }];
   },
   inputs: () => [],
-  tool: () => 'graph-debian/2',
+  // 3: alternatives links from postinst scripts (rules/debian/alternatives.ts).
+  tool: () => 'graph-debian/3',
   keyFields(_recipe, image, expansion) {
     const lock = expansion.once('debian-lock', (): ImagesLock | undefined => {
       try {

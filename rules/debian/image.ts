@@ -3,7 +3,8 @@
  * (from `images.lock`, or resolved now), verified downloads, every package's files unpacked with
  * `dpkg-deb -x` (no maintainer scripts run, as apko and distroless do), and the files a package
  * manager would have written: a minimal `/etc/passwd` and `/etc/group`, and `/var/lib/dpkg/status`
- * listing the installed packages.
+ * listing the installed packages, and the alternatives links their `postinst` scripts would make
+ * (rules/debian/alternatives.ts: read from the scripts, never run).
  *
  * Modes: the tree on disk has the packages' files, but its modes are not the image's (tar applies
  * the umask to what it creates without a header, and drops setuid bits when not root). The image's
@@ -14,6 +15,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ProcessRunner } from '../../engine/process.js';
 import type { ModeOf } from '../oci/layer.js';
+import { applyAlternatives, applyTemplates, debPostinst, parsePostinst, type Alternative, type UcfFile } from './alternatives.js';
 import { debControl, debModes, dpkgStatusEntry, type PackageModes } from './extract.js';
 import { fetchDebs } from './fetch.js';
 import { debianArchitecture, loadIndex } from './package-index.js';
@@ -25,6 +27,8 @@ import { resolvePackages } from './resolve.js';
 export interface DebianRequest {
   readonly suite: string;
   readonly packages: readonly string[];
+  /** Configuration files made from templates the packages ship: destination → template, absolute paths in the image (rules/debian/alternatives.ts). */
+  readonly templates?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -125,13 +129,34 @@ export async function debianRootfs(options: {
   mkdirSync(rootfs, { recursive: true });
   const status: string[] = [];
   const modes: PackageModes = new Map();
+  const alternatives: Alternative[] = [];
+  const ucf: UcfFile[] = [];
   for (const [i, deb] of debs.entries()) {
     // The headers are read while dpkg-deb unpacks (two cores), and recorded in package order.
     const [r, headers] = await Promise.all([options.runner.run(['dpkg-deb', '-x', deb, rootfs], { signal, logFile: options.logFile }), debModes(deb)]);
     if (r.exitCode !== 0) throw new Error(`dpkg-deb -x failed for ${pins.packages[i].name} ${pins.packages[i].version} (exit ${r.exitCode ?? r.signal})`);
     for (const [p, m] of headers) modes.set(p, m);
     status.push(dpkgStatusEntry(await debControl(deb)));
+    const postinst = await debPostinst(deb);
+    if (postinst) {
+      const found = parsePostinst(postinst, pins.packages[i].name);
+      alternatives.push(...found.alternatives);
+      ucf.push(...found.ucf);
+      for (const c of found.skipped) options.note(`alternatives: ${pins.packages[i].name}'s postinst command left out (not plain words): ${c}\n`);
+    }
   }
+  for (const a of applyAlternatives(rootfs, alternatives)) options.note(`alternatives: ${a.name} -> ${a.path} (${a.package}): ${a.links.join(', ')}\n`);
+  const writeFile = (rel: string, bytes: Buffer, mode: number) => {
+    const file = path.join(rootfs, rel);
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, bytes);
+    modes.set(rel, { kind: 'file', mode });
+  };
+  const modeOf = (rel: string) => modes.get(rel)?.mode;
+  // Declared templates first: they are the image author's answer to a script we cannot read.
+  const declared = Object.entries(request.templates ?? {}).map(([dest, template]) => ({ dest, template }));
+  for (const t of applyTemplates(rootfs, declared, true, writeFile, modeOf)) options.note(`template: ${t.dest} from ${t.template} (declared)\n`);
+  for (const t of applyTemplates(rootfs, ucf, false, writeFile, modeOf)) options.note(`template: ${t.dest} from ${t.template} (ucf in a postinst)\n`);
   const write = (rel: string, text: string) => {
     const file = path.join(rootfs, rel);
     mkdirSync(path.dirname(file), { recursive: true });

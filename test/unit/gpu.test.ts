@@ -144,7 +144,7 @@ test('CDI: a test holding GPU 1 gets its node, the control nodes, the libraries 
   assert.equal(grant.env, { NVIDIA_VISIBLE_DEVICES: '1', CUDA_VISIBLE_DEVICES: 'GPU-bbbbbbbb-0000-0000-0000-000000000000' });
   assert.equal(grant.notBound, [path.join(root, 'run/nvidia-persistenced/socket')]);
   const req = request(grant);
-  const argv = bubblewrapArgv('bwrap', req, rootMounts(req.rootfs, false, ['.graph']));
+  const argv = bubblewrapArgv('bwrap', req, rootMounts(req.rootfs, ['/output', '/.graph']));
   golden('gpu-bwrap-cdi.txt', shown(argv, root, req.rootfs));
   // podman applies the CDI spec itself.
   const podman = podmanRunArgs(req, 'NAME');
@@ -163,7 +163,7 @@ test('without CDI: /dev nodes, /proc UUIDs, nvliblist libraries from ldconfig -p
   assert.equal(grant.deviceNodes.map((n) => n.path), ['/dev/nvidiactl', '/dev/nvidia-uvm', '/dev/nvidia-uvm-tools', '/dev/nvidia0', '/dev/nvidia1']);
   assert.equal(grant.env, { NVIDIA_VISIBLE_DEVICES: '0,1', CUDA_VISIBLE_DEVICES: 'GPU-aaaaaaaa-0000-0000-0000-000000000000,GPU-bbbbbbbb-0000-0000-0000-000000000000' });
   const req = request(grant);
-  golden('gpu-bwrap-dev.txt', shown(bubblewrapArgv('bwrap', req, rootMounts(req.rootfs, false, ['.graph'])), root, req.rootfs));
+  golden('gpu-bwrap-dev.txt', shown(bubblewrapArgv('bwrap', req, rootMounts(req.rootfs, ['/output', '/.graph'])), root, req.rootfs));
   // podman without CDI binds what bubblewrap binds.
   const podman = podmanRunArgs(req, 'NAME');
   assert.ok(podman.includes(`${path.join(root, LIB, 'libcuda.so.535.104.05')}:/.graph/gpu/lib/libcuda.so.1:ro`));

@@ -90,7 +90,16 @@ test('a declaration change names the field, old and new value', async () => {
   assert.equal(toRun(await plan(dir))['build:pwm'], ['declaration env.MODE changed (absent → "fast")']);
   writeFiles(dir, { 'models.yaml': SMALL_ZOO['models.yaml'].replace('/output/scores.tsv]', '/output/scores.tsv, --fast]') });
   const reasons = toRun(await plan(dir))['test:pwm/GATA1@oci'];
-  assert.equal(reasons, ['declaration command[4] added ("--fast")', 'dependency build:pwm will run']);
+  assert.equal(reasons, ['declaration contract.command[4] added ("--fast")', 'dependency build:pwm will run']);
+  // A run contract's field: named with its old and new value.
+  writeFiles(dir, { 'models.yaml': SMALL_ZOO['models.yaml'].replace('      runtimes:', '      contract: tre\n      runtimes:') });
+  assert.equal(toRun(await plan(dir))['test:pwm/CTCF@oci'], [
+    'declaration contract.mounts[0].target changed ("/input" → "/safe_data")',
+    'declaration contract.output changed ("/output" → "/safe_outputs")',
+    'declaration contract.preset changed ("kipoi" → "tre")',
+    'declaration contract.scratch[0] added ("/scratch")',
+    'dependency build:pwm will run',
+  ]);
 });
 
 test('an allow-listed environment variable is part of the build key', async () => {
@@ -155,7 +164,7 @@ test('a torn or edited cache entry or log line is a miss, never served', async (
   writeFileSync(logFile, log.replace(line, line.replace('"duration_ms":', '"duration_ms":1')));
   assert.equal(toRun(await plan(dir)), {});
   // Both gone bad: a miss, and the plan says the record was there but damaged.
-  for (const [from, to] of [['"tool":"graph-debian/2"', '"tool":"graph-debian/3"'], ['"duration_ms":', '"duration_ms":1']]) {
+  for (const [from, to] of [['"tool":"graph-debian/3"', '"tool":"graph-debian/4"'], ['"duration_ms":', '"duration_ms":1']]) {
     assert.ok(entry.includes(from));
     writeFileSync(entryFile, entry.replace(from, to));
     assert.equal(toRun(await plan(dir))['build:base'], ['cache entry corrupt']);
