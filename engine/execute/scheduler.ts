@@ -25,7 +25,7 @@ import type { EventSink, NodeResult, NodeStatus, RunSummary } from '../events.js
 import { canonicalJson } from '../key/key.js';
 import { goneFiles, type Plan, type PlannedNode } from '../plan.js';
 import type { ProcessRunner } from '../process.js';
-import type { NodeId, NodeOutputs, RuleWorkspace } from '../rule.js';
+import type { NodeId, NodeOutputs, Rule, RuleWorkspace } from '../rule.js';
 import type { ContentStore } from '../cache/store.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Executor, Job, Outcome, Placement } from './executor.js';
@@ -86,6 +86,30 @@ async function loadMachinery() {
 /** File name of a node's log: the id with '/' escaped. */
 export function logFileName(id: NodeId): string {
   return `${id.replace(/%/g, '%25').replace(/\//g, '%2F')}.log`;
+}
+
+/**
+ * What `rule.outputs` (the rule's outputs reader) says is wrong with `result`.
+ * @returns the reader's message; undefined when the outputs read well or the rule has no reader.
+ */
+export function outputsProblem(rule: Rule | undefined, id: NodeId, result: NodeOutputs): string | undefined {
+  if (!rule?.outputs) return undefined;
+  try {
+    rule.outputs(id, result);
+    return undefined;
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+}
+
+/** Append why a node that ran failed to its log, which may be all that explains it. */
+function noteInLog(log: string, failure: Failure): void {
+  try {
+    // Synchronous on purpose: nothing is recorded, so the log must say why before the node ends.
+    appendFileSync(log, `\n# failed: ${describeFailure(failure)}\n`);
+  } catch {
+    // the disk is full: the failure is still reported
+  }
 }
 
 /** What wakes the loop: a node ended, or a success was recorded (or failed to be). */
@@ -276,9 +300,19 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
         fail(m.job.planned, outcome.failure.type === 'interrupted' ? 'interrupted' : 'failed', outcome.failure, outcome.duration_ms, m.job.log, outcome.where);
         return;
       }
+      const { result, duration_ms, log, where } = outcome;
+      // What the rule's dependents and the cache will read is checked before it is recorded: a
+      // malformed output fails here, with its field named, and leaves no record behind.
+      const malformed = outputsProblem(plan.graph.rules.get(node.kind), node.id, result);
+      if (malformed !== undefined) {
+        releaseLease(node.id);
+        const failure: Failure = { type: 'outputs', message: malformed };
+        noteInLog(m.job.log, failure);
+        fail(m.job.planned, 'failed', failure, duration_ms, m.job.log, where);
+        return;
+      }
       options.emit({ type: 'node-executed', id: node.id, duration_ms: outcome.duration_ms });
       recording++;
-      const { result, duration_ms, log, where } = outcome;
       void (recordings as NonNullable<typeof recordings>).add(() =>
         (recorder as Recorder).record(m.job, result, duration_ms, log).then(
           () => post({ type: 'recorded', job: m.job, result, duration_ms, where }),
@@ -291,12 +325,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     releaseLease(node.id);
     if (m.error !== undefined) {
       const failure: Failure = { type: 'record', message: m.error instanceof Error ? m.error.message : String(m.error) };
-      try {
-        // Synchronous on purpose: the record already failed, so the log may be all that explains it.
-        appendFileSync(m.job.log, `\n# failed: ${describeFailure(failure)}\n`);
-      } catch {
-        // the disk is full: the failure is still reported
-      }
+      noteInLog(m.job.log, failure);
       fail(m.job.planned, 'failed', failure, m.duration_ms, m.job.log, m.where);
       return;
     }
