@@ -213,6 +213,8 @@ function checkTest(test: TestDecl, group: GroupDecl, raw: Readonly<Record<string
 export const testRule: Rule<TestNodeDecl> = {
   kind: 'test',
   version: 1,
+  // The model writes the test's output directory: its names are the model's, never graph's temps.
+  holdsUserFiles: (dir, outDir) => path.basename(dir) === 'output' && path.dirname(path.dirname(dir)) === path.join(outDir, 'test'),
   declares: [
     declarePart({
       entry: 'group',
@@ -324,7 +326,7 @@ export const testRule: Rule<TestNodeDecl> = {
       const sifFile = path.join(root, sif.sif);
       rootfs = await cachedRootfs(path.join(ctx.cacheDir, 'sif-rootfs', sif.sha256), (dir) => extractSifPartition(sifFile, dir, ctx), (why) => ctx.log.write(why));
     }
-    const outputDir = path.join(ctx.outDir, 'test', testDirName(node.id), 'output');
+    const outputDir = testOutputDir(ctx.outDir, node.id);
     rmSync(outputDir, { recursive: true, force: true });
     mkdirSync(outputDir, { recursive: true });
     let backend;
@@ -371,6 +373,11 @@ export type TestNodeDecl = {
   readonly timeout_ms: number;
   readonly tolerance: { readonly absolute?: number; readonly relative?: number } | null;
 };
+
+/** Where test node `id` leaves the model's output: `.graph/out/test/ID/output` (kept for people). */
+function testOutputDir(outDir: string, id: NodeId): string {
+  return path.join(outDir, 'test', testDirName(id), 'output');
+}
 
 /** A node id as one directory name. */
 function testDirName(id: NodeId): string {

@@ -61,9 +61,9 @@ export async function buildCommand(c: CommandContext, r: BuildRequest): Promise<
   for (const kind of Object.keys(r.limits)) {
     if (!ws.graph.rules.has(kind)) throw new UsageError(`--limit: unknown node kind '${kind}' (kinds: ${[...ws.graph.rules.keys()].join(', ')})`);
   }
-  r.interrupts.workspace(ws);
+  r.interrupts.workspace(ws, rules);
   // Before this process makes any temp file: those of processes that are gone go first.
-  const swept = sweepTemps(ws.root, ws.stateDir);
+  const swept = sweepTemps(ws.root, ws.stateDir, rules);
   if (swept.removed.length) io.err(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
   for (const k of swept.kept) io.err(`kept ${path.relative(ws.root, k.path)}, left by a graph process that is gone: ${k.why}\n`);
   recordProcess(ws.stateDir);

@@ -9,7 +9,7 @@
  * reported as one.
  */
 import { killAllProcesses } from '../process.js';
-import type { CommandOutput } from '../rule.js';
+import type { CommandOutput, Rule } from '../rule.js';
 import { removeOwnTemps } from '../tmp.js';
 import type { Workspace } from '../workspace.js';
 
@@ -27,8 +27,8 @@ export interface QuitCodes {
 /** The interrupt of one build: `signal` aborts on the first SIGINT/SIGTERM. */
 export interface Interrupts {
   readonly signal: AbortSignal;
-  /** The workspace whose temp files a third signal removes. */
-  workspace(ws: Workspace): void;
+  /** The workspace whose temp files a third signal removes, and the rules (which say where not to look). */
+  workspace(ws: Workspace, rules: readonly Rule[]): void;
   /** The run is over: a signal now quits at once. */
   finished(): void;
 }
@@ -37,6 +37,7 @@ export interface Interrupts {
 export function handleInterrupts(err: CommandOutput['err'], codes: QuitCodes): Interrupts {
   const interrupt = new AbortController();
   let workspace: Workspace | undefined;
+  let rules: readonly Rule[] = [];
   let count = 0;
   let lastAt = 0;
   let done = false;
@@ -54,7 +55,7 @@ export function handleInterrupts(err: CommandOutput['err'], codes: QuitCodes): I
       killAllProcesses();
     } else {
       killAllProcesses();
-      if (workspace) removeOwnTemps(workspace.root, workspace.stateDir);
+      if (workspace) removeOwnTemps(workspace.root, workspace.stateDir, rules);
       err('\ninterrupted: quit at once\n');
       process.exit(codes.interrupted);
     }
@@ -73,8 +74,9 @@ export function handleInterrupts(err: CommandOutput['err'], codes: QuitCodes): I
   process.on('unhandledRejection', onUnexpected);
   return {
     signal: interrupt.signal,
-    workspace: (ws) => {
+    workspace: (ws, wsRules) => {
       workspace = ws;
+      rules = wsRules;
     },
     finished: () => {
       done = true;
