@@ -18,7 +18,7 @@
  * recorded finish recording, so the next run resumes from there. With `failFast`, nothing new
  * starts after the first failure.
  */
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ActionCache, CacheEntry } from '../cache/action-cache.js';
 import type { EventSink, NodeResult, NodeStatus, RunSummary } from '../events.js';
@@ -102,11 +102,16 @@ export function outputsProblem(rule: Rule | undefined, id: NodeId, result: NodeO
   }
 }
 
-/** Append why a node that ran failed to its log, which may be all that explains it. */
-function noteInLog(log: string, failure: Failure): void {
+/**
+ * Append why a node that ran failed to its log, which may be all that explains it.
+ * @param unwritten the log's text when the executor wrote no file (it is written now, with the note).
+ */
+function noteInLog(log: string, failure: Failure, unwritten?: string): void {
+  const note = `\n# failed: ${describeFailure(failure)}\n`;
   try {
     // Synchronous on purpose: nothing is recorded, so the log must say why before the node ends.
-    appendFileSync(log, `\n# failed: ${describeFailure(failure)}\n`);
+    if (unwritten === undefined) appendFileSync(log, note);
+    else writeFileSync(log, unwritten + note);
   } catch {
     // the disk is full: the failure is still reported
   }
@@ -117,7 +122,8 @@ type Message =
   | { readonly type: 'ended'; readonly job: Job; readonly outcome: Outcome }
   /** Another process ran the node meanwhile and recorded it: its cached entry serves. */
   | { readonly type: 'reused'; readonly job: Job; readonly entry: CacheEntry; readonly by?: Holder }
-  | { readonly type: 'recorded'; readonly job: Job; readonly result: NodeOutputs; readonly duration_ms: number; readonly error?: unknown; readonly where?: Placement };
+  /** `logText`: the log's text when the executor wrote no log file (`Outcome.noLogFile`). */
+  | { readonly type: 'recorded'; readonly job: Job; readonly result: NodeOutputs; readonly duration_ms: number; readonly error?: unknown; readonly where?: Placement; readonly logText?: string };
 
 /**
  * Run the plan's nodes that are not cached.
@@ -301,13 +307,14 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
         return;
       }
       const { result, duration_ms, log, where } = outcome;
+      const logText = outcome.noLogFile ? (log ?? '') : undefined;
       // What the rule's dependents and the cache will read is checked before it is recorded: a
       // malformed output fails here, with its field named, and leaves no record behind.
       const malformed = outputsProblem(plan.graph.rules.get(node.kind), node.id, result);
       if (malformed !== undefined) {
         releaseLease(node.id);
         const failure: Failure = { type: 'outputs', message: malformed };
-        noteInLog(m.job.log, failure);
+        noteInLog(m.job.log, failure, logText);
         fail(m.job.planned, 'failed', failure, duration_ms, m.job.log, where);
         return;
       }
@@ -315,8 +322,8 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       recording++;
       void (recordings as NonNullable<typeof recordings>).add(() =>
         (recorder as Recorder).record(m.job, result, duration_ms, log).then(
-          () => post({ type: 'recorded', job: m.job, result, duration_ms, where }),
-          (error: unknown) => post({ type: 'recorded', job: m.job, result, duration_ms, where, error: error ?? new Error('unknown error') }),
+          () => post({ type: 'recorded', job: m.job, result, duration_ms, where, logText }),
+          (error: unknown) => post({ type: 'recorded', job: m.job, result, duration_ms, where, logText, error: error ?? new Error('unknown error') }),
         ),
       );
       return;
@@ -325,11 +332,13 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     releaseLease(node.id);
     if (m.error !== undefined) {
       const failure: Failure = { type: 'record', message: m.error instanceof Error ? m.error.message : String(m.error) };
-      noteInLog(m.job.log, failure);
+      noteInLog(m.job.log, failure, m.logText);
       fail(m.job.planned, 'failed', failure, m.duration_ms, m.job.log, m.where);
       return;
     }
-    release(m.job, { id: node.id, kind: node.kind, status: 'ran', duration_ms: m.duration_ms, reasons: m.job.planned.reasons, outputs: m.result.outputs, log: m.job.log, ...(m.where ? { where: m.where } : {}) }, m.result);
+    // A log that said nothing beyond its header has no file: the result names none.
+    const logFile = m.logText === undefined ? { log: m.job.log } : {};
+    release(m.job, { id: node.id, kind: node.kind, status: 'ran', duration_ms: m.duration_ms, reasons: m.job.planned.reasons, outputs: m.result.outputs, ...logFile, ...(m.where ? { where: m.where } : {}) }, m.result);
   };
 
   // Cached nodes are done; those whose visible files are gone get them back from the store first
