@@ -10,9 +10,17 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ChangedSinceError } from './engine/compile/changed.js';
+import { parseShard, type ShardSpec } from './engine/compile/shard.js';
+import { TargetError } from './engine/compile/targets.js';
 import type { CommandContext, CommandOutcome } from './engine/commands/command.js';
+// The commands that read (plan, explain, query, validate) load with the CLI: importing them later
+// would add a wave of module loading to every plan. What runs nodes, reports and cleans is
+// imported by its command.
+import { explainCommand, planCommand, queryCommand, validateCommand } from './engine/commands/plan.js';
 import { DiagnosticError, formatDiagnostic } from './engine/diagnostics.js';
 import { EXECUTORS } from './engine/execute/executor-settings.js';
+import { PLAN_FORMATS, type PlanFormat } from './engine/report/plan.js';
 import { UsageError, type CommandOutput, type RuleCommand } from './engine/rule.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
 import { defaultRules } from './rules/index.js';
@@ -98,8 +106,7 @@ ${targetHelp}`,
       executor: { type: 'string' },
     },
     async run(open, values, positionals) {
-      const { PLAN_FORMATS } = await import('./engine/report/plan.js');
-      const format = values.format as (typeof PLAN_FORMATS)[number];
+      const format = values.format as PlanFormat;
       if (!PLAN_FORMATS.includes(format)) throw new UsageError(`unknown --format '${format}' (one of: ${PLAN_FORMATS.join(', ')})`);
       const maxShards = values['max-shards'] === undefined ? undefined : positiveInt(values['max-shards'] as string, '--max-shards');
       if (maxShards !== undefined && format !== 'matrix') throw new UsageError('--max-shards goes with --format matrix');
@@ -107,8 +114,7 @@ ${targetHelp}`,
         throw new UsageError(maxShards === undefined ? '--format matrix lists every image: it takes no --shard (use --max-shards N for a shards matrix)' : '--max-shards plans every shard: it takes no --shard');
       }
       // A matrix plans for every runner: a GRAPH_SHARD meant for the build jobs does not apply.
-      const shard = format === 'matrix' ? undefined : await shardOption(values);
-      const { planCommand } = await import('./engine/commands/plan.js');
+      const shard = format === 'matrix' ? undefined : shardOption(values);
       return EXIT_OF[await planCommand(context(open), { values, targets: positionals, format, verbose: values.verbose === true, ...(maxShards !== undefined ? { maxShards } : {}), ...(shard ? { shard } : {}) })];
     },
   },
@@ -154,7 +160,7 @@ ${targetHelp}`,
       retries: { type: 'string' },
     },
     async run(open, values, positionals) {
-      const shard = await shardOption(values);
+      const shard = shardOption(values);
       const retries = values.retries === undefined ? 0 : nonNegativeInt(values.retries as string, '--retries');
       const jobs = values.jobs === undefined ? availableParallelism() : positiveInt(values.jobs as string, '--jobs');
       if (values['keep-going'] && values['fail-fast']) throw new UsageError('--keep-going and --fail-fast exclude each other');
@@ -252,7 +258,6 @@ Loads, validates and compiles the declarations; prints every problem as file:lin
 line and a caret, and exits 2 if there is any; then nothing in .graph/ is touched.`,
     options: { ...common },
     async run(open) {
-      const { validateCommand } = await import('./engine/commands/plan.js');
       return EXIT_OF[await validateCommand(context(open))];
     },
   },
@@ -269,7 +274,6 @@ ${targetHelp}`,
     async run(open, values, positionals) {
       const format = values.format as string;
       if (format !== 'text' && format !== 'json') throw new UsageError(`unknown --format '${format}' (one of: text, json)`);
-      const { queryCommand } = await import('./engine/commands/plan.js');
       return EXIT_OF[await queryCommand(context(open), values, positionals, values.deps === true, format)];
     },
   },
@@ -287,7 +291,6 @@ action cache: = same, ~ changed (was ...), + added, - removed. Reads, never buil
       const format = values.format as string;
       if (format !== 'text' && format !== 'json') throw new UsageError(`unknown --format '${format}' (one of: text, json)`);
       if (positionals.length !== 1) throw new UsageError('explain takes one node id');
-      const { explainCommand } = await import('./engine/commands/plan.js');
       return EXIT_OF[await explainCommand(context(open), values, positionals[0], format)];
     },
   },
@@ -324,12 +327,11 @@ function positiveInt(text: string, what: string): number {
 }
 
 /** `--shard I/N`, else `GRAPH_SHARD` (set and not empty), else none. */
-async function shardOption(values: Record<string, unknown>): Promise<import('./engine/compile/shard.js').ShardSpec | undefined> {
+function shardOption(values: Record<string, unknown>): ShardSpec | undefined {
   const flag = values.shard as string | undefined;
   const env = process.env.GRAPH_SHARD;
   const [text, source] = flag !== undefined ? [flag, '--shard'] : env ? [env, 'GRAPH_SHARD'] : [undefined, ''];
   if (text === undefined) return undefined;
-  const { parseShard } = await import('./engine/compile/shard.js');
   const parsed = parseShard(text, source);
   if (!parsed.ok) throw new UsageError(parsed.message);
   return parsed.shard;
@@ -428,12 +430,8 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`${e.diagnostics.map(formatDiagnostic).join('\n\n')}\n\n${e.diagnostics.length} error${e.diagnostics.length === 1 ? '' : 's'}\n`);
       return EXIT_USAGE;
     }
-    // The modules these come from are loaded by then, when one was thrown.
-    const [{ SlurmConfigError }, { TargetError }, { ChangedSinceError }] = await Promise.all([
-      import('./engine/execute/slurm.js'),
-      import('./engine/compile/targets.js'),
-      import('./engine/compile/changed.js'),
-    ]);
+    // Loaded by then when one of its errors was thrown (by a build, a plan with --executor slurm).
+    const { SlurmConfigError } = await import('./engine/execute/slurm.js');
     if (e instanceof SlurmConfigError) {
       process.stderr.write(`graph ${name}: ${e.message}\n`);
       return EXIT_USAGE;
