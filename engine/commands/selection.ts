@@ -60,7 +60,7 @@ export async function selectTargets(ws: Workspace, values: SelectionValues, posi
  */
 export async function makePlan(ws: Workspace, values: SelectionValues, positionals: readonly string[], rules: readonly Rule[], err: CommandOutput['err'], shard?: ShardSpec): Promise<MadePlan> {
   const selected = await selectTargets(ws, values, positionals, rules);
-  const cache = new ActionCache(ws.cacheDir);
+  const cache = new ActionCache(ws.cacheDir, { entryFiles: ws.cacheDir !== ws.stateDir });
   const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'), ws.decls.boundary);
   const selection = ws.graph.withDependencies(selected);
