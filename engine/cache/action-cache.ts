@@ -38,7 +38,7 @@
  * only files and lines that are read anyway are looked at.
  */
 import { hash } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../atomic.js';
 import { isKeyRecord, type KeyRecord } from '../key/key.js';
@@ -153,10 +153,11 @@ export class ActionCache {
   /** Keys and node ids named by log lines that failed their digest. */
   private readonly corruptLines = { keys: new Set<string>(), ids: new Set<string>() };
   /**
-   * records.log as read (`recordsIndex`): its text, and per key its last line's span; `bytes` and
-   * `ino` say what of the file that is (a miss reads what other processes appended since).
+   * records.log as read (`recordsIndex`): per key its last line; `bytes` and `ino` say what of the
+   * file that is, `own` how many bytes this object appended since (a miss reads the file again
+   * only when it grew by more: another process appended).
    */
-  private records?: { text: string; bytes: number; ino: number; lines: Map<string, { start: number; end: number }>; damaged: Set<string> };
+  private records?: { bytes: number; ino: number; own: number; lines: Map<string, string>; damaged: Set<string> };
 
   /**
    * @param dir absolute cache directory (`.graph`, or `GRAPH_CACHE_DIR`).
@@ -182,46 +183,50 @@ export class ActionCache {
   }
 
   /**
-   * records.log as an index: key → where its last line is (checked when used). Lines whose key
-   * field is not 64 hex digits are skipped; read once per cache object.
+   * records.log as an index: key → its last line (checked when used). Lines whose key field is
+   * not where it belongs are skipped; read once per cache object, then only what others append.
    */
   private recordsIndex(): NonNullable<ActionCache['records']> {
     if (this.records) return this.records;
-    this.records = { text: '', bytes: 0, ino: 0, lines: new Map(), damaged: new Set() };
+    this.records = { bytes: 0, ino: 0, own: 0, lines: new Map(), damaged: new Set() };
     this.readMoreRecords();
     return this.records;
   }
 
   /**
-   * Index what records.log holds past what was read: the lines other processes (or this one)
-   * appended since; all of it again when the file was replaced (compacted) or shrank.
+   * Index what records.log holds past what was read: the lines other processes appended since
+   * (and this object's own, again); all of it when the file was replaced (compacted) or shrank.
    * @returns whether anything new was read.
    */
   private readMoreRecords(): boolean {
     const index = this.records as NonNullable<ActionCache['records']>;
+    // One stat when no other process appended (a build's check, after each lease, that no one
+    // else recorded the node; a plan's miss for each node whose key is new).
+    const seen = statSync(this.recordsPath, { throwIfNoEntry: false });
+    if (!seen || (seen.ino === index.ino && seen.size === index.bytes + index.own)) return false; // no records.log (yet): every entry is a file
     let fd: number;
     try {
       fd = openSync(this.recordsPath, 'r');
     } catch {
-      return false; // no records.log (yet): every entry is a file
+      return false;
     }
     try {
       const st = fstatSync(fd);
-      if (st.ino !== index.ino || st.size < index.bytes) Object.assign(index, { text: '', bytes: 0, ino: st.ino, lines: new Map() });
-      if (st.size === index.bytes) return false;
+      if (st.ino !== index.ino || st.size < index.bytes) Object.assign(index, { bytes: 0, ino: st.ino, lines: new Map() });
+      if (st.size <= index.bytes) return false;
       const more = Buffer.allocUnsafe(st.size - index.bytes);
       const got = readSync(fd, more, 0, more.length, index.bytes);
       // Lines are whole up to the last newline; a partial line at the end is read again next time.
       const upTo = more.lastIndexOf(10, got - 1);
       if (upTo === -1) return false;
-      let start = index.text.length;
-      index.text += more.toString('utf8', 0, upTo + 1);
+      // One string per read, lines sliced from it (never one growing string: each append would copy it).
+      const text = more.toString('utf8', 0, upTo + 1);
       index.bytes += upTo + 1;
-      const { text, lines } = index;
+      index.own = 0;
+      let start = 0;
       while (start < text.length) {
-        let end = text.indexOf('\n', start);
-        if (end === -1) end = text.length;
-        if (end - start > 130 && text[start + 64] === ' ' && text[start + 129] === ' ') lines.set(text.slice(start, start + 64), { start, end });
+        const end = text.indexOf('\n', start);
+        if (end - start > 130 && text[start + 64] === ' ' && text[start + 129] === ' ') index.lines.set(text.slice(start, start + 64), text.slice(start, end));
         start = end + 1;
       }
       return true;
@@ -233,15 +238,15 @@ export class ActionCache {
   /** The intact records.log entry for `key`; undefined when it has none (a damaged one is remembered). */
   private readRecordsLine(key: string): { record: KeyRecord; resultLine: string } | undefined {
     const index = this.recordsIndex();
-    let at = index.lines.get(key);
-    if (!at && this.readMoreRecords()) at = index.lines.get(key);
-    if (!at) return undefined;
-    const parsed = parseRecordsLine(index.text.slice(at.start, at.end), key);
+    let line = index.lines.get(key);
+    if (line === undefined && this.readMoreRecords()) line = index.lines.get(key);
+    if (line === undefined) return undefined;
+    const parsed = parseRecordsLine(line, key);
     if (!parsed) index.damaged.add(key);
     return parsed;
   }
 
-  /** Read the record of an entry file, checking it hashes to `key`. */
+  /** Read the record of an entry, checking it hashes to `key`. */
   private readRecord(key: string): KeyRecord | undefined {
     return this.readEntryFile(key)?.record;
   }
@@ -373,7 +378,15 @@ export class ActionCache {
     // Synchronous: two appends cost less than the thread pool's round trips, and dependents wait
     // for this record.
     if (this.options.entryFiles) writeFileAtomic(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
-    else appendRecordsLine(this.recordsPath, key, recordLine, resultLine);
+    else {
+      const line = recordsLine(key, recordLine, resultLine);
+      appendRecordsLine(this.recordsPath, line);
+      // This object's index knows its own entries without reading them back.
+      if (this.records) {
+        this.records.lines.set(key, line.slice(1, -1));
+        this.records.own += Buffer.byteLength(line);
+      }
+    }
     appendFileSync(this.logPath, logLine(key, resultLine));
     if (this.index) {
       this.logLines++;
@@ -395,8 +408,7 @@ export class ActionCache {
     last.forEach((e) => lastKeys.add(e.key));
     const index = this.recordsIndex();
     const kept: string[] = [];
-    index.lines.forEach((at, key) => {
-      const line = index.text.slice(at.start, at.end);
+    index.lines.forEach((line, key) => {
       const entry = parseRecordsLine(line, key);
       if (!entry) return; // damaged: dropped (its entry file, if any, stays)
       if (lastKeys.has(key)) kept.push(`${line}\n`);
@@ -453,13 +465,13 @@ function recordsLine(key: string, recordLine: string, resultLine: string): strin
   return `\n${key} ${sha256(resultLine)} ${recordLine} ${resultLine}\n`;
 }
 
-function appendRecordsLine(file: string, key: string, recordLine: string, resultLine: string): void {
+function appendRecordsLine(file: string, line: string): void {
   try {
-    appendFileSync(file, recordsLine(key, recordLine, resultLine));
+    appendFileSync(file, line);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     mkdirSync(path.dirname(file), { recursive: true });
-    appendFileSync(file, recordsLine(key, recordLine, resultLine));
+    appendFileSync(file, line);
   }
 }
 
