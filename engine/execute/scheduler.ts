@@ -8,8 +8,9 @@
  *   2. wait for one message: a node ended (its kind's place and its tokens are free), or a
  *      success was recorded (its `--jobs` slot is free: recording is part of the node's run, so
  *      a slot never goes to a lower-priority node while a dependency is being recorded);
- *   3. a recorded success releases its dependents; a failure (the node's own, or a record that
- *      could not be written) skips everything downstream with the reason; repeat.
+ *   3. a recorded success releases its dependents; a failure (the node's own, outputs its rule's
+ *      reader rejects, checked before anything is recorded, or a record that could not be
+ *      written) skips everything downstream with the reason; repeat.
  *
  * Dependents start only after their dependency's result is recorded, so a node whose record fails
  * never has dependents that ran (nothing downstream of it is tested or published). Priority is the
