@@ -1,46 +1,27 @@
 #!/usr/bin/env node
 /**
- * The `graph` command line: parses arguments, runs the engine's stages, sets the exit code.
+ * The `graph` command line: parses arguments, hands them to the engine's commands
+ * (engine/commands/*, each imported when its command runs, so `graph plan` and `--help` load
+ * nothing that runs nodes) and sets the exit code.
  * Exit codes: 0 success; 1 a node failed; 2 bad usage or bad declarations; 130 interrupted.
  */
 import { availableParallelism } from 'node:os';
-import { readFileSync, renameSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ActionCache } from './engine/cache/action-cache.js';
-import { affectedSince, ChangedSinceError } from './engine/compile/changed.js';
+import { ChangedSinceError } from './engine/compile/changed.js';
+import { parseShard, type ShardSpec } from './engine/compile/shard.js';
+import { TargetError } from './engine/compile/targets.js';
+import type { CommandContext, CommandOutcome } from './engine/commands/command.js';
+// The commands that read (plan, explain, query, validate) load with the CLI: importing them later
+// would add a wave of module loading to every plan. What runs nodes, reports and cleans is
+// imported by its command.
+import { explainCommand, planCommand, queryCommand, validateCommand } from './engine/commands/plan.js';
 import { DiagnosticError, formatDiagnostic } from './engine/diagnostics.js';
-import { systemClock } from './engine/execute/clock.js';
 import { EXECUTORS } from './engine/execute/executor-settings.js';
-import { placementOf, runNodeCommand, setUpExecutor } from './engine/execute/executor-setup.js';
-import { KeyLeases } from './engine/execute/lease.js';
-import { runNode } from './engine/execute/run-node.js';
-import { SlurmConfigError } from './engine/execute/slurm.js';
-import { executePlan } from './engine/execute/scheduler.js';
-import { hostDevices, localHostResources } from './engine/execute/devices.js';
-import { FileDigester } from './engine/key/files.js';
-import { checkRemote, checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
-import type { RemoteCache } from './engine/cache/action-cache.js';
-import { CacheRecorder } from './engine/execute/recorder.js';
-import { openRemoteCache, RemoteCacheConfigError } from './engine/cache/remote/config.js';
-import { materializeNeeded } from './engine/cache/remote/materialize.js';
-import { SourceTier, tieredRemote } from './engine/cache/registry-source.js';
-import { ExecaRunner, killAllProcesses } from './engine/process.js';
-import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/build-report.js';
-import { junitFromReport, mergedJson, mergeMessage, mergeReports, readReport } from './engine/report/merge.js';
-import { PLAN_FORMATS, renderPlan, renderShardMatrix, shardLine, type PlanFormat } from './engine/report/plan.js';
-import { progressReporter } from './engine/report/progress.js';
-import { explainNode, explainText } from './engine/report/explain.js';
-import { addTimeline, dagSvg, pageFromPlan, pageFromReport, readJsonFile, renderHtml, type ReportInput } from './engine/report/html.js';
-import { profileReporter, type TraceFile } from './engine/report/profile.js';
-import { appendStepSummary, buildMarkdown, planMarkdown } from './engine/report/step-summary.js';
-import { UsageError, type NodeId, type RuleCommand } from './engine/rule.js';
-import { parseShard, selectShard, shardCountFor, type ShardSpec, type ShardSummary } from './engine/compile/shard.js';
-import { ContentStore } from './engine/cache/store.js';
-import { matchTargets, TargetError } from './engine/compile/targets.js';
-import { recordProcess, removeOwnTemps, sweepTemps } from './engine/tmp.js';
-import { resolveTools } from './engine/key/tools.js';
+import { PLAN_FORMATS, type PlanFormat } from './engine/report/plan.js';
+import { UsageError, type CommandOutput, type RuleCommand } from './engine/rule.js';
 import { openWorkspace, type Workspace } from './engine/workspace.js';
 import { defaultRules } from './rules/index.js';
 
@@ -49,8 +30,11 @@ const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 const EXIT_INTERRUPTED = 130;
 const EXIT_INTERNAL = 70;
-/** A second SIGINT/SIGTERM sooner than this after the first is the same interrupt (ms). */
-const REPEAT_SIGNAL_MS = 1000;
+const EXIT_OF: Readonly<Record<CommandOutcome, number>> = { ok: EXIT_OK, failed: EXIT_FAILED, interrupted: EXIT_INTERRUPTED };
+/** stdout and stderr, for the commands. */
+const io: CommandOutput = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
+/** What an engine command gets (engine/commands/command.ts). */
+const context = (open: () => Workspace): CommandContext => ({ open, rules: defaultRules, io });
 
 const common = {
   directory: { type: 'string', short: 'C' },
@@ -90,7 +74,7 @@ function ruleCommand(c: RuleCommand): Command {
     summary: c.summary,
     usage: c.usage,
     options: { ...common, ...c.options },
-    run: (open, values, positionals) => c.run(open, { values, positionals }, { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) }),
+    run: (open, values, positionals) => c.run(open, { values, positionals }, io),
   };
 }
 
@@ -131,19 +115,7 @@ ${targetHelp}`,
       }
       // A matrix plans for every runner: a GRAPH_SHARD meant for the build jobs does not apply.
       const shard = format === 'matrix' ? undefined : shardOption(values);
-      const ws = open();
-      const { plan, digester, shard: shardSummary } = await makePlan(ws, values, positionals, shard);
-      digester.save();
-      if (maxShards !== undefined) {
-        process.stdout.write(renderShardMatrix(shardCountFor(plan, maxShards)));
-        return EXIT_OK;
-      }
-      const notes = defaultRules.flatMap((r) => r.planNote?.(ws.root, (id) => plan.byId.get(id)?.key) ?? []);
-      const elsewhere = (kind: string) => (placementOf(ws, kind) === 'local' ? undefined : placementOf(ws, kind));
-      process.stdout.write(renderPlan(plan, format, values.verbose === true, notes, shardSummary, elsewhere));
-      // A matrix job only feeds the build jobs, whose summaries say more.
-      if (format !== 'matrix') stepSummary(planMarkdown(plan));
-      return EXIT_OK;
+      return EXIT_OF[await planCommand(context(open), { values, targets: positionals, format, verbose: values.verbose === true, ...(maxShards !== undefined ? { maxShards } : {}), ...(shard ? { shard } : {}) })];
     },
   },
   build: {
@@ -190,75 +162,40 @@ ${targetHelp}`,
     async run(open, values, positionals) {
       const shard = shardOption(values);
       const retries = values.retries === undefined ? 0 : nonNegativeInt(values.retries as string, '--retries');
-      const interrupt = handleInterrupts();
       const jobs = values.jobs === undefined ? availableParallelism() : positiveInt(values.jobs as string, '--jobs');
       if (values['keep-going'] && values['fail-fast']) throw new UsageError('--keep-going and --fail-fast exclude each other');
-      const cliLimits: Record<string, number> = {};
+      const limits: Record<string, number> = {};
       for (const l of (values.limit as string[] | undefined) ?? []) {
         const m = /^([a-z]+)=(.+)$/.exec(l);
         if (!m) throw new UsageError(`--limit takes KIND=N, got '${l}'`);
-        cliLimits[m[1]] = positiveInt(m[2], `--limit ${m[1]}`);
+        limits[m[1]] = positiveInt(m[2], `--limit ${m[1]}`);
       }
+      const [{ buildCommand }, { handleInterrupts }, { reportPathProblem }] = await Promise.all([import('./engine/commands/build.js'), import('./engine/commands/interrupts.js'), import('./engine/report/build-report.js')]);
       for (const flag of ['report', 'junit', 'profile'] as const) {
         const file = values[flag] as string | undefined;
         const problem = file === undefined ? undefined : reportPathProblem(file);
         if (problem) throw new UsageError(`cannot write --${flag} ${file}: ${problem}`);
       }
-      const ws = open();
-      for (const kind of Object.keys(cliLimits)) {
-        if (!ws.graph.rules.has(kind)) throw new UsageError(`--limit: unknown node kind '${kind}' (kinds: ${[...ws.graph.rules.keys()].join(', ')})`);
-      }
-      interrupt.workspace(ws);
-      // Before this process makes any temp file: those of processes that are gone go first.
-      const swept = sweepTemps(ws.root, ws.stateDir);
-      if (swept.removed.length) process.stderr.write(`removed ${swept.removed.length} temp file${swept.removed.length === 1 ? '' : 's'} left by graph processes that are gone\n`);
-      for (const k of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, k.path)}, left by a graph process that is gone: ${k.why}\n`);
-      recordProcess(ws.stateDir);
-      const made = await makePlan(ws, values, positionals, shard);
-      const { digester, cache, store, remote, lookups, shard: shardSummary } = made;
-      digester.save();
-      cache.compact();
-      if (shardSummary) process.stderr.write(`${shardLine(shardSummary, made.plan.nodes.length)}\n`);
-      // Builds without the bytes: only the remote hits a node that runs needs are downloaded.
-      // Targets named on the command line are wanted for their outputs too (as Bazel downloads
-      // top-level outputs); a build of everything downloads nothing it does not use.
-      const wanted = positionals.length ? made.selected : undefined;
-      const plan = lookups ? await materializeNeeded(made.plan, { cache, remote: lookups, store, root: ws.root, signal: interrupt.signal, wanted }) : made.plan;
-      const live = process.stderr.isTTY === true && !process.env.CI;
-      const progress = progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root });
-      const profile = values.profile ? profileReporter({ now: systemClock.now, deps: (id) => ws.graph.node(id).deps.map((d) => d.id), key: (id) => plan.byId.get(id)?.key }) : undefined;
-      const runner = new ExecaRunner();
-      const overrides = Object.fromEntries(settingOptions.filter((o) => typeof values[o.name] === 'string' || values[o.name] === true).map((o) => [o.name, String(values[o.name])]));
-      const { executor } = await setUpExecutor({ ws, plan, cache, store, runner, retries, command: runNodeCommand(fileURLToPath(import.meta.url), ws.root, overrides) });
-      const summary = await executePlan(plan, {
-        workspace: ws.forRules,
+      const interrupts = handleInterrupts(io.err, { interrupted: EXIT_INTERRUPTED, internal: EXIT_INTERNAL });
+      const file = (flag: 'report' | 'junit' | 'profile') => (typeof values[flag] === 'string' ? { [flag]: values[flag] as string } : {});
+      const outcome = await buildCommand(context(open), {
+        values,
+        targets: positionals,
         jobs,
-        limits: { ...ws.decls.settings.concurrency, ...cliLimits },
-        resources: ws.decls.settings.resources,
-        devices: hostDevices(ws.decls.settings),
+        limits,
         failFast: values['fail-fast'] === true,
-        signal: interrupt.signal,
-        runner,
-        ...(executor ? { executor } : {}),
-        cache,
-        store,
-        stateDir: ws.stateDir,
-        leases: new KeyLeases({ dir: path.join(ws.cacheDir, 'leases'), clock: systemClock }),
-        recorder: new CacheRecorder(cache, store, remote),
-        emit: profile
-          ? (e) => {
-              profile.emit(e);
-              progress(e);
-            }
-          : progress,
+        ...file('report'),
+        ...file('junit'),
+        ...file('profile'),
+        ...(shard ? { shard } : {}),
+        retries,
+        overrides: settingOverrides(values),
+        cliPath: fileURLToPath(import.meta.url),
+        live: process.stderr.isTTY === true && !process.env.CI,
+        ...(process.stderr.columns !== undefined ? { columns: process.stderr.columns } : {}),
+        interrupts,
       });
-      interrupt.finished();
-      if (profile) writeReport(values.profile as string, `${JSON.stringify(profile.trace())}\n`);
-      stepSummary(buildMarkdown(summary));
-      if (values.report) writeReport(values.report as string, reportJson(summary, ws.root, shardSummary));
-      if (values.junit) writeReport(values.junit as string, reportJunit(summary));
-      if (summary.interrupted) return EXIT_INTERRUPTED;
-      return summary.counts.failed > 0 ? EXIT_FAILED : EXIT_OK;
+      return EXIT_OF[outcome];
     },
   },
   'run-node': {
@@ -275,19 +212,10 @@ Exit status: 0 ran and recorded (or already recorded), 1 failed, 2 bad usage, 13
     async run(open, values, positionals) {
       if (positionals.length !== 1) throw new UsageError('run-node takes exactly one node id');
       if (typeof values.key !== 'string' || !/^[0-9a-f]{64}$/.test(values.key)) throw new UsageError('run-node needs --key KEY (64 hex digits)');
-      const interrupt = handleInterrupts();
-      const ws = open();
-      if (!ws.graph.has(positionals[0])) throw new UsageError(`no node '${positionals[0]}'`);
-      const result = await runNode(ws, {
-        id: positionals[0],
-        key: values.key,
-        ...(typeof values['failure-file'] === 'string' ? { failureFile: values['failure-file'] } : {}),
-        signal: interrupt.signal,
-        write: (t) => process.stdout.write(t),
-      });
-      interrupt.finished();
-      if (interrupt.signal.aborted) return EXIT_INTERRUPTED;
-      return result.code === 0 ? EXIT_OK : EXIT_FAILED;
+      const [{ runNodeCommandLine }, { handleInterrupts }] = await Promise.all([import('./engine/commands/build.js'), import('./engine/commands/interrupts.js')]);
+      const interrupts = handleInterrupts(io.err, { interrupted: EXIT_INTERRUPTED, internal: EXIT_INTERNAL });
+      const failureFile = typeof values['failure-file'] === 'string' ? values['failure-file'] : undefined;
+      return EXIT_OF[await runNodeCommandLine(context(open), positionals[0], values.key, failureFile, interrupts)];
     },
   },
   report: {
@@ -312,24 +240,14 @@ input that cannot be read or is not a graph report.`,
     options: { ...common, ...selection, junit: { type: 'string' }, from: { type: 'string' }, profile: { type: 'string' } },
     async run(open, values, positionals) {
       const [sub, out, ...inputs] = positionals;
-      if (sub === 'html') return reportHtml(open, values, out, inputs);
-      if (sub !== 'merge') throw new UsageError(sub === undefined ? 'which report command? (merge, html)' : `unknown report command '${sub}' (report commands: merge, html)`);
-      if (out === undefined || !inputs.length) throw new UsageError('merge takes OUT.json and at least one IN.json');
-      for (const [flag, file] of [['OUT', out], ['--junit', values.junit as string | undefined]] as const) {
-        const problem = file === undefined ? undefined : reportPathProblem(file);
-        if (problem) throw new UsageError(`cannot write ${flag} ${file}: ${problem}`);
-      }
-      const reports = inputs.map((name) => {
-        const read = readReport(name);
-        if (!read.ok) throw new UsageError(read.message);
-        return { name, report: read.report };
-      });
-      const merged = mergeReports(reports);
-      const { report, problems } = merged;
-      writeReport(out, mergedJson(report));
-      if (values.junit) writeReport(values.junit as string, junitFromReport(report));
-      process.stderr.write(mergeMessage(merged, out));
-      return report.conflicts.length || problems.length ? EXIT_FAILED : EXIT_OK;
+      if (sub !== 'merge' && sub !== 'html') throw new UsageError(sub === undefined ? 'which report command? (merge, html)' : `unknown report command '${sub}' (report commands: merge, html)`);
+      const { reportHtml, reportMerge } = await import('./engine/commands/report.js');
+      const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+      if (sub === 'merge') return EXIT_OF[reportMerge(context(open), out, inputs, str(values.junit))];
+      const from = str(values.from);
+      const profile = str(values.profile);
+      const directory = str(values.directory);
+      return EXIT_OF[await reportHtml(context(open), { out, ...(from !== undefined ? { from } : {}), ...(profile !== undefined ? { profile } : {}), ...(directory !== undefined ? { directory } : {}), targets: inputs, values })];
     },
   },
   validate: {
@@ -340,10 +258,7 @@ Loads, validates and compiles the declarations; prints every problem as file:lin
 line and a caret, and exits 2 if there is any; then nothing in .graph/ is touched.`,
     options: { ...common },
     async run(open) {
-      const ws = open();
-      const models = [...ws.decls.groups.values()].reduce((n, g) => n + g.models.length, 0);
-      process.stdout.write(`ok: ${ws.decls.images.size} images, ${ws.decls.groups.size} groups, ${models} models, ${ws.graph.size} nodes\n`);
-      return EXIT_OK;
+      return EXIT_OF[await validateCommand(context(open))];
     },
   },
   query: {
@@ -359,17 +274,7 @@ ${targetHelp}`,
     async run(open, values, positionals) {
       const format = values.format as string;
       if (format !== 'text' && format !== 'json') throw new UsageError(`unknown --format '${format}' (one of: text, json)`);
-      const ws = open();
-      let selected = await selectTargets(ws, values, positionals);
-      if (values.deps) selected = ws.graph.withDependencies(selected);
-      const nodes = ws.graph.order.filter((id) => selected.has(id)).map((id) => ws.graph.node(id));
-      if (format === 'json') {
-        const rows = nodes.map((n) => ({ id: n.id, kind: n.kind, deps: n.deps.map((d) => d.id).sort(), image: n.image ?? null, group: n.group ?? null }));
-        process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
-      } else {
-        process.stdout.write(nodes.map((n) => `${n.id}\n`).join(''));
-      }
-      return EXIT_OK;
+      return EXIT_OF[await queryCommand(context(open), values, positionals, values.deps === true, format)];
     },
   },
   explain: {
@@ -386,19 +291,7 @@ action cache: = same, ~ changed (was ...), + added, - removed. Reads, never buil
       const format = values.format as string;
       if (format !== 'text' && format !== 'json') throw new UsageError(`unknown --format '${format}' (one of: text, json)`);
       if (positionals.length !== 1) throw new UsageError('explain takes one node id');
-      const ws = open();
-      const id = positionals[0] as NodeId;
-      if (!ws.graph.has(id)) matchTargets(ws.graph, [id]); // throws the target error, with "did you mean"
-      if (!ws.graph.has(id)) throw new UsageError(`'${id}' is not one node: name a node id (graph query lists them)`);
-      const { plan, cache, digester } = await makePlan(ws, { ...values, offline: true, registry: values.offline !== true }, [id]);
-      digester.save();
-      const p = plan.byId.get(id);
-      if (!p) throw new UsageError(`'${id}' is not planned`);
-      const lastKey = cache.lastKey(id);
-      const record = lastKey === undefined ? undefined : lastKey === p.key ? p.record : cache.get(lastKey)?.record;
-      const x = explainNode(p, lastKey !== undefined && record ? { key: lastKey, record } : undefined);
-      process.stdout.write(format === 'json' ? `${JSON.stringify(x, null, 2)}\n` : explainText(x));
-      return EXIT_OK;
+      return EXIT_OF[await explainCommand(context(open), values, positionals[0], format)];
     },
   },
   // The rules' commands come after the engine's own, `clean` last.
@@ -412,130 +305,15 @@ build runs everything. Declarations and outputs outside .graph/ are not touched,
 in GRAPH_CACHE_DIR (shared with other checkouts or machines: remove it yourself).`,
     options: { ...common },
     async run(_open, values) {
-      const root = path.resolve((values.directory as string | undefined) ?? '.');
-      const state = path.join(root, '.graph');
-      // Rename first, so a concurrent reader sees the whole state or none of it.
-      const trash = `${state}.trash-${process.pid}`;
-      try {
-        renameSync(state, trash);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-          process.stdout.write('nothing to clean\n');
-          return EXIT_OK;
-        }
-        throw e;
-      }
-      rmSync(trash, { recursive: true, force: true });
-      process.stdout.write(`removed ${path.relative(process.cwd(), state) || state}\n`);
-      return EXIT_OK;
+      const { cleanCommand } = await import('./engine/commands/clean.js');
+      return EXIT_OF[cleanCommand(path.resolve((values.directory as string | undefined) ?? '.'), io)];
     },
   },
 };
 
-/**
- * SIGINT and SIGTERM for a build, from its start to its exit. The first aborts the returned signal
- * (the scheduler stops the running nodes, their process groups get SIGTERM, and the interrupted
- * summary follows); the second SIGKILLs those process groups at once (the summary still follows);
- * the third quits without a summary, after killing them and removing this process's temp files.
- * A repeat within REPEAT_SIGNAL_MS is the same interrupt delivered twice; a signal after the run
- * has finished exits 130 at once. A safety net: a stream or promise that fails unexpectedly while
- * the nodes stop must not end graph without its summary; outside an interrupt it is graph's bug,
- * reported as one (exit 70).
- */
-function handleInterrupts(): { signal: AbortSignal; workspace(ws: Workspace): void; finished(): void } {
-  const interrupt = new AbortController();
-  let workspace: Workspace | undefined;
-  let count = 0;
-  let lastAt = 0;
-  let done = false;
-  const onSignal = () => {
-    if (done) process.exit(EXIT_INTERRUPTED);
-    // One Ctrl-C can arrive twice: from the terminal, and forwarded by a wrapper (npx, npm run).
-    if (count > 0 && Date.now() - lastAt < REPEAT_SIGNAL_MS) return;
-    lastAt = Date.now();
-    count++;
-    if (count === 1) {
-      process.stderr.write('\ninterrupt: stopping running nodes (again to kill them at once)\n');
-      interrupt.abort(new Error('interrupted'));
-    } else if (count === 2) {
-      process.stderr.write('\ninterrupt: killing running nodes (again to quit at once)\n');
-      killAllProcesses();
-    } else {
-      killAllProcesses();
-      if (workspace) removeOwnTemps(workspace.root, workspace.stateDir);
-      process.stderr.write('\ninterrupted: quit at once\n');
-      process.exit(EXIT_INTERRUPTED);
-    }
-  };
-  const onUnexpected = (e: unknown) => {
-    if (interrupt.signal.aborted) {
-      process.stderr.write(`graph: while stopping: ${(e as Error)?.message ?? e}\n`);
-      return;
-    }
-    process.stderr.write(`graph: internal error: ${(e as Error)?.stack ?? e}\n`);
-    process.exit(EXIT_INTERNAL);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  process.on('uncaughtException', onUnexpected);
-  process.on('unhandledRejection', onUnexpected);
-  return {
-    signal: interrupt.signal,
-    workspace: (ws) => {
-      workspace = ws;
-    },
-    finished: () => {
-      done = true;
-    },
-  };
-}
-
-function splitList(v: unknown): string[] | undefined {
-  return typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined;
-}
-
-/** Append to GITHUB_STEP_SUMMARY when it is set; a failure to is a warning, never a failed command. */
-function stepSummary(markdown: string): void {
-  const problem = appendStepSummary(process.env, markdown);
-  if (problem) process.stderr.write(`warning: cannot append to GITHUB_STEP_SUMMARY: ${problem}\n`);
-}
-
-/** `graph report html OUT.html [--from REPORT.json] [--profile PROFILE.json] [TARGET...]`. */
-async function reportHtml(open: () => Workspace, values: Record<string, unknown>, out: string | undefined, targets: string[]): Promise<number> {
-  if (out === undefined) throw new UsageError('html takes OUT.html');
-  const problem = reportPathProblem(out);
-  if (problem) throw new UsageError(`cannot write OUT ${out}: ${problem}`);
-  const read = <T>(file: string): T => {
-    try {
-      return readJsonFile<T>(file);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-  };
-  let data;
-  if (values.from !== undefined) {
-    if (targets.length) throw new UsageError('--from draws the whole report: it takes no targets');
-    const report = read<ReportInput>(values.from as string);
-    if (!report || !Array.isArray(report.nodes) || !report.summary) throw new UsageError(`${values.from} is not a graph build report`);
-    // The workspace, when it still declares the nodes, gives the edges and images.
-    let ws: Workspace | undefined;
-    try {
-      ws = open();
-    } catch {
-      ws = undefined;
-    }
-    const root = ws?.root ?? path.resolve((values.directory as string | undefined) ?? '.');
-    data = pageFromReport(report, root, (id) => (ws?.graph.has(id as NodeId) ? { deps: ws.graph.node(id as NodeId).deps.map((d) => d.id), image: ws.graph.node(id as NodeId).image } : undefined));
-  } else {
-    const ws = open();
-    const { plan, digester } = await makePlan(ws, values, targets);
-    digester.save();
-    data = pageFromPlan(plan);
-  }
-  if (values.profile !== undefined) addTimeline(data, read<TraceFile>(values.profile as string));
-  writeReport(out, renderHtml(data, await dagSvg(data)));
-  process.stderr.write(`wrote ${out}: ${data.nodes.length} nodes\n`);
-  return EXIT_OK;
+/** The settings overrides given on the command line (`--builder`, `--sandbox`), by option name. */
+function settingOverrides(values: Record<string, unknown>): Record<string, string> {
+  return Object.fromEntries(settingOptions.filter((o) => typeof values[o.name] === 'string' || values[o.name] === true).map((o) => [o.name, String(values[o.name])]));
 }
 
 function nonNegativeInt(text: string, what: string): number {
@@ -557,62 +335,6 @@ function shardOption(values: Record<string, unknown>): ShardSpec | undefined {
   const parsed = parseShard(text, source);
   if (!parsed.ok) throw new UsageError(parsed.message);
   return parsed.shard;
-}
-
-/** The nodes targets, --only and --changed-since select (before dependencies are pulled in). */
-async function selectTargets(ws: Workspace, values: Record<string, unknown>, positionals: string[]): Promise<ReadonlySet<NodeId>> {
-  const selected = matchTargets(ws.graph, positionals, splitList(values.only));
-  if (typeof values['changed-since'] !== 'string') return selected;
-  const { affected } = await affectedSince(ws, values['changed-since'], defaultRules);
-  return new Set([...selected].filter((id) => affected.has(id)));
-}
-
-/** The plan of the selected nodes, or of `shard`'s part of them (engine/compile/shard.ts). */
-async function makePlan(ws: Workspace, values: Record<string, unknown>, positionals: string[], shard?: ShardSpec) {
-  const selected = await selectTargets(ws, values, positionals);
-  const cache = new ActionCache(ws.cacheDir);
-  const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
-  const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'), ws.decls.boundary);
-  const selection = ws.graph.withDependencies(selected);
-  // The external tools' identities go into the keys (memoized by their executables' stat).
-  const tools = await resolveTools([...selection].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
-  let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools, hostResources: localHostResources(ws.decls.settings) });
-  // Split before asking registries or remote caches: their answers change while shards run (one
-  // shard's upload is another's hit), this machine's cache as it was does not.
-  let shardSummary: ShardSummary | undefined;
-  if (shard) ({ plan, shard: shardSummary } = selectShard(plan, shard, (id) => cache.last(id)?.result.duration_ms));
-  const remote = await remoteCache(ws, values);
-  if (remote) plan = await checkRemote(plan, cache, remote, store, ws.root);
-  // Local first (planBuild), then the remote cache, then the registries published results are in:
-  // their hits vouch for what is upstream of them, but nothing cached before does (a publish found
-  // already in a registry spares no test that never ran here).
-  const sources = (values.registry ?? !values.offline) ? await resultSources(ws) : [];
-  for (const source of sources) plan = await checkRemote(plan, cache, source, store, ws.root, undefined, { prune: 'under-hits' });
-  const lookups = tieredRemote([remote, ...sources]);
-  if (!values.offline) plan = await checkUpToDate(plan, cache, ws.forRules);
-  return { plan, cache, store, digester, remote, lookups, selected, summary: planSummary(plan), shard: shardSummary };
-}
-
-/** The rules' sources of published results (`Rule.resultSource`), as tiers; their one warning each goes to stderr. */
-async function resultSources(ws: Workspace): Promise<SourceTier[]> {
-  const tiers: SourceTier[] = [];
-  for (const rule of ws.graph.rules.values()) {
-    const source = await rule.resultSource?.(ws.forRules).catch(() => undefined);
-    if (source) tiers.push(new SourceTier(source, (m) => process.stderr.write(`warning: ${m}\n`)));
-  }
-  return tiers;
-}
-
-/** The remote cache the options, the environment or images.yaml name; its warnings go to stderr. */
-async function remoteCache(ws: Workspace, values: Record<string, unknown>): Promise<RemoteCache | undefined> {
-  try {
-    return await openRemoteCache({ flag: values['remote-cache'] as string | undefined, mode: values['remote-cache-mode'] as string | undefined, settings: ws.decls.settings.remoteCache }, process.env, (m) =>
-      process.stderr.write(`warning: ${m}\n`),
-    );
-  } catch (e) {
-    if (e instanceof RemoteCacheConfigError) throw new UsageError(e.message);
-    throw e;
-  }
 }
 
 function version(): string {
@@ -709,6 +431,8 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`${e.diagnostics.map(formatDiagnostic).join('\n\n')}\n\n${e.diagnostics.length} error${e.diagnostics.length === 1 ? '' : 's'}\n`);
       return EXIT_USAGE;
     }
+    // Loaded by then when one of its errors was thrown (by a build, a plan with --executor slurm).
+    const { SlurmConfigError } = await import('./engine/execute/slurm.js');
     if (e instanceof SlurmConfigError) {
       process.stderr.write(`graph ${name}: ${e.message}\n`);
       return EXIT_USAGE;

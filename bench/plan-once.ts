@@ -21,8 +21,8 @@ import { openWorkspace } from '../engine/workspace.js';
 import { defaultRules } from '../rules/index.js';
 import { modelsForNodes, writeZoo } from './zoo.js';
 
-/** Rules that succeed at once, for filling a cache. */
-export const instantRules: Rule[] = defaultRules.map((r) => ({
+/** Rules that succeed at once, for filling a cache (without outputs readers: their outputs are a digest only). */
+export const instantRules: Rule[] = defaultRules.map(({ outputs: _reader, ...r }) => ({
   ...r,
   async execute(node, ctx) {
     const blob = await ctx.store.putBytesAsync(node.id);

@@ -38,7 +38,7 @@ export function sleepMs(node: Pick<NodeDef, 'id' | 'kind' | 'deps'>): number {
 }
 
 /** Rules whose actions only sleep `sleepMs(node)`, and whose keys carry BENCH_RUN (so each run re-runs). */
-const sleepRules: Rule[] = defaultRules.map((r) => ({
+const sleepRules: Rule[] = defaultRules.map(({ outputs: _reader, ...r }) => ({
   ...r,
   expand: (decls) => r.expand(decls).map((n) => ({ ...n, env: [...n.env, 'BENCH_RUN'] })),
   async execute(node, ctx) {

@@ -27,7 +27,7 @@ export interface NodeResult {
   readonly failure?: Failure;
   /** The node's outputs (ran or cached). */
   readonly outputs?: { readonly [k: string]: Json };
-  /** Absolute path of its log file (ran or failed). */
+  /** Absolute path of its log file (ran or failed); absent for a node that ran and whose log held only its header (no file is written). */
   readonly log?: string;
   /** Where it ran, when not in this process (a Slurm job and its host). */
   readonly where?: Placement;

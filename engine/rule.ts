@@ -195,6 +195,12 @@ export interface Rule<Decl extends Json = Json, Out = unknown> {
    */
   restore?(node: NodeDef<Decl>, result: NodeOutputs, ctx: RestoreContext): Promise<void>;
   /**
+   * Optional: whether `dir` (absolute, under `outDir`, `.graph/out`) is a directory the rule's
+   * nodes fill with files that are not graph's own (a test's output, written by the model under
+   * test). Sweeps of graph's temp files (engine/tmp.ts) do not search such a directory.
+   */
+  holdsUserFiles?(dir: string, outDir: string): boolean;
+  /**
    * Optional: what `graph plan` should add about records the rule keeps outside the cache that
    * the planned keys make stale (published.lock.json).
    * @param plannedKey the planned key of a node id; undefined when the node is not in the plan.

@@ -16,17 +16,19 @@
  * runs, and a temp whose pid is alive but is not the process its record names is stale too. A live
  * pid without a record (a `graph plan` writing its memo) keeps its temps; so do directories with
  * something mounted inside (a builder's mount that outlived it: removing through it could reach
- * the host's files).
+ * the host's files). Directories a rule fills with files that are not graph's (`Rule.holdsUserFiles`:
+ * a test's output) are not searched: a name there that looks like a temp is someone else's.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { Rule } from './rule.js';
 
 /** Names of temps, the pid in group 1 (or 2, for the scratch directories and the trash). */
 const TEMP_NAME = /^(?:\.tmp-.+-(\d+)-[0-9a-f]+|.+\.(?:tmp|old|partial)-(\d+)-[0-9a-z]+)$/;
 const SCRATCH_NAME = /^(\d+)-[0-9a-f]+$/;
 const TRASH_NAME = /^\.graph\.trash-(\d+)$/;
 const RECORD_NAME = /^(\d+)\.proc$/;
-/** Directories never searched: unpacked root filesystems (named by digest), tests' outputs. */
+/** Directories never searched: unpacked root filesystems (named by digest). */
 const NOT_SEARCHED = /^[0-9a-f]{64}$/;
 
 /** The identity of process `pid` that survives pid reuse: boot id and start time; undefined when it is gone. */
@@ -64,11 +66,12 @@ export function recordProcess(stateDir: string): () => void {
 /**
  * Remove the temp files and directories of graph processes that are gone, under workspace
  * `root` (its top level, `.graph/` and `dist/`). Call it before this process makes any temp: a
- * temp named with this process's own pid is taken to be an earlier process's.
+ * temp named with this process's own pid is taken to be an earlier process's. `rules` say which
+ * directories under `.graph/out` hold their nodes' user files (`Rule.holdsUserFiles`): not searched.
  * @returns the paths removed (absolute), and those kept with why: something is mounted inside, or
  *   the removal failed (its error's message).
  */
-export function sweepTemps(root: string, stateDir: string): Swept {
+export function sweepTemps(root: string, stateDir: string, rules: readonly Rule[]): Swept {
   const tmpDir = path.join(stateDir, 'tmp');
   const records = new Map<number, string>();
   for (const name of list(tmpDir)) {
@@ -80,7 +83,7 @@ export function sweepTemps(root: string, stateDir: string): Swept {
       // removed meanwhile: its process has just exited
     }
   }
-  return removeTemps(root, stateDir, (pid) => processGone(pid, records.get(pid)));
+  return removeTemps(root, stateDir, rules, (pid) => processGone(pid, records.get(pid)));
 }
 
 /**
@@ -88,8 +91,8 @@ export function sweepTemps(root: string, stateDir: string): Swept {
  * third Ctrl-C): call it only once nothing of this process writes them any more.
  * @returns as `sweepTemps`.
  */
-export function removeOwnTemps(root: string, stateDir: string): Swept {
-  return removeTemps(root, stateDir, (pid) => pid === process.pid);
+export function removeOwnTemps(root: string, stateDir: string, rules: readonly Rule[]): Swept {
+  return removeTemps(root, stateDir, rules, (pid) => pid === process.pid);
 }
 
 /** What a sweep removed, and what it could not (absolute paths). */
@@ -98,7 +101,9 @@ export interface Swept {
   readonly kept: Array<{ readonly path: string; readonly why: string }>;
 }
 
-function removeTemps(root: string, stateDir: string, stale: (pid: number) => boolean): Swept {
+function removeTemps(root: string, stateDir: string, rules: readonly Rule[], stale: (pid: number) => boolean): Swept {
+  const outDir = path.join(stateDir, 'out');
+  const userFiles = rules.filter((r) => r.holdsUserFiles);
   const removed: string[] = [];
   const kept: Swept['kept'] = [];
   const tmpDir = path.join(stateDir, 'tmp');
@@ -136,7 +141,7 @@ function removeTemps(root: string, stateDir: string, stale: (pid: number) => boo
         if (isGone(pid)) remove(path.join(dir, name));
       } else if (!NOT_SEARCHED.test(name) && entry.isDirectory()) {
         const p = path.join(dir, name);
-        if (!isTestOutput(stateDir, p)) walk(p);
+        if (!userFiles.some((r) => r.holdsUserFiles?.(p, outDir))) walk(p);
       }
     }
   };
@@ -163,12 +168,6 @@ function processGone(pid: number, record: string | undefined): boolean {
   // Alive (or another user's): gone only if our record names a different process.
   const now = processIdentity(pid);
   return now === undefined || (record !== undefined && record !== now);
-}
-
-/** A test's output directory (`.graph/out/test/ID/output`): the test's files, never temps of graph. */
-function isTestOutput(stateDir: string, dir: string): boolean {
-  const rel = path.relative(stateDir, dir).split(path.sep);
-  return rel.length === 4 && rel[0] === 'out' && rel[1] === 'test' && rel[3] === 'output';
 }
 
 function list(dir: string): string[] {

@@ -393,6 +393,8 @@ export function modelContract(test: TestDecl, model: ModelDecl, arch?: string): 
 export const testRule: Rule<TestNodeDecl> = {
   kind: 'test',
   version: 1,
+  // The model writes the test's output directory: its names are the model's, never graph's temps.
+  holdsUserFiles: (dir, outDir) => path.basename(dir) === 'output' && path.dirname(path.dirname(dir)) === path.join(outDir, 'test'),
   declares: [
     declarePart({
       entry: 'group',
@@ -539,8 +541,7 @@ export const testRule: Rule<TestNodeDecl> = {
     } catch (e) {
       throw new NodeFailure((e as Error).message);
     }
-    const nodeDir = path.join(ctx.outDir, 'test', testDirName(node.id));
-    const outputDir = path.join(nodeDir, 'output');
+    const outputDir = testOutputDir(ctx.outDir, node.id);
     rmSync(outputDir, { recursive: true, force: true });
     mkdirSync(outputDir, { recursive: true });
     // Scratch directories live in the node's private scratch (removed after the node), empty.
@@ -616,6 +617,11 @@ async function grantGpus(claimed: number, ctx: ExecContext): Promise<GpuGrant> {
   ctx.log.write(`gpu: holding ${ids.join(', ')} (from ${from}); driver ${grant.driverVersion ?? 'version unknown'}; ${grant.deviceNodes.length} device nodes, ${grant.files.length} driver files bound\n`);
   if (grant.notBound.length) ctx.log.write(`gpu: not bound (only libraries and binaries are): ${grant.notBound.join(', ')}\n`);
   return grant;
+}
+
+/** Where test node `id` leaves the model's output: `.graph/out/test/ID/output` (kept for people). */
+function testOutputDir(outDir: string, id: NodeId): string {
+  return path.join(outDir, 'test', testDirName(id), 'output');
 }
 
 /** A node id as one directory name. */

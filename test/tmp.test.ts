@@ -5,6 +5,7 @@ import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { processIdentity, recordProcess, removeOwnTemps, sweepTemps } from '../engine/tmp.js';
+import { defaultRules } from '../rules/index.js';
 import { workspace } from './helpers.js';
 
 const test = suite('tmp');
@@ -38,17 +39,28 @@ test("a build's sweep removes every temp of a process that is gone, and nothing 
     'dist/sif/app.sif',
     '.graph/out/oci/app/index.json',
     `.graph/cas/sha256/${DIGEST}`,
-    // Inside an unpacked root filesystem and a test's output: the image's and the test's files.
+    // Inside an unpacked root filesystem and a test's output (the test rule's holdsUserFiles): the image's and the test's files.
     `.graph/cache/rootfs/${DIGEST}/etc/.tmp-passwd-${pid}-12345678`,
     `.graph/out/test/test:g%2Fm@oci/output/.tmp-x-${pid}-12345678`,
   ];
   const temps = tempsOf(pid);
   const dir = workspace(Object.fromEntries([...keep, ...temps].map((f) => [f, 'x'])));
-  const { removed, kept } = sweepTemps(dir, path.join(dir, '.graph'));
+  const { removed, kept } = sweepTemps(dir, path.join(dir, '.graph'), defaultRules);
   assert.equal(removed.map((p) => path.relative(dir, p)).sort(), temps.map((t) => topOf(t, pid)).sort());
   assert.equal(kept, []);
   for (const t of temps) assert.not.ok(existsSync(path.join(dir, topOf(t, pid))), t);
   for (const k of keep) assert.ok(existsSync(path.join(dir, k)), k);
+});
+
+test("a test's output is left alone because the test rule says it holds user files (engine/tmp.ts does not know where tests write)", () => {
+  const pid = deadPid();
+  const inOutput = `.graph/out/test/test:g%2Fm@oci/output/.tmp-x-${pid}-12345678`;
+  const beside = `.graph/out/test/test:g%2Fm@oci/.tmp-x-${pid}-12345678`;
+  const dir = workspace({ [inOutput]: 'x', [beside]: 'x' });
+  assert.equal(sweepTemps(dir, path.join(dir, '.graph'), defaultRules).removed, [path.join(dir, beside)]);
+  assert.ok(existsSync(path.join(dir, inOutput)));
+  // Without the rule's word, it is a temp like any other.
+  assert.equal(sweepTemps(dir, path.join(dir, '.graph'), []).removed, [path.join(dir, inOutput)]);
 });
 
 test('a live process keeps its temps, unless its record names another process (a reused pid); our own pid is an earlier process', async () => {
@@ -59,7 +71,7 @@ test('a live process keeps its temps, unless its record names another process (a
     const identity = processIdentity(live) as string;
     assert.match(identity, /^[0-9a-f-]{36} \d+$/);
     const dir = workspace({ [`.graph/cas/sha256/.tmp-layer-${live}-00000001`]: 'x', [`.graph/tmp/${live}-0123456789ab/f`]: 'x', [`.graph/cas/sha256/.tmp-layer-${process.pid}-00000001`]: 'x' });
-    const sweep = () => sweepTemps(dir, path.join(dir, '.graph')).removed.map((p) => path.relative(dir, p)).sort();
+    const sweep = () => sweepTemps(dir, path.join(dir, '.graph'), defaultRules).removed.map((p) => path.relative(dir, p)).sort();
     // No record: a live process that is not a build (a plan writing its memo) keeps its temps.
     assert.equal(sweep(), [`.graph/cas/sha256/.tmp-layer-${process.pid}-00000001`]);
     // Its record names it: kept.
@@ -76,7 +88,7 @@ test('a live process keeps its temps, unless its record names another process (a
 test("removeOwnTemps removes this process's temps only (a build quitting at once)", () => {
   const other = deadPid();
   const dir = workspace(Object.fromEntries([...tempsOf(process.pid), ...tempsOf(other)].map((f) => [f, 'x'])));
-  const { removed } = removeOwnTemps(dir, path.join(dir, '.graph'));
+  const { removed } = removeOwnTemps(dir, path.join(dir, '.graph'), defaultRules);
   assert.equal(removed.map((p) => path.relative(dir, p)).sort(), tempsOf(process.pid).map((t) => topOf(t, process.pid)).sort());
   for (const t of tempsOf(other)) assert.ok(existsSync(path.join(dir, t)), t);
 });
@@ -98,7 +110,7 @@ test('a temp directory with something mounted inside is kept and named', () => {
   if (spawnSync('mount', ['-t', 'tmpfs', 'none', path.join(scratch, 'rootfs', 'proc')]).status !== 0) return; // not allowed here
   try {
     writeFileSync(path.join(scratch, 'rootfs', 'proc', 'host-file'), 'x');
-    assert.equal(sweepTemps(dir, path.join(dir, '.graph')), { removed: [], kept: [{ path: scratch, why: 'something is mounted inside it' }] });
+    assert.equal(sweepTemps(dir, path.join(dir, '.graph'), defaultRules), { removed: [], kept: [{ path: scratch, why: 'something is mounted inside it' }] });
     assert.ok(existsSync(path.join(scratch, 'rootfs', 'proc', 'host-file')));
   } finally {
     spawnSync('umount', [path.join(scratch, 'rootfs', 'proc')]);

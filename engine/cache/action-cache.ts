@@ -1,12 +1,28 @@
 /**
  * The action cache, in the workspace's `.graph/` (or `GRAPH_CACHE_DIR`):
  *
- * - `ac/<2 hex>/<key>`: one entry per action key, written (atomically) only after the node
- *   succeeded. Three lines: the key record as canonical JSON (so its SHA-256 is the key), the
- *   result line, and the SHA-256 (hex) of the result line. The result line is JSON
- *   `{"format": 1, "id", "outputs", "artifacts", "files"?, "log", "duration_ms"}`. An entry is served only
- *   if both digests match and the result has the right shape: a torn or edited entry is a miss,
- *   never served.
+ * - An entry per action key, written only after the node succeeded: the key record as canonical
+ *   JSON (so its SHA-256 is the key), the result line, and the SHA-256 (hex) of the result line.
+ *   The result line is JSON `{"format": 1, "id", "outputs", "artifacts", "files"?, "log",
+ *   "duration_ms"}`. An entry is served only if both digests match and the result has the right
+ *   shape: a torn or edited entry is a miss, never served. Entries live in two places:
+ *   - `ac/records.log`, append-only: a success appends its entry as one line,
+ *     `<key> <sha256 of the result line> <record line> <result line>` (canonical JSON has no
+ *     spaces outside strings and no raw quotes inside them, so ` {"format":` starts the result
+ *     line). Each line is written with a newline before it as well as after it, so a line torn
+ *     by a crash ends there and the next success's line stays whole; empty lines are skipped, and
+ *     a last line without its newline is not read (yet). Appending to one
+ *     file, not creating one per node: on these disks a file's creation costs about as much as
+ *     the rest of the engine's work for a node (bench/RESULTS.md). The file is read only when an
+ *     entry other than a node's last logged one is asked for (another key, an explanation), and
+ *     then once, as an index of line offsets.
+ *   - `ac/<2 hex>/<key>`: one file per entry, the three lines, written atomically. A cache in
+ *     `GRAPH_CACHE_DIR` writes every entry so (`entryFiles`): machines may share it over a network
+ *     file system, where two machines' appends to one file are not atomic. `compact`
+ *     moves the entries a node's newer success superseded here when it rewrites records.log to
+ *     the last entry of each node (so a revert or a branch switch still hits after compaction),
+ *     and caches written before records.log have every entry here. Read when records.log has no
+ *     intact line for the key.
  * - `actions.log`: the index, append-only. One line per success:
  *   `<sha256 of the rest, 64 hex> <key> <result line>`, the last line for a node id wins. A plan
  *   reads this one file instead of one entry per node: a node whose key equals its last logged key
@@ -14,7 +30,7 @@
  *   other keys (a revert, a branch switch) and for explanations. A torn last line (a crash
  *   mid-append) or an edited line fails its digest and is skipped. Appends of one line are atomic
  *   between processes (O_APPEND), so two `graph` processes can share it; `compact` rewrites it
- *   (atomic rename) to one line per node when it has grown past twice that.
+ *   and records.log (atomic renames) to one line per node when it has grown past twice that.
  *
  * Damage is remembered, not only skipped, so the plan can say "cache entry corrupt" rather than
  * "no previous record": an entry file that is there but fails its checks, and a log line that fails
@@ -22,7 +38,7 @@
  * only files and lines that are read anyway are looked at.
  */
 import { hash } from 'node:crypto';
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../atomic.js';
 import { isKeyRecord, type KeyRecord } from '../key/key.js';
@@ -142,9 +158,23 @@ export class ActionCache {
   private readonly corruptEntries = new Set<string>();
   /** Keys and node ids named by log lines that failed their digest. */
   private readonly corruptLines = { keys: new Set<string>(), ids: new Set<string>() };
+  /**
+   * records.log as read (`recordsIndex`): per key its last line; `bytes` and `ino` say what of the
+   * file that is, `own` how many bytes this object appended since (a miss reads the file again
+   * only when it grew by more: another process appended).
+   */
+  private records?: { bytes: number; ino: number; own: number; lines: Map<string, string>; damaged: Set<string> };
 
-  /** @param dir absolute cache directory (`.graph`, or `GRAPH_CACHE_DIR`). */
-  constructor(readonly dir: string) {}
+  /**
+   * @param dir absolute cache directory (`.graph`, or `GRAPH_CACHE_DIR`).
+   * @param options `entryFiles`: write each entry as its own file (atomic rename), not as a line of
+   *   records.log: for a cache that machines share over a network file system (`GRAPH_CACHE_DIR`
+   *   with Slurm jobs), where appends from two machines are not atomic. Either way both are read.
+   */
+  constructor(
+    readonly dir: string,
+    private readonly options: { readonly entryFiles?: boolean } = {},
+  ) {}
 
   private entryPath(key: string): string {
     return path.join(this.dir, 'ac', key.slice(0, 2), key);
@@ -154,17 +184,91 @@ export class ActionCache {
     return path.join(this.dir, 'actions.log');
   }
 
-  /** Read the record of an entry file, checking it hashes to `key`. */
+  private get recordsPath(): string {
+    return path.join(this.dir, 'ac', 'records.log');
+  }
+
+  /**
+   * records.log as an index: key → its last line (checked when used). Lines whose key field is
+   * not where it belongs are skipped; read once per cache object, then only what others append.
+   */
+  private recordsIndex(): NonNullable<ActionCache['records']> {
+    if (this.records) return this.records;
+    this.records = { bytes: 0, ino: 0, own: 0, lines: new Map(), damaged: new Set() };
+    this.readMoreRecords();
+    return this.records;
+  }
+
+  /**
+   * Index what records.log holds past what was read: the lines other processes appended since
+   * (and this object's own, again); all of it when the file was replaced (compacted) or shrank.
+   * @returns whether anything new was read.
+   */
+  private readMoreRecords(): boolean {
+    const index = this.records as NonNullable<ActionCache['records']>;
+    // One stat when no other process appended (a build's check, after each lease, that no one
+    // else recorded the node; a plan's miss for each node whose key is new).
+    const seen = statSync(this.recordsPath, { throwIfNoEntry: false });
+    if (!seen || (seen.ino === index.ino && seen.size === index.bytes + index.own)) return false; // no records.log (yet): every entry is a file
+    let fd: number;
+    try {
+      fd = openSync(this.recordsPath, 'r');
+    } catch {
+      return false;
+    }
+    try {
+      const st = fstatSync(fd);
+      if (st.ino !== index.ino || st.size < index.bytes) Object.assign(index, { bytes: 0, ino: st.ino, lines: new Map() });
+      if (st.size <= index.bytes) return false;
+      const more = Buffer.allocUnsafe(st.size - index.bytes);
+      const got = readSync(fd, more, 0, more.length, index.bytes);
+      // Lines are whole up to the last newline; a partial line at the end is read again next time.
+      const upTo = more.lastIndexOf(10, got - 1);
+      if (upTo === -1) return false;
+      // One string per read, lines sliced from it (never one growing string: each append would copy it).
+      const text = more.toString('utf8', 0, upTo + 1);
+      index.bytes += upTo + 1;
+      index.own = 0;
+      let start = 0;
+      while (start < text.length) {
+        const end = text.indexOf('\n', start);
+        if (end - start > 130 && text[start + 64] === ' ' && text[start + 129] === ' ') index.lines.set(text.slice(start, start + 64), text.slice(start, end));
+        start = end + 1;
+      }
+      return true;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** The intact records.log entry for `key`; undefined when it has none (a damaged one is remembered). */
+  private readRecordsLine(key: string): { record: KeyRecord; resultLine: string } | undefined {
+    const index = this.recordsIndex();
+    let line = index.lines.get(key);
+    if (line === undefined && this.readMoreRecords()) line = index.lines.get(key);
+    if (line === undefined) return undefined;
+    const parsed = parseRecordsLine(line, key);
+    if (!parsed) index.damaged.add(key);
+    return parsed;
+  }
+
+  /** Read the record of an entry, checking it hashes to `key`. */
   private readRecord(key: string): KeyRecord | undefined {
     return this.readEntryFile(key)?.record;
   }
 
-  /** An intact entry file's record (parsed once, here) and result line; undefined when missing, torn or tampered. */
+  /**
+   * An intact entry's record (parsed once, here) and result line, from records.log, else from its
+   * entry file; undefined when missing, torn or tampered in both (then remembered as corrupt).
+   */
   private readEntryFile(key: string): { record: KeyRecord; resultLine: string } | undefined {
+    const logged = this.readRecordsLine(key);
+    if (logged) return logged;
     let text: string;
     try {
       text = readFileSync(this.entryPath(key), 'utf8');
     } catch {
+      if (this.records?.damaged.has(key)) this.corruptEntries.add(key);
       return undefined;
     }
     const lines = text.split('\n');
@@ -268,16 +372,27 @@ export class ActionCache {
   }
 
   /**
-   * Record a success: the entry first, then the log line, so the log never names a missing entry
-   * written by this process.
+   * Record a success: the entry first (a line of records.log), then the log line, so the log
+   * never names a missing entry written by this process.
    * @param recordLine the record as canonical JSON, whose SHA-256 must be `key`.
+   * @throws the file system's error (ENOSPC, EACCES) when either append fails: the result is then
+   *   not recorded (a torn line is never served).
    */
   async put(id: NodeId, key: string, recordLine: string, result: CachedResult): Promise<void> {
     if (sha256(recordLine) !== key) throw new Error(`internal error: record of ${id} does not hash to its key`);
     const resultLine = JSON.stringify({ format: FORMAT, id, ...result });
-    // Synchronous: two small writes cost less than the thread pool's round trips (open, write,
-    // close, rename: about six of them), and dependents wait for this record.
-    writeFileAtomic(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
+    // Synchronous: two appends cost less than the thread pool's round trips, and dependents wait
+    // for this record.
+    if (this.options.entryFiles) writeFileAtomic(this.entryPath(key), `${recordLine}\n${resultLine}\n${sha256(resultLine)}\n`);
+    else {
+      const line = recordsLine(key, recordLine, resultLine);
+      appendRecordsLine(this.recordsPath, line);
+      // This object's index knows its own entries without reading them back.
+      if (this.records) {
+        this.records.lines.set(key, line.slice(1, -1));
+        this.records.own += Buffer.byteLength(line);
+      }
+    }
     appendFileSync(this.logPath, logLine(key, resultLine));
     if (this.index) {
       this.logLines++;
@@ -285,14 +400,30 @@ export class ActionCache {
     }
   }
 
-  /** Rewrite `actions.log` with one line per node when it has grown past twice that. */
+  /**
+   * Rewrite `actions.log` and `ac/records.log` with one line per node when actions.log has grown
+   * past twice that; the entries records.log drops (superseded by a newer success of their node)
+   * become entry files first, so every entry stays readable.
+   */
   compact(): void {
     // Lines counted when the index was read (a plan has read it): the file is not read again.
     // Lines other processes appended since are not counted: they only delay a compaction.
     const last = this.lastEntries();
     if (this.logLines <= 2 * last.size + 1000) return;
-    // A line appended by another process during the rewrite can be lost: that costs the node's
-    // fast path and its explanation (the entry file still serves it), never correctness.
+    const lastKeys = new Set<string>();
+    last.forEach((e) => lastKeys.add(e.key));
+    const index = this.recordsIndex();
+    const kept: string[] = [];
+    index.lines.forEach((line, key) => {
+      const entry = parseRecordsLine(line, key);
+      if (!entry) return; // damaged: dropped (its entry file, if any, stays)
+      if (lastKeys.has(key)) kept.push(`${line}\n`);
+      else if (!existsSync(this.entryPath(key))) writeFileAtomic(this.entryPath(key), `${recordLineOf(line)}\n${entry.resultLine}\n${sha256(entry.resultLine)}\n`);
+    });
+    // Lines appended by another process during the rewrites can be lost: that costs the node's
+    // fast path and its explanation (a miss: it runs again), never correctness.
+    if (index.lines.size) writeFileAtomic(this.recordsPath, kept.join(''));
+    this.records = undefined;
     writeFileAtomic(this.logPath, [...last.values()].map((e) => logLine(e.key, e.resultLine)).join(''));
   }
 }
@@ -333,6 +464,45 @@ function idOf(resultLine: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A records.log line, with a newline before it (see the module comment) and after it. */
+function recordsLine(key: string, recordLine: string, resultLine: string): string {
+  return `\n${key} ${sha256(resultLine)} ${recordLine} ${resultLine}\n`;
+}
+
+function appendRecordsLine(file: string, line: string): void {
+  try {
+    appendFileSync(file, line);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    mkdirSync(path.dirname(file), { recursive: true });
+    appendFileSync(file, line);
+  }
+}
+
+/** The record line of a checked records.log `line` (as written: its SHA-256 is the key). */
+function recordLineOf(line: string): string {
+  return line.slice(130, line.indexOf(RESULT_SEPARATOR, 130));
+}
+
+/** Between the record line and the result line of a records.log line. */
+const RESULT_SEPARATOR = ` ${RESULT_PREFIX.slice(0, '{"format":'.length)}`;
+
+/**
+ * Parse and check a records.log line of `key`: record hashing to the key, a key record, a result
+ * line hashing to its sum and of this format. Undefined when any check fails.
+ */
+function parseRecordsLine(line: string, key: string): { record: KeyRecord; resultLine: string } | undefined {
+  if (line.length < 131 || line.slice(0, 64) !== key || line[64] !== ' ' || line[129] !== ' ') return undefined;
+  const split = line.indexOf(RESULT_SEPARATOR, 130);
+  if (split === -1) return undefined;
+  const recordLine = line.slice(130, split);
+  const resultLine = line.slice(split + 1);
+  if (sha256(recordLine) !== key || sha256(resultLine) !== line.slice(65, 129)) return undefined;
+  const record = parseJson(recordLine);
+  if (!isKeyRecord(record) || !parseResult(resultLine)) return undefined;
+  return { record, resultLine };
 }
 
 function logLine(key: string, resultLine: string): string {

@@ -45,6 +45,11 @@ export type Outcome =
       readonly duration_ms: number;
       /** The log's whole text, when the executor has it in memory (the recorder then need not read `Job.log` back). */
       readonly log?: string;
+      /**
+       * True when the executor wrote no log file: the log held nothing but its header (in `log`),
+       * whose node, key and reasons the record keeps anyway. The result then names no log.
+       */
+      readonly noLogFile?: boolean;
       readonly where?: Placement;
     }
   | { readonly ok: false; readonly failure: Failure; readonly duration_ms: number; readonly where?: Placement };

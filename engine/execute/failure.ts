@@ -17,6 +17,11 @@ export type Failure =
   | { readonly type: 'sandbox'; readonly message: string }
   /** The rule failed for another reason it expected (`NodeFailure`) or did not (`Error`). */
   | { readonly type: 'error'; readonly message: string }
+  /**
+   * The node ended well, but its rule's outputs reader (`Rule.outputs`) rejected what it produced
+   * (a missing or mistyped field): nothing is recorded, and nothing downstream reads it.
+   */
+  | { readonly type: 'outputs'; readonly message: string }
   /** The node succeeded, but its result could not be written to the action cache. */
   | { readonly type: 'record'; readonly message: string }
   /** A dependency (`dependency`, the node that failed first on the path) did not succeed. */
@@ -55,6 +60,8 @@ export function describeFailure(f: Failure): string {
       return `timed out after ${formatMs(f.limit_ms)}`;
     case 'interrupted':
       return 'interrupted';
+    case 'outputs':
+      return `ran, but its outputs are malformed: ${f.message}`;
     case 'record':
       return `ran, but its result could not be recorded in the action cache: ${f.message}`;
     case 'dependency':

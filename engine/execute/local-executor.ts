@@ -8,7 +8,10 @@
  * rule asks for `ctx.log.path`), or the node's end. Then it is written in one go, and a success
  * hands its text to the recorder, which need not read it back. A node whose rule starts no
  * process (a build from layers, a publish) so costs one file write, not a create at its start, an
- * append per line and a read at its end.
+ * append per line and a read at its end; and a success whose log holds nothing but its header
+ * (node, key, why: all in the record) costs none: no file is made (creating a file is the dearest
+ * thing a node's run does here, ≈ the rest of the engine's work per node), and an earlier run's
+ * log of the node is removed, so `.graph/logs` never shows a stale one.
  */
 import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -74,7 +77,8 @@ export class LocalExecutor implements Executor {
       };
       const result = await rule.execute(node, ctx);
       if (signal.aborted) throw signal.reason;
-      return { ok: true, result, duration_ms: clock.now() - t0, log: log.close() };
+      const said = log.close(true);
+      return { ok: true, result, duration_ms: clock.now() - t0, log: said.text, ...(said.written ? {} : { noLogFile: true }) };
     } catch (e) {
       let failure: Failure;
       if (job.signal.aborted) failure = { type: 'interrupted' };
@@ -104,7 +108,7 @@ class NodeLog implements LogSink {
 
   constructor(
     private readonly file: string,
-    header: string,
+    private readonly header: string,
   ) {
     this.pending = header;
   }
@@ -120,15 +124,21 @@ class NodeLog implements LogSink {
   }
 
   /**
-   * Write the file if it is not written yet.
-   * @returns the log's whole text when it was all in memory until now (the recorder then need
-   *   not read the file back), else undefined.
+   * Write the file if it is not written yet; with `skipHeaderOnly`, not when nothing but the
+   * header was written (an earlier run's file is removed instead).
+   * @returns `text`, the log's whole text when it was all in memory until now (the recorder then
+   *   need not read the file back), else undefined; `written`, whether the file is there.
    * @throws the fs error when the file cannot be written.
    */
-  close(): string | undefined {
+  close(skipHeaderOnly = false): { text: string | undefined; written: boolean } {
     const text = this.pending;
+    if (skipHeaderOnly && text === this.header) {
+      rmSync(this.file, { force: true });
+      this.pending = undefined;
+      return { text, written: false };
+    }
     this.flush();
-    return text;
+    return { text, written: true };
   }
 
   private flush(): void {

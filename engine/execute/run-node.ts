@@ -58,7 +58,7 @@ export async function runNode(ws: Workspace, req: RunNodeRequest): Promise<RunNo
     return { code: 1, failure };
   };
   if (!ws.graph.has(req.id)) throw new Error(`no node '${req.id}' in ${ws.root}`);
-  const cache = new ActionCache(ws.cacheDir);
+  const cache = new ActionCache(ws.cacheDir, { entryFiles: ws.cacheDir !== ws.stateDir });
   const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'), ws.decls.boundary);
   const selection = ws.graph.withDependencies(new Set([req.id]));

@@ -8,8 +8,9 @@
  *   2. wait for one message: a node ended (its kind's place and its tokens are free), or a
  *      success was recorded (its `--jobs` slot is free: recording is part of the node's run, so
  *      a slot never goes to a lower-priority node while a dependency is being recorded);
- *   3. a recorded success releases its dependents; a failure (the node's own, or a record that
- *      could not be written) skips everything downstream with the reason; repeat.
+ *   3. a recorded success releases its dependents; a failure (the node's own, outputs its rule's
+ *      reader rejects, checked before anything is recorded, or a record that could not be
+ *      written) skips everything downstream with the reason; repeat.
  *
  * Dependents start only after their dependency's result is recorded, so a node whose record fails
  * never has dependents that ran (nothing downstream of it is tested or published). Priority is the
@@ -24,14 +25,14 @@
  * `unavailable` on this host (it claims more GPUs than there are) never starts: it ends `skipped`
  * with the reason, or `failed` when it was required (`--require-gpu`).
  */
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ActionCache, CacheEntry } from '../cache/action-cache.js';
 import type { EventSink, NodeResult, NodeStatus, RunSummary } from '../events.js';
 import { canonicalJson } from '../key/key.js';
 import { goneFiles, type Plan, type PlannedNode } from '../plan.js';
 import type { ProcessRunner } from '../process.js';
-import type { NodeId, NodeOutputs, RuleWorkspace } from '../rule.js';
+import type { NodeId, NodeOutputs, Rule, RuleWorkspace } from '../rule.js';
 import type { ContentStore } from '../cache/store.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Executor, Job, Outcome, Placement } from './executor.js';
@@ -97,12 +98,42 @@ export function logFileName(id: NodeId): string {
   return `${id.replace(/%/g, '%25').replace(/\//g, '%2F')}.log`;
 }
 
+/**
+ * What `rule.outputs` (the rule's outputs reader) says is wrong with `result`.
+ * @returns the reader's message; undefined when the outputs read well or the rule has no reader.
+ */
+export function outputsProblem(rule: Rule | undefined, id: NodeId, result: NodeOutputs): string | undefined {
+  if (!rule?.outputs) return undefined;
+  try {
+    rule.outputs(id, result);
+    return undefined;
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+}
+
+/**
+ * Append why a node that ran failed to its log, which may be all that explains it.
+ * @param unwritten the log's text when the executor wrote no file (it is written now, with the note).
+ */
+function noteInLog(log: string, failure: Failure, unwritten?: string): void {
+  const note = `\n# failed: ${describeFailure(failure)}\n`;
+  try {
+    // Synchronous on purpose: nothing is recorded, so the log must say why before the node ends.
+    if (unwritten === undefined) appendFileSync(log, note);
+    else writeFileSync(log, unwritten + note);
+  } catch {
+    // the disk is full: the failure is still reported
+  }
+}
+
 /** What wakes the loop: a node ended, or a success was recorded (or failed to be). */
 type Message =
   | { readonly type: 'ended'; readonly job: Job; readonly outcome: Outcome }
   /** Another process ran the node meanwhile and recorded it: its cached entry serves. */
   | { readonly type: 'reused'; readonly job: Job; readonly entry: CacheEntry; readonly by?: Holder }
-  | { readonly type: 'recorded'; readonly job: Job; readonly result: NodeOutputs; readonly duration_ms: number; readonly error?: unknown; readonly where?: Placement };
+  /** `logText`: the log's text when the executor wrote no log file (`Outcome.noLogFile`). */
+  | { readonly type: 'recorded'; readonly job: Job; readonly result: NodeOutputs; readonly duration_ms: number; readonly error?: unknown; readonly where?: Placement; readonly logText?: string };
 
 /**
  * Run the plan's nodes that are not cached.
@@ -302,13 +333,24 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
         fail(m.job.planned, outcome.failure.type === 'interrupted' ? 'interrupted' : 'failed', outcome.failure, outcome.duration_ms, m.job.log, outcome.where);
         return;
       }
+      const { result, duration_ms, log, where } = outcome;
+      const logText = outcome.noLogFile ? (log ?? '') : undefined;
+      // What the rule's dependents and the cache will read is checked before it is recorded: a
+      // malformed output fails here, with its field named, and leaves no record behind.
+      const malformed = outputsProblem(plan.graph.rules.get(node.kind), node.id, result);
+      if (malformed !== undefined) {
+        releaseLease(node.id);
+        const failure: Failure = { type: 'outputs', message: malformed };
+        noteInLog(m.job.log, failure, logText);
+        fail(m.job.planned, 'failed', failure, duration_ms, m.job.log, where);
+        return;
+      }
       options.emit({ type: 'node-executed', id: node.id, duration_ms: outcome.duration_ms });
       recording++;
-      const { result, duration_ms, log, where } = outcome;
       void (recordings as NonNullable<typeof recordings>).add(() =>
         (recorder as Recorder).record(m.job, result, duration_ms, log).then(
-          () => post({ type: 'recorded', job: m.job, result, duration_ms, where }),
-          (error: unknown) => post({ type: 'recorded', job: m.job, result, duration_ms, where, error: error ?? new Error('unknown error') }),
+          () => post({ type: 'recorded', job: m.job, result, duration_ms, where, logText }),
+          (error: unknown) => post({ type: 'recorded', job: m.job, result, duration_ms, where, logText, error: error ?? new Error('unknown error') }),
         ),
       );
       return;
@@ -317,16 +359,13 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     releaseLease(node.id);
     if (m.error !== undefined) {
       const failure: Failure = { type: 'record', message: m.error instanceof Error ? m.error.message : String(m.error) };
-      try {
-        // Synchronous on purpose: the record already failed, so the log may be all that explains it.
-        appendFileSync(m.job.log, `\n# failed: ${describeFailure(failure)}\n`);
-      } catch {
-        // the disk is full: the failure is still reported
-      }
+      noteInLog(m.job.log, failure, m.logText);
       fail(m.job.planned, 'failed', failure, m.duration_ms, m.job.log, m.where);
       return;
     }
-    release(m.job, { id: node.id, kind: node.kind, status: 'ran', duration_ms: m.duration_ms, reasons: m.job.planned.reasons, outputs: m.result.outputs, log: m.job.log, ...(m.where ? { where: m.where } : {}) }, m.result);
+    // A log that said nothing beyond its header has no file: the result names none.
+    const logFile = m.logText === undefined ? { log: m.job.log } : {};
+    release(m.job, { id: node.id, kind: node.kind, status: 'ran', duration_ms: m.duration_ms, reasons: m.job.planned.reasons, outputs: m.result.outputs, ...logFile, ...(m.where ? { where: m.where } : {}) }, m.result);
   };
 
   // Cached nodes are done; those whose visible files are gone get them back from the store first

@@ -13,12 +13,16 @@
  * `devices`, only for a node that held host devices while it ran: their ids by token
  * (engine/execute/devices.ts).
  *
+ * `log` is null for a node that did not run, and for one that ran and whose log said nothing
+ * beyond its header (node, key, why: no file is written for it).
+ *
  * A shard's report (`graph build --shard I/N`) has `"shard": {"index", "count", "split", "groups", "dependencies"}`
  * after the summary (engine/compile/shard.ts; `graph report merge`, engine/report/merge.ts, reads it).
  *
  * `failure` is the typed reason of a failed, interrupted or skipped node (engine/execute/failure.ts):
- * `type` is one of exit, timeout, interrupted, sandbox, error, record, dependency, not-started,
- * unavailable (this host lacks what the node claims: `{message, required}`).
+ * `type` is one of exit, timeout, interrupted, sandbox, error, outputs, record, cluster, dependency,
+ * not-started, unavailable (this host lacks what the node claims: `{message, required}`),
+ * unsupported (this host cannot run it: a foreign platform without emulation).
  *
  * JUnit: one `<testsuite>` per node kind that has nodes, one `<testcase>` per node (classname =
  * the kind, name = the node id, time in seconds), `<failure>` with the reason and the end of the

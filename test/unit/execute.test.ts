@@ -4,7 +4,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ActionCache, type CachedResult } from '../../engine/cache/action-cache.js';
 import { executePlan } from '../../engine/execute/scheduler.js';
@@ -140,9 +140,9 @@ test('rules read the environment the key recorded, never the process\'s own', as
   }
 });
 
-test('logs: a node that writes nothing leaves its header in its log file and no log blob; one that writes keeps its log in the store', async () => {
+test('logs: a node that writes nothing leaves no log file (an earlier one is removed) and no log blob; one that writes keeps its log in the store', async () => {
   const dir = workspace({ 'f.txt': 'x', 'images.yaml': `version: 1\nimages:\n${['a', 'b', 'c'].map((n) => `  ${n}:\n    layers: [{copy: f.txt, to: /f}]\n`).join('')}` });
-  const rules: Rule[] = defaultRules.map((r) => ({
+  const rules: Rule[] = defaultRules.map(({ outputs: _reader, ...r }) => ({
     ...r,
     async execute(node, ctx) {
       if (node.id === 'build:b') ctx.log.write('said something\n');
@@ -154,12 +154,18 @@ test('logs: a node that writes nothing leaves its header in its log file and no 
   const ws = openWorkspace(dir, rules);
   const cache = new ActionCache(ws.stateDir);
   const store = new ContentStore(path.join(ws.stateDir, 'cas'));
+  // An earlier run's log of build:a: a new run that says nothing must not leave it to be read as its own.
+  const staleLog = path.join(ws.stateDir, 'logs', 'build:a.log');
+  mkdirSync(path.dirname(staleLog), { recursive: true });
+  writeFileSync(staleLog, '# build:a\n# key 0000\nan earlier run\n');
   const plan = planBuild(ws.graph, new Set(ws.graph.order), { root: ws.root, cache, store, digester: new FileDigester(ws.root, undefined), env: {} });
   const summary = await executePlan(plan, { workspace: ws.forRules, jobs: 2, limits: {}, resources: {}, failFast: false, runner: new FakeRunner(), cache, store, stateDir: ws.stateDir, emit: () => {} });
   assert.equal(summary.counts, { ran: 6, cached: 0, failed: 0, interrupted: 0, skipped: 0 });
   const logOf = (id: string) => summary.results.find((r) => r.id === id)?.log as string;
   const key = (id: string) => plan.byId.get(id as NodeId)?.key;
-  assert.is(readFileSync(logOf('build:a'), 'utf8'), `# build:a\n# key ${key('build:a')}\n# why: no previous record\n`);
+  assert.is(logOf('build:a'), undefined, 'a header-only log names no file');
+  assert.not.ok(existsSync(staleLog), "the earlier run's log is gone");
+  assert.equal(readdirSync(path.join(ws.stateDir, 'logs')).sort(), ['build:b.log', 'build:c.log']);
   assert.is(readFileSync(logOf('build:b'), 'utf8'), `# build:b\n# key ${key('build:b')}\n# why: no previous record\nsaid something\n`);
   const fresh = new ActionCache(ws.stateDir);
   assert.is(fresh.last('build:a' as NodeId)?.result.log, undefined, 'no blob for a header-only log');

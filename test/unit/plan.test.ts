@@ -1,6 +1,6 @@
 /** Keys and explanations: what a change makes run, and the exact words for why. */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -150,28 +150,33 @@ test('a torn or edited cache entry or log line is a miss, never served', async (
   await runEngine(dir, new FakeRunner());
   const p = await plan(dir);
   const key = p.byId.get('build:base' as never)?.key as string;
-  const entryFile = path.join(dir, '.graph', 'ac', key.slice(0, 2), key);
+  // The entry: its line of ac/records.log (no entry file is made per node).
+  const recordsFile = path.join(dir, '.graph', 'ac', 'records.log');
   const logFile = path.join(dir, '.graph', 'actions.log');
-  const entry = readFileSync(entryFile, 'utf8');
+  const records = readFileSync(recordsFile, 'utf8');
+  const entry = records.split('\n').find((l) => l.startsWith(`${key} `)) as string;
+  assert.ok(entry, 'the entry is a line of records.log');
+  assert.not.ok(existsSync(path.join(dir, '.graph', 'ac', key.slice(0, 2), key)), 'and no entry file');
+  const withEntry = (e: string) => writeFileSync(recordsFile, records.replace(entry, e));
   const log = readFileSync(logFile, 'utf8');
   const line = log.split('\n').find((l) => l.includes('"id":"build:base"')) as string;
 
-  // The log line serves a node whose key is unchanged, even with its entry file torn.
-  writeFileSync(entryFile, entry.slice(0, entry.length / 2));
+  // The log line serves a node whose key is unchanged, even with its entry torn.
+  withEntry(entry.slice(0, entry.length / 2));
   assert.equal(toRun(await plan(dir)), {});
-  // An edited log line fails its digest; the intact entry file still serves.
-  writeFileSync(entryFile, entry);
+  // An edited log line fails its digest; the intact entry still serves.
+  withEntry(entry);
   writeFileSync(logFile, log.replace(line, line.replace('"duration_ms":', '"duration_ms":1')));
   assert.equal(toRun(await plan(dir)), {});
   // Both gone bad: a miss, and the plan says the record was there but damaged.
   for (const [from, to] of [['"tool":"graph-debian/3"', '"tool":"graph-debian/4"'], ['"duration_ms":', '"duration_ms":1']]) {
     assert.ok(entry.includes(from));
-    writeFileSync(entryFile, entry.replace(from, to));
+    withEntry(entry.replace(from, to));
     assert.equal(toRun(await plan(dir))['build:base'], ['cache entry corrupt']);
   }
-  // The entry file gone and the log line damaged anywhere (its digest, its key, its id): still
+  // The entry gone and the log line damaged anywhere (its digest, its key, its id): still
   // known as this node's damaged record, not "no previous record".
-  rmSync(entryFile);
+  withEntry('');
   // Another hex digit than the one there (a digest or key may hold a '0' at that place by chance).
   const other = (c: string) => (c === '0' ? '1' : '0');
   for (const damaged of [`${other(line[0])}${line.slice(1)}`, line.replace(key, `${key.slice(0, 10)}${other(key[10])}${key.slice(11)}`), line.replace('"id":"build:base"', '"id":"build:basf"')]) {
@@ -179,16 +184,25 @@ test('a torn or edited cache entry or log line is a miss, never served', async (
     writeFileSync(logFile, log.replace(line, damaged));
     assert.equal(toRun(await plan(dir))['build:base'], ['cache entry corrupt']);
   }
-  // An intact entry file with a damaged log line still serves.
-  writeFileSync(entryFile, entry);
+  // An intact entry with a damaged log line still serves.
+  withEntry(entry);
   assert.equal(toRun(await plan(dir)), {});
   // Only the log line gone: no record at all.
-  rmSync(entryFile);
+  withEntry('');
   writeFileSync(logFile, log.replace(`${line}\n`, ''));
   assert.equal(toRun(await plan(dir))['build:base'], ['no previous record']);
   // A torn last log line (a crash mid-append) is skipped; earlier lines still count.
-  writeFileSync(entryFile, entry);
+  withEntry(entry);
   writeFileSync(logFile, `${log}0123abc`);
+  assert.equal(toRun(await plan(dir)), {});
+  // An entry kept as a file (a cache from before records.log, or one compact moved) serves too.
+  // `<key> <result sum> <record> <result>` → the file's three lines: record, result, result sum.
+  const split = entry.indexOf(' {"format":', 130);
+  const entryFile = path.join(dir, '.graph', 'ac', key.slice(0, 2), key);
+  mkdirSync(path.dirname(entryFile), { recursive: true });
+  writeFileSync(entryFile, `${entry.slice(130, split)}\n${entry.slice(split + 1)}\n${entry.slice(65, 129)}\n`);
+  withEntry('');
+  writeFileSync(logFile, log.replace(line, `${other(line[0])}${line.slice(1)}`));
   assert.equal(toRun(await plan(dir)), {});
 });
 

@@ -17,6 +17,7 @@ import { planBuild } from '../../engine/plan.js';
 import type { NodeId, Rule } from '../../engine/rule.js';
 import { ContentStore } from '../../engine/cache/store.js';
 import { openWorkspace, type Workspace } from '../../engine/workspace.js';
+import { defaultRules } from '../../rules/index.js';
 import { FakeClock, FakeExecutor, FakeRunner, fakeRules, SMALL_ZOO, wideZoo, workspace } from '../helpers.js';
 
 const test = suite('scheduler');
@@ -104,6 +105,8 @@ async function drive(run: Run, failing: ReadonlySet<string> = new Set()): Promis
 
 test('every node runs once, in a step after all of its dependencies', async () => {
   const run = start(SMALL_ZOO);
+  // The first run of a process loads the scheduler's machinery (dynamic imports) before it starts anything.
+  await run.exec.whenStarted('build:base');
   const steps = await drive(run);
   const stepOf = new Map(steps.flatMap((ids, i) => ids.map((id) => [id, i] as const)));
   assert.equal([...stepOf.keys()].sort(), ['build:base', 'build:pwm', 'convert:pwm', 'publish:base', 'publish:pwm', 'test:pwm/CTCF@oci', 'test:pwm/CTCF@sif', 'test:pwm/GATA1@oci', 'test:pwm/GATA1@sif']);
@@ -147,6 +150,25 @@ test('a result that cannot be recorded fails its node, and nothing downstream st
     assert.equal(r?.failure, { type: 'dependency', dependency: 'build:pwm', cause: { type: 'record', message: enospc } });
   }
   assert.equal(summary.counts, { ran: 2, cached: 0, failed: 1, interrupted: 0, skipped: 6 });
+});
+
+test("a node whose outputs its rule's reader rejects fails, is not recorded, and nothing downstream starts", async () => {
+  // The real build rule's reader (imageOutputs) against the fake executor's outputs ({made: id}).
+  const rules = fakeRules().map((r) => (r.kind === 'build' ? { ...r, outputs: defaultRules.find((d) => d.kind === 'build')?.outputs } : r));
+  const recorder = new FakeRecorder();
+  const run = start(SMALL_ZOO, { rules, recorder });
+  await drive(run);
+  const summary = await run.done;
+  assert.equal(run.exec.started, ['build:base']);
+  assert.equal(recorder.recorded, []);
+  const failed = run.result('build:base');
+  const message = "build:base has malformed outputs: 'manifest' should be a string, got missing";
+  assert.is(failed?.status, 'failed');
+  assert.equal(failed?.failure, { type: 'outputs', message });
+  assert.equal(failed?.reasons, [`ran, but its outputs are malformed: ${message}`]);
+  assert.not.ok(run.events.some((e) => e.type === 'node-executed' && e.id === 'build:base'));
+  assert.equal(run.result('publish:base')?.failure, { type: 'dependency', dependency: 'build:base', cause: { type: 'outputs', message } });
+  assert.equal(summary.counts, { ran: 0, cached: 0, failed: 1, interrupted: 0, skipped: 8 });
 });
 
 test('never more than --jobs at once, nor more than a kind limit', async () => {
