@@ -77,7 +77,8 @@ export const debianRecipe: Recipe<DebianRecipe> = {
     return [{ code: 'schema', message: `image '${image.name}' is built from Debian packages and is a base itself: remove 'from'`, span: image.at(['from'], 'key') }];
   },
   inputs: () => [],
-  tool: () => 'graph-debian/2',
+  // 3: the packages' update-alternatives links (rules/debian/alternatives.ts).
+  tool: () => 'graph-debian/3',
   keyFields(_recipe, image, expansion) {
     const lock = expansion.once('debian-lock', (): ImagesLock | undefined => {
       try {

@@ -9,11 +9,15 @@
  * the umask to what it creates without a header, and drops setuid bits when not root). The image's
  * modes are the packages' tar headers', recorded while unpacking (`debModes`), and explicit ones
  * for what is written here; every other directory is 0755 (`rootfsModes`).
+ *
+ * Alternatives: the links the packages' `postinst` scripts would register with update-alternatives
+ * (`libblas.so.3`, `liblapack.so.3`…) are made from those scripts (`alternatives.ts`).
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ProcessRunner } from '../../engine/process.js';
 import type { ModeOf } from '../oci/layer.js';
+import { applyAlternatives, debMaintainerScript, parseAlternatives, type AlternativeInstall } from './alternatives.js';
 import { debControl, debModes, dpkgStatusEntry, type PackageModes } from './extract.js';
 import { fetchDebs } from './fetch.js';
 import { debianArchitecture, loadIndex } from './package-index.js';
@@ -105,13 +109,22 @@ export async function debianRootfs(options: {
   mkdirSync(rootfs, { recursive: true });
   const status: string[] = [];
   const modes: PackageModes = new Map();
+  const alternatives: AlternativeInstall[] = [];
   for (const [i, deb] of debs.entries()) {
     // The headers are read while dpkg-deb unpacks (two cores), and recorded in package order.
-    const [r, headers] = await Promise.all([options.runner.run(['dpkg-deb', '-x', deb, rootfs], { signal, logFile: options.logFile }), debModes(deb)]);
+    const [r, headers, postinst] = await Promise.all([options.runner.run(['dpkg-deb', '-x', deb, rootfs], { signal, logFile: options.logFile }), debModes(deb), debMaintainerScript(deb, 'postinst')]);
     if (r.exitCode !== 0) throw new Error(`dpkg-deb -x failed for ${pins.packages[i].name} ${pins.packages[i].version} (exit ${r.exitCode ?? r.signal})`);
     for (const [p, m] of headers) modes.set(p, m);
     status.push(dpkgStatusEntry(await debControl(deb)));
+    if (postinst) {
+      const found = parseAlternatives(postinst, pins.packages[i].name);
+      alternatives.push(...found.installs);
+      for (const u of found.unresolved) options.note(`alternative not applied: ${u}\n`);
+    }
   }
+  const { applied, notes } = applyAlternatives(rootfs, alternatives, modes);
+  for (const n of notes) options.note(`${n}\n`);
+  for (const a of applied) options.note(`alternative ${a.name}: ${a.link} -> ${a.path} (${a.package}; ${a.choices} choice${a.choices === 1 ? '' : 's'})\n`);
   const write = (rel: string, text: string) => {
     const file = path.join(rootfs, rel);
     mkdirSync(path.dirname(file), { recursive: true });

@@ -155,7 +155,7 @@ test('a torn or edited cache entry or log line is a miss, never served', async (
   writeFileSync(logFile, log.replace(line, line.replace('"duration_ms":', '"duration_ms":1')));
   assert.equal(toRun(await plan(dir)), {});
   // Both gone bad: a miss, and the plan says the record was there but damaged.
-  for (const [from, to] of [['"tool":"graph-debian/2"', '"tool":"graph-debian/3"'], ['"duration_ms":', '"duration_ms":1']]) {
+  for (const [from, to] of [['"tool":"graph-debian/3"', '"tool":"graph-debian/4"'], ['"duration_ms":', '"duration_ms":1']]) {
     assert.ok(entry.includes(from));
     writeFileSync(entryFile, entry.replace(from, to));
     assert.equal(toRun(await plan(dir))['build:base'], ['cache entry corrupt']);
