@@ -4,11 +4,12 @@
  * expansion (nodes, edges, key inputs) but execute through that runner.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
 import { ActionCache, type CachedResult, type RemoteCache } from '../engine/cache/action-cache.js';
 import { CacheRecorder } from '../engine/execute/recorder.js';
 import type { EngineEvent } from '../engine/events.js';
@@ -588,5 +589,31 @@ groups:
 `,
   });
   symlinkSync('busybox', path.join(dir, 'sh'));
+  return dir;
+}
+
+/**
+ * The images of the top-level zoo built from Debian's PyTorch (about 1.3 GB unpacked, minutes to
+ * build and convert): test/zoo-torch.test.ts builds and tests them; the other tests that run the
+ * whole zoo leave them out (`copyZoo(dir, TORCH_IMAGES)`), so they stay as fast as before.
+ */
+export const TORCH_IMAGES: readonly string[] = ['torch-base', 'basset-cnn'];
+
+/**
+ * Copy the top-level zoo (images.yaml, models.yaml, images.lock, zoo/) into `dir`, without the
+ * images named in `without` and the groups tested in them (removed from the copies' YAML, the rest
+ * and its comments kept as written).
+ * @returns `dir`.
+ */
+export function copyZoo(dir: string, without: readonly string[] = []): string {
+  for (const f of ['images.yaml', 'models.yaml', 'images.lock', 'zoo']) cpSync(path.join(REPO, f), path.join(dir, f), { recursive: true });
+  if (!without.length) return dir;
+  const images = YAML.parseDocument(readFileSync(path.join(dir, 'images.yaml'), 'utf8'));
+  for (const name of without) images.deleteIn(['images', name]);
+  writeFileSync(path.join(dir, 'images.yaml'), images.toString({ flowCollectionPadding: false }));
+  const models = YAML.parseDocument(readFileSync(path.join(dir, 'models.yaml'), 'utf8'));
+  const groups = models.get('groups') as YAML.YAMLMap<YAML.Scalar<string>, YAML.YAMLMap>;
+  for (const pair of [...groups.items]) if (without.includes(String(pair.value?.get('image')))) groups.delete(pair.key);
+  writeFileSync(path.join(dir, 'models.yaml'), models.toString({ flowCollectionPadding: false }));
   return dir;
 }
