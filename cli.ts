@@ -18,12 +18,14 @@ import { KeyLeases } from './engine/execute/lease.js';
 import { runNode } from './engine/execute/run-node.js';
 import { SlurmConfigError } from './engine/execute/slurm.js';
 import { executePlan } from './engine/execute/scheduler.js';
+import { hostDevices, localHostResources } from './engine/execute/devices.js';
 import { FileDigester } from './engine/key/files.js';
 import { checkRemote, checkUpToDate, planBuild, planSummary, type Plan } from './engine/plan.js';
 import type { RemoteCache } from './engine/cache/action-cache.js';
 import { CacheRecorder } from './engine/execute/recorder.js';
 import { openRemoteCache, RemoteCacheConfigError } from './engine/cache/remote/config.js';
 import { materializeNeeded } from './engine/cache/remote/materialize.js';
+import { SourceTier, tieredRemote } from './engine/cache/registry-source.js';
 import { ExecaRunner, killAllProcesses } from './engine/process.js';
 import { reportJson, reportJunit, reportPathProblem, writeReport } from './engine/report/build-report.js';
 import { junitFromReport, mergedJson, mergeMessage, mergeReports, readReport } from './engine/report/merge.js';
@@ -59,7 +61,7 @@ const settingOptions = defaultRules.flatMap((r) => (r.declares ?? []).flatMap((p
 const selection = {
   'changed-since': { type: 'string' },
   only: { type: 'string' },
-  ...Object.fromEntries(settingOptions.map((o) => [o.name, { type: 'string' }] as const)),
+  ...Object.fromEntries(settingOptions.map((o) => [o.name, { type: o.flag ? 'boolean' : 'string' }] as const)),
   offline: { type: 'boolean' },
   'remote-cache': { type: 'string' },
   'remote-cache-mode': { type: 'string' },
@@ -76,7 +78,7 @@ const targetHelp = `Targets: node ids (build:base, test:Basset/Basset@oci), imag
 (test:CpGenie/*). A target pulls in its dependencies. No target means every node.
   --changed-since REF  only nodes whose inputs changed since git revision REF, and what is downstream
   --only KIND,...      keep only nodes of these kinds (${defaultRules.map((r) => r.kind).join(', ')})
-${settingOptions.map((o) => `  ${`--${o.name} ${o.metavar ?? 'NAME'}`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done
+${settingOptions.map((o) => `  ${`--${o.name}${o.flag ? '' : ` ${o.metavar ?? 'NAME'}`}`.padEnd(19)}  ${o.help}\n`).join('')}  --offline            do not ask registries whether a publish is already done, nor for published builds
   --remote-cache URL   a shared cache over the Bazel HTTP cache protocol (also GRAPH_REMOTE_CACHE,
                        settings.remote_cache); credentials in the URL, GRAPH_REMOTE_CACHE_HEADER or netrc
   --remote-cache-mode M  readwrite (default) or read: look up and download only, never upload
@@ -213,7 +215,7 @@ ${targetHelp}`,
       for (const k of swept.kept) process.stderr.write(`kept ${path.relative(ws.root, k.path)}, left by a graph process that is gone: ${k.why}\n`);
       recordProcess(ws.stateDir);
       const made = await makePlan(ws, values, positionals, shard);
-      const { digester, cache, store, remote, shard: shardSummary } = made;
+      const { digester, cache, store, remote, lookups, shard: shardSummary } = made;
       digester.save();
       cache.compact();
       if (shardSummary) process.stderr.write(`${shardLine(shardSummary, made.plan.nodes.length)}\n`);
@@ -221,18 +223,19 @@ ${targetHelp}`,
       // Targets named on the command line are wanted for their outputs too (as Bazel downloads
       // top-level outputs); a build of everything downloads nothing it does not use.
       const wanted = positionals.length ? made.selected : undefined;
-      const plan = remote ? await materializeNeeded(made.plan, { cache, remote, store, root: ws.root, signal: interrupt.signal, wanted }) : made.plan;
+      const plan = lookups ? await materializeNeeded(made.plan, { cache, remote: lookups, store, root: ws.root, signal: interrupt.signal, wanted }) : made.plan;
       const live = process.stderr.isTTY === true && !process.env.CI;
       const progress = progressReporter({ write: (t) => process.stderr.write(t), live, columns: process.stderr.columns, root: ws.root });
       const profile = values.profile ? profileReporter({ now: systemClock.now, deps: (id) => ws.graph.node(id).deps.map((d) => d.id), key: (id) => plan.byId.get(id)?.key }) : undefined;
       const runner = new ExecaRunner();
-      const overrides = Object.fromEntries(settingOptions.filter((o) => typeof values[o.name] === 'string').map((o) => [o.name, values[o.name] as string]));
+      const overrides = Object.fromEntries(settingOptions.filter((o) => typeof values[o.name] === 'string' || values[o.name] === true).map((o) => [o.name, String(values[o.name])]));
       const { executor } = await setUpExecutor({ ws, plan, cache, store, runner, retries, command: runNodeCommand(fileURLToPath(import.meta.url), ws.root, overrides) });
       const summary = await executePlan(plan, {
         workspace: ws.forRules,
         jobs,
         limits: { ...ws.decls.settings.concurrency, ...cliLimits },
         resources: ws.decls.settings.resources,
+        devices: hostDevices(ws.decls.settings),
         failFast: values['fail-fast'] === true,
         signal: interrupt.signal,
         runner,
@@ -387,7 +390,7 @@ action cache: = same, ~ changed (was ...), + added, - removed. Reads, never buil
       const id = positionals[0] as NodeId;
       if (!ws.graph.has(id)) matchTargets(ws.graph, [id]); // throws the target error, with "did you mean"
       if (!ws.graph.has(id)) throw new UsageError(`'${id}' is not one node: name a node id (graph query lists them)`);
-      const { plan, cache, digester } = await makePlan(ws, { ...values, offline: true }, [id]);
+      const { plan, cache, digester } = await makePlan(ws, { ...values, offline: true, registry: values.offline !== true }, [id]);
       digester.save();
       const p = plan.byId.get(id);
       if (!p) throw new UsageError(`'${id}' is not planned`);
@@ -573,15 +576,31 @@ async function makePlan(ws: Workspace, values: Record<string, unknown>, position
   const selection = ws.graph.withDependencies(selected);
   // The external tools' identities go into the keys (memoized by their executables' stat).
   const tools = await resolveTools([...selection].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
-  let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools });
+  let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools, hostResources: localHostResources(ws.decls.settings) });
   // Split before asking registries or remote caches: their answers change while shards run (one
   // shard's upload is another's hit), this machine's cache as it was does not.
   let shardSummary: ShardSummary | undefined;
   if (shard) ({ plan, shard: shardSummary } = selectShard(plan, shard, (id) => cache.last(id)?.result.duration_ms));
   const remote = await remoteCache(ws, values);
   if (remote) plan = await checkRemote(plan, cache, remote, store, ws.root);
+  // Local first (planBuild), then the remote cache, then the registries published results are in:
+  // their hits vouch for what is upstream of them, but nothing cached before does (a publish found
+  // already in a registry spares no test that never ran here).
+  const sources = (values.registry ?? !values.offline) ? await resultSources(ws) : [];
+  for (const source of sources) plan = await checkRemote(plan, cache, source, store, ws.root, undefined, { prune: 'under-hits' });
+  const lookups = tieredRemote([remote, ...sources]);
   if (!values.offline) plan = await checkUpToDate(plan, cache, ws.forRules);
-  return { plan, cache, store, digester, remote, selected, summary: planSummary(plan), shard: shardSummary };
+  return { plan, cache, store, digester, remote, lookups, selected, summary: planSummary(plan), shard: shardSummary };
+}
+
+/** The rules' sources of published results (`Rule.resultSource`), as tiers; their one warning each goes to stderr. */
+async function resultSources(ws: Workspace): Promise<SourceTier[]> {
+  const tiers: SourceTier[] = [];
+  for (const rule of ws.graph.rules.values()) {
+    const source = await rule.resultSource?.(ws.forRules).catch(() => undefined);
+    if (source) tiers.push(new SourceTier(source, (m) => process.stderr.write(`warning: ${m}\n`)));
+  }
+  return tiers;
 }
 
 /** The remote cache the options, the environment or images.yaml name; its warnings go to stderr. */
@@ -673,8 +692,9 @@ async function main(argv: string[]): Promise<number> {
     const dir = path.resolve((values.directory as string | undefined) ?? '.');
     const overrides: Record<string, string> = {};
     for (const o of settingOptions) {
-      const value = (values as Record<string, unknown>)[o.name] as string | undefined;
-      if (value === undefined) continue;
+      const given = (values as Record<string, unknown>)[o.name] as string | boolean | undefined;
+      if (given === undefined || given === false) continue;
+      const value = String(given);
       if (o.values && !o.values.includes(value)) throw new UsageError(`unknown --${o.name} '${value}' (one of: ${o.values.join(', ')})`);
       overrides[o.name] = value;
     }

@@ -3,13 +3,14 @@
  * (engine/report/) turn these into a live terminal view, plain CI lines, JSON or JUnit.
  */
 import type { Placement } from './execute/executor.js';
+import type { HeldDevices } from './execute/devices.js';
 import type { Failure } from './execute/failure.js';
 import type { Json, NodeId } from './rule.js';
 
 /**
  * How a node ended: `ran` (and its result is recorded), `cached`, `failed` (its own failure),
  * `interrupted` (ended by SIGINT/SIGTERM while it ran), `skipped` (never started: a dependency
- * failed, or the run stopped first).
+ * failed, the run stopped first, or this host lacks what it claims, e.g. "no GPU on this host").
  */
 export type NodeStatus = 'ran' | 'cached' | 'failed' | 'interrupted' | 'skipped';
 
@@ -30,6 +31,8 @@ export interface NodeResult {
   readonly log?: string;
   /** Where it ran, when not in this process (a Slurm job and its host). */
   readonly where?: Placement;
+  /** The devices it held while it ran, by resource token (`{gpu: ['1']}`; engine/execute/devices.ts). */
+  readonly devices?: HeldDevices;
 }
 
 export interface RunSummary {
@@ -42,7 +45,7 @@ export interface RunSummary {
 
 export type EngineEvent =
   | { readonly type: 'run-start'; readonly total: number; readonly toRun: number; readonly cached: number; readonly jobs: number }
-  | { readonly type: 'node-start'; readonly id: NodeId; readonly kind: string; readonly log: string }
+  | { readonly type: 'node-start'; readonly id: NodeId; readonly kind: string; readonly log: string; readonly devices?: HeldDevices }
   /** Another graph process (`pid` on `host`) is running the same action: this node waits for it. */
   | { readonly type: 'node-waiting'; readonly id: NodeId; readonly pid: number; readonly host: string }
   /** The node succeeded; its result is being recorded (its dependents wait for that). */

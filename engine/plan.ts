@@ -12,6 +12,7 @@ import { canonicalJson, explainChange, Keyer, shortDigest, type KeyRecord } from
 import type { Json, NodeDef, NodeId, Rule, RuleWorkspace } from './rule.js';
 import type { ContentStore } from './cache/store.js';
 import type { ToolIdentities } from './key/tools.js';
+import type { HostResource } from './validate/declarations.js';
 
 export type PlanStatus = 'run' | 'cached';
 
@@ -37,6 +38,12 @@ export interface PlannedNode {
    * store; `unchecked`, not looked up, since every node that depends on it is cached.
    */
   readonly remote?: 'hit' | 'unchecked';
+  /**
+   * Would run, but this host lacks what it claims (`Settings.hostResources`: more GPUs than it
+   * has): it never starts, and ends `skipped` with `reason` (its only reason in the plan), or
+   * `failed` when `required` (`--require-gpu`).
+   */
+  readonly unavailable?: { readonly reason: string; readonly required: boolean };
 }
 
 export interface Plan {
@@ -54,6 +61,8 @@ export interface PlanContext {
   readonly env: NodeJS.ProcessEnv;
   /** Identities of the external tools the nodes name (`resolveTools`); without, `NAME: not probed`. */
   readonly tools?: ToolIdentities;
+  /** Tokens that stand for host devices (`Settings.hostResources`): nodes claiming more than were found are `unavailable`. */
+  readonly hostResources?: Readonly<Record<string, HostResource>>;
 }
 
 /** The reasons of a node that has none (shared, never changed). */
@@ -120,14 +129,27 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     } else {
       reasons = whyNoEntry(ctx.cache, id, key, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
     }
+    const unavailable = status === 'run' && ctx.hostResources ? unavailableHere(node, ctx.hostResources) : undefined;
+    if (unavailable) reasons = [unavailable.required ? `will fail: ${unavailable.reason}` : `will be skipped: ${unavailable.reason}`];
+    // How the host will run it (or that it cannot: the build skips it), after why it runs.
+    if (status === 'run' && (node.skip !== undefined || node.note !== undefined)) reasons = [...reasons, node.skip !== undefined ? `will be skipped: ${node.skip}` : (node.note as string)];
     const planned: PlannedNode =
       status === 'run'
-        ? { node, key, record, recordText, status, reasons, cached: undefined }
+        ? { node, key, record, recordText, status, reasons, cached: undefined, ...(unavailable ? { unavailable } : {}) }
         : withLazyText({ node, key, record, status, reasons, cached: entry, ...(restore ? { restore } : {}) });
     byId.set(id, planned);
     nodes.push(planned);
   }
   return { graph, nodes, byId };
+}
+
+/** Why `node` cannot run on this host (it claims more devices of a token than were found), or undefined. */
+function unavailableHere(node: NodeDef, host: Readonly<Record<string, HostResource>>): PlannedNode['unavailable'] {
+  for (const [token, amount] of Object.entries(node.resources)) {
+    const found = host[token];
+    if (found && amount > found.ids.length) return { reason: found.unavailable(amount), required: found.required };
+  }
+  return undefined;
 }
 
 /**
@@ -181,10 +203,23 @@ export function whyNoEntry(cache: ActionCache, id: NodeId, key: string, record: 
  * reason "not needed: every node that depends on it is cached"; looked up after all if a node
  * that runs turns out to need it). A fresh runner's no-op asks about the sinks only.
  *
+ * With `prune: 'under-hits'` only the hits of this call vouch for what is upstream of them, not
+ * nodes cached before it: for the registry (engine/cache/registry-source.ts), asked after the
+ * remote cache, where a publish cached as "already in registry" must not spare the tests that
+ * never ran here.
+ *
  * The nodes still to run are explained again, since a dependency they named as running may now be
  * cached. Never throws for the remote's failures (they are misses).
  */
-export async function checkRemote(plan: Plan, cache: ActionCache, remote: RemoteCache, store: ContentStore, root: string, signal?: AbortSignal): Promise<Plan> {
+export async function checkRemote(
+  plan: Plan,
+  cache: ActionCache,
+  remote: RemoteCache,
+  store: ContentStore,
+  root: string,
+  signal?: AbortSignal,
+  options: { readonly prune?: 'all' | 'under-hits' } = {},
+): Promise<Plan> {
   if (!plan.nodes.some((p) => p.status === 'run')) return plan;
   const current = new Map(plan.byId);
   const dependents = (id: NodeId) => plan.graph.dependents(id).filter((d) => plan.byId.has(d as NodeId)) as NodeId[];
@@ -203,7 +238,9 @@ export async function checkRemote(plan: Plan, cache: ActionCache, remote: Remote
     for (const p of level) {
       if (p.status !== 'run') continue;
       const ds = dependents(p.node.id);
-      if (ds.length && ds.every((d) => current.get(d)?.status === 'cached')) current.set(p.node.id, unchecked(p));
+      // 'under-hits': only this pass's hits vouch (not, say, a publish recorded as already in a registry).
+      const vouches = (d: NodeId) => current.get(d)?.status === 'cached' && (options.prune !== 'under-hits' || current.get(d) !== plan.byId.get(d));
+      if (ds.length && ds.every(vouches)) current.set(p.node.id, unchecked(p));
       else ask.push(p);
     }
     let next = 0;
@@ -241,7 +278,8 @@ export async function remoteHit(
   // Its visible files were written on another machine: usable only if the rule can restore them.
   const gone = goneFiles(ctx.root, result);
   if (gone.length && !ctx.rules.get(p.node.kind)?.restore) return undefined;
-  const reasons = [`from remote cache ${ctx.remote.name}`];
+  // The answering tier's words: `from remote cache URL`, or `from registry REF (sha256:…)`.
+  const reasons = [ctx.remote.hitReason?.(p.key) ?? `from remote cache ${ctx.remote.name}`];
   if (result.artifacts.every((d) => ctx.store.has(d))) {
     await ctx.cache.put(p.node.id, p.key, p.recordText, result);
     return { ...p, status: 'cached', reasons: gone.length ? [...reasons, restoresReason(gone)] : reasons, cached: ctx.cache.get(p.key, p.node.id), remote: undefined, ...(gone.length ? { restore: gone } : {}) };
@@ -258,7 +296,7 @@ export function replaceNodes(plan: Plan, cache: ActionCache, replaced: ReadonlyM
   const nodes = plan.nodes.map((p) => {
     const r = replaced.get(p.node.id);
     if (r) return r;
-    if (p.status !== 'run' || keep?.has(p.node.id) || !p.node.deps.some((d) => replaced.has(d.id))) return p;
+    if (p.status !== 'run' || p.unavailable || keep?.has(p.node.id) || !p.node.deps.some((d) => replaced.has(d.id))) return p;
     return { ...p, reasons: whyNoEntry(cache, p.node.id, p.key, p.record, (dep) => status(dep as NodeId) === 'run') };
   });
   return { graph: plan.graph, nodes, byId: new Map(nodes.map((p) => [p.node.id, p])) };
@@ -306,8 +344,9 @@ export async function checkUpToDate(plan: Plan, cache: ActionCache, workspace: R
 }
 
 /** Counts for summaries. */
-export function planSummary(plan: Plan): { total: number; run: number; cached: number } {
+export function planSummary(plan: Plan): { total: number; run: number; cached: number; unavailable?: number } {
   let run = 0;
-  for (const p of plan.nodes) if (p.status === 'run') run++;
-  return { total: plan.nodes.length, run, cached: plan.nodes.length - run };
+  let unavailable = 0;
+  for (const p of plan.nodes) if (p.status === 'run') p.unavailable ? unavailable++ : run++;
+  return { total: plan.nodes.length, run, cached: plan.nodes.length - run - unavailable, ...(unavailable ? { unavailable } : {}) };
 }

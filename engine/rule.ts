@@ -13,6 +13,7 @@ import type { ProcessRunner } from './process.js';
 import type { ContentStore } from './cache/store.js';
 import type { ToolProbe } from './key/tools.js';
 import type { Workspace } from './workspace.js';
+import type { ResultSource } from './cache/registry-source.js';
 
 /** A node id such as `build:base`, `test:CpGenie/A549_ENCSR000DDI@oci`. */
 export type NodeId = string & { readonly __brand: 'NodeId' };
@@ -59,6 +60,17 @@ export interface NodeDef<D extends Json = Json> {
    * executor passes them on (`sbatch -c`, `--mem`); not in the key (the output does not depend on it).
    */
   readonly request?: { readonly cpus?: number; readonly memoryMb?: number };
+  /**
+   * Set when this host cannot run the node (a test of a foreign platform without QEMU user
+   * emulation): the reason. The plan shows it, and the build ends the node `skipped` with it,
+   * without running it (its dependents are skipped too). Not in the key: nothing is recorded.
+   */
+  readonly skip?: string;
+  /**
+   * A line the plan shows under the node when it will run, about how it runs on this host (e.g.
+   * `runs under QEMU user emulation (binfmt_misc qemu-aarch64)`). Not in the key.
+   */
+  readonly note?: string;
   /** The image this node belongs to (`image:NAME` targets), if any. */
   readonly image?: string;
   /** The model group this node belongs to (`group:NAME` targets), if any. */
@@ -126,6 +138,11 @@ export interface ExecContext {
   readonly keys: { readonly node: string; readonly deps: Readonly<Record<string, string>> };
   /** Outputs of this node's dependencies (all succeeded), by node id. */
   readonly deps: ReadonlyMap<NodeId, NodeOutputs>;
+  /**
+   * The host devices this run of the node holds, by resource token (`{gpu: ['0']}`): distinct
+   * from those of every other node running at once (engine/execute/devices.ts). Not in the key.
+   */
+  readonly devices?: Readonly<Record<string, readonly string[]>>;
   /** Absolute directory where rules keep user-visible outputs (`.graph/out`): image layouts, SIFs. */
   readonly outDir: string;
   /** Absolute directory for rules' download caches (`.graph/cache`), shared across nodes and runs. */
@@ -184,6 +201,14 @@ export interface Rule<Decl extends Json = Json, Out = unknown> {
    * @returns undefined when there is nothing to say.
    */
   planNote?(root: string, plannedKey: (id: NodeId) => string | undefined): PlanNote | undefined;
+  /**
+   * Optional: where results of nodes were published and can be found again by their action keys
+   * (the publish rule: images and SIFs in registries, as published.lock.json records them). The
+   * planner asks it after the local cache and the remote cache (engine/cache/registry-source.ts).
+   * Not asked with `--offline`.
+   * @returns undefined when there is nothing to ask (no lock, nothing in a registry).
+   */
+  resultSource?(workspace: RuleWorkspace): Promise<ResultSource | undefined>;
 }
 
 /** A rule's note at the end of `graph plan` (`Rule.planNote`). */

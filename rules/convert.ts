@@ -1,7 +1,8 @@
 /**
  * convert:IMAGE — turns a built OCI image into a Singularity Image Format (SIF) file, for every
  * image that declares `convert: [sif]` (rules/sif/). Outputs (in the `--report` JSON): `sif` (the
- * file, `.graph/out/sif/NAME.sif`, workspace-relative), its `sha256`, `md5` and `size` (bytes),
+ * file, `.graph/out/sif/NAME.sif`, workspace-relative; `NAME.OS-ARCH.sif` for a platform other
+ * than the host's of a multi-platform image, whose node is `convert:NAME@OS/ARCH`), its `sha256`, `md5` and `size` (bytes),
  * and the `manifest` digest of the image it holds (read them with `sifOutputs`).
  */
 import path from 'node:path';
@@ -9,7 +10,8 @@ import { declarePart, DeclPart, type Declarations, type ImageDecl } from '../eng
 import { captureOutput } from '../engine/process.js';
 import { outputsReader, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import { findExecutable, type ToolProbe } from '../engine/key/tools.js';
-import { buildId, imageOutputs, sourceDateEpoch } from './build.js';
+import { buildId, platformManifest, sourceDateEpoch } from './build.js';
+import { imagePlatforms, platformSuffix } from './build/platform.js';
 import { loadImage } from './oci/image.js';
 
 /** tar2sqfs (squashfs-tools-ng) writes the partition; mksquashfs for layers that cannot stream. */
@@ -22,8 +24,20 @@ const SQUASHFS_TOOLS: ToolProbe = {
   },
 };
 
-/** Node id of an image's conversion to SIF. */
-export const convertId = (image: string) => `convert:${image}` as NodeId;
+/**
+ * Node id of an image's conversion to SIF: `convert:NAME`, or `convert:NAME@OS/ARCH` for a platform
+ * other than the host's of a multi-platform image (build/platform.ts `platformSuffix`).
+ */
+export const convertId = (image: string, platform?: string | null) => `convert:${image}${platformSuffix(platform)}` as NodeId;
+
+/** A convert node's `decl`: the format, and for a multi-platform image the platform (`OS/ARCH`). */
+export type ConvertDecl = { readonly format: 'sif'; readonly platform?: string };
+
+/** The SIF's file name under `.graph/out/sif`: `NAME.sif`, `NAME.OS-ARCH.sif` for another platform. */
+function sifName(image: string, platform: string | undefined): string {
+  const suffix = platformSuffix(platform);
+  return `${image}${suffix ? `.${suffix.slice(1).replace('/', '-')}` : ''}.sif`;
+}
 
 /**
  * The outputs of a convert node: `sif` (the file, workspace-relative), its hex `sha256` and `md5`,
@@ -41,14 +55,14 @@ export function convertsToSif(image: ImageDecl): boolean {
 }
 
 /** The convert rule: its part of image entries (`convert: [sif]`). */
-export const convertRule: Rule<{ readonly format: 'sif' }, ReturnType<typeof sifOutputs>> = {
+export const convertRule: Rule<ConvertDecl, ReturnType<typeof sifOutputs>> = {
   kind: 'convert',
   version: 1,
   outputs: sifOutputs,
   /** The SIF's name under .graph/out, linked again to its store blob. */
   async restore(node, result, ctx) {
     const { sha256 } = sifOutputs(node.id, result);
-    ctx.store.linkTo(`sha256:${sha256}`, path.join(ctx.outDir, 'sif', `${node.image as string}.sif`));
+    ctx.store.linkTo(`sha256:${sha256}`, path.join(ctx.outDir, 'sif', sifName(node.image as string, node.decl.platform)));
   },
   declares: [
     declarePart({
@@ -58,14 +72,15 @@ export const convertRule: Rule<{ readonly format: 'sif' }, ReturnType<typeof sif
       normalize: (raw) => ({ formats: (raw.convert as 'sif'[] | undefined) ?? [] }),
     }),
   ],
-  expand(decls: Declarations): NodeDef<{ readonly format: 'sif' }>[] {
-    return [...decls.images.values()]
-      .filter(convertsToSif)
-      .map((image) => ({
-        id: convertId(image.name),
+  expand(decls: Declarations): NodeDef<ConvertDecl>[] {
+    return [...decls.images.values()].filter(convertsToSif).flatMap((image) => {
+      const { platforms, multi } = imagePlatforms(image, decls);
+      // One SIF per platform; a single-platform image's node is exactly what it was before platforms.
+      return (multi ? platforms : [undefined]).map((platform) => ({
+        id: convertId(image.name, platform),
         kind: 'convert',
         deps: [{ id: buildId(image.name), at: () => image.at(['convert']) }],
-        decl: { format: 'sif' },
+        decl: platform ? { format: 'sif' as const, platform } : { format: 'sif' as const },
         inputs: [],
         env: ['SOURCE_DATE_EPOCH'],
         tool: 'graph-sif/2 tar2sqfs-gzip',
@@ -74,12 +89,14 @@ export const convertRule: Rule<{ readonly format: 'sif' }, ReturnType<typeof sif
         image: image.name,
         at: () => image.at(['convert']),
       }));
+    });
   },
   async execute(node, ctx) {
     const name = node.image as string;
-    const { manifest } = imageOutputs(buildId(name), ctx.deps.get(buildId(name)));
+    const manifest = platformManifest(buildId(name), ctx.deps.get(buildId(name)), node.decl.platform ?? null);
     const image = loadImage(ctx.store, manifest);
-    const sifFile = path.join(ctx.scratchDir(), `${name}.sif`);
+    // The SIF header's and partition's architecture are the image config's (`arm64` for linux/arm64).
+    const sifFile = path.join(ctx.scratchDir(), sifName(name, node.decl.platform));
     // Loaded when a conversion runs: a plan never needs the SIF writer.
     const { imageToSif } = await import('./sif/convert.js');
     const result = await imageToSif({
@@ -96,7 +113,7 @@ export const convertRule: Rule<{ readonly format: 'sif' }, ReturnType<typeof sif
     // and a stable name for it in .graph/out (a hard link the store's memo knows of, replaced
     // atomically; dist/ gets a copy).
     const { digest } = await ctx.store.moveFile(sifFile, `sha256:${result.sha256}`);
-    const visible = path.join(ctx.outDir, 'sif', `${name}.sif`);
+    const visible = path.join(ctx.outDir, 'sif', sifName(name, node.decl.platform));
     ctx.store.linkTo(digest, visible);
     ctx.log.write(`sif ${visible}: sha256 ${result.sha256}, md5 ${result.md5}, ${result.size} bytes\n`);
     return {

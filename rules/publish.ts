@@ -7,20 +7,22 @@
  * is recorded in `published.lock.json`.
  */
 import { createHash } from 'node:crypto';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { copyFileAtomic, readJsonFile, withLock, writeFileAtomic } from '../engine/atomic.js';
 import { declarePart, DeclPart, type Declarations, type Settings } from '../engine/validate/declarations.js';
 import { keyCommand, verifyCommand } from './trust/commands.js';
 import { KeyError, keyFingerprint, loadPrivateKey } from './trust/sign.js';
 import { formatReference, parseReference, type ImageReference } from '../engine/validate/reference.js';
-import { NodeFailure, UsageError, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
+import { NodeFailure, UsageError, type ExecContext, type Json, type NodeDef, type NodeId, type Rule } from '../engine/rule.js';
 import type { InputSpec } from '../engine/key/files.js';
-import { loadImage } from './oci/image.js';
+import { loadImage, loadImageIndex } from './oci/image.js';
 import { buildDeclOf, buildId, imageOutputs, newExpansion } from './build.js';
+import { indexOutputs } from './build/recipe.js';
 import type { AttestDecl, AttachmentKind } from './trust/attest.js';
 import { convertId, convertsToSif, sifOutputs } from './convert.js';
 import { sampledModels, testId, testOf } from './test.js';
+import { imagePlatforms } from './build/platform.js';
 
 /** The registry push code, loaded when a publish asks a registry or pushes (a plan of dist/ publishes never does). */
 const push = () => import('./registry/push.js');
@@ -91,7 +93,7 @@ export const publishRule: Rule<PublishNodeDecl> = {
     }),
   ],
   expand(decls: Declarations): NodeDef<PublishNodeDecl>[] {
-    const expansion = newExpansion(decls.root);
+    const expansion = newExpansion(decls.root, decls.images);
     const { fingerprint } = signingSetting.of(decls.settings);
     return [...decls.images.values()].map((image) => {
       const { references } = publishPart.of(image);
@@ -107,13 +109,16 @@ export const publishRule: Rule<PublishNodeDecl> = {
         for (const spec of linkInputs) if (!inputs.some((i) => JSON.stringify(i) === JSON.stringify(spec))) inputs.push(spec);
         if (link !== image) deps.push({ id: buildId(link.name), at: () => image.at(['from']) });
       }
-      if (convertsToSif(image)) deps.push({ id: convertId(image.name) });
+      // A multi-platform image waits for every platform's SIF and tests (build/platform.ts).
+      const { platforms, multi } = imagePlatforms(image, decls);
+      const each = multi ? platforms : [undefined];
+      if (convertsToSif(image)) for (const p of each) deps.push({ id: convertId(image.name, p) });
       for (const group of decls.groups.values()) {
         const test = testOf(group);
         if (!test) continue;
         for (const runtime of test.runtimes) {
           if ((runtime === 'oci' ? group.image : group.sif) !== image.name) continue;
-          for (const model of sampledModels(group)) deps.push({ id: testId(group.name, model.name, runtime), at: () => group.at(['image']) });
+          for (const model of sampledModels(group)) for (const p of each) deps.push({ id: testId(group.name, model.name, runtime, p), at: () => group.at(['image']) });
         }
       }
       return {
@@ -144,7 +149,8 @@ export const publishRule: Rule<PublishNodeDecl> = {
     const locked = (readJsonFile(path.join(ctx.workspace.root, PUBLISHED_LOCK)) as { images?: Record<string, PublishedImage> } | undefined)?.images?.[name];
     const fromLock = (id: NodeId) => (locked && locked.keys[id] === ctx.deps.get(id)?.key ? locked : undefined);
     const built = ctx.deps.get(buildId(name));
-    const manifest = (built?.outputs ? imageOutputs(buildId(name), { outputs: built.outputs }).manifest : undefined) ?? fromLock(buildId(name))?.manifest;
+    // A multi-platform image's tag names its index.
+    const manifest = (built?.outputs ? ((built.outputs.index as string | undefined) ?? imageOutputs(buildId(name), { outputs: built.outputs }).manifest) : undefined) ?? fromLock(buildId(name))?.manifest;
     if (!manifest) return undefined;
     let sif: PublishedImage['sif'] = null;
     if (node.deps.some((d) => d.id === convertId(name))) {
@@ -172,6 +178,11 @@ export const publishRule: Rule<PublishNodeDecl> = {
         if ((await (await push()).remoteDigest(sifRef, ctx.signal)) === undefined) return undefined;
         sif = { ...sif, references: [...sif.references, `oras://${formatReference(sifRef)}`] };
       }
+      // A multi-platform image's other SIFs, at TAG-sif-OS-ARCH.
+      for (const { id } of node.deps.filter((d) => d.id.startsWith(`${convertId(name)}@`))) {
+        const platformRef = { ...sifReference(ref), tag: `${sifReference(ref).tag}-${id.slice(convertId(name).length + 1).replace('/', '-')}` };
+        if ((await (await push()).remoteDigest(platformRef, ctx.signal)) === undefined) return undefined;
+      }
     }
     return { outputs: { manifest, references, sif, attachments }, reason: `already in registry (${references.join(', ')})` };
   },
@@ -179,8 +190,12 @@ export const publishRule: Rule<PublishNodeDecl> = {
     const name = node.image as string;
     const root = ctx.workspace.root;
     const decl = node.decl;
-    const { manifest } = imageOutputs(buildId(name), ctx.deps.get(buildId(name)));
-    const image = loadImage(ctx.store, manifest);
+    const built = ctx.deps.get(buildId(name));
+    const image = loadImage(ctx.store, imageOutputs(buildId(name), built).manifest);
+    // A multi-platform image is published as its index: the tag, the attachments' subject, the
+    // signature and the lock name the index's digest (the SBOMs read its first platform's layers).
+    const index = built?.outputs.index !== undefined ? loadImageIndex(ctx.store, indexOutputs(buildId(name), built).index) : undefined;
+    const manifest = index ? index.indexDescriptor.digest : image.manifestDescriptor.digest;
     const sif = node.deps.some((d) => d.id === convertId(name)) ? sifOutputs(convertId(name), ctx.deps.get(convertId(name))) : undefined;
     const sifBlob = sif && ctx.store.pathOf(`sha256:${sif.sha256}`);
     const references: string[] = [];
@@ -190,7 +205,7 @@ export const publishRule: Rule<PublishNodeDecl> = {
     const chainImages = decl.attest.chain.map((link, i) => (i === 0 ? image : loadImage(ctx.store, imageOutputs(buildId(link.name), ctx.deps.get(buildId(link.name))).manifest)));
     const tests = node.deps
       .filter((d) => d.id.startsWith('test:'))
-      .map((d) => ({ id: d.id, runtime: d.id.slice(d.id.lastIndexOf('@') + 1), key: ctx.keys.deps[d.id] }));
+      .map((d) => ({ id: d.id, runtime: /@(oci|sif)(?:@|$)/.exec(d.id)?.[1] ?? '', key: ctx.keys.deps[d.id] }));
     const { attest, ATTACHMENTS } = await import('./trust/attest.js');
     const attestation = await attest(decl.attest, {
       store: ctx.store,
@@ -201,6 +216,7 @@ export const publishRule: Rule<PublishNodeDecl> = {
       keys: lineageKeys(node.id, ctx.keys),
       tests,
       signal: ctx.signal,
+      ...(index ? { subject: index.indexDescriptor } : {}),
     });
     const signer = signingKey(ctx.workspace.settings);
     const { putSignature, signatureTag } = await import('./trust/sign.js');
@@ -222,7 +238,7 @@ export const publishRule: Rule<PublishNodeDecl> = {
     if (decl.references.length === 0) {
       // The embedded default: a local OCI image layout (a tag per image) and the SIFs, in dist/.
       const layout = await import('./oci/layout.js');
-      await layout.addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, image);
+      await layout.addToLayout(ctx.store, path.join(root, DIST, 'oci'), name, index ?? image);
       // Artifacts after the image, as on a registry.
       await layout.addArtifactsToLayout(ctx.store, path.join(root, DIST, 'oci'), manifest, kinds.map((k) => attestation.artifacts[k]));
       if (signer) {
@@ -245,7 +261,8 @@ export const publishRule: Rule<PublishNodeDecl> = {
     }
     for (const ref of publishReferences(decl)) {
       ctx.log.write(`pushing ${formatReference(ref)}\n`);
-      const pushed = await (await push()).pushImage(ctx.store, image, ref, { signal: ctx.signal, log: (line) => ctx.log.write(`${line}\n`) });
+      const pushOptions = { signal: ctx.signal, log: (line: string) => ctx.log.write(`${line}\n`) };
+      const pushed = await (index ? (await push()).pushIndex(ctx.store, index, ref, pushOptions) : (await push()).pushImage(ctx.store, image, ref, pushOptions));
       ctx.log.write(`pushed ${formatReference(ref)}: ${pushed.pushedBlobs} blobs uploaded, ${pushed.skippedBlobs} present, ${pushed.mountedBlobs} mounted\n`);
       references.push(formatReference(ref));
       if (publishedSif) {
@@ -262,6 +279,8 @@ export const publishRule: Rule<PublishNodeDecl> = {
         ctx.log.write(`signed ${manifest} with key ${signer.fingerprint}: ${formatReference(sigRef)}\n`);
       }
     }
+    const platformSifs = await publishPlatformSifs(node, ctx, name, signer?.key);
+    for (const { references: at } of Object.values(platformSifs ?? {})) for (const r of at) if (!r.startsWith('oras://')) files.push(r);
     const entry: PublishedImage = {
       manifest,
       references,
@@ -271,6 +290,7 @@ export const publishRule: Rule<PublishNodeDecl> = {
       keys: Object.fromEntries(Object.entries({ [node.id]: ctx.keys.node, ...ctx.keys.deps }).filter(([id]) => id === buildId(name) || id === convertId(name) || id === node.id).sort()),
       attachments,
       ...(signer ? { signed_by: signer.fingerprint } : {}),
+      ...(platformSifs ? { platform_sifs: platformSifs } : {}),
     };
     await recordPublished(root, name, entry);
     // The attachments' blobs are not artifacts of the result: their effect is in the registry or
@@ -279,6 +299,8 @@ export const publishRule: Rule<PublishNodeDecl> = {
     return { outputs: { manifest, references, sif: entry.sif, attachments }, artifacts: [], files };
   },
   commands: [keyCommand, verifyCommand],
+  /** Builds and conversions published under their keys: found again in the registry (rules/registry/source.ts). */
+  resultSource: async (workspace) => (existsSync(path.join(workspace.root, PUBLISHED_LOCK)) ? (await import('./registry/source.js')).publishedSource(workspace.root) : undefined),
   planNote(root, plannedKey) {
     const lines = stalePublished(root, plannedKey);
     return lines.length ? { heading: `${PUBLISHED_LOCK} is out of date for`, jsonKey: 'stale_published', lines } : undefined;
@@ -342,6 +364,54 @@ export interface PublishedImage {
   readonly attachments?: Readonly<Record<AttachmentKind, string>>;
   /** The fingerprint (`sha256:<hex>` of the SPKI DER) of the key that signed the image and SIF. */
   readonly signed_by?: string;
+  /**
+   * A multi-platform image's SIFs of platforms other than the host's (`convert:NAME@OS/ARCH`), by
+   * platform, as `sif` describes the host's: in `dist/sif/NAME.OS-ARCH.sif`, or pushed at tag
+   * `TAG-sif-OS-ARCH` beside each reference.
+   */
+  readonly platform_sifs?: Readonly<Record<string, NonNullable<PublishedImage['sif']>>>;
+}
+
+/**
+ * Publish the SIFs of a multi-platform image's other platforms (the publish node's
+ * `convert:NAME@OS/ARCH` dependencies), as the host's SIF is: signed with `key` when given, copied
+ * to `dist/sif/NAME.OS-ARCH.sif` or pushed as an ORAS artifact at `TAG-sif-OS-ARCH`.
+ * @returns each platform's published SIF, or undefined when there is none.
+ * @throws NodeFailure when a SIF is missing from the store; RegistryError as the pushes.
+ */
+async function publishPlatformSifs(node: NodeDef<PublishNodeDecl>, ctx: ExecContext, name: string, key: ReturnType<typeof loadPrivateKey> | undefined): Promise<PublishedImage['platform_sifs']> {
+  const prefix = `${convertId(name)}@`;
+  const out: Record<string, { sha256: string; md5: string; size: number; partition: string; references: string[] }> = {};
+  for (const { id } of node.deps.filter((d) => d.id.startsWith(prefix))) {
+    const platform = id.slice(prefix.length);
+    const sif = sifOutputs(id, ctx.deps.get(id));
+    if (!ctx.store.has(`sha256:${sif.sha256}`)) throw new NodeFailure(`the SIF of '${name}' for ${platform} (sha256:${sif.sha256}) is missing or corrupt in the store`);
+    const label = `${name}.${platform.replace('/', '-')}.sif`;
+    let file = ctx.store.pathOf(`sha256:${sif.sha256}`);
+    let published = { sha256: sif.sha256, md5: sif.md5, size: sif.size };
+    if (key) {
+      file = path.join(ctx.scratchDir(), label);
+      copyFileSync(ctx.store.pathOf(`sha256:${sif.sha256}`), file);
+      (await import('./trust/sif-sign.js')).signSif(file, key);
+      const bytes = readFileSync(file);
+      published = { sha256: createHash('sha256').update(bytes).digest('hex'), md5: createHash('md5').update(bytes).digest('hex'), size: bytes.length };
+    }
+    const references: string[] = [];
+    if (node.decl.references.length === 0) {
+      const target = path.join(ctx.workspace.root, DIST, 'sif', label);
+      copyFileAtomic(file, target);
+      references.push(path.relative(ctx.workspace.root, target));
+    }
+    for (const ref of publishReferences(node.decl)) {
+      const sifRef = sifReference(ref);
+      const platformRef = { ...sifRef, tag: `${sifRef.tag}-${platform.replace('/', '-')}` };
+      await (await push()).pushArtifact(ctx.store, file, platformRef, { signal: ctx.signal, title: label });
+      references.push(`oras://${formatReference(platformRef)}`);
+    }
+    ctx.log.write(`sif ${platform}: sha256:${published.sha256} -> ${references.join(', ')}\n`);
+    out[platform] = { ...published, partition: (await import('./trust/sif-sign.js')).partitionDigest(file), references };
+  }
+  return Object.keys(out).length ? out : undefined;
 }
 
 /** The action keys a publication's lineage records: its builds' and convert's, never the tests'. */

@@ -34,6 +34,30 @@ export const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
 /**
+ * The images of the repository's zoo that the engine's end-to-end tests run (the main job before
+ * issue 17's models; test/zoo-contracts.test.ts runs the R and TRE models, whose R base alone
+ * takes a minute to build).
+ */
+export const CORE_ZOO_IMAGES: readonly string[] = ['py3-base', 'pwm-scanner', 'seq-features', 'kmer-classifier'];
+
+/**
+ * Copy the repository's zoo (images.yaml, models.yaml, images.lock, zoo/) into `dir`, keeping only
+ * `images` and the groups tested in them (the other entries are deleted from the copies).
+ * @returns `dir`.
+ */
+export function copyRepoZoo(dir: string, images: readonly string[] = CORE_ZOO_IMAGES): string {
+  for (const f of ['images.lock', 'zoo']) cpSync(path.join(REPO, f), path.join(dir, f), { recursive: true });
+  const keep = new Set(images);
+  const imagesDoc = YAML.parseDocument(readFileSync(path.join(REPO, 'images.yaml'), 'utf8'));
+  for (const name of Object.keys(imagesDoc.toJS().images)) if (!keep.has(name)) imagesDoc.deleteIn(['images', name]);
+  writeFileSync(path.join(dir, 'images.yaml'), imagesDoc.toString());
+  const modelsDoc = YAML.parseDocument(readFileSync(path.join(REPO, 'models.yaml'), 'utf8'));
+  for (const [name, group] of Object.entries(modelsDoc.toJS().groups as Record<string, { image: string }>)) if (!keep.has(group.image)) modelsDoc.deleteIn(['groups', name]);
+  writeFileSync(path.join(dir, 'models.yaml'), modelsDoc.toString());
+  return dir;
+}
+
+/**
  * The independent SIF verifier: GRAPH_SIFCHECK, else the shared folder beside the repository, else
  * the copy carried in test/fixtures/tools (so a clone anywhere passes).
  */
@@ -87,9 +111,9 @@ export function graphAsync(cwd: string, ...args: string[]): Promise<{ code: numb
   });
 }
 
-/** A zoo with `n` independent images, each with one model tested in oci (and a `gpu` token). */
+/** A zoo with `n` independent images, each with one model tested in oci (and a `slot` token). */
 export function wideZoo(n: number, extra = ''): Record<string, string> {
-  let images = 'version: 1\nsettings:\n  resources: {gpu: 1}\nimages:\n';
+  let images = 'version: 1\nsettings:\n  resources: {slot: 1}\nimages:\n';
   let models = 'version: 1\ngroups:\n';
   const files: Record<string, string> = {};
   for (let i = 0; i < n; i++) {
@@ -589,31 +613,5 @@ groups:
 `,
   });
   symlinkSync('busybox', path.join(dir, 'sh'));
-  return dir;
-}
-
-/**
- * The images of the top-level zoo built from Debian's PyTorch (about 1.3 GB unpacked, minutes to
- * build and convert): test/zoo-torch.test.ts builds and tests them; the other tests that run the
- * whole zoo leave them out (`copyZoo(dir, TORCH_IMAGES)`), so they stay as fast as before.
- */
-export const TORCH_IMAGES: readonly string[] = ['torch-base', 'basset-cnn'];
-
-/**
- * Copy the top-level zoo (images.yaml, models.yaml, images.lock, zoo/) into `dir`, without the
- * images named in `without` and the groups tested in them (removed from the copies' YAML, the rest
- * and its comments kept as written).
- * @returns `dir`.
- */
-export function copyZoo(dir: string, without: readonly string[] = []): string {
-  for (const f of ['images.yaml', 'models.yaml', 'images.lock', 'zoo']) cpSync(path.join(REPO, f), path.join(dir, f), { recursive: true });
-  if (!without.length) return dir;
-  const images = YAML.parseDocument(readFileSync(path.join(dir, 'images.yaml'), 'utf8'));
-  for (const name of without) images.deleteIn(['images', name]);
-  writeFileSync(path.join(dir, 'images.yaml'), images.toString({ flowCollectionPadding: false }));
-  const models = YAML.parseDocument(readFileSync(path.join(dir, 'models.yaml'), 'utf8'));
-  const groups = models.get('groups') as YAML.YAMLMap<YAML.Scalar<string>, YAML.YAMLMap>;
-  for (const pair of [...groups.items]) if (without.includes(String(pair.value?.get('image')))) groups.delete(pair.key);
-  writeFileSync(path.join(dir, 'models.yaml'), models.toString({ flowCollectionPadding: false }));
   return dir;
 }

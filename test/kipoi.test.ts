@@ -177,8 +177,8 @@ test('graph plan: every node, by kind, with the tests the CI ran, without networ
 test('each test runs `kipoi test MODEL --source=kipoi` on the kipoi model path', () => {
   const ws = openWorkspace(copyExample(), defaultRules);
   for (const t of expectedTests) {
-    const decl = ws.graph.node(t.id as NodeId).decl as { command: string[] };
-    assert.equal(decl.command, ['kipoi', 'test', t.kipoiModel, '--source=kipoi'], t.id);
+    const decl = ws.graph.node(t.id as NodeId).decl as { contract: { command: string[] } };
+    assert.equal(decl.contract.command, ['kipoi', 'test', t.kipoiModel, '--source=kipoi'], t.id);
   }
 });
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { copyZoo, flipByte, freePort, graphAsync, graphWith, startRegistry, TORCH_IMAGES, workspace } from './helpers.js';
+import { copyRepoZoo, flipByte, freePort, graphAsync, graphWith, startRegistry, workspace } from './helpers.js';
 import { startNginx, type Nginx } from './nginx.js';
 
 const test = suite('remote-cache');
@@ -45,8 +45,7 @@ test('the zoo across two machines: a fresh checkout runs nothing and downloads n
   const server = await startNginx();
   const registry = await startRegistry();
   try {
-    // The zoo without its PyTorch images (test/zoo-torch.test.ts builds those).
-    const a = copyZoo(mkdtempSync(path.join(tmpdir(), 'graph-zoo-')), TORCH_IMAGES);
+    const a = copyRepoZoo(mkdtempSync(path.join(tmpdir(), 'graph-zoo-')));
     // Published to a registry, as CI publishes: each image under zoo/NAME.
     const images = readFileSync(path.join(a, 'images.yaml'), 'utf8').replace(/^ {2}([a-z0-9-]+):\n/gm, (line, name: string) => `${line}    publish: [${registry.host}/zoo/${name}]\n`);
     writeFileSync(path.join(a, 'images.yaml'), images);

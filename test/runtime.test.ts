@@ -107,7 +107,7 @@ const output = (req: RunInImage, rel: string) => readFileSync(path.join(req.outp
 test('bwrap argv: a root with every mount point is bound whole; otherwise entry by entry, then / remounted read-only', () => {
   const whole = dirWith({ 'input/.keep': '', 'output/.keep': '', 'proc/.keep': '', 'dev/.keep': '', 'tmp/.keep': '', 'etc/hostname': 'x\n' });
   const req = request(whole, ['predict', 'CTCF', '/input/seqs.fa'], { env: { MODEL: 'CTCF', PATH: '/usr/bin:/bin' }, inputDir: '/data/in', outputDir: '/data/out', workdir: '/opt' });
-  assert.equal(bubblewrapArgv('/usr/bin/bwrap', req, rootMounts(whole, true)), [
+  assert.equal(bubblewrapArgv('/usr/bin/bwrap', req, rootMounts(whole, ['/input', '/output'])), [
     '/usr/bin/bwrap',
     '--ro-bind', whole, '/',
     '--ro-bind', '/data/in', '/input',
@@ -121,7 +121,7 @@ test('bwrap argv: a root with every mount point is bound whole; otherwise entry 
   const sparse = dirWith({ 'usr/bin/python3': '', 'etc/hostname': 'x\n', 'tmp/junk': '', '.marker': '' });
   symlinkSync('usr/bin', path.join(sparse, 'bin'));
   const req2 = request(sparse, ['true'], { env: {}, outputDir: '/data/out' });
-  assert.equal(bubblewrapArgv('bwrap', req2, rootMounts(sparse, false)), [
+  assert.equal(bubblewrapArgv('bwrap', req2, rootMounts(sparse, ['/output'])), [
     'bwrap',
     '--ro-bind', `${sparse}/.marker`, '/.marker',
     '--symlink', 'usr/bin', '/bin',
@@ -141,11 +141,14 @@ test('podman argv: overlay over the rootfs, read-only, no network, exactly the g
   assert.equal(podmanRunArgs(req, 'graph-test-x'), [
     'run', '--rm', '--name', 'graph-test-x', '--network', 'none', '--read-only', '--unsetenv-all',
     '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1000:1000',
-    '-v', '/d/in:/input:ro', '-v', '/d/out:/output', '--workdir', '/opt',
+    '--mount', 'type=bind,src=/d/in,dst=/input,ro=true', '--mount', 'type=bind,src=/d/out,dst=/output', '--workdir', '/opt',
     '--env', 'A=1', '--env', 'HOME=/root', '--env', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     '--rootfs', '/images/pwm:O', 'predict', 'CTCF',
   ]);
-  assert.throws(() => podmanRunArgs({ ...req, inputDir: '/d/a:b' }, 'n'), /podman cannot mount a path containing ':': \/d\/a:b/);
+  // A test's output directory is named after its node: ':' is fine, ',' is --mount's separator.
+  assert.equal(podmanRunArgs({ ...req, outputDir: '/o/test:g%2Fm@oci/output' }, 'n')[15], 'type=bind,src=/o/test:g%2Fm@oci/output,dst=/output');
+  assert.throws(() => podmanRunArgs({ ...req, inputDir: '/d/a,b' }, 'n'), /podman cannot mount a path containing ',' or '=': \/d\/a,b/);
+  assert.throws(() => podmanRunArgs({ ...req, rootfs: '/d/a:b' }, 'n'), /podman cannot use a root filesystem whose path contains ':': \/d\/a:b/);
 });
 
 /** Records each argv; appends `say` to the log and exits with `exitCode`. */
@@ -168,15 +171,15 @@ test('apptainer: the command line it runs, and its "not found" phrased like the 
   assert.equal(await app.run(req), { exitCode: 255, timedOut: false, reason: "command 'nosuch' not found in the image" });
   assert.equal(runner.calls, [[
     '/usr/bin/apptainer', 'exec', '--containall', '--no-home', '--net', '--network', 'none',
-    '--bind', `${input}:/input:ro`, '--bind', `${req.outputDir}:/output`, '--pwd', '/opt',
+    '--mount', `type=bind,src=${input},dst=/input,ro`, '--mount', `type=bind,src=${req.outputDir},dst=/output`, '--pwd', '/opt',
     '--env', 'MODEL=CTCF', '--env', 'PATH=/opt/bin:/usr/bin',
     sif, 'nosuch', '--fast',
   ]]);
   assert.ok(existsSync(req.outputDir), 'the output directory was made');
-  assert.match(readFileSync(req.logFile, 'utf8'), `$ /usr/bin/apptainer exec --containall --no-home --net --network none --bind ${input}:/input:ro`);
+  assert.match(readFileSync(req.logFile, 'utf8'), `$ /usr/bin/apptainer exec --containall --no-home --net --network none --mount type=bind,src=${input},dst=/input,ro`);
   const ok = new ApptainerBackend('singularity', { runner: new RecordingRunner({ exitCode: 3 }) });
   assert.equal(await ok.run(request(sif, ['predict'])), { exitCode: 3, timedOut: false, reason: 'exited with status 3' });
-  assert.equal(apptainerArgv('apptainer', request('/i.sif', ['true'], { outputDir: '/o' })).slice(2, 10), ['--containall', '--no-home', '--net', '--network', 'none', '--bind', '/o:/output', '--pwd']);
+  assert.equal(apptainerArgv('apptainer', request('/i.sif', ['true'], { outputDir: '/o' })).slice(2, 10), ['--containall', '--no-home', '--net', '--network', 'none', '--mount', 'type=bind,src=/o,dst=/output', '--pwd']);
 });
 
 test('detectBackend: bubblewrap by default, clear errors for the rest', async () => {

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CLI, copyZoo, graphWith, TORCH_IMAGES, workspace } from './helpers.js';
+import { CLI, copyRepoZoo, graphWith, workspace } from './helpers.js';
 import { startSlurm, type SlurmCluster } from './slurm-cluster.js';
 
 const test = suite('slurm');
@@ -67,8 +67,7 @@ function busyboxZoo(groups: string, settings = ''): string {
 }
 
 withCluster('graph build --executor slurm runs the zoo as Slurm jobs, one per node, visible in scontrol; a second build submits nothing', (c) => {
-  // The zoo without its PyTorch images (test/zoo-torch.test.ts builds those).
-  const dir = copyZoo(mkdtempSync(path.join(tmpdir(), 'graph-slurm-zoo-')), TORCH_IMAGES);
+  const dir = copyRepoZoo(mkdtempSync(path.join(tmpdir(), 'graph-slurm-zoo-')));
   const plan = JSON.parse(graphWith(c.env, dir, 'plan', '--format', 'json', '--executor', 'slurm').stdout) as { nodes: Array<{ id: string; executor?: string }> };
   for (const n of plan.nodes) assert.is(n.executor, 'slurm', n.id);
   const before = new Set(jobs(c).map((j) => j.id));

@@ -4,8 +4,7 @@
  * Dockerfile FROM that base, their SIFs, every model tested in both runtimes under bubblewrap,
  * every image published into dist/; then a second build is all cached, and a broken expectation
  * fails exactly its tests (and holds back that image's publish); finally the main job with a key
- * signs every image and SIF, and graph verify passes on them and fails on a tampered copy. The
- * PyTorch images are left out here (test/zoo-torch.test.ts builds them).
+ * signs every image and SIF, and graph verify passes on them and fails on a tampered copy.
  */
 import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,15 +12,16 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { copyZoo, flipByte, graph, SIFCHECK, TORCH_IMAGES } from './helpers.js';
+import { copyRepoZoo, flipByte, graph, SIFCHECK } from './helpers.js';
 
 const test = suite('zoo');
 
-/** The zoo without its PyTorch images, which test/zoo-torch.test.ts builds. */
-const zooCopy = (): string => copyZoo(mkdtempSync(path.join(tmpdir(), 'graph-zoo-')), TORCH_IMAGES);
+function copyZoo(): string {
+  return copyRepoZoo(mkdtempSync(path.join(tmpdir(), 'graph-zoo-')));
+}
 
 test('build, convert and test the zoo; a second build is all cached; a wrong expectation fails its tests only', () => {
-  const dir = zooCopy();
+  const dir = copyZoo();
   const first = graph(dir, 'build', '--junit', 'junit.xml', '--report', 'report.json');
   assert.is(first.code, 0, first.stderr);
   const report = JSON.parse(readFileSync(path.join(dir, 'report.json'), 'utf8'));

@@ -83,6 +83,12 @@ export interface RemoteCache {
    * artifacts it names from `store`. Never rejects.
    */
   upload(id: NodeId, key: string, recordLine: string, result: CachedResult, store: ContentStore): Promise<void>;
+  /**
+   * Optional: why a hit `lookup` answered for `key` is cached, for the plan and the report (the
+   * registry tier says `from registry REF (sha256:…)`); undefined, or absent, for the default
+   * `from remote cache NAME`.
+   */
+  hitReason?(key: string): string | undefined;
 }
 
 const FORMAT = 1;

@@ -70,6 +70,7 @@ export function runNodeCommand(cliPath: string, root: string, overrides: Readonl
   const flags = Object.entries(overrides)
     .filter(([name]) => name !== 'executor')
     .sort(([a], [b]) => a.localeCompare(b))
-    .map(([name, value]) => `--${name}=${value}`);
+    // A flag (`--require-gpu`) has the value 'true', which no setting with a value takes.
+    .map(([name, value]) => (value === 'true' ? `--${name}` : `--${name}=${value}`));
   return [process.execPath, path.resolve(cliPath), '-C', root, 'run-node', ...flags];
 }

@@ -6,6 +6,7 @@
  */
 import type { PlannedNode } from '../plan.js';
 import type { NodeId, NodeOutputs } from '../rule.js';
+import type { HeldDevices } from './devices.js';
 import type { Failure } from './failure.js';
 
 /** One node to run, as the scheduler hands it over. */
@@ -17,6 +18,8 @@ export interface Job {
   readonly log: string;
   /** Aborted when the run is interrupted: the executor ends the node and reports `interrupted`. */
   readonly signal: AbortSignal;
+  /** The devices the node holds while it runs (`ExecContext.devices`). */
+  readonly devices?: HeldDevices;
 }
 
 /** The first lines of a node's log: the node, its key and why it runs. */

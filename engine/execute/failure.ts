@@ -27,16 +27,29 @@ export type Failure =
    * script's exit code, `cause` the node's own failure when the job recorded one.
    */
   | { readonly type: 'cluster'; readonly state: string; readonly job: string; readonly host?: string; readonly code?: number; readonly message: string; readonly cause?: Failure }
+  /**
+   * Never started: this host lacks what the node claims (`message`, e.g. "no GPU on this host").
+   * The node is `skipped`, or `failed` when the user `required` it to run (`--require-gpu`).
+   */
+  | { readonly type: 'unavailable'; readonly message: string; readonly required: boolean }
+  /**
+   * Never started: this host cannot run the node (`NodeDef.skip`: a foreign platform without
+   * emulation); the node ends `skipped`, not failed, and so does everything downstream.
+   */
+  | { readonly type: 'unsupported'; readonly message: string }
   /** Never started: the run stopped first (`--fail-fast` after `after` failed, or an interrupt). */
   | { readonly type: 'not-started'; readonly why: 'fail-fast' | 'interrupted'; readonly after?: NodeId };
 
 /** The failure as one line of text, e.g. `timed out after 10m`. */
 export function describeFailure(f: Failure): string {
   switch (f.type) {
+    case 'unavailable':
+      return f.message;
     case 'exit':
     case 'cluster':
     case 'sandbox':
     case 'error':
+    case 'unsupported':
       return f.message;
     case 'timeout':
       return `timed out after ${formatMs(f.limit_ms)}`;
@@ -46,6 +59,8 @@ export function describeFailure(f: Failure): string {
       return `ran, but its result could not be recorded in the action cache: ${f.message}`;
     case 'dependency':
       if (f.cause.type === 'interrupted') return 'interrupted';
+      if (f.cause.type === 'unavailable') return `dependency ${f.dependency} cannot run on this host: ${f.cause.message}`;
+      if (f.cause.type === 'unsupported') return `dependency ${f.dependency} skipped: ${f.cause.message}`;
       return f.cause.type === 'record'
         ? `dependency ${f.dependency} failed (could not record its result: ${f.cause.message})`
         : `dependency ${f.dependency} failed`;

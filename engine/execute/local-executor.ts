@@ -63,6 +63,7 @@ export class LocalExecutor implements Executor {
         env: p.record.env,
         keys: { node: p.key, deps: p.record.deps },
         deps: job.deps,
+        devices: job.devices ?? {},
         scratchDir: () => {
           if (!tmpDir) {
             tmpDir = path.join(options.stateDir, 'tmp', `${process.pid}-${randomBytes(6).toString('hex')}`);

@@ -21,6 +21,7 @@ import { resolveTools } from '../key/tools.js';
 import type { Workspace } from '../workspace.js';
 import { describeFailure, type Failure } from './failure.js';
 import { executePlan } from './scheduler.js';
+import { hostDevices, localHostResources } from './devices.js';
 
 export interface RunNodeRequest {
   readonly id: NodeId;
@@ -62,7 +63,7 @@ export async function runNode(ws: Workspace, req: RunNodeRequest): Promise<RunNo
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'), ws.decls.boundary);
   const selection = ws.graph.withDependencies(new Set([req.id]));
   const tools = await resolveTools([...selection].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
-  const full = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools });
+  const full = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools, hostResources: localHostResources(ws.decls.settings, true) });
   const target = full.byId.get(req.id) as PlannedNode;
   if (target.key !== req.key) {
     return fail({ type: 'error', message: `${req.id} has action key ${target.key.slice(0, 12)} on this node, not ${req.key.slice(0, 12)} as planned: the workspace, the environment or a tool differs here (${target.reasons.join('; ') || 'cached'})` });
@@ -85,7 +86,9 @@ export async function runNode(ws: Workspace, req: RunNodeRequest): Promise<RunNo
     workspace: ws.forRules,
     jobs: 1,
     limits: {},
-    resources: {},
+    // This machine's tokens and devices: a GPU test holds GPUs of the node it runs on.
+    resources: ws.decls.settings.resources,
+    devices: hostDevices(ws.decls.settings, true),
     failFast: true,
     ...(req.signal ? { signal: req.signal } : {}),
     runner: new ExecaRunner(),

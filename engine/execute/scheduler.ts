@@ -17,6 +17,12 @@
  * interrupt (`signal`), running nodes are aborted and nothing new starts; successes already being
  * recorded finish recording, so the next run resumes from there. With `failFast`, nothing new
  * starts after the first failure.
+ *
+ * Tokens that stand for host devices (`devices`: GPUs) are also handed out by id
+ * (engine/execute/devices.ts): a node starts only when distinct devices are free for it, holds
+ * them until it ends, and its `node-start` event and result name them. A node the plan found
+ * `unavailable` on this host (it claims more GPUs than there are) never starts: it ends `skipped`
+ * with the reason, or `failed` when it was required (`--require-gpu`).
  */
 import { appendFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -33,6 +39,7 @@ import { describeFailure, type Failure } from './failure.js';
 import type { Holder, KeyLeases, Lease } from './lease.js';
 import type { Recorder } from './recorder.js';
 import { ReadyHeap } from './ready-heap.js';
+import { DeviceAllocator, type HeldDevices } from './devices.js';
 
 export interface ExecuteOptions {
   /** What rules may know of the workspace (`ExecContext.workspace`). */
@@ -43,6 +50,8 @@ export interface ExecuteOptions {
   readonly limits: Readonly<Record<string, number>>;
   /** Named tokens and their capacity. */
   readonly resources: Readonly<Record<string, number>>;
+  /** Tokens that stand for host devices: every device id per token (`{gpu: ['0', '1']}`). Default: none. */
+  readonly devices?: Readonly<Record<string, readonly string[]>>;
   readonly failFast: boolean;
   /** Interrupt (SIGINT/SIGTERM). */
   readonly signal?: AbortSignal;
@@ -104,9 +113,13 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
   const clock = options.clock ?? systemClock;
   const started = clock.now();
   const results = new Map<NodeId, NodeResult>();
+  // Devices each node held, for its result (kept after they are given back).
+  const held = new Map<NodeId, HeldDevices>();
   const finish = (r: NodeResult) => {
-    results.set(r.id, r);
-    options.emit({ type: 'node-finish', result: r });
+    const devices = held.get(r.id);
+    const result = devices ? { ...r, devices } : r;
+    results.set(r.id, result);
+    options.emit({ type: 'node-finish', result });
   };
   const toRun = plan.nodes.filter((p) => p.status === 'run');
   // What running nodes takes (the local executor, the recorder, p-queue) loads only when a node
@@ -133,7 +146,13 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
   // every node behind it, so finding the next node to start looks at a handful of tops.
   const waiting = new Map<NodeId, number>();
   const heaps = new Map<string, ReadyHeap>();
+  // Ready nodes this host cannot run: they end at once, without a slot.
+  const unavailable: PlannedNode[] = [];
   const makeReady = (p: PlannedNode) => {
+    if (p.unavailable) {
+      unavailable.push(p);
+      return;
+    }
     const k = `${p.node.kind}\0${canonicalJson(p.node.resources)}`;
     let h = heaps.get(k);
     if (!h) heaps.set(k, (h = new ReadyHeap()));
@@ -149,6 +168,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
   const running = new Map<NodeId, AbortController>();
   const kindRunning = new Map<string, number>();
   const tokensFree = new Map(Object.entries(options.resources));
+  const allocator = new DeviceAllocator(options.devices);
   let recording = 0;
   let stop: Failure | undefined;
   let interrupted = false;
@@ -175,19 +195,24 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
     const limit = options.limits[p.node.kind];
     if (limit !== undefined && (kindRunning.get(p.node.kind) ?? 0) >= limit) return false;
     for (const [token, amount] of Object.entries(p.node.resources)) if ((tokensFree.get(token) ?? 0) < amount) return false;
-    return true;
+    return allocator.fits(p.node.resources);
   };
 
   const start = (p: PlannedNode) => {
     const { node } = p;
+    // A node this host cannot run ends skipped with the rule's reason, and so do its dependents.
+    if (node.skip !== undefined) return fail(p, 'skipped', { type: 'unsupported', message: node.skip }, 0);
     const controller = new AbortController();
     running.set(node.id, controller);
     kindRunning.set(node.kind, (kindRunning.get(node.kind) ?? 0) + 1);
     for (const [token, amount] of Object.entries(node.resources)) tokensFree.set(token, (tokensFree.get(token) ?? 0) - amount);
+    const devices = allocator.take(node.resources) as HeldDevices;
+    const holds = Object.keys(devices).length > 0;
+    if (holds) held.set(node.id, devices);
     const deps = new Map<NodeId, NodeOutputs>();
     for (const d of node.deps) deps.set(d.id, outputs.get(d.id) as NodeOutputs);
-    const job: Job = { planned: p, deps, log: path.join(options.stateDir, 'logs', logFileName(node.id)), signal: controller.signal };
-    options.emit({ type: 'node-start', id: node.id, kind: node.kind, log: job.log });
+    const job: Job = { planned: p, deps, log: path.join(options.stateDir, 'logs', logFileName(node.id)), signal: controller.signal, ...(holds ? { devices } : {}) };
+    options.emit({ type: 'node-start', id: node.id, kind: node.kind, log: job.log, ...(holds ? { devices } : {}) });
     runLeased(job).then(
       (m) => post(m),
       (e) => post({ type: 'ended', job, outcome: { ok: false, failure: { type: 'error', message: `executor failed: ${(e as Error).message}` }, duration_ms: 0 } }),
@@ -261,6 +286,7 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
       running.delete(node.id);
       kindRunning.set(node.kind, (kindRunning.get(node.kind) ?? 1) - 1);
       for (const [token, amount] of Object.entries(node.resources)) tokensFree.set(token, (tokensFree.get(token) ?? 0) + amount);
+      if (m.job.devices) allocator.give(m.job.devices);
     }
     if (m.type === 'reused') {
       releaseLease(node.id);
@@ -323,6 +349,11 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
 
   for (;;) {
     while (mailbox.length) handle(mailbox.shift() as Message);
+    for (let p = unavailable.shift(); p; p = unavailable.shift()) {
+      if (results.has(p.node.id) || !p.unavailable) continue;
+      const { reason, required } = p.unavailable;
+      fail(p, required ? 'failed' : 'skipped', { type: 'unavailable', message: reason, required }, 0);
+    }
     if (stop === undefined) {
       // Start the highest-priority ready node that fits, until nothing more fits.
       // A success holds its slot until it is recorded: its dependents may be the next to start.

@@ -8,17 +8,22 @@
  *                  "interrupted": bool (the run was interrupted)},
  *      "nodes": [{"id", "kind", "status": "ran"|"cached"|"failed"|"interrupted"|"skipped",
  *                 "duration_ms", "reasons": [..], "failure": {"type", ..}|null,
- *                 "outputs": {..}|null, "log": path|null}]}
+ *                 "outputs": {..}|null, "log": path|null, ["devices": {"gpu": ["0"]}]}]}
+ *
+ * `devices`, only for a node that held host devices while it ran: their ids by token
+ * (engine/execute/devices.ts).
  *
  * A shard's report (`graph build --shard I/N`) has `"shard": {"index", "count", "split", "groups", "dependencies"}`
  * after the summary (engine/compile/shard.ts; `graph report merge`, engine/report/merge.ts, reads it).
  *
  * `failure` is the typed reason of a failed, interrupted or skipped node (engine/execute/failure.ts):
- * `type` is one of exit, timeout, interrupted, sandbox, error, record, dependency, not-started.
+ * `type` is one of exit, timeout, interrupted, sandbox, error, record, dependency, not-started,
+ * unavailable (this host lacks what the node claims: `{message, required}`).
  *
  * JUnit: one `<testsuite>` per node kind that has nodes, one `<testcase>` per node (classname =
  * the kind, name = the node id, time in seconds), `<failure>` with the reason and the end of the
- * log, `<error>` for an interrupted node, `<skipped>` with the reason.
+ * log, `<error>` for an interrupted node, `<skipped>` with the reason; a cached node whose cache
+ * has a reason (`from remote cache URL`, `from registry REF …`) has the property `cached` saying it.
  */
 import { closeSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -43,6 +48,8 @@ export interface ReportNodeJson {
   readonly log: string | null;
   /** Where it ran, when not on the machine that ran graph: `{executor, job, host}` (a Slurm job). */
   readonly where?: Json;
+  /** The host devices it held, by token (`{gpu: ['0']}`). */
+  readonly devices?: Json;
 }
 
 /**
@@ -61,6 +68,7 @@ export function reportJson(s: RunSummary, root: string, shard?: ShardSummary): s
     outputs: r.outputs ?? null,
     log: r.log ? path.relative(root, r.log) : null,
     ...(r.where ? { where: r.where as unknown as Json } : {}),
+    ...(r.devices ? { devices: r.devices as unknown as Json } : {}),
   }));
   return `${JSON.stringify(
     {
@@ -122,7 +130,8 @@ export function junitXml<R extends { readonly id: string; readonly kind: string;
     out.push(`  <testsuite name="${xml(kind)}" tests="${rs.length}" failures="${failures}" errors="${errors}" skipped="${skipped}" time="${seconds(time)}">`);
     for (const r of rs) {
       const open = `    <testcase classname="${xml(kind)}" name="${xml(r.id)}" time="${seconds(r.duration_ms)}"`;
-      const props = properties(r.where);
+      // A cached node with a reason (from a remote cache, from a registry) says so as a property.
+      const props = properties(r.status === 'cached' && r.reasons.length ? { ...(r.where as object | undefined), cached: r.reasons.join('; ') } : r.where);
       if (props.length && r.status !== 'failed' && r.status !== 'interrupted' && r.status !== 'skipped') {
         out.push(`${open}>`, ...props, '    </testcase>');
       } else if (r.status === 'failed') {

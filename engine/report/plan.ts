@@ -5,8 +5,12 @@
  *
  *     {"version": 1,
  *      "nodes": [{"id", "kind", "deps": [ids, sorted], "key": "<64 hex>",
- *                 "status": "run" | "cached", "reasons": [strings]}],   // topological order
- *      "summary": {"total", "run", "cached"}}
+ *                 "status": "run" | "cached" | "skip" | "fail", "reasons": [strings]}],   // topological order
+ *      "summary": {"total", "run", "cached", ["unavailable"]}}
+ *
+ * `skip` and `fail` are nodes this host cannot run (a test claiming GPUs on a host without them):
+ * they will end skipped, or failed under `--require-gpu`, with the reason given; the summary
+ * counts them as `unavailable` (only when there are any), not as `run`.
  *
  * A node that would run elsewhere than on this machine (`settings.executor`, `--executor`) also has
  * `"executor": "slurm"`; in text, its run line ends with `(slurm)`.
@@ -47,11 +51,12 @@ function plural(n: number, word: string): string {
 
 function planText(plan: Plan, verbose: boolean, executorOf?: (kind: string) => string | undefined): string {
   const s = planSummary(plan);
-  const lines = [`${plural(s.run, 'node')} to run, ${s.cached.toLocaleString('en-US')} cached (${plural(s.total, 'node')} selected)`];
+  const unavailable = s.unavailable ? `, ${s.unavailable.toLocaleString('en-US')} cannot run here` : '';
+  const lines = [`${plural(s.run, 'node')} to run, ${s.cached.toLocaleString('en-US')} cached${unavailable} (${plural(s.total, 'node')} selected)`];
   for (const p of plan.nodes) {
     if (p.status === 'cached' && !verbose && p.reasons.length === 0) continue;
-    const elsewhere = p.status === 'run' ? executorOf?.(p.node.kind) : undefined;
-    lines.push(`  ${p.status === 'run' ? 'run   ' : 'cached'} ${p.node.id}${elsewhere ? ` (${elsewhere})` : ''}`);
+    const elsewhere = p.status === 'run' && !p.unavailable ? executorOf?.(p.node.kind) : undefined;
+    lines.push(`  ${shownStatus(p).padEnd(6)} ${p.node.id}${elsewhere ? ` (${elsewhere})` : ''}`);
     for (const r of p.reasons) lines.push(`           ${r}`);
   }
   return `${lines.join('\n')}\n`;
@@ -71,13 +76,19 @@ export function planJson(plan: Plan, executorOf?: (kind: string) => string | und
         kind: p.node.kind,
         deps: p.node.deps.map((d) => d.id).sort(),
         key: p.key,
-        status: p.status,
+        status: shownStatus(p),
         reasons: p.reasons,
         ...(executor ? { executor } : {}),
       };
     }),
     summary: planSummary(plan),
   };
+}
+
+/** A node's status as the plan shows it: `skip` / `fail` for a node this host cannot run. */
+function shownStatus(p: PlannedNode): 'run' | 'cached' | 'skip' | 'fail' {
+  // A node found in a remote cache is cached, whatever this host lacks.
+  return p.status === 'run' && p.unavailable ? (p.unavailable.required ? 'fail' : 'skip') : p.status;
 }
 
 /** Text inside a DOT double-quoted string: `"` and `\` escaped (a lone `\` would start an escape such as `\n`). */

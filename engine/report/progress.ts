@@ -61,7 +61,7 @@ export function progressReporter(options: ProgressOptions): EventSink {
     const n = done + cached + failed + skipped;
     const counter = `[${String(n).padStart(String(total).length)}/${total}]`;
     if (r.status === 'ran') return `${counter} ran     ${r.id} (${formatMs(r.duration_ms)}${placed(r)})`;
-    if (r.status === 'failed') return `${counter} FAILED  ${r.id} (${formatMs(r.duration_ms)}${placed(r)}): ${r.reasons.join('; ')}\n          log: ${rel(r.log)}`;
+    if (r.status === 'failed') return `${counter} FAILED  ${r.id} (${formatMs(r.duration_ms)}${placed(r)}): ${r.reasons.join('; ')}${r.log ? `\n          log: ${rel(r.log)}` : ''}`;
     if (r.status === 'interrupted') return `${counter} interrupted ${r.id} (${formatMs(r.duration_ms)}${placed(r)})`;
     if (r.status === 'skipped') return `${counter} skipped ${r.id}: ${r.reasons.join('; ')}`;
     return `${counter} cached  ${r.id}`;

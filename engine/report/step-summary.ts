@@ -36,7 +36,7 @@ function more(n: number, cols: number): string {
 export function planMarkdown(plan: Plan): string {
   const s = planSummary(plan);
   const runs = plan.nodes.filter((p) => p.status === 'run');
-  const lines = ['### graph plan', '', `**${s.run} to run**, ${s.cached} cached (${s.total} nodes)`, ''];
+  const lines = ['### graph plan', '', `**${s.run} to run**, ${s.cached} cached${s.unavailable ? `, ${s.unavailable} cannot run here` : ''} (${s.total} nodes)`, ''];
   if (runs.length) {
     lines.push('| node | kind | why |', '| --- | --- | --- |');
     for (const p of runs.slice(0, MAX_ROWS)) lines.push(`| ${code(p.node.id)} | ${p.node.kind} | ${cell(p.reasons.join('; '))} |`);

@@ -90,6 +90,23 @@ export interface Settings {
   readonly parts: PartMap;
   /** Where nodes run (`executor`, `slurm`; `--executor` applied). */
   readonly executor: ExecutorSettings;
+  /**
+   * Tokens that stand for devices of this host (`gpu`), as rules found them (`SettingsPart.hostResources`).
+   * Such a token's capacity in `resources` is the number found unless `settings.resources` declares
+   * it; either way a node holds distinct devices of those found, and a node claiming more than were
+   * found cannot run here (the plan skips it).
+   */
+  readonly hostResources?: Readonly<Record<string, HostResource>>;
+}
+
+/** A resource token that stands for devices of this host (GPUs). */
+export interface HostResource {
+  /** The devices found, by the ids nodes are handed (GPU indices or CDI device names), preferred first. */
+  readonly ids: readonly string[];
+  /** Why a node claiming `amount` cannot run here (more than `ids.length`), e.g. `no GPU on this host`. */
+  unavailable(amount: number): string;
+  /** Such a node fails instead of being skipped (`--require-gpu`). */
+  readonly required: boolean;
 }
 
 /** Both files, validated and normalized. */
@@ -189,6 +206,8 @@ export interface SettingOption {
   readonly values?: readonly string[];
   /** The value's name in the help (`--sign-key FILE`); default `NAME`. */
   readonly metavar?: string;
+  /** A flag without a value (`--require-gpu`): given, the setting's override is `'true'`. */
+  readonly flag?: boolean;
   /** One line for the commands' help. */
   readonly help: string;
 }
@@ -200,6 +219,11 @@ export interface SettingsPart<T> extends PartBase<T> {
   normalize(raw: Readonly<Record<string, unknown>>, ctx: NormalizeContext): T;
   /** The settings the command line can override. */
   readonly options?: readonly SettingOption[];
+  /**
+   * Tokens the rule finds on this host (GPUs), from the normalized part; validation sets their
+   * capacity (`Settings.hostResources`).
+   */
+  hostResources?(part: T): Readonly<Record<string, HostResource>>;
 }
 
 /**

@@ -14,7 +14,7 @@ import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { ErrorObject, ValidateFunction } from 'ajv';
-import type { BaseImage, CheckContext, Declarations, DeclaredPart, GroupDecl, ImageDecl, ModelDecl, NormalizeContext, OneOfMessage, Settings } from './declarations.js';
+import type { BaseImage, CheckContext, Declarations, DeclaredPart, GroupDecl, HostResource, ImageDecl, ModelDecl, NormalizeContext, OneOfMessage, Settings } from './declarations.js';
 import { stringMap } from './declarations.js';
 import { Boundary } from './boundary.js';
 import { DiagnosticError, didYouMean, type Diagnostic, type Span } from '../diagnostics.js';
@@ -164,13 +164,25 @@ export function validateDeclarations(root: string, imagesFile: LoadedFile, model
     }
   });
   const imagesContext = normalizeContext(imagesFile);
+  const settingsParts = new Map(partsFor('settings').map((p) => [p.part, p.normalize(rawSettings ?? {}, imagesContext)]));
+  // Tokens that stand for host devices (GPUs): as many as were found, unless declared (then the
+  // declared number limits how many are in use at once; the devices found still limit which).
+  const resources: Record<string, number> = { ...rawSettings?.resources };
+  const hostResources: Record<string, HostResource> = {};
+  for (const p of partsFor('settings')) {
+    for (const [token, found] of Object.entries(p.hostResources?.(settingsParts.get(p.part)) ?? {})) {
+      hostResources[token] = found;
+      resources[token] ??= found.ids.length;
+    }
+  }
   const settings: Settings = {
     concurrency: { ...rawSettings?.concurrency },
-    resources: { ...rawSettings?.resources },
+    resources,
     allowOutside,
     ...(rawSettings?.remote_cache !== undefined ? { remoteCache: rawSettings.remote_cache } : {}),
-    parts: new Map(partsFor('settings').map((p) => [p.part, p.normalize(rawSettings ?? {}, imagesContext)])),
+    parts: settingsParts,
     executor: readExecutorSettings(rawSettings, definedOverrides.executor),
+    ...(Object.keys(hostResources).length ? { hostResources } : {}),
   };
   // Validation resolves thousands of paths under a few directories: one pass, with a memo of
   // real directories. The declarations keep a boundary without one, for the checks at execution.

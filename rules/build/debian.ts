@@ -11,9 +11,17 @@ import { LOCK_FILE, readLock, type ImagesLock } from '../debian/lock.js';
 import { composeImage } from '../oci/image.js';
 import { entriesForCopy, writeLayer } from '../oci/layer.js';
 import { buildOf, configChanges, type Recipe } from './recipe.js';
+import { imagePlatforms, platformArchitecture, platformOs } from './platform.js';
+import type { ImageDecl } from '../../engine/validate/declarations.js';
 
 /** A `debian:` recipe's decl: the suite (default bookworm) and the requested packages. */
-export type DebianRecipe = { readonly kind: 'debian'; readonly suite: string; readonly packages: readonly string[] };
+export type DebianRecipe = {
+  readonly kind: 'debian';
+  readonly suite: string;
+  readonly packages: readonly string[];
+  /** Destination → template, absolute paths in the image; only when declared (older keys stay as they were). */
+  readonly templates?: Readonly<Record<string, string>>;
+};
 
 /** `graph lock [IMAGE...]`: pin the packages of `debian:` images in images.lock. */
 const lockCommand: RuleCommand = {
@@ -37,13 +45,17 @@ into images.lock (commit it). A build with a matching lock entry never resolves 
       }
     }
     const chosen = images.filter((i) => !positionals.length || positionals.includes(i.name));
+    const byName = ws.decls.images;
     if (!chosen.length) {
       output.out('no debian: images to lock\n');
       return 0;
     }
     try {
       const { lockImages } = await import('../debian/image.js');
-      for (const r of await lockImages(ws.root, chosen.map((i) => ({ name: i.name, request: i.recipe })), path.join(ws.stateDir, 'cache', 'debian'))) {
+      for (const r of await lockImages(ws.root, chosen.map((i) => {
+        const { platforms, multi } = imagePlatforms(byName.get(i.name) as ImageDecl, ws.decls);
+        return { name: i.name, request: i.recipe, ...(multi ? { platforms } : {}) };
+      }), path.join(ws.stateDir, 'cache', 'debian'))) {
         output.out(`locked ${r.name}: ${r.packages} packages\n`);
       }
     } catch (e) {
@@ -65,19 +77,26 @@ export const debianRecipe: Recipe<DebianRecipe> = {
       properties: {
         suite: { type: 'string', minLength: 1, description: 'Debian suite (default: bookworm).' },
         packages: { type: 'array', minItems: 1, items: { type: 'string', pattern: '^[a-z0-9][a-z0-9+.-]+$' } },
+        templates: {
+          type: 'object',
+          description:
+            "Configuration files a package's maintainer script would install from a template it ships (ucf): destination → template, absolute paths in the image. No maintainer script runs; the build log names the ones it could not read.",
+          propertyNames: { pattern: '^/' },
+          additionalProperties: { type: 'string', pattern: '^/' },
+        },
       },
     },
   },
   normalize(raw) {
-    const debian = raw.debian as { suite?: string; packages: string[] };
-    return { kind: 'debian', suite: debian.suite ?? 'bookworm', packages: [...debian.packages] };
+    const debian = raw.debian as { suite?: string; packages: string[]; templates?: Record<string, string> };
+    return { kind: 'debian', suite: debian.suite ?? 'bookworm', packages: [...debian.packages], ...(debian.templates ? { templates: { ...debian.templates } } : {}) };
   },
   check(_recipe, image) {
     if (!image.from) return [];
     return [{ code: 'schema', message: `image '${image.name}' is built from Debian packages and is a base itself: remove 'from'`, span: image.at(['from'], 'key') }];
   },
   inputs: () => [],
-  // 3: the packages' update-alternatives links (rules/debian/alternatives.ts).
+  // 3: alternatives links from postinst scripts (rules/debian/alternatives.ts).
   tool: () => 'graph-debian/3',
   keyFields(_recipe, image, expansion) {
     const lock = expansion.once('debian-lock', (): ImagesLock | undefined => {
@@ -87,15 +106,19 @@ export const debianRecipe: Recipe<DebianRecipe> = {
         return undefined; // the build itself reports the lock's problem
       }
     });
-    return { lock: lock ? ((lock.images[image.name] as unknown as Json) ?? null) : 'unreadable' };
+    const { platforms, multi } = expansion.platforms(image);
+    if (!multi) return { lock: lock ? ((lock.images[image.name] as unknown as Json) ?? null) : 'unreadable' };
+    // A multi-platform image's packages, per platform (entries NAME@OS/ARCH).
+    return { lock: lock ? Object.fromEntries(platforms.map((p) => [p, (lock.images[`${image.name}@${p}`] as unknown as Json) ?? null])) : 'unreadable' };
   },
-  async build({ node, decl, recipe, ctx, epoch }) {
+  async build({ node, decl, recipe, ctx, epoch, platform }) {
     const name = node.image as string;
-    const rootfs = path.join(ctx.scratchDir(), 'rootfs');
-    const { debianRootfs, rootfsModes } = await import('../debian/image.js');
+    const rootfs = path.join(ctx.scratchDir(), platform ? `rootfs-${platform.replace('/', '-')}` : 'rootfs');
+    const { debianRootfs, rootfsModes, lockEntryName } = await import('../debian/image.js');
     const got = await debianRootfs({
-      name,
+      name: lockEntryName(name, platform),
       request: recipe,
+      ...(platform ? { architecture: platformArchitecture(platform) } : {}),
       lockFile: path.join(ctx.workspace.root, LOCK_FILE),
       cacheDir: path.join(ctx.cacheDir, 'debian'),
       rootfs,
@@ -107,7 +130,7 @@ export const debianRecipe: Recipe<DebianRecipe> = {
     const blob = await writeLayer(entriesForCopy(rootfs, '/', undefined, rootfsModes(got.modes)), ctx.store, { mtime: epoch, signal: ctx.signal });
     ctx.log.write(`layer ${blob.digest} (${blob.size} bytes) from ${got.packages} packages\n`);
     const createdBy = `graph debian: ${recipe.suite} ${recipe.packages.join(' ')}`;
-    return composeImage(ctx.store, undefined, [{ descriptor: blob, diffId: blob.diffId, createdBy }], configChanges(decl), epoch);
+    return composeImage(ctx.store, undefined, [{ descriptor: blob, diffId: blob.diffId, createdBy }], configChanges(decl), epoch, platform ? { os: platformOs(platform), architecture: platformArchitecture(platform) } : undefined);
   },
   commands: [lockCommand],
 };

@@ -10,9 +10,10 @@ import type { Diagnostic } from '../../engine/diagnostics.js';
 import { NodeFailure } from '../../engine/rule.js';
 import { findExecutable, type ToolProbe } from '../../engine/key/tools.js';
 import { composeImage } from '../oci/image.js';
-import { importLayout } from '../oci/layout.js';
+import { importLayout, platformTag } from '../oci/layout.js';
 import { BUILDER_NAMES } from '../dockerfile/names.js';
 import { configChanges, imageOutputs, buildId, layoutInside, type Recipe } from './recipe.js';
+import { hostPlatform, platformArchitecture } from './platform.js';
 
 /** A `dockerfile:` recipe's decl; paths workspace-relative. */
 export type DockerfileRecipe = {
@@ -91,7 +92,7 @@ export const dockerfileRecipe: Recipe<DockerfileRecipe> = {
   ],
   tool: (_r, settings) => `dockerfile-builder:${builderOf(settings)}`,
   tools: (settings) => [builderProbe(builderOf(settings))],
-  async build({ decl, recipe, ctx, epoch }) {
+  async build({ decl, recipe, ctx, epoch, platform }) {
     const { root, boundary } = ctx.workspace;
     const choice = builderOf(ctx.workspace.settings);
     let builder;
@@ -107,8 +108,12 @@ export const dockerfileRecipe: Recipe<DockerfileRecipe> = {
     let base: { layoutDir: string; tag: string; name: string } | undefined;
     const from = decl.from;
     if (from !== null && typeof from === 'object' && 'image' in from) {
-      const dep = imageOutputs(buildId(from.image), ctx.deps.get(buildId(from.image)));
-      base = { layoutDir: path.join(root, dep.layout), tag: dep.tag, name: from.image };
+      const result = ctx.deps.get(buildId(from.image));
+      const dep = imageOutputs(buildId(from.image), result);
+      // A multi-platform base: the manifest of the platform built (else the host's), by the tag its
+      // layout gives it.
+      const tag = result?.outputs.index !== undefined ? platformTag(dep.tag, platform ?? hostPlatform()) : dep.tag;
+      base = { layoutDir: path.join(root, dep.layout), tag, name: from.image };
     } else if (from !== null && typeof from === 'object' && 'ociLayout' in from) {
       base = { layoutDir: layoutInside(boundary, root, from.ociLayout), tag: from.tag ?? 'latest', name: path.basename(from.ociLayout).toLowerCase() };
     } else if (from !== null) {
@@ -130,8 +135,10 @@ export const dockerfileRecipe: Recipe<DockerfileRecipe> = {
       logFile: ctx.log.path,
       signal: ctx.signal,
       sourceDateEpoch: epoch,
+      ...(platform ? { platform } : {}),
     });
-    const built = await importLayout(ctx.store, outLayout, 'latest');
+    const built = await importLayout(ctx.store, outLayout, 'latest', platform ? platformArchitecture(platform) : undefined);
+    if (platform && `${built.config.os}/${built.config.architecture}` !== platform) throw new NodeFailure(`the builder made a ${built.config.os}/${built.config.architecture} image, not ${platform}`);
     const changes = configChanges(decl);
     const changed = Object.keys(changes.env).length || changes.entrypoint || changes.cmd || changes.workdir || Object.keys(changes.labels).length;
     return changed ? composeImage(ctx.store, built, [], changes, epoch) : built;

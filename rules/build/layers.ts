@@ -10,6 +10,7 @@ import { NodeFailure } from '../../engine/rule.js';
 import { composeImage } from '../oci/image.js';
 import { entriesForCopy, writeLayer, type LayerEntry } from '../oci/layer.js';
 import { configChanges, type Recipe } from './recipe.js';
+import { platformArchitecture, platformOs } from './platform.js';
 
 /** One `layers:` entry, normalized. */
 export interface LayerCopy {
@@ -85,7 +86,7 @@ export const layersRecipe: Recipe<LayersRecipe> = {
   defaultFrom: { kind: 'scratch' },
   inputs: (recipe) => recipe.layers.map((l) => ({ kind: 'glob', pattern: l.copy })),
   tool: () => 'graph-layers/2',
-  async build({ decl, recipe, ctx, epoch, base }) {
+  async build({ decl, recipe, ctx, epoch, base, platform }) {
     const { root, boundary } = ctx.workspace;
     const from = await base();
     const entries = layerEntries(root, recipe.layers, boundary);
@@ -93,7 +94,8 @@ export const layersRecipe: Recipe<LayersRecipe> = {
     const blob = await writeLayer(entries, ctx.store, { mtime: epoch, signal: ctx.signal, within: boundary });
     ctx.log.write(`layer ${blob.digest} (${blob.size} bytes), diff_id ${blob.diffId}\n`);
     const createdBy = `graph layers: ${recipe.layers.map((l) => `${l.copy} -> ${l.to}`).join(', ')}`;
-    const built = composeImage(ctx.store, from, [{ descriptor: blob, diffId: blob.diffId, createdBy }], configChanges(decl), epoch);
+    // The same layer on every platform's base; `platform` names the config's only on scratch.
+    const built = composeImage(ctx.store, from, [{ descriptor: blob, diffId: blob.diffId, createdBy }], configChanges(decl), epoch, platform ? { os: platformOs(platform), architecture: platformArchitecture(platform) } : undefined);
     ctx.log.write(`image ${built.manifestDescriptor.digest}\n`);
     return built;
   },

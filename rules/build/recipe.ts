@@ -10,7 +10,7 @@ import type { Boundary } from '../../engine/validate/boundary.js';
 import { DeclPart, type BaseImage, type CheckContext, type ImageDecl, type JsonSchema, type Settings, type SettingsPart } from '../../engine/validate/declarations.js';
 import type { Diagnostic } from '../../engine/diagnostics.js';
 import type { InputSpec } from '../../engine/key/files.js';
-import { outputsReader, type ExecContext, type Json, type NodeDef, type NodeId, type RuleCommand } from '../../engine/rule.js';
+import { NodeFailure, outputsReader, type ExecContext, type Json, type NodeDef, type NodeId, type NodeOutputs, type RuleCommand } from '../../engine/rule.js';
 import type { ToolProbe } from '../../engine/key/tools.js';
 import type { ConfigChanges, StoredImage } from '../oci/image.js';
 
@@ -35,6 +35,8 @@ export interface BuildPart {
   readonly cmd?: readonly string[];
   readonly workdir?: string;
   readonly labels: Readonly<Record<string, string>>;
+  /** `platforms:` as declared (`linux/amd64`, `linux/arm64`); undefined when absent (see platform.ts). */
+  readonly platforms?: readonly string[];
 }
 
 /** The token of the build rule's part of image entries. */
@@ -61,7 +63,36 @@ export type BuildNodeDecl = {
   readonly workdir: string | null;
   readonly labels: Readonly<Record<string, string>>;
   readonly lock?: Json;
+  /**
+   * Only for a multi-platform image (platform.ts `isMultiPlatform`): its platforms, in index order.
+   * Absent otherwise, so a single-platform image's key is what it was before platforms existed.
+   */
+  readonly platforms?: readonly string[];
 };
+
+/**
+ * The extra outputs of a multi-platform build: `index` (the image index's digest), `platforms`
+ * (`OS/ARCH`, index order) and `manifests` (each platform's manifest digest, same order).
+ * @throws NodeFailure when they are missing or malformed.
+ */
+export const indexOutputs = outputsReader({ index: 'string', platforms: 'string[]', manifests: 'string[]' });
+
+/**
+ * The manifest digest of `platform` in a build's outputs: the plain `manifest` for a
+ * single-platform build (`platform` null), else the platform's entry of `manifests`.
+ * @throws NodeFailure when the build has no image for that platform.
+ */
+export function platformManifest(id: NodeId, result: Pick<NodeOutputs, 'outputs'> | undefined, platform: string | null): string {
+  if (platform === null || result?.outputs.index === undefined) {
+    const single = imageOutputs(id, result);
+    if (platform === null) return single.manifest;
+    throw new NodeFailure(`${id} is a single-platform image: it has no ${platform} manifest`);
+  }
+  const { platforms, manifests } = indexOutputs(id, result);
+  const i = platforms.indexOf(platform);
+  if (i === -1 || manifests[i] === undefined) throw new NodeFailure(`${id} has no ${platform} image (it has ${platforms.join(', ')})`);
+  return manifests[i];
+}
 
 /** The key's form of a base image. */
 export function baseDecl(from: BaseImage | undefined): BaseDecl {
@@ -109,6 +140,8 @@ export interface Expansion {
   readonly root: string;
   /** `make()` once per expansion for each `key` (e.g. reading images.lock once for every image). */
   once<T>(key: string, make: () => T): T;
+  /** The image's platforms and whether it is multi-platform (build/platform.ts `imagePlatforms`). */
+  platforms(image: ImageDecl): { readonly platforms: readonly string[]; readonly multi: boolean };
 }
 
 /** What a recipe's `build` gets: the node, its decl and recipe, the execution context. */
@@ -119,7 +152,12 @@ export interface RecipeBuild<D extends RecipeDecl> {
   readonly ctx: ExecContext;
   /** `sourceDateEpoch(ctx.env)`. */
   readonly epoch: number;
-  /** The base image loaded into the store (undefined for scratch, and for no `from`). */
+  /**
+   * The platform (`OS/ARCH`) this call builds, for a multi-platform image (the build rule calls
+   * `build` once per platform); undefined for a single-platform image (the host's).
+   */
+  readonly platform?: string;
+  /** The base image loaded into the store, for `platform` (undefined for scratch, and for no `from`). */
   base(): Promise<StoredImage | undefined>;
 }
 
@@ -143,7 +181,7 @@ export interface Recipe<D extends RecipeDecl = RecipeDecl> {
   tools?(settings: Settings): ToolProbe[];
   /** Extra fields of the node's decl (the lock entry of a `debian:` image). */
   keyFields?(recipe: D, image: ImageDecl, expansion: Expansion): Readonly<Record<string, Json>>;
-  /** Build the image (its config changes applied). @throws NodeFailure when it fails. */
+  /** Build the image (its config changes applied), for `job.platform`. @throws NodeFailure when it fails. */
   build(job: RecipeBuild<D>): Promise<StoredImage>;
   /** Settings the recipe owns (`builder`). */
   readonly settings?: SettingsPart<unknown>;

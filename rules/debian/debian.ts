@@ -2,8 +2,7 @@
  * Debian packages for `debian:` images, as apko and distroless take them: find the mirror
  * (`mirror.ts`) → load the suite's verified package index (`index.ts`) → resolve the dependency
  * closure (`resolve.ts`) → pin it in `images.lock` (`lock.ts`) → download and verify each .deb
- * (`fetch.ts`) → read each package's files and control fields (`extract.ts`) → apply the
- * update-alternatives links their postinst scripts register (`alternatives.ts`). Turning the files into
+ * (`fetch.ts`) → read each package's files and control fields (`extract.ts`). Turning the files into
  * an image layer is the build rule's job, not this module's.
  */
 export { chooseMirror, findMirror, MIRROR_ENV, MirrorError, parseDeb822Sources, parseOneLineSources, readAptSources } from './mirror.js';
@@ -27,5 +26,3 @@ export { emptyLock, formatLock, LOCK_FILE, LOCK_VERSION, LockError, parseLock, r
 export type { ImagesLock, LockedImage } from './lock.js';
 export { debControl, debDataTar, debModes, dpkgStatusEntry } from './extract.js';
 export type { ControlFields, PackageModes } from './extract.js';
-export { applyAlternatives, debMaintainerScript, parseAlternatives } from './alternatives.js';
-export type { AlternativeInstall, AlternativeSlave, AppliedAlternative, ParsedAlternatives } from './alternatives.js';

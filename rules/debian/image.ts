@@ -3,21 +3,19 @@
  * (from `images.lock`, or resolved now), verified downloads, every package's files unpacked with
  * `dpkg-deb -x` (no maintainer scripts run, as apko and distroless do), and the files a package
  * manager would have written: a minimal `/etc/passwd` and `/etc/group`, and `/var/lib/dpkg/status`
- * listing the installed packages.
+ * listing the installed packages, and the alternatives links their `postinst` scripts would make
+ * (rules/debian/alternatives.ts: read from the scripts, never run).
  *
  * Modes: the tree on disk has the packages' files, but its modes are not the image's (tar applies
  * the umask to what it creates without a header, and drops setuid bits when not root). The image's
  * modes are the packages' tar headers', recorded while unpacking (`debModes`), and explicit ones
  * for what is written here; every other directory is 0755 (`rootfsModes`).
- *
- * Alternatives: the links the packages' `postinst` scripts would register with update-alternatives
- * (`libblas.so.3`, `liblapack.so.3`…) are made from those scripts (`alternatives.ts`).
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ProcessRunner } from '../../engine/process.js';
 import type { ModeOf } from '../oci/layer.js';
-import { applyAlternatives, debMaintainerScript, parseAlternatives, type AlternativeInstall } from './alternatives.js';
+import { applyAlternatives, applyTemplates, debPostinst, parsePostinst, type Alternative, type UcfFile } from './alternatives.js';
 import { debControl, debModes, dpkgStatusEntry, type PackageModes } from './extract.js';
 import { fetchDebs } from './fetch.js';
 import { debianArchitecture, loadIndex } from './package-index.js';
@@ -29,42 +27,60 @@ import { resolvePackages } from './resolve.js';
 export interface DebianRequest {
   readonly suite: string;
   readonly packages: readonly string[];
+  /** Configuration files made from templates the packages ship: destination → template, absolute paths in the image (rules/debian/alternatives.ts). */
+  readonly templates?: Readonly<Record<string, string>>;
 }
 
-/** Resolve a request against the suite's index into a lock entry (downloads the index). */
-export async function resolveRequest(request: DebianRequest, cacheDir: string, signal?: AbortSignal): Promise<{ locked: LockedImage; mirror: DebianMirror }> {
+/**
+ * Resolve a request against the suite's index into a lock entry (downloads the index).
+ * @param architecture a Debian architecture (`arm64`): the mirror's `binary-ARCH` index is read;
+ *   default this machine's. Assembling needs no emulation: packages are only unpacked.
+ */
+export async function resolveRequest(request: DebianRequest, cacheDir: string, signal?: AbortSignal, architecture: string = debianArchitecture()): Promise<{ locked: LockedImage; mirror: DebianMirror }> {
   const mirror = findMirror({ suite: request.suite });
-  const architecture = debianArchitecture();
   const index = await loadIndex({ mirror, suite: request.suite, architecture, cacheDir, signal });
   const packages = resolvePackages(index, [...request.packages]);
   return { mirror, locked: { suite: request.suite, architecture, requested: [...request.packages].sort(), packages } };
 }
 
-/** Whether a lock entry pins exactly this request on this machine's architecture. */
-export function lockMatches(entry: LockedImage | undefined, request: DebianRequest): entry is LockedImage {
+/** Whether a lock entry pins exactly this request on `architecture` (default: this machine's). */
+export function lockMatches(entry: LockedImage | undefined, request: DebianRequest, architecture: string = debianArchitecture()): entry is LockedImage {
   if (!entry) return false;
   const requested = [...request.packages].sort();
   return (
     entry.suite === request.suite &&
-    entry.architecture === debianArchitecture() &&
+    entry.architecture === architecture &&
     entry.requested.length === requested.length &&
     entry.requested.every((r, i) => r === requested[i])
   );
 }
 
 /**
- * `graph lock`: resolve every given image's packages and write them into `ROOT/images.lock`
- * (entries of other images are kept).
- * @returns per image, the number of packages pinned.
+ * The images.lock entry name of an image's packages for one platform: the image's name for a
+ * single-platform image (`platform` undefined; the format before platforms), `NAME@OS/ARCH`
+ * (`base@linux/arm64`) for each platform of a multi-platform image.
  */
-export async function lockImages(root: string, images: ReadonlyArray<{ name: string; request: DebianRequest }>, cacheDir: string, signal?: AbortSignal): Promise<Array<{ name: string; packages: number }>> {
+export function lockEntryName(image: string, platform?: string): string {
+  return platform ? `${image}@${platform}` : image;
+}
+
+/**
+ * `graph lock`: resolve every given image's packages and write them into `ROOT/images.lock`
+ * (entries of other images are kept): one entry per image, or per platform of an image given
+ * `platforms` (`OS/ARCH`; entries `NAME@OS/ARCH`, see `lockEntryName`).
+ * @returns per entry, the number of packages pinned.
+ */
+export async function lockImages(root: string, images: ReadonlyArray<{ name: string; request: DebianRequest; platforms?: readonly string[] }>, cacheDir: string, signal?: AbortSignal): Promise<Array<{ name: string; packages: number }>> {
   const file = path.join(root, LOCK_FILE);
   let lock = readLock(file);
   const done: Array<{ name: string; packages: number }> = [];
-  for (const { name, request } of images) {
-    const { locked } = await resolveRequest(request, cacheDir, signal);
-    lock = withLockedImage(lock, name, locked);
-    done.push({ name, packages: locked.packages.length });
+  for (const { name, request, platforms } of images) {
+    for (const platform of platforms ?? [undefined]) {
+      const entry = lockEntryName(name, platform);
+      const { locked } = await resolveRequest(request, cacheDir, signal, platform ? platform.slice(platform.indexOf('/') + 1) : undefined);
+      lock = withLockedImage(lock, entry, locked);
+      done.push({ name: entry, packages: locked.packages.length });
+    }
   }
   writeLock(file, lock);
   return done;
@@ -75,6 +91,8 @@ const GROUP = 'root:x:0:\nnogroup:x:65534:\n';
 
 /**
  * Build the root filesystem of a `debian:` image in `rootfs` (an empty directory).
+ * @param name the image's images.lock entry name (`lockEntryName`).
+ * @param architecture the Debian architecture of the packages (default: this machine's).
  * @param lockFile the workspace's images.lock; its entry for `name` is used when it matches.
  * @param note receives progress lines for the node's log.
  * @returns whether the packages came from the lock, and how many; `modes`, the permission bits of
@@ -84,6 +102,7 @@ const GROUP = 'root:x:0:\nnogroup:x:65534:\n';
 export async function debianRootfs(options: {
   name: string;
   request: DebianRequest;
+  architecture?: string;
   lockFile: string;
   cacheDir: string;
   rootfs: string;
@@ -96,35 +115,48 @@ export async function debianRootfs(options: {
   const entry = readLock(options.lockFile).images[options.name];
   let pins: LockedImage;
   let mirror: DebianMirror;
-  const locked = lockMatches(entry, request);
+  const architecture = options.architecture ?? debianArchitecture();
+  const locked = lockMatches(entry, request, architecture);
   if (locked) {
     pins = entry;
     mirror = findMirror({ suite: request.suite });
     options.note(`${pins.packages.length} packages pinned by ${LOCK_FILE}\n`);
   } else {
-    ({ locked: pins, mirror } = await resolveRequest(request, cacheDir, signal));
-    options.note(`${pins.packages.length} packages resolved from ${mirror.uri} (${entry ? `${LOCK_FILE} is stale for this image` : `not in ${LOCK_FILE}`}: run 'graph lock' to pin them)\n`);
+    ({ locked: pins, mirror } = await resolveRequest(request, cacheDir, signal, architecture));
+    options.note(`${pins.packages.length} ${architecture} packages resolved from ${mirror.uri} (${entry ? `${LOCK_FILE} is stale for this image` : `not in ${LOCK_FILE}`}: run 'graph lock' to pin them)\n`);
   }
   const debs = await fetchDebs(mirror, pins.packages, cacheDir, signal);
   mkdirSync(rootfs, { recursive: true });
   const status: string[] = [];
   const modes: PackageModes = new Map();
-  const alternatives: AlternativeInstall[] = [];
+  const alternatives: Alternative[] = [];
+  const ucf: UcfFile[] = [];
   for (const [i, deb] of debs.entries()) {
     // The headers are read while dpkg-deb unpacks (two cores), and recorded in package order.
-    const [r, headers, postinst] = await Promise.all([options.runner.run(['dpkg-deb', '-x', deb, rootfs], { signal, logFile: options.logFile }), debModes(deb), debMaintainerScript(deb, 'postinst')]);
+    const [r, headers] = await Promise.all([options.runner.run(['dpkg-deb', '-x', deb, rootfs], { signal, logFile: options.logFile }), debModes(deb)]);
     if (r.exitCode !== 0) throw new Error(`dpkg-deb -x failed for ${pins.packages[i].name} ${pins.packages[i].version} (exit ${r.exitCode ?? r.signal})`);
     for (const [p, m] of headers) modes.set(p, m);
     status.push(dpkgStatusEntry(await debControl(deb)));
+    const postinst = await debPostinst(deb);
     if (postinst) {
-      const found = parseAlternatives(postinst, pins.packages[i].name);
-      alternatives.push(...found.installs);
-      for (const u of found.unresolved) options.note(`alternative not applied: ${u}\n`);
+      const found = parsePostinst(postinst, pins.packages[i].name);
+      alternatives.push(...found.alternatives);
+      ucf.push(...found.ucf);
+      for (const c of found.skipped) options.note(`alternatives: ${pins.packages[i].name}'s postinst command left out (not plain words): ${c}\n`);
     }
   }
-  const { applied, notes } = applyAlternatives(rootfs, alternatives, modes);
-  for (const n of notes) options.note(`${n}\n`);
-  for (const a of applied) options.note(`alternative ${a.name}: ${a.link} -> ${a.path} (${a.package}; ${a.choices} choice${a.choices === 1 ? '' : 's'})\n`);
+  for (const a of applyAlternatives(rootfs, alternatives)) options.note(`alternatives: ${a.name} -> ${a.path} (${a.package}): ${a.links.join(', ')}\n`);
+  const writeFile = (rel: string, bytes: Buffer, mode: number) => {
+    const file = path.join(rootfs, rel);
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, bytes);
+    modes.set(rel, { kind: 'file', mode });
+  };
+  const modeOf = (rel: string) => modes.get(rel)?.mode;
+  // Declared templates first: they are the image author's answer to a script we cannot read.
+  const declared = Object.entries(request.templates ?? {}).map(([dest, template]) => ({ dest, template }));
+  for (const t of applyTemplates(rootfs, declared, true, writeFile, modeOf)) options.note(`template: ${t.dest} from ${t.template} (declared)\n`);
+  for (const t of applyTemplates(rootfs, ucf, false, writeFile, modeOf)) options.note(`template: ${t.dest} from ${t.template} (ucf in a postinst)\n`);
   const write = (rel: string, text: string) => {
     const file = path.join(rootfs, rel);
     mkdirSync(path.dirname(file), { recursive: true });

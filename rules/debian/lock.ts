@@ -17,6 +17,10 @@
  *       },
  *       "version": 1
  *     }
+ *
+ * A multi-platform image (`platforms:`, rules/build/platform.ts) has one entry per platform, named
+ * `NAME@OS/ARCH` (`"base@linux/arm64"`), each of the form above with its own `architecture`; a
+ * single-platform image keeps the one entry `NAME`, so locks written before platforms still read.
  */
 import { readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../../engine/atomic.js';

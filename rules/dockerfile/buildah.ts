@@ -106,7 +106,7 @@ export async function buildInPrivateStorage(tool: StorageTool, req: DockerfileBu
       const pinned = pinBaseImage(req.base, work.dir);
       const archive = path.join(work.dir, 'base.oci.tar');
       await runStep(archiveLayoutArgv(pinned.stageDir, archive), req, { runner, env, what: 'packing the base image layout' });
-      await runStep([...g, 'pull', `oci-archive:${archive}`], req, { runner, env, what: `${tool.name} pull (base image ${req.base.name})` });
+      await runStep([...g, 'pull', ...(req.platform ? ['--platform', req.platform] : []), `oci-archive:${archive}`], req, { runner, env, what: `${tool.name} pull (base image ${req.base.name})` });
     }
     await runStep(
       [
@@ -116,6 +116,7 @@ export async function buildInPrivateStorage(tool: StorageTool, req: DockerfileBu
         '--layers=false',
         '--pull=false',
         '--timestamp', String(req.sourceDateEpoch ?? 0),
+        ...(req.platform ? ['--platform', req.platform] : []),
         '-f', req.dockerfile,
         ...argsAndTarget(req),
         '-t', RESULT_NAME,

@@ -61,6 +61,11 @@ export interface DockerfileBuild {
   signal: AbortSignal;
   /** For reproducible timestamps, in seconds since the Unix epoch (default 0). */
   sourceDateEpoch?: number;
+  /**
+   * The platform to build for (`OS/ARCH`, `--platform`); the host's when undefined. A foreign
+   * platform's RUN steps need QEMU user emulation (binfmt_misc with the F flag).
+   */
+  platform?: string;
 }
 
 /** A Dockerfile builder backend. */

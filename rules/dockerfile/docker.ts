@@ -88,6 +88,7 @@ export class DockerBuilder implements DockerfileBuilder {
   /** @see DockerfileBuilder.build; steps in the module comment. */
   async build(req: DockerfileBuild): Promise<void> {
     req.signal.throwIfAborted();
+    if (req.platform) throw new NodeFailure(`the docker backend builds for the host's platform only; building for ${req.platform} needs buildah or podman (settings.builder)`);
     const runner: ProcessRunner = this.options.runner ?? new ExecaRunner();
     const work = prepareWork(req, 'docker');
     const env = builderEnv(this.options, work);

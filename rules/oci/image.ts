@@ -128,6 +128,8 @@ export function isoTime(seconds: number): string {
  * base's with `changes` (Docker semantics: a new ENTRYPOINT resets an inherited CMD).
  * Writes the config and manifest into the store.
  * @param created seconds since the epoch for `created` and history (SOURCE_DATE_EPOCH).
+ * @param platform `architecture` and `os` of the config when there is no base (default: this
+ *   machine's); a base's own are always kept.
  */
 export function composeImage(
   store: ContentStore,
@@ -135,6 +137,7 @@ export function composeImage(
   layers: ReadonlyArray<{ descriptor: Descriptor; diffId: string; createdBy: string }>,
   changes: ConfigChanges,
   created: number,
+  platform?: { readonly architecture: string; readonly os: string },
 ): StoredImage {
   const baseConfig = base?.config.config ?? {};
   const env = new Map<string, string>();
@@ -157,8 +160,8 @@ export function composeImage(
   if (Object.keys(labels).length) runtime.Labels = labels;
   const config: ImageConfig = {
     created: when,
-    architecture: base?.config.architecture ?? hostArchitecture(),
-    os: base?.config.os ?? 'linux',
+    architecture: base?.config.architecture ?? platform?.architecture ?? hostArchitecture(),
+    os: base?.config.os ?? platform?.os ?? 'linux',
     config: runtime,
     rootfs: { type: 'layers', diff_ids: [...(base?.config.rootfs.diff_ids ?? []), ...layers.map((l) => l.diffId)] },
     history: [...(base?.config.history ?? []), ...layers.map((l) => ({ created: when, created_by: l.createdBy }))],
@@ -186,7 +189,81 @@ function ociLayer(d: Descriptor): Descriptor {
   return mediaType ? { ...d, mediaType } : d;
 }
 
+/**
+ * The manifest annotation recording the action key of the build that made the image (64 hex
+ * digits): graph's own reverse-DNS key (image spec `annotations.md`: `org.opencontainers.image.*`
+ * is reserved), so a registry holding the image can answer "which key built this".
+ */
+export const ACTION_KEY_ANNOTATION = 'dev.graph.action-key';
+
+/**
+ * The image with `annotations` set in its manifest (image spec `manifest.md` "annotations"; keys
+ * sorted, existing ones kept unless named), written into the store. The config and layers are
+ * untouched; only the manifest (and so its digest) changes. A Docker schema 2 manifest, which has
+ * no annotations, is returned as it is.
+ */
+export function annotateImage(store: ContentStore, image: StoredImage, annotations: Readonly<Record<string, string>>): StoredImage {
+  if (image.manifestDescriptor.mediaType === MEDIA_TYPE_DOCKER_MANIFEST) return image;
+  const merged = { ...(image.manifest.annotations ?? {}), ...annotations };
+  const manifest: ImageManifest = { ...image.manifest, annotations: Object.fromEntries(Object.keys(merged).sort().map((k) => [k, merged[k]])) };
+  const manifestDescriptor = putJson(store, manifest, image.manifestDescriptor.mediaType);
+  return { manifest, config: image.config, manifestDescriptor };
+}
+
 /** Every blob an image needs: manifest, config, layers. */
 export function imageBlobs(image: StoredImage): string[] {
   return [image.manifestDescriptor.digest, image.manifest.config.digest, ...image.manifest.layers.map((l) => l.digest)];
+}
+
+/** An image index (image-index.md): one manifest per platform. */
+export interface ImageIndex {
+  readonly schemaVersion: 2;
+  readonly mediaType: typeof MEDIA_TYPE_INDEX;
+  readonly manifests: readonly Descriptor[];
+}
+
+/** A multi-platform image in the store: its index, and each platform's image in index order. */
+export interface StoredIndex {
+  readonly index: ImageIndex;
+  readonly indexDescriptor: Descriptor;
+  /** `platform` is `OS/ARCH` (`linux/arm64`). */
+  readonly images: ReadonlyArray<{ readonly platform: string; readonly image: StoredImage }>;
+}
+
+/**
+ * Compose and store an image index (image-index.md) over per-platform images: one manifest
+ * descriptor each, in the given order, with `platform.os` and `platform.architecture` from the
+ * image's config (image-index.md requires them to match the config's).
+ * @throws ImageError when an image's config does not say the platform it is listed under.
+ */
+export function composeIndex(store: ContentStore, images: ReadonlyArray<{ readonly platform: string; readonly image: StoredImage }>): StoredIndex {
+  const manifests = images.map(({ platform, image }) => {
+    const [os, architecture] = platform.split('/');
+    if (image.config.os !== os || image.config.architecture !== architecture) {
+      throw new ImageError(`image ${image.manifestDescriptor.digest} is ${image.config.os}/${image.config.architecture}, not ${platform}`);
+    }
+    return { mediaType: MEDIA_TYPE_MANIFEST, digest: image.manifestDescriptor.digest, size: image.manifestDescriptor.size, platform: { architecture, os } };
+  });
+  const index: ImageIndex = { schemaVersion: 2, mediaType: MEDIA_TYPE_INDEX, manifests };
+  return { index, indexDescriptor: putJson(store, index, MEDIA_TYPE_INDEX), images };
+}
+
+/**
+ * Load an image index and each of its platforms' images by the index's digest.
+ * @throws ImageError when a blob is missing or corrupt, or an entry has no platform.
+ */
+export function loadImageIndex(store: ContentStore, indexDigest: string): StoredIndex {
+  const index = readJsonBlob<ImageIndex>(store, indexDigest);
+  if (index.schemaVersion !== 2 || !Array.isArray(index.manifests)) throw new ImageError(`blob ${indexDigest} is not an image index`);
+  const images = index.manifests.map((m) => {
+    if (!m.platform) throw new ImageError(`image index ${indexDigest}: manifest ${m.digest} has no platform`);
+    return { platform: `${m.platform.os}/${m.platform.architecture}`, image: loadImage(store, m.digest) };
+  });
+  const size = readFileSync(store.pathOf(indexDigest)).length;
+  return { index, indexDescriptor: { mediaType: MEDIA_TYPE_INDEX, digest: indexDigest, size }, images };
+}
+
+/** Every blob a multi-platform image needs: the index and each image's. */
+export function indexBlobs(stored: StoredIndex): string[] {
+  return [...new Set([stored.indexDescriptor.digest, ...stored.images.flatMap(({ image }) => imageBlobs(image))])];
 }

@@ -13,6 +13,7 @@ import {
   ImageError,
   hostArchitecture,
   imageBlobs,
+  indexBlobs,
   loadImage,
   MEDIA_TYPE_DOCKER_LIST,
   MEDIA_TYPE_DOCKER_MANIFEST,
@@ -20,6 +21,7 @@ import {
   MEDIA_TYPE_MANIFEST,
   type Descriptor,
   type StoredImage,
+  type StoredIndex,
 } from './image.js';
 
 /** Annotation naming a manifest's tag in an image layout's index.json. */
@@ -40,23 +42,47 @@ interface Index {
  * @throws DigestError when a blob is missing or corrupt in the store.
  */
 export function writeLayout(store: ContentStore, dir: string, images: ReadonlyArray<{ tag: string; image: StoredImage }>): void {
+  writeLayoutEntries(
+    store,
+    dir,
+    images.flatMap(({ image }) => imageBlobs(image)),
+    images.map(({ tag, image }) => ({ ...image.manifestDescriptor, annotations: { [REF_NAME]: tag } })),
+  );
+}
+
+/**
+ * The tag of one platform's manifest in a multi-platform image's layout: `TAG-OS-ARCH`
+ * (`latest-linux-arm64`), for tools that read a manifest, not an index (umoci).
+ */
+export function platformTag(tag: string, platform: string): string {
+  return `${tag}-${platform.replace(/\//g, '-')}`;
+}
+
+/**
+ * Write a multi-platform image's layout at `dir`, as `writeLayout` does: index.json names the
+ * image index (image-index.md) under `tag` (skopeo, buildah and podman pick a platform from it),
+ * and each platform's manifest, with its `platform`, under `platformTag(tag, platform)`.
+ * @throws DigestError when a blob is missing or corrupt in the store.
+ */
+export function writeIndexLayout(store: ContentStore, dir: string, tag: string, stored: StoredIndex): void {
+  writeLayoutEntries(store, dir, indexBlobs(stored), [
+    { ...stored.indexDescriptor, annotations: { [REF_NAME]: tag } },
+    ...stored.index.manifests.map((m, i) => ({ ...m, annotations: { [REF_NAME]: platformTag(tag, stored.images[i].platform) } })),
+  ]);
+}
+
+function writeLayoutEntries(store: ContentStore, dir: string, digests: readonly string[], manifests: readonly Descriptor[]): void {
   const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
   rmSync(tmp, { recursive: true, force: true });
   const blobs = path.join(tmp, 'blobs', 'sha256');
   mkdirSync(blobs, { recursive: true });
   try {
-    for (const { image } of images) {
-      for (const digest of imageBlobs(image)) {
-        const target = path.join(blobs, digest.slice('sha256:'.length));
-        if (!existsSync(target)) store.linkTo(digest, target);
-      }
+    for (const digest of digests) {
+      const target = path.join(blobs, digest.slice('sha256:'.length));
+      if (!existsSync(target)) store.linkTo(digest, target);
     }
     writeFileSync(path.join(tmp, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-    const index: Index = {
-      schemaVersion: 2,
-      mediaType: MEDIA_TYPE_INDEX,
-      manifests: images.map(({ tag, image }) => ({ ...image.manifestDescriptor, annotations: { [REF_NAME]: tag } })),
-    };
+    const index: Index = { schemaVersion: 2, mediaType: MEDIA_TYPE_INDEX, manifests };
     writeFileSync(path.join(tmp, 'index.json'), JSON.stringify(index));
     const old = `${dir}.old-${process.pid}-${Date.now()}`;
     if (existsSync(dir)) renameSync(dir, old);
@@ -69,22 +95,25 @@ export function writeLayout(store: ContentStore, dir: string, images: ReadonlyAr
 }
 
 /**
- * Add (or replace) the image tagged `tag` in the layout at `dir` (a published one: `dist/oci`),
+ * Add (or replace) the image tagged `tag` in the layout at `dir` (a published one: `dist/oci`), or
+ * a multi-platform image's index (tagged `tag`; its manifests reached through it),
  * keeping the other tags: one layout shared by many images, updated under a lock so concurrent
  * nodes lose nothing. Blobs are copies (reflinks where the file system has them), never hard
  * links: editing the layout must not reach the store. A blob already there is kept only when its
  * bytes match its digest, else replaced; index.json is replaced atomically.
  * @throws DigestError when a blob is missing or corrupt in the store.
  */
-export async function addToLayout(store: ContentStore, dir: string, tag: string, image: StoredImage): Promise<void> {
+export async function addToLayout(store: ContentStore, dir: string, tag: string, image: StoredImage | StoredIndex): Promise<void> {
+  // A multi-platform image is added as its image index (image-index.md) with every platform's blobs.
+  const descriptor = 'indexDescriptor' in image ? image.indexDescriptor : image.manifestDescriptor;
   await withLock(dir, async () => {
     const blobs = path.join(dir, 'blobs', 'sha256');
     mkdirSync(blobs, { recursive: true });
-    await copyBlobs(store, blobs, imageBlobs(image));
+    await copyBlobs(store, blobs, 'indexDescriptor' in image ? indexBlobs(image) : imageBlobs(image));
     writeFileAtomic(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     const indexFile = path.join(dir, 'index.json');
     const old = existsSync(indexFile) ? readJson<Index>(indexFile, `OCI image layout ${dir}`).manifests : [];
-    const manifests = [...old.filter((m) => m.annotations?.[REF_NAME] !== undefined && m.annotations[REF_NAME] !== tag), { ...image.manifestDescriptor, annotations: { [REF_NAME]: tag } }];
+    const manifests = [...old.filter((m) => m.annotations?.[REF_NAME] !== undefined && m.annotations[REF_NAME] !== tag), { ...descriptor, annotations: { [REF_NAME]: tag } }];
     manifests.sort((a, b) => ((a.annotations?.[REF_NAME] ?? '') < (b.annotations?.[REF_NAME] ?? '') ? -1 : 1));
     // Artifacts (untagged) stay after the images, in their order (addArtifactsToLayout's).
     const untagged = old.filter((m) => m.annotations?.[REF_NAME] === undefined);
@@ -179,10 +208,10 @@ export function layoutDescriptor(dir: string, tag?: string): Descriptor {
 /**
  * Copy the image tagged `tag` (or the only image, when `tag` is undefined) from the layout at
  * `dir` into the store, verifying every blob's digest, and load it. An image index is resolved to
- * the manifest for this machine's architecture (linux).
+ * the manifest for `architecture` (default: this machine's; linux).
  * @throws ImageError naming the layout and what is wrong (no such tag, digest mismatch…).
  */
-export async function importLayout(store: ContentStore, dir: string, tag?: string): Promise<StoredImage> {
+export async function importLayout(store: ContentStore, dir: string, tag?: string, architecture: string = hostArchitecture()): Promise<StoredImage> {
   const where = `OCI image layout ${dir}`;
   const blob = async (d: Descriptor) => {
     const file = path.join(dir, 'blobs', ...d.digest.split(':'));
@@ -198,7 +227,7 @@ export async function importLayout(store: ContentStore, dir: string, tag?: strin
   while (desc.mediaType === MEDIA_TYPE_INDEX || desc.mediaType === MEDIA_TYPE_DOCKER_LIST) {
     await blob(desc);
     const nested = readJson<Index>(store.pathOf(desc.digest), where);
-    const arch = hostArchitecture();
+    const arch = architecture;
     const match = nested.manifests.find((m) => m.platform?.os === 'linux' && m.platform.architecture === arch);
     if (!match) throw new ImageError(`${where}: no linux/${arch} image in index ${desc.digest}`);
     desc = match;

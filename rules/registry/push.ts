@@ -39,6 +39,7 @@ import {
   MEDIA_TYPE_MANIFEST,
   type Descriptor,
   type StoredImage,
+  type StoredIndex,
 } from '../oci/image.js';
 import { readSif } from '../sif/sif.js';
 import { referrersIndex, referrersTag, type StoredArtifact } from '../oci/artifact.js';
@@ -407,6 +408,34 @@ export async function pushImage(store: ContentStore, image: StoredImage, ref: Im
   return withPusher(ref, options, async (pusher) => {
     await pusher.pushBlobs(blobs);
     await pusher.pushManifest(bytes, image.manifest.mediaType ?? image.manifestDescriptor.mediaType, digest, reference);
+    return pusher.result(digest);
+  });
+}
+
+/**
+ * Push a multi-platform image (image spec `image-index.md`): each platform's blobs and manifest
+ * (by digest), then the image index under `ref`'s tag, last, so the tag never names a manifest
+ * that is missing (distribution spec "Pushing Manifests": an index's manifests must exist first).
+ * @returns as `pushImage`, the index's digest; blobs counted over every platform.
+ * @throws RegistryError and ImageError as `pushImage`.
+ */
+export async function pushIndex(store: ContentStore, stored: StoredIndex, ref: ImageReference, options: PushOptions = {}): Promise<PushResult> {
+  const digest = stored.indexDescriptor.digest;
+  const reference = manifestReference(ref, digest);
+  const bytesOf = (d: string) => {
+    try {
+      return readFileSync(store.pathOf(d));
+    } catch {
+      throw new ImageError(`manifest ${d} is not in the store`);
+    }
+  };
+  return withPusher(ref, options, async (pusher) => {
+    for (const { image } of stored.images) {
+      await pusher.pushBlobs([image.manifest.config, ...image.manifest.layers].map((descriptor) => ({ descriptor, file: store.pathOf(descriptor.digest) })));
+      const m = image.manifestDescriptor.digest;
+      await pusher.pushManifest(bytesOf(m), image.manifest.mediaType ?? image.manifestDescriptor.mediaType, m, m);
+    }
+    await pusher.pushManifest(bytesOf(digest), MEDIA_TYPE_INDEX, digest, reference);
     return pusher.result(digest);
   });
 }

@@ -3,8 +3,15 @@
  * `apptainer` or `singularity` is on PATH: it is not packaged for Debian 12, so on the project's
  * machines only the command line below is tested, against a fake runner. The command line:
  *
- *   apptainer exec --containall --no-home --net --network none [--bind IN:/input:ro]
- *       --bind OUT:/output --pwd WORKDIR --env K=V… IMAGE CMD…
+ *   apptainer exec --containall --no-home --net --network none
+ *       [--mount type=bind,src=IN,dst=TARGET,ro]… --mount type=bind,src=OUT,dst=OUTPUT
+ *       [--mount type=bind,src=SCRATCH,dst=TARGET]… --pwd WORKDIR --env K=V… IMAGE CMD…
+ *
+ * The binds are the run contract's, in `sandboxBinds` order (as bubblewrap makes them), as
+ * `--mount` (Apptainer 1.0+, SingularityCE 3.9+) rather than `--bind SRC:DST`, which cannot take
+ * the ':' of a test's output directory (`test:GROUP%2FMODEL@sif`); scratch
+ * directories are host directories bound writable, not `--scratch` (whose directory apptainer
+ * picks and removes), so every backend gives the command the same empty directory.
  *
  * IMAGE is `req.rootfs`: a SIF file (the `sif` test runtime) or a root filesystem directory
  * (a "sandbox" in Apptainer's terms); both are read-only without `--writable`.
@@ -18,7 +25,8 @@
  * namespace (`--containall`) ends with apptainer's starter.
  */
 import { captureOutput, ExecaRunner, type ProcessRunner } from '../../engine/process.js';
-import { cannotStartReason, commandEnv, plainOutcome, prepareRequest, runBounded, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend } from './runtime.js';
+import type { GpuGrant } from './gpu.js';
+import { cannotStartReason, commandEnv, plainOutcome, prepareRequest, runBounded, sandboxBinds, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend } from './runtime.js';
 
 /** Apptainer or Singularity. Construct through `detectBackend`, or with the executable's path. */
 export class ApptainerBackend implements TestRuntimeBackend {
@@ -57,26 +65,38 @@ export class ApptainerBackend implements TestRuntimeBackend {
 
 /**
  * The command line for `req` (module comment). Pure.
- * @throws Error when a path contains ':' (the `--bind` syntax separator).
+ * @throws Error when a mount path contains ',' or '=' (the `--mount` syntax separators).
  */
 export function apptainerArgv(executable: string, req: RunInImage): string[] {
-  for (const p of [req.inputDir, req.outputDir]) {
-    if (p?.includes(':')) throw new Error(`apptainer cannot bind a path containing ':': ${p}`);
+  const binds = sandboxBinds(req);
+  for (const p of binds.flatMap((b) => [b.source, b.target])) {
+    if (/[,=]/.test(p)) throw new Error(`apptainer cannot mount a path containing ',' or '=': ${p}`);
   }
-  const env = Object.entries(commandEnv(req.env)).filter(([k]) => k !== 'HOME');
+  const env = Object.entries(commandEnv(req.gpus ? { ...req.env, ...apptainerGpuEnv(req.gpus) } : req.env)).filter(([k]) => k !== 'HOME');
   return [
     executable,
     'exec',
     '--containall',
     '--no-home',
     '--net', '--network', 'none',
-    ...(req.inputDir !== undefined ? ['--bind', `${req.inputDir}:/input:ro`] : []),
-    '--bind', `${req.outputDir}:/output`,
+    ...binds.flatMap((b) => ['--mount', `type=bind,src=${b.source},dst=${b.target}${b.writable ? '' : ',ro'}`]),
     '--pwd', req.workdir ?? '/',
+    ...(req.gpus ? ['--nv'] : []),
     ...env.flatMap(([k, v]) => ['--env', `${k}=${v}`]),
     req.rootfs,
     ...req.command,
   ];
+}
+
+/**
+ * The variables Apptainer's `--nv` needs for held GPUs: `--nv` binds every GPU's device node and
+ * the driver's libraries (from its own nvliblist.conf), so the held GPUs are chosen by host index:
+ * `NVIDIA_VISIBLE_DEVICES` and `CUDA_VISIBLE_DEVICES` are the held ids (with `--nvccli`,
+ * nvidia-container-cli would bind only those named by `NVIDIA_VISIBLE_DEVICES`).
+ */
+export function apptainerGpuEnv(grant: GpuGrant): Record<string, string> {
+  const ids = grant.ids.join(',');
+  return { NVIDIA_VISIBLE_DEVICES: ids, CUDA_VISIBLE_DEVICES: ids };
 }
 
 /**

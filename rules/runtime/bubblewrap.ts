@@ -2,18 +2,27 @@
  * The bubblewrap backend (the default test runtime): one `bwrap` process per test command, with
  * every namespace unshared. The command line (bubblewrap(1) options, in this order):
  *
- *   bwrap ROOT-MOUNTS [--ro-bind IN /input] --bind OUT /output --proc /proc --dev /dev
- *       --perms 1777 --tmpfs /tmp [--remount-ro /] --unshare-all --die-with-parent --new-session
- *       --cap-drop ALL --clearenv --setenv K V… --chdir WORKDIR -- CMD…
+ *   bwrap ROOT-MOUNTS [--ro-bind IN TARGET]… --bind OUT OUTPUT [--bind SCRATCH TARGET]…
+ *       --proc /proc --dev /dev [GPU-ARGS] --perms 1777 --tmpfs /tmp [--remount-ro /] --unshare-all
+ *       --die-with-parent --new-session --cap-drop ALL --clearenv --setenv K V… --chdir WORKDIR
+ *       -- CMD…
  *
- * ROOT-MOUNTS is `--ro-bind ROOTFS /` when the root filesystem already has every mount point
- * (directories /output, /proc, /dev, /tmp, and /input when an input is mounted): bwrap creates
+ * The binds are the run contract's, in `sandboxBinds` order (kipoi and synapse: `--ro-bind IN
+ * /input --bind OUT /output`; tre: `--ro-bind IN /safe_data --bind OUT /safe_outputs --bind
+ * SCRATCH /scratch`). ROOT-MOUNTS is `--ro-bind ROOTFS /` when the root filesystem already has
+ * every mount point as a directory (each bind's target, /proc, /dev, /tmp): bwrap creates
  * missing mount points, which it cannot do in a read-only root. Otherwise the root is bwrap's own
  * tmpfs with each top-level entry of ROOTFS bound read-only (`--ro-bind ROOTFS/usr /usr`, a
  * symbolic link such as usrmerge's `bin -> usr/bin` recreated with `--symlink`), and once the
  * mount points exist, `--remount-ro /` makes that tmpfs read-only too. Either way nothing in
- * ROOTFS is written, ROOTFS needs no preparation, and every write outside /output and /tmp fails
- * with EROFS.
+ * ROOTFS is written, ROOTFS needs no preparation, and every write outside the output, scratch
+ * and /tmp fails with EROFS. (In that second form a mount point below a top-level directory of
+ * the image, e.g. `/opt/data` where the image has `/opt` but no `/opt/data`, cannot be created:
+ * bwrap says so, and the run fails with its message.)
+ *
+ * GPU-ARGS, for a test holding GPUs, are {@link gpuArgs}: their device nodes, the driver's files
+ * and sonames; the environment then has the grant's variables and the driver's directories
+ * (rules/runtime/gpu.ts).
  *
  * Why the other options:
  * - `--unshare-all`: own user, mount, PID, network, IPC, UTS and cgroup namespaces. The network
@@ -37,14 +46,17 @@
 import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { captureOutput, ExecaRunner, KILL_GRACE_MS, type ProcessRunner } from '../../engine/process.js';
+import { gpuEnv, type GpuGrant } from './gpu.js';
 import {
   cannotStartReason,
   commandEnv,
+  DEFAULT_PATH,
   lastLine,
   plainOutcome,
   prepareRequest,
   processSnapshot,
   runBounded,
+  sandboxBinds,
   type ProcessId,
   type RunInImage,
   type RunOutcome,
@@ -53,8 +65,8 @@ import {
   waitForProcessesToEnd,
 } from './runtime.js';
 
-/** The runtime's directories the command sees, besides the image's own files. */
-const MOUNT_POINTS = ['output', 'proc', 'dev', 'tmp'] as const;
+/** The sandbox's own mount points, besides the run contract's. */
+const MOUNT_POINTS = ['/proc', '/dev', '/tmp'] as const;
 
 /** How long `run` waits for the sandbox's init to vanish after ending bwrap, in milliseconds (then SIGKILL). */
 export const SANDBOX_END_WAIT_MS = KILL_GRACE_MS;
@@ -93,7 +105,7 @@ export class BubblewrapBackend implements TestRuntimeBackend {
    */
   async run(req: RunInImage): Promise<RunOutcome> {
     prepareRequest(req);
-    const argv = bubblewrapArgv(this.bwrap, req, rootMounts(req.rootfs, req.inputDir !== undefined));
+    const argv = bubblewrapArgv(this.bwrap, req, rootMounts(req.rootfs, [...sandboxBinds(req).map((b) => b.target), ...(req.gpus ? ['/.graph'] : [])]));
     const cmdline = `${argv.join('\0')}\0`;
     // bwrap and its init, recognised while their command lines can still be read.
     let sandbox: ProcessId[] = [];
@@ -119,10 +131,10 @@ export function bubblewrapArgv(bwrap: string, req: RunInImage, rootMountArgs: re
   return [
     bwrap,
     ...rootMountArgs,
-    ...(req.inputDir !== undefined ? ['--ro-bind', req.inputDir, '/input'] : []),
-    '--bind', req.outputDir, '/output',
+    ...sandboxBinds(req).flatMap((b) => [b.writable ? '--bind' : '--ro-bind', b.source, b.target]),
     '--proc', '/proc',
     '--dev', '/dev',
+    ...(req.gpus ? gpuArgs(req.gpus) : []),
     '--perms', '1777', '--tmpfs', '/tmp',
     // Last of the mounts: bwrap had to create the mount points in its tmpfs root first.
     ...(readOnlyRoot ? [] : ['--remount-ro', '/']),
@@ -131,7 +143,7 @@ export function bubblewrapArgv(bwrap: string, req: RunInImage, rootMountArgs: re
     '--new-session',
     '--cap-drop', 'ALL',
     '--clearenv',
-    ...Object.entries(commandEnv(req.env)).flatMap(([k, v]) => ['--setenv', k, v]),
+    ...Object.entries(commandEnv(req.gpus ? gpuEnv(req.env, req.gpus, DEFAULT_PATH) : req.env)).flatMap(([k, v]) => ['--setenv', k, v]),
     '--chdir', req.workdir ?? '/',
     '--',
     ...req.command,
@@ -139,25 +151,51 @@ export function bubblewrapArgv(bwrap: string, req: RunInImage, rootMountArgs: re
 }
 
 /**
+ * bwrap arguments for held GPUs (rules/runtime/gpu.ts): `--dev-bind` each device node into the
+ * sandbox's `/dev`, `--ro-bind` each driver file into `/.graph/gpu/{lib,bin}`, `--symlink` the
+ * sonames. The root is then bwrap's tmpfs (`rootMounts` with `.graph` as a mount point), where
+ * bwrap can make those directories.
+ */
+export function gpuArgs(grant: GpuGrant): string[] {
+  return [
+    ...grant.deviceNodes.flatMap((n) => ['--dev-bind', n.hostPath, n.path]),
+    ...grant.files.flatMap((f) => ['--ro-bind', f.hostPath, f.path]),
+    ...grant.links.flatMap((l) => ['--symlink', l.target, l.path]),
+  ];
+}
+
+/**
  * bwrap arguments that mount `rootfs` read-only at `/` (module comment): `--ro-bind ROOTFS /`
- * when every mount point exists in it as a directory, else one `--ro-bind`/`--symlink` per
- * top-level entry (sorted by name; entries where the runtime mounts its own, and entries that
- * are neither directories, files nor symbolic links, are left out).
+ * when every mount point (`targets`, absolute container paths, and /proc, /dev, /tmp) exists in
+ * it as a directory, else one `--ro-bind`/`--symlink` per top-level entry (sorted by name;
+ * entries that are a mount point themselves, and entries that are neither directories, files nor
+ * symbolic links, are left out). A test holding GPUs adds `/.graph` (where their files go).
  * @throws Error when `rootfs` cannot be read.
  */
-export function rootMounts(rootfs: string, withInput: boolean): string[] {
-  const points: string[] = [...MOUNT_POINTS, ...(withInput ? ['input'] : [])];
+export function rootMounts(rootfs: string, targets: readonly string[]): string[] {
+  const points = [...MOUNT_POINTS, ...targets];
   if (!statSync(rootfs).isDirectory()) throw new Error(`root filesystem ${rootfs} is not a directory`);
-  if (points.every((p) => lstatSync(path.join(rootfs, p), { throwIfNoEntry: false })?.isDirectory())) return ['--ro-bind', rootfs, '/'];
+  if (points.every((p) => isDirectoryInRoot(rootfs, p))) return ['--ro-bind', rootfs, '/'];
+  const topLevel = new Set(points.filter((p) => p.lastIndexOf('/') === 0).map((p) => p.slice(1)));
   const args: string[] = [];
   for (const name of readdirSync(rootfs).sort()) {
-    if (points.includes(name)) continue;
+    if (topLevel.has(name)) continue;
     const host = path.join(rootfs, name);
     const st = lstatSync(host);
     if (st.isSymbolicLink()) args.push('--symlink', readlinkSync(host), `/${name}`);
     else if (st.isDirectory() || st.isFile()) args.push('--ro-bind', host, `/${name}`);
   }
   return args;
+}
+
+/** Whether container path `p` is a directory in `rootfs`, no component of it a symbolic link (bwrap would follow one to a place we did not check). */
+function isDirectoryInRoot(rootfs: string, p: string): boolean {
+  let at = rootfs;
+  for (const part of p.split('/').filter(Boolean)) {
+    at = path.join(at, part);
+    if (!lstatSync(at, { throwIfNoEntry: false })?.isDirectory()) return false;
+  }
+  return true;
 }
 
 /**

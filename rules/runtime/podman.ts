@@ -5,8 +5,15 @@
  * run, removed afterwards), the command line is:
  *
  *   G run --rm --name graph-test-RANDOM --network none --read-only --unsetenv-all
- *       --ulimit nofile=1024:1024 --ulimit nproc=1000:1000 [-v IN:/input:ro] -v OUT:/output
- *       --workdir WORKDIR --env K=V… --rootfs ROOTFS:O CMD…
+ *       --ulimit nofile=1024:1024 --ulimit nproc=1000:1000
+ *       [--mount type=bind,src=IN,dst=TARGET,ro=true]… --mount type=bind,src=OUT,dst=OUTPUT
+ *       [--mount type=bind,src=SCRATCH,dst=TARGET]… --workdir WORKDIR --env K=V…
+ *       --rootfs ROOTFS:O CMD…
+ *
+ * The mounts are the run contract's, in `sandboxBinds` order (as bubblewrap makes them), as
+ * `--mount` rather than `-v SRC:DST`: the test's output directory is named after its node
+ * (`test:GROUP%2FMODEL@oci`), and `-v` cannot take a path with ':'. `--mount` separates with ','
+ * instead, which graph's own paths never contain.
  *
  * Why these flags:
  * - `--rootfs ROOTFS:O`: an overlay over ROOTFS. Without `:O`, podman and runc create their mount
@@ -34,7 +41,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { captureOutput, ExecaRunner, type ProcessRunner } from '../../engine/process.js';
 import { PODMAN_ULIMITS } from '../dockerfile/podman.js';
-import { cannotStartReason, commandEnv, lastLine, plainOutcome, prepareRequest, runBounded, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend, waitForProcessesToEnd } from './runtime.js';
+import { gpuEnv, type GpuGrant } from './gpu.js';
+import { cannotStartReason, commandEnv, DEFAULT_PATH, lastLine, plainOutcome, prepareRequest, runBounded, sandboxBinds, type RunInImage, type RunOutcome, type RuntimeOptions, type TestRuntimeBackend, waitForProcessesToEnd } from './runtime.js';
 
 /** How long removing an ended container may take, in milliseconds. */
 export const REMOVE_TIMEOUT_MS = 60_000;
@@ -134,12 +142,15 @@ export function podmanGlobal(podman: string, runc: string, dirs: PodmanDirs): st
 
 /**
  * `run …` arguments for `req` (module comment). Pure.
- * @throws Error when a path contains ':' (the `-v` and `--rootfs` syntax separator) or the
+ * @throws Error when a mount path contains ',' or '=' (the `--mount` syntax separators), the
+ *   root filesystem's path contains ':' (the `--rootfs` separator), or the
  *   command starts with '-' (podman would read it as an option).
  */
 export function podmanRunArgs(req: RunInImage, name: string): string[] {
-  for (const p of [req.rootfs, req.inputDir, req.outputDir]) {
-    if (p?.includes(':')) throw new Error(`podman cannot mount a path containing ':': ${p}`);
+  const binds = sandboxBinds(req);
+  if (req.rootfs.includes(':')) throw new Error(`podman cannot use a root filesystem whose path contains ':': ${req.rootfs}`);
+  for (const p of binds.flatMap((b) => [b.source, b.target])) {
+    if (/[,=]/.test(p)) throw new Error(`podman cannot mount a path containing ',' or '=': ${p}`);
   }
   if (req.command[0]?.startsWith('-')) throw new Error(`podman would read the command '${req.command[0]}' as an option`);
   return [
@@ -150,13 +161,36 @@ export function podmanRunArgs(req: RunInImage, name: string): string[] {
     '--read-only',
     '--unsetenv-all',
     ...PODMAN_ULIMITS.flatMap((u) => ['--ulimit', u]),
-    ...(req.inputDir !== undefined ? ['-v', `${req.inputDir}:/input:ro`] : []),
-    '-v', `${req.outputDir}:/output`,
+    ...binds.flatMap((b) => ['--mount', `type=bind,src=${b.source},dst=${b.target}${b.writable ? '' : ',ro=true'}`]),
     '--workdir', req.workdir ?? '/',
-    ...Object.entries(commandEnv(req.env)).flatMap(([k, v]) => ['--env', `${k}=${v}`]),
+    ...(req.gpus ? podmanGpuArgs(req.gpus) : []),
+    ...Object.entries(commandEnv(req.gpus ? podmanGpuEnv(req.env, req.gpus) : req.env)).flatMap(([k, v]) => ['--env', `${k}=${v}`]),
     '--rootfs', `${req.rootfs}:O`,
     ...req.command,
   ];
+}
+
+/**
+ * podman arguments for held GPUs: with a CDI spec on the host, `--device nvidia.com/gpu=ID` per
+ * GPU (podman applies the spec itself, hooks included); without one, `--device` per device node
+ * and `-v HOST:PATH:ro` per driver file, as bubblewrap binds them (rules/runtime/gpu.ts).
+ */
+export function podmanGpuArgs(grant: GpuGrant): string[] {
+  if (grant.cdiKind) return grant.ids.flatMap((id) => ['--device', `${grant.cdiKind}=${id}`]);
+  return [
+    ...grant.deviceNodes.flatMap((n) => ['--device', n.hostPath === n.path ? n.path : `${n.hostPath}:${n.path}`]),
+    ...grant.files.flatMap((f) => ['-v', `${f.hostPath}:${f.path}:ro`]),
+  ];
+}
+
+/**
+ * The environment for held GPUs: with CDI, podman applies the spec's own env and mounts (at their
+ * host paths, with its ldcache hook), so only the visible-device variables are added; without,
+ * as bubblewrap's (`gpuEnv`).
+ */
+export function podmanGpuEnv(env: Readonly<Record<string, string>>, grant: GpuGrant): Record<string, string> {
+  if (!grant.cdiKind) return gpuEnv(env, grant, DEFAULT_PATH);
+  return { ...env, NVIDIA_VISIBLE_DEVICES: grant.env.NVIDIA_VISIBLE_DEVICES, CUDA_VISIBLE_DEVICES: grant.env.CUDA_VISIBLE_DEVICES };
 }
 
 /**

@@ -1,12 +1,15 @@
 /**
  * Test runtimes: the request a test node hands to a runtime backend (run one command in an
- * image's root filesystem, with /input and /output mounted), the outcome it gets back, the backend
- * interface, backend selection, and the plumbing the backends share (environment defaults, the
- * output directory, the timeout, reading what the tool said about a failure).
+ * image's root filesystem, with the run contract's directories mounted; rules/runtime/contract.ts
+ * says which), the outcome it gets back, the backend interface, backend selection, and the
+ * plumbing the backends share (environment defaults, the mounts in their order, the output and
+ * scratch directories, the timeout, reading what the tool said about a failure).
  *
- * Contract of every backend: the command sees the image's root filesystem read-only, `/input`
- * read-only, `/output` read-write, a private `/tmp`, no network but loopback, and exactly the
- * environment of the request (plus `PATH` and `HOME` defaults, as container runtimes add them).
+ * Contract of every backend: the command sees the image's root filesystem read-only, the
+ * request's read-only mounts (`/input` by default), its output directory read-write (`/output`
+ * by default), its scratch directories read-write, a private `/tmp`, no network but loopback, and
+ * exactly the environment of the request (plus `PATH` and `HOME` defaults, as container runtimes
+ * add them). {@link sandboxBinds} gives every backend the same mounts in the same order.
  * Its stdout and stderr are appended to `req.logFile`, after one `$ argv` line naming the tool's
  * command line. When the call returns, no process of the command is left: on a timeout or an
  * abort the backend ends the whole process tree and waits for it. A non-zero exit is an outcome,
@@ -21,6 +24,7 @@ import { quoteArg, type ProcessRunner, type RunResult } from '../../engine/proce
 import { findExecutable } from '../../engine/key/tools.js';
 import { SBIN_DIRS } from './probe.js';
 import { resolveInRoot } from '../oci/unpack.js';
+import type { GpuGrant } from './gpu.js';
 
 /** One command to run in an image's root filesystem. Every path is absolute on the host. */
 export interface RunInImage {
@@ -32,16 +36,50 @@ export interface RunInImage {
   env: Record<string, string>;
   /** The image's `WorkingDir` (must exist in the image); default `/`. */
   workdir?: string;
-  /** Mounted read-only at `/input`; nothing is mounted there when undefined. */
+  /** Mounted read-only at `/input` (shorthand for a `mounts` entry); nothing is mounted there when undefined. */
   inputDir?: string;
-  /** Mounted read-write at `/output`; created when missing, and must be empty (`run` throws otherwise). */
+  /** More read-only mounts: host directory `source` at container path `target`. */
+  mounts?: readonly BindMount[];
+  /** Mounted read-write at `outputPath`; created when missing, and must be empty (`run` throws otherwise). */
   outputDir: string;
+  /** The GPUs the command holds (rules/runtime/gpu.ts): device nodes, driver files and env to add. */
+  gpus?: GpuGrant;
+  /** The container path of `outputDir`; default `/output`. */
+  outputPath?: string;
+  /** Writable scratch directories: each host `source` (created when missing, must be empty) at `target`. */
+  scratch?: readonly BindMount[];
   /** Wall-clock limit in milliseconds from the tool's start; then the backend ends the whole process tree. */
   timeoutMs?: number;
   /** Aborting ends the command's whole process tree; `run` then rejects with the signal's reason. */
   signal: AbortSignal;
   /** The command's stdout and stderr are appended here (after a `$ argv` line). */
   logFile: string;
+}
+
+/** A host directory (`source`, absolute) at a container path (`target`, absolute). */
+export interface BindMount {
+  readonly source: string;
+  readonly target: string;
+}
+
+/** One mount of a run, in the order backends make them: read-only ones, the output, scratch. */
+export interface SandboxBind extends BindMount {
+  readonly writable: boolean;
+}
+
+/**
+ * The mounts of `req` in the order every backend makes them: the read-only mounts (`inputDir` at
+ * `/input` among them) sorted by target, then the output, then the scratch directories sorted by
+ * target. A backend adding its own binds (devices, driver libraries) appends them after these.
+ */
+export function sandboxBinds(req: RunInImage): SandboxBind[] {
+  const byTarget = (a: BindMount, b: BindMount) => (a.target < b.target ? -1 : a.target > b.target ? 1 : 0);
+  const readOnly = [...(req.inputDir !== undefined ? [{ source: req.inputDir, target: '/input' }] : []), ...(req.mounts ?? [])].sort(byTarget);
+  return [
+    ...readOnly.map((m) => ({ ...m, writable: false })),
+    { source: req.outputDir, target: req.outputPath ?? '/output', writable: true },
+    ...[...(req.scratch ?? [])].sort(byTarget).map((m) => ({ ...m, writable: true })),
+  ];
 }
 
 /**
@@ -148,9 +186,19 @@ export function commandEnv(env: Readonly<Record<string, string>>): Record<string
  *   empty, or `outputDir` is not an empty directory (stale output would pass for new output).
  */
 export function prepareRequest(req: RunInImage): void {
-  const paths: [string, string | undefined][] = [['rootfs', req.rootfs], ['inputDir', req.inputDir], ['outputDir', req.outputDir], ['logFile', req.logFile]];
+  const paths: [string, string | undefined][] = [
+    ['rootfs', req.rootfs],
+    ['inputDir', req.inputDir],
+    ['outputDir', req.outputDir],
+    ['logFile', req.logFile],
+    ...(req.mounts ?? []).map((m): [string, string] => [`mount ${m.target}`, m.source]),
+    ...(req.scratch ?? []).map((m): [string, string] => [`scratch ${m.target}`, m.source]),
+  ];
   for (const [field, p] of paths) {
     if (p !== undefined && !path.isAbsolute(p)) throw new Error(`${field} must be an absolute path, got '${p}'`);
+  }
+  for (const b of sandboxBinds(req)) {
+    if (!b.target.startsWith('/')) throw new Error(`mount target must be an absolute path in the image, got '${b.target}'`);
   }
   if (req.command.length === 0) throw new Error('the test command is empty');
   if (req.workdir !== undefined && !req.workdir.startsWith('/')) throw new Error(`workdir must be an absolute path in the image, got '${req.workdir}'`);
@@ -158,8 +206,13 @@ export function prepareRequest(req: RunInImage): void {
   if (req.inputDir !== undefined && !statSync(req.inputDir, { throwIfNoEntry: false })?.isDirectory()) {
     throw new Error(`input directory ${req.inputDir} does not exist`);
   }
-  mkdirSync(req.outputDir, { recursive: true });
-  if (readdirSync(req.outputDir).length > 0) throw new Error(`output directory ${req.outputDir} is not empty`);
+  for (const m of req.mounts ?? []) {
+    if (!statSync(m.source, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`directory ${m.source} (for ${m.target}) does not exist`);
+  }
+  for (const [what, dir] of [['output', req.outputDir], ...(req.scratch ?? []).map((m) => [`scratch ${m.target}`, m.source])] as const) {
+    mkdirSync(dir, { recursive: true });
+    if (readdirSync(dir).length > 0) throw new Error(`${what} directory ${dir} is not empty`);
+  }
 }
 
 /**
@@ -180,8 +233,8 @@ export function cannotStartReason(command: string, error: string, req: RunInImag
 
 /**
  * Where `command` is in the image, as an image path: itself when it contains a slash, else the
- * first `PATH` entry holding it; undefined when nothing is there. Paths under /input and
- * /output are looked up in those directories.
+ * first `PATH` entry holding it; undefined when nothing is there. Paths under the request's
+ * mounts (see {@link sandboxBinds}) are looked up in those directories.
  */
 export function findInImage(command: string, req: RunInImage): string | undefined {
   const env = commandEnv(req.env);
@@ -192,8 +245,8 @@ export function findInImage(command: string, req: RunInImage): string | undefine
 }
 
 function hostPath(imagePath: string, req: RunInImage): string {
-  for (const [mount, dir] of [['/input', req.inputDir], ['/output', req.outputDir]] as const) {
-    if (dir !== undefined && (imagePath === mount || imagePath.startsWith(`${mount}/`))) return resolveInRoot(dir, imagePath.slice(mount.length), true);
+  for (const { source, target } of sandboxBinds(req)) {
+    if (imagePath === target || imagePath.startsWith(`${target}/`)) return resolveInRoot(source, imagePath.slice(target.length), true);
   }
   return resolveInRoot(req.rootfs, imagePath, true);
 }

@@ -15,7 +15,7 @@ import type { Json } from '../../engine/rule.js';
 import type { ContentStore } from '../../engine/cache/store.js';
 import type { StoredArtifact } from '../oci/artifact.js';
 import { putArtifact } from '../oci/artifact.js';
-import type { StoredImage } from '../oci/image.js';
+import type { Descriptor, StoredImage } from '../oci/image.js';
 import { cycloneDxDocument, MEDIA_TYPE_CYCLONEDX, MEDIA_TYPE_SPDX, spdxDocument, type PinnedDeb, type SbomImage } from '../sbom/sbom.js';
 import { scanImage, type ImageContents } from '../sbom/scan.js';
 import {
@@ -75,9 +75,13 @@ function scanOnce(store: ContentStore, image: StoredImage, signal?: AbortSignal)
   return p;
 }
 
-/** The .debs a build decl's images.lock entry pins. */
-function pinnedDebs(build: Json): PinnedDeb[] {
-  const lock = (build as { lock?: { packages?: PinnedDeb[] } | null | string }).lock;
+/**
+ * The .debs a build decl's images.lock entry pins (of a multi-platform image, whose `lock` has an
+ * entry per platform: those of `platform`, the image the SBOM describes).
+ */
+function pinnedDebs(build: Json, platform: string): PinnedDeb[] {
+  let lock = (build as { lock?: { packages?: PinnedDeb[] } | null | string }).lock;
+  if (lock && typeof lock === 'object' && !Array.isArray(lock.packages)) lock = (lock as Record<string, { packages?: PinnedDeb[] } | null>)[platform];
   return lock && typeof lock === 'object' && Array.isArray(lock.packages) ? lock.packages.map((p) => ({ name: p.name, version: p.version, architecture: p.architecture, sha256: p.sha256 })) : [];
 }
 
@@ -100,6 +104,12 @@ export interface AttestInput {
   readonly keys: Readonly<Record<string, string>>;
   readonly tests: readonly GatingTest[];
   readonly signal?: AbortSignal;
+  /**
+   * What the attestations are about when it is not `images[0]`'s manifest: a multi-platform
+   * image's index (image-index.md), whose first platform's image `images[0]` is (its contents are
+   * what the SBOMs list).
+   */
+  readonly subject?: Descriptor;
 }
 
 /** The documents and their artifacts. */
@@ -119,7 +129,7 @@ export function resolvedDependencies(decl: AttestDecl, images: readonly StoredIm
     out.push(digest ? { uri: `file:${p}`, digest } : { uri: `file:${p}`, digest: {}, annotations: { fingerprint: fp } });
   }
   decl.chain.forEach((link, i) => {
-    for (const d of pinnedDebs(link.build)) out.push({ uri: `pkg:deb/debian/${encodeURIComponent(d.name)}@${encodeURIComponent(d.version)}?arch=${encodeURIComponent(d.architecture)}`, digest: { sha256: d.sha256 } });
+    for (const d of pinnedDebs(link.build, `${images[i].config.os}/${images[i].config.architecture}`)) out.push({ uri: `pkg:deb/debian/${encodeURIComponent(d.name)}@${encodeURIComponent(d.version)}?arch=${encodeURIComponent(d.architecture)}`, digest: { sha256: d.sha256 } });
     if (i > 0) out.push({ uri: `pkg:oci/${encodeURIComponent(link.name)}@${encodeURIComponent(images[i].manifestDescriptor.digest)}`, digest: { sha256: images[i].manifestDescriptor.digest.slice(7) } });
   });
   const from = (decl.chain[decl.chain.length - 1].build as { from?: Json }).from;
@@ -152,13 +162,13 @@ export async function attest(decl: AttestDecl, input: AttestInput): Promise<Atte
     const base = sbom ?? (from && typeof from === 'object' && 'registry' in from ? { reference: String(from.registry) } : undefined);
     sbom = {
       name: link.name,
-      manifest: image.manifestDescriptor.digest,
+      manifest: (i === 0 ? input.subject?.digest : undefined) ?? image.manifestDescriptor.digest,
       architecture: image.config.architecture,
       os: image.config.os,
       recipe: build.recipe?.kind ?? 'unknown',
       contents: contents[i],
       ownLayersFrom: images[i + 1]?.manifest.layers.length ?? 0,
-      debs: pinnedDebs(link.build),
+      debs: pinnedDebs(link.build, `${image.config.os}/${image.config.architecture}`),
       ...(base ? { base } : {}),
     };
   }
@@ -176,7 +186,7 @@ export async function attest(decl: AttestDecl, input: AttestInput): Promise<Atte
     (Object.keys(ATTACHMENTS) as AttachmentKind[]).map((kind) => {
       const a = ATTACHMENTS[kind];
       const annotations: Record<string, string> = 'predicateType' in a ? { [ANNOTATION_PREDICATE_TYPE]: a.predicateType } : {};
-      return [kind, putArtifact(store, images[0].manifestDescriptor, a.artifactType, documents[kind], a.title, annotations)];
+      return [kind, putArtifact(store, input.subject ?? images[0].manifestDescriptor, a.artifactType, documents[kind], a.title, annotations)];
     }),
   ) as Record<AttachmentKind, StoredArtifact>;
   return { documents, artifacts };

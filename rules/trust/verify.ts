@@ -221,7 +221,9 @@ async function verifyPublished(name: string, entry: PublishedImage, key: KeyObje
       else await verifyImage(await registrySource(parsed), parsed.tag ?? parsed.digest ?? 'latest', entry, key, ws, f);
     }
   }
-  for (const sifRef of entry.sif?.references ?? []) {
+  // The host's SIF, then a multi-platform image's other platforms' SIFs, each checked as the host's.
+  const sifEntries = [entry, ...Object.values(entry.platform_sifs ?? {}).map((sif) => ({ ...entry, sif }))];
+  for (const [sifEntry, sifRef] of sifEntries.flatMap((e) => (e.sif?.references ?? []).map((r) => [e, r] as const))) {
     if (sifRef.startsWith('oras://')) {
       // The registry's copy: its ORAS manifest's layer must be the SIF the lock records (its
       // signature is checked on a local copy: graph verify FILE.sif).
@@ -233,13 +235,13 @@ async function verifyPublished(name: string, entry: PublishedImage, key: KeyObje
       const got = await (await registrySource(parsed)).manifest(parsed.tag ?? 'latest');
       const layer = got && (JSON.parse(got.bytes.toString('utf8')) as { layers?: Descriptor[] }).layers?.[0];
       if (!layer) f.fail(`${sifRef}: no such artifact`);
-      else if (layer.digest !== `sha256:${entry.sif?.sha256}`) f.fail(`${sifRef}: holds ${layer.digest}, published.lock.json records sha256:${entry.sif?.sha256}`);
+      else if (layer.digest !== `sha256:${sifEntry.sif?.sha256}`) f.fail(`${sifRef}: holds ${layer.digest}, published.lock.json records sha256:${sifEntry.sif?.sha256}`);
       else f.pass(`${sifRef}: ${layer.digest} as published.lock.json records`);
       continue;
     }
     const file = path.resolve(root, sifRef);
     if (!existsSync(file)) f.fail(`${sifRef}: missing`);
-    else verifySif(file, sifRef, entry, key, f);
+    else verifySif(file, sifRef, sifEntry, key, f);
   }
 }
 

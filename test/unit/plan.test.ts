@@ -90,7 +90,16 @@ test('a declaration change names the field, old and new value', async () => {
   assert.equal(toRun(await plan(dir))['build:pwm'], ['declaration env.MODE changed (absent → "fast")']);
   writeFiles(dir, { 'models.yaml': SMALL_ZOO['models.yaml'].replace('/output/scores.tsv]', '/output/scores.tsv, --fast]') });
   const reasons = toRun(await plan(dir))['test:pwm/GATA1@oci'];
-  assert.equal(reasons, ['declaration command[4] added ("--fast")', 'dependency build:pwm will run']);
+  assert.equal(reasons, ['declaration contract.command[4] added ("--fast")', 'dependency build:pwm will run']);
+  // A run contract's field: named with its old and new value.
+  writeFiles(dir, { 'models.yaml': SMALL_ZOO['models.yaml'].replace('      runtimes:', '      contract: tre\n      runtimes:') });
+  assert.equal(toRun(await plan(dir))['test:pwm/CTCF@oci'], [
+    'declaration contract.mounts[0].target changed ("/input" → "/safe_data")',
+    'declaration contract.output changed ("/output" → "/safe_outputs")',
+    'declaration contract.preset changed ("kipoi" → "tre")',
+    'declaration contract.scratch[0] added ("/scratch")',
+    'dependency build:pwm will run',
+  ]);
 });
 
 test('an allow-listed environment variable is part of the build key', async () => {

@@ -44,7 +44,7 @@ test('a test in the sif runtime whose conversion recorded no SIF path fails sayi
     id: 'test:g/m@sif' as NodeId,
     kind: 'test',
     deps: [{ id: dep }],
-    decl: { image: 'a', runtime: 'sif', command: ['x'], inputs: null, expect: null, timeout_ms: 1000, tolerance: null },
+    decl: { image: 'a', runtime: 'sif', contract: { preset: 'kipoi', mounts: [], output: '/output', scratch: [], env: {}, workdir: null, command: ['x'] }, expect: null, timeout_ms: 1000, tolerance: null },
     inputs: [],
     env: [],
     tool: 'graph-test-sif/1',

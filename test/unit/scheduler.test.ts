@@ -180,7 +180,8 @@ test('a resource token is held by one node at a time', async () => {
     }
     return most;
   };
-  assert.is(await mostTestsAtOnce(', resources: {gpu: 1}'), 1);
+  // `slot`, not `gpu`: the gpu token stands for this host's GPUs (engine/execute/devices.ts).
+  assert.is(await mostTestsAtOnce(', resources: {slot: 1}'), 1);
   assert.ok((await mostTestsAtOnce('')) > 1, 'without the token, tests run side by side');
 });
 

@@ -23,7 +23,7 @@ test('each rule adds its keys to the entry it extends, in rule order; recipes ma
     images: { properties: { settings: { properties: object } }; definitions: { image: { properties: object; oneOf: unknown } } };
     models: { definitions: { group: { properties: object } } };
   };
-  assert.equal(Object.keys(images.definitions.image.properties), ['from', 'dockerfile', 'context', 'args', 'target', 'layers', 'debian', 'env', 'entrypoint', 'cmd', 'workdir', 'labels', 'convert', 'publish']);
+  assert.equal(Object.keys(images.definitions.image.properties), ['from', 'dockerfile', 'context', 'args', 'target', 'layers', 'debian', 'env', 'entrypoint', 'cmd', 'workdir', 'labels', 'platforms', 'convert', 'publish']);
   assert.equal(images.definitions.image.oneOf, [{ required: ['dockerfile'] }, { required: ['layers'] }, { required: ['debian'] }]);
   assert.equal(Object.keys(images.properties.settings.properties), ['concurrency', 'builder', 'sandbox', 'resources', 'allow_outside', 'remote_cache', 'executor', 'slurm']);
   assert.equal(Object.keys(models.definitions.group.properties), ['image', 'sif', 'models', 'test']);

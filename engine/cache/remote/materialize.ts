@@ -39,7 +39,8 @@ export async function materializeNeeded(
     wanted?: ReadonlySet<NodeId>;
   },
 ): Promise<Plan> {
-  const lostReason = `from remote cache ${ctx.remote.name}, but its artifacts could not be downloaded intact`;
+  // The hit's own reason (which tier answered), and that it could not be used.
+  const lostReason = (p: PlannedNode) => `${p.reasons[0] ?? `from remote cache ${ctx.remote.name}`}, but its artifacts could not be downloaded intact`;
   const lost = new Set<NodeId>();
   for (;;) {
     const needed = neededHits(plan, ctx.wanted);
@@ -66,7 +67,7 @@ export async function materializeNeeded(
         const result = p.cached!.result;
         const ok = await ctx.remote.download(result.artifacts, ctx.store, ctx.signal).catch(() => false);
         if (!ok) {
-          replaced.set(p.node.id, { ...p, status: 'run', reasons: [lostReason], cached: undefined, remote: undefined });
+          replaced.set(p.node.id, { ...p, status: 'run', reasons: [lostReason(p)], cached: undefined, remote: undefined });
           lost.add(p.node.id);
           continue;
         }
