@@ -1,9 +1,10 @@
 /**
  * The debian: recipe end to end against the Debian mirror the host's apt sources name: lock,
- * build, judge with skopeo and umoci, rebuild byte-identical from the lock.
+ * build, judge with skopeo and umoci, rebuild byte-identical from the lock; the packages'
+ * update-alternatives links, judged by umoci and by the dynamic loader inside the test sandbox.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
@@ -92,6 +93,37 @@ test('an unknown package fails the node naming it; lock exits 1', () => {
   assert.match(build.stderr, 'failed build:bb:');
   assert.match(build.stderr, 'busybox-statik');
   assert.not.ok(existsSync(path.join(dir, '.graph/out/oci/bb')));
+});
+
+test("the packages' alternatives: liblapack3's libblas.so.3 is found by the dynamic loader through the link libblas3's postinst registers", () => {
+  const dir = workspace({
+    'images.yaml': 'version: 1\nimages:\n  blas:\n    debian: {suite: bookworm, packages: [busybox-static, liblapack3]}\n    env: {PATH: /usr/bin:/bin}\n',
+    'models.yaml': `version: 1
+groups:
+  loader:
+    image: blas
+    models: [lapack]
+    test:
+      command: [/bin/busybox, sh, -c, "/lib64/ld-linux-x86-64.so.2 --list /usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3 | /bin/busybox grep -o 'libblas.so.3 => [^ ]*' > /output/loader.txt && /bin/busybox readlink /usr/lib/x86_64-linux-gnu/libblas.so.3 >> /output/loader.txt && /bin/busybox readlink /etc/alternatives/libblas.so.3-x86_64-linux-gnu >> /output/loader.txt"]
+      inputs: in
+      expect: expect
+      runtimes: [oci]
+`,
+    'in/.keep': '',
+    'expect/loader.txt': 'libblas.so.3 => /usr/lib/x86_64-linux-gnu/libblas.so.3\n/etc/alternatives/libblas.so.3-x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu/blas/libblas.so.3\n',
+  });
+  assert.is(graph(dir, 'lock').code, 0);
+  const r = graph(dir, 'build', '--report', 'report.json');
+  assert.is(r.code, 0, r.stderr);
+  const log = readFileSync(path.join(dir, '.graph/logs/build:blas.log'), 'utf8');
+  assert.match(log, '\nalternatives: libblas.so.3-x86_64-linux-gnu -> /usr/lib/x86_64-linux-gnu/blas/libblas.so.3 (libblas3): etc/alternatives/libblas.so.3-x86_64-linux-gnu, usr/lib/x86_64-linux-gnu/libblas.so.3\n');
+  assert.match(log, '\nalternatives: liblapack.so.3-x86_64-linux-gnu -> /usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3 (liblapack3): etc/alternatives/liblapack.so.3-x86_64-linux-gnu, usr/lib/x86_64-linux-gnu/liblapack.so.3\n');
+  // umoci judges the layer: the links are in the image.
+  const bundle = path.join(mkdtempSync(path.join(tmpdir(), 'graph-deb-')), 'b');
+  execFileSync('umoci', ['unpack', '--rootless', '--image', `${path.join(dir, '.graph/out/oci/blas')}:latest`, bundle], { stdio: 'pipe' });
+  const rootfs = path.join(bundle, 'rootfs');
+  assert.is(readlinkSync(path.join(rootfs, 'usr/lib/x86_64-linux-gnu/liblapack.so.3')), '/etc/alternatives/liblapack.so.3-x86_64-linux-gnu');
+  assert.is(readlinkSync(path.join(rootfs, 'etc/alternatives/liblapack.so.3-x86_64-linux-gnu')), '/usr/lib/x86_64-linux-gnu/lapack/liblapack.so.3');
 });
 
 test.run();
