@@ -72,8 +72,10 @@ let store: ContentStore;
 let image: StoredImage;
 const sifA = path.join(ROOT, 'a.sif');
 const sifB = path.join(ROOT, 'b.sif');
+const sifA4 = path.join(ROOT, 'a4.sif');
 const sifC = path.join(ROOT, 'c.sif');
 let a: SifResult;
+let a4: SifResult;
 let b: SifResult;
 let c: SifResult;
 
@@ -81,7 +83,9 @@ test.before(async () => {
   store = new ContentStore(fresh('cas'));
   image = await makeImage(store);
   a = await imageToSif({ store, image, scratchDir: fresh('scratch'), outFile: sifA, epoch: 0, runner });
-  b = await imageToSif({ store, image, scratchDir: fresh('scratch'), outFile: sifB, epoch: 0, runner });
+  // b on one compressor thread, a4 on four, a on every processor (the default).
+  b = await imageToSif({ store, image, scratchDir: fresh('scratch'), outFile: sifB, epoch: 0, runner, jobs: 1 });
+  a4 = await imageToSif({ store, image, scratchDir: fresh('scratch'), outFile: sifA4, epoch: 0, runner, jobs: 4 });
   c = await imageToSif({ store, image, scratchDir: fresh('scratch'), outFile: sifC, epoch: EPOCH_B, runner });
 });
 
@@ -280,9 +284,11 @@ test('imageToSif: a valid, runnable SIF (sifcheck --runnable --deep, siftool), w
   assert.not.ok(ls.includes('old.txt'));
 });
 
-test('imageToSif is reproducible: identical bytes from a clean scratch; another epoch, another digest', () => {
+test('imageToSif is reproducible: identical bytes from a clean scratch, on 1, 4 or every processor; another epoch, another digest', () => {
   assert.equal(b, a);
+  assert.equal(a4, a);
   assert.ok(readFileSync(sifA).equals(readFileSync(sifB)));
+  assert.ok(readFileSync(sifA).equals(readFileSync(sifA4)));
   assert.is.not(c.sha256, a.sha256);
   assert.is.not(c.md5, a.md5);
   const hc = readSif(sifC).header;

@@ -30,6 +30,7 @@
  * keeps the layers' owners; images whose files belong to other users differ there.)
  */
 import { appendFileSync, chmodSync, createReadStream, createWriteStream, lstatSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { withTempFile } from '../../engine/atomic.js';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -56,6 +57,11 @@ export interface ImageToSifOptions {
   readonly outFile: string;
   /** Seconds since the epoch for every time in the squashfs and the SIF (SOURCE_DATE_EPOCH); default 0. */
   readonly epoch?: number;
+  /**
+   * Compressor threads for tar2sqfs (`--num-jobs`); default `os.availableParallelism()`. The
+   * squashfs is the same bytes for any count: tar2sqfs writes the compressed blocks in order.
+   */
+  readonly jobs?: number;
   /** Starts `tar2sqfs`, `fallocate` and (for layers that cannot be streamed) `mksquashfs`. */
   readonly runner: ProcessRunner;
   /** Aborting stops the conversion (and mksquashfs) and cleans up. */
@@ -125,9 +131,12 @@ export async function imageToSif(options: ImageToSifOptions): Promise<SifResult>
   }
 }
 
-/** The tar2sqfs arguments (before the output file) for a reproducible gzip squashfs, as `mksquashfsArgs`. */
-export function tar2sqfsArgs(epoch: number): string[] {
-  return ['--force', '--quiet', '--no-skip', '--compressor', 'gzip', '--no-xattr', '--no-keep-time', '--defaults', `mode=0755,mtime=${epoch}`];
+/**
+ * The tar2sqfs arguments (before the output file) for a reproducible gzip squashfs, as
+ * `mksquashfsArgs`, compressing on `jobs` threads (as mksquashfs does on every processor).
+ */
+export function tar2sqfsArgs(epoch: number, jobs: number = availableParallelism()): string[] {
+  return ['--force', '--quiet', '--no-skip', '--compressor', 'gzip', '--no-xattr', '--no-keep-time', '--num-jobs', String(jobs), '--defaults', `mode=0755,mtime=${epoch}`];
 }
 
 /** The mksquashfs arguments (after source and destination) for a reproducible gzip squashfs. */
@@ -158,7 +167,7 @@ async function streamSquashfs(out: string, epoch: number, options: ImageToSifOpt
   const env = { ...process.env, SOURCE_DATE_EPOCH: String(epoch) };
   let result: RunResult;
   try {
-    result = await options.runner.run(['tar2sqfs', ...tar2sqfsArgs(epoch), out], {
+    result = await options.runner.run(['tar2sqfs', ...tar2sqfsArgs(epoch, options.jobs), out], {
       input: flat,
       signal: signal ? AbortSignal.any([signal, stop.signal]) : stop.signal,
       logFile: options.logFile,
