@@ -83,23 +83,36 @@ export function graph(cwd: string, ...args: string[]): { code: number; stdout: s
   return graphWith({}, cwd, ...args);
 }
 
-/** As `graph`, with extra environment variables. */
-export function graphWith(extraEnv: NodeJS.ProcessEnv, cwd: string, ...args: string[]): { code: number; stdout: string; stderr: string } {
+/**
+ * The environment a test's `graph` child gets: this one, with CI set and the variables that would
+ * change what a run does removed, then `extraEnv` (a variable set to undefined there is removed).
+ */
+function childEnv(extraEnv: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' };
   delete env.SOURCE_DATE_EPOCH; // in-process runs key with an empty environment; match them
   delete env.GRAPH_CACHE_DIR; // each test's cache is its workspace's, unless it says otherwise
   delete env.GRAPH_SHARD; // every node, unless the test says otherwise
-  Object.assign(env, extraEnv);
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env });
+  for (const [k, v] of Object.entries(extraEnv)) {
+    if (v === undefined) delete env[k];
+    else env[k] = v;
+  }
+  return env;
+}
+
+/** As `graph`, with extra environment variables. */
+export function graphWith(extraEnv: NodeJS.ProcessEnv, cwd: string, ...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env: childEnv(extraEnv) });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** As `graph`, as a child running alongside the caller: resolves when it exits. */
 export function graphAsync(cwd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' };
-  delete env.SOURCE_DATE_EPOCH;
-  delete env.GRAPH_CACHE_DIR;
-  delete env.GRAPH_SHARD;
+  return graphAsyncWith({}, cwd, ...args);
+}
+
+/** As `graphAsync`, with extra environment variables (undefined: removed). */
+export function graphAsyncWith(extraEnv: NodeJS.ProcessEnv, cwd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env = childEnv(extraEnv);
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

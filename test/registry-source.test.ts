@@ -8,14 +8,13 @@
  * down, answers garbage or refuses anonymous access is one warning, and the build finishes locally
  * with exit 0; with the publish rule's credentials it is used, and they are never printed.
  */
-import { spawn } from 'node:child_process';
 import { cpSync, existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CLI, flipByte, startRegistry, workspace, type Registry } from './helpers.js';
+import { flipByte, graphAsyncWith, startRegistry, workspace, type Registry } from './helpers.js';
 
 const test = suite('registry-source');
 
@@ -33,20 +32,9 @@ function graphRun(cwd: string, ...args: string[]): Promise<{ code: number; stdou
   return graphRunWith({}, cwd, ...args);
 }
 
-/** As `graphRun`, with extra environment variables. */
+/** As `graphRun`, with extra environment variables; no remote cache, registry credentials or docker config from this machine. */
 function graphRunWith(extraEnv: NodeJS.ProcessEnv, cwd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' };
-  for (const v of ['SOURCE_DATE_EPOCH', 'GRAPH_CACHE_DIR', 'GRAPH_SHARD', 'GRAPH_REMOTE_CACHE', 'GRAPH_REGISTRY_USERNAME', 'GRAPH_REGISTRY_PASSWORD']) delete env[v];
-  Object.assign(env, extraEnv, { DOCKER_CONFIG: '/nonexistent' });
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
+  return graphAsyncWith({ GRAPH_REMOTE_CACHE: undefined, GRAPH_REGISTRY_USERNAME: undefined, GRAPH_REGISTRY_PASSWORD: undefined, ...extraEnv, DOCKER_CONFIG: '/nonexistent' }, cwd, ...args);
 }
 
 interface Proxy {
