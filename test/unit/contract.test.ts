@@ -15,6 +15,9 @@ import { contractArgv, contractBinds, contractProblems, resolveContract, type Co
 import { podmanRunArgs } from '../../rules/runtime/podman.js';
 import type { RunInImage } from '../../rules/runtime/runtime.js';
 import { graph, workspace } from '../helpers.js';
+import type { NodeId } from '../../engine/rule.js';
+import { openWorkspace } from '../../engine/workspace.js';
+import { defaultRules } from '../../rules/index.js';
 
 const test = suite('contract');
 
@@ -217,6 +220,109 @@ models.yaml:18:21: error[missing-file]: test mounts directory 'nothere' does not
 6 errors
 `,
   );
+});
+
+test("a test node of a group using every contract field: {model} substituted, every field exactly, in the rule's order", () => {
+  const dir = workspace({
+    'in/m1/x': '1',
+    'ref/m1/r': 'r',
+    'exp/m1/e': 'e',
+    'images.yaml': `version: 1
+images:
+  base:
+    debian: {packages: [busybox-static]}
+  app:
+    from: base
+    layers: [{copy: in, to: /x}]
+    cmd: [run]
+`,
+    'models.yaml': `version: 1
+groups:
+  a:
+    image: app
+    models: [m1]
+    test: {contract: tre, inputs: 'in/{model}', mounts: {'ref/{model}': /ref/}, output: /safe_outputs, scratch: [/scratch, /s2], env: {M: '{model}', K: v}, workdir: /w, command: [run, '{model}', x], expect: 'exp/{model}', cpus: 2, memory: 1G, resources: {gpu: 1}, tolerance: 0.1, timeout: 90s}
+  b:
+    image: base
+    models: [m1]
+    test: {command: [sh, -c, 'echo {model}']}
+`,
+  });
+  try {
+    const ws = openWorkspace(dir, defaultRules);
+    const plain = (id: string) => {
+      const n = ws.graph.node(id as NodeId);
+      return { keys: Object.keys(n), node: JSON.parse(JSON.stringify({ ...n, deps: n.deps.map((d) => ({ id: d.id, at: typeof d.at })), tools: n.tools?.map((t) => t.name) })) };
+    };
+    assert.equal(plain('test:a/m1@oci'), {
+      keys: ['id', 'kind', 'deps', 'decl', 'inputs', 'env', 'tool', 'tools', 'timeoutMs', 'resources', 'request', 'image', 'group', 'at'],
+      node: {
+        id: 'test:a/m1@oci',
+        kind: 'test',
+        deps: [{ id: 'build:app', at: 'function' }],
+        decl: {
+          image: 'app',
+          runtime: 'oci',
+          contract: {
+            preset: 'tre',
+            mounts: [
+              { source: 'ref/m1', target: '/ref' },
+              { source: 'in/m1', target: '/safe_data' },
+            ],
+            output: '/safe_outputs',
+            scratch: ['/s2', '/scratch'],
+            env: { K: 'v', M: 'm1' },
+            workdir: '/w',
+            command: ['run', 'm1', 'x'],
+          },
+          expect: 'exp/m1',
+          timeout_ms: 90_000,
+          tolerance: { absolute: 0.1 },
+          gpus: 1,
+        },
+        inputs: [
+          { kind: 'dir', path: 'ref/m1' },
+          { kind: 'dir', path: 'in/m1' },
+          { kind: 'dir', path: 'exp/m1' },
+        ],
+        env: [],
+        tool: 'graph-test-oci/1 sandbox:bubblewrap',
+        tools: ['sandbox:bubblewrap'],
+        timeoutMs: 90_000,
+        resources: { gpu: 1 },
+        request: { cpus: 2, memoryMb: 1024 },
+        image: 'app',
+        group: 'a',
+      },
+    });
+    assert.equal(Object.keys((ws.graph.node('test:a/m1@oci' as NodeId).decl as { contract: object }).contract), ['preset', 'mounts', 'output', 'scratch', 'env', 'workdir', 'command']);
+    assert.equal(plain('test:b/m1@oci'), {
+      keys: ['id', 'kind', 'deps', 'decl', 'inputs', 'env', 'tool', 'tools', 'timeoutMs', 'resources', 'image', 'group', 'at'],
+      node: {
+        id: 'test:b/m1@oci',
+        kind: 'test',
+        deps: [{ id: 'build:base', at: 'function' }],
+        decl: {
+          image: 'base',
+          runtime: 'oci',
+          contract: { preset: 'kipoi', mounts: [], output: '/output', scratch: [], env: {}, workdir: null, command: ['sh', '-c', 'echo m1'] },
+          expect: null,
+          timeout_ms: 1_800_000,
+          tolerance: null,
+        },
+        inputs: [],
+        env: [],
+        tool: 'graph-test-oci/1 sandbox:bubblewrap',
+        tools: ['sandbox:bubblewrap'],
+        timeoutMs: 1_800_000,
+        resources: {},
+        image: 'base',
+        group: 'b',
+      },
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();
