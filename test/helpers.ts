@@ -630,3 +630,27 @@ groups:
   symlinkSync('busybox', path.join(dir, 'sh'));
   return dir;
 }
+
+/** A two-platform zoo (linux/amd64, linux/arm64): a busybox base, an image whose test writes `uname -m`, expected per `{arch}`. */
+export const ARCH_ZOO: Record<string, string> = {
+  'run.sh': '#!/bin/busybox sh\n/bin/busybox uname -m > /output/arch.txt\n',
+  'expect/amd64/arch.txt': 'x86_64\n',
+  'expect/arm64/arch.txt': 'aarch64\n',
+  'images.yaml': `version: 1
+images:
+  tiny:
+    debian: {packages: [busybox-static]}
+    platforms: [linux/amd64, linux/arm64]
+  app:
+    from: tiny
+    layers: [{copy: run.sh, to: /app/run.sh, mode: 0o755}]
+    convert: [sif]
+`,
+  'models.yaml': `version: 1
+groups:
+  arch:
+    image: app
+    models: [uname]
+    test: {command: [/app/run.sh], expect: 'expect/{arch}', runtimes: [oci, sif]}
+`,
+};

@@ -12,32 +12,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { graph, graphWith, SIFCHECK, startRegistry, workspace } from './helpers.js';
+import { ARCH_ZOO, graph, graphWith, SIFCHECK, startRegistry, workspace } from './helpers.js';
 
 const test = suite('platforms');
-
-const ZOO = {
-  'run.sh': '#!/bin/busybox sh\n/bin/busybox uname -m > /output/arch.txt\n',
-  'expect/amd64/arch.txt': 'x86_64\n',
-  'expect/arm64/arch.txt': 'aarch64\n',
-  'images.yaml': `version: 1
-images:
-  tiny:
-    debian: {packages: [busybox-static]}
-    platforms: [linux/amd64, linux/arm64]
-  app:
-    from: tiny
-    layers: [{copy: run.sh, to: /app/run.sh, mode: 0o755}]
-    convert: [sif]
-`,
-  'models.yaml': `version: 1
-groups:
-  arch:
-    image: app
-    models: [uname]
-    test: {command: [/app/run.sh], expect: 'expect/{arch}', runtimes: [oci, sif]}
-`,
-};
 
 const QEMU = existsSync('/proc/sys/fs/binfmt_misc/qemu-aarch64');
 
@@ -48,7 +25,7 @@ function report(dir: string, file: string): Map<string, { status: string; reason
 
 test('lock per architecture, build an image index, judge it with skopeo, umoci, readelf and sifcheck, test both platforms in both runtimes', () => {
   assert.ok(QEMU, 'this test needs qemu-user-static registered (bash .ci/run installs it)');
-  const dir = workspace(ZOO);
+  const dir = workspace(ARCH_ZOO);
   const lock = graph(dir, 'lock');
   assert.is(lock.code, 0, lock.stderr);
   assert.is(lock.stdout, 'locked tiny@linux/amd64: 1 packages\nlocked tiny@linux/arm64: 1 packages\n');
@@ -120,7 +97,7 @@ test('lock per architecture, build an image index, judge it with skopeo, umoci, 
 });
 
 test('on a host without QEMU user emulation the arm64 tests end skipped with the reason, as the plan said, and the build succeeds', () => {
-  const dir = workspace(ZOO);
+  const dir = workspace(ARCH_ZOO);
   const noQemu = { GRAPH_BINFMT_MISC: mkdtempSync(path.join(tmpdir(), 'graph-binfmt-')) }; // an empty binfmt_misc tree
   const reason = 'no QEMU user emulation for linux/arm64 on this host';
   const plan = graphWith(noQemu, dir, 'plan');
@@ -149,7 +126,7 @@ test('on a host without QEMU user emulation the arm64 tests end skipped with the
 
 test('publish: dist/ gets the index and one SIF per platform; a registry gets the index (skopeo picks each platform) and the arm64 SIF at TAG-sif-linux-arm64', async () => {
   assert.ok(QEMU, 'this test needs qemu-user-static registered (bash .ci/run installs it)');
-  const dir = workspace(ZOO);
+  const dir = workspace(ARCH_ZOO);
   assert.is(graph(dir, 'lock').code, 0);
   const built = graph(dir, 'build', '--report', 'r.json');
   assert.is(built.code, 0, built.stdout + built.stderr);
@@ -209,9 +186,9 @@ test('publish: dist/ gets the index and one SIF per platform; a registry gets th
 test('a dockerfile: image FROM a multi-platform base is built per platform with buildah --platform, its RUN steps under QEMU', () => {
   assert.ok(QEMU, 'this test needs qemu-user-static registered (bash .ci/run installs it)');
   const dir = workspace({
-    ...ZOO,
+    ...ARCH_ZOO,
     'df/Dockerfile': 'FROM tiny\nRUN ["/bin/busybox", "sh", "-c", "/bin/busybox uname -m > /arch"]\n',
-    'images.yaml': `${ZOO['images.yaml']}  df:\n    from: tiny\n    dockerfile: df/Dockerfile\n`,
+    'images.yaml': `${ARCH_ZOO['images.yaml']}  df:\n    from: tiny\n    dockerfile: df/Dockerfile\n`,
   });
   assert.is(graph(dir, 'lock').code, 0);
   const built = graph(dir, 'build', 'build:df', '--report', 'r.json');

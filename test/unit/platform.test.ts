@@ -13,7 +13,7 @@ import { convertId } from '../../rules/convert.js';
 import { composeImage, composeIndex, ImageError, loadImageIndex } from '../../rules/oci/image.js';
 import { ContentStore } from '../../engine/cache/store.js';
 import { testId } from '../../rules/test.js';
-import { FakeRunner, graph, runEngine, statuses, workspace } from '../helpers.js';
+import { ARCH_ZOO, FakeRunner, graph, runEngine, statuses, workspace } from '../helpers.js';
 
 const test = suite('platform');
 
@@ -50,34 +50,11 @@ test('node names: the host platform keeps the plain name, another adds @OS/ARCH'
   assert.is(testId('g', 'm', 'oci'), 'test:g/m@oci');
 });
 
-const ZOO = {
-  'run.sh': '#!/bin/busybox sh\n/bin/busybox uname -m > /output/arch.txt\n',
-  'expect/amd64/arch.txt': 'x86_64\n',
-  'expect/arm64/arch.txt': 'aarch64\n',
-  'images.yaml': `version: 1
-images:
-  tiny:
-    debian: {packages: [busybox-static]}
-    platforms: [linux/amd64, linux/arm64]
-  app:
-    from: tiny
-    layers: [{copy: run.sh, to: /run.sh, mode: 0o755}]
-    convert: [sif]
-`,
-  'models.yaml': `version: 1
-groups:
-  arch:
-    image: app
-    models: [uname]
-    test: {command: [/run.sh], expect: 'expect/{arch}', runtimes: [oci, sif]}
-`,
-};
-
 async function runWith(binfmtDir: string) {
   const before = process.env.GRAPH_BINFMT_MISC;
   process.env.GRAPH_BINFMT_MISC = binfmtDir;
   try {
-    return await runEngine(workspace(ZOO), new FakeRunner());
+    return await runEngine(workspace(ARCH_ZOO), new FakeRunner());
   } finally {
     if (before === undefined) delete process.env.GRAPH_BINFMT_MISC;
     else process.env.GRAPH_BINFMT_MISC = before;
