@@ -44,24 +44,14 @@ export const testId = (group: string, model: string, runtime: Runtime, platform?
 /** Where a test runs: the image's layers (`oci`) or its SIF's partition (`sif`). */
 export type Runtime = 'oci' | 'sif';
 
-/** A group's `test:`, normalized. */
-export interface TestDecl {
-  /** argv; undefined: the image's Entrypoint + Cmd run. */
-  readonly command?: readonly string[];
+/**
+ * A group's `test:`, normalized: its run contract as declared (`ContractDecl`'s fields but
+ * `preset`, which is `contract` here; `command`, `inputs`, `mounts` keys and `env` values may
+ * contain `{model}` and vars, see `substituteVars`), and the rest.
+ */
+export interface TestDecl extends Omit<ContractDecl, 'preset'> {
   /** The run contract's preset (`kipoi` by default); validation rejects other names. */
   readonly contract: ContractPreset;
-  /** Directory mounted read-only at the preset's input path (/input); may contain `{model}` and vars (see `substituteVars`). */
-  readonly inputs?: string;
-  /** More read-only mounts: workspace-relative directory (may contain `{model}`) → container path. */
-  readonly mounts?: Readonly<Record<string, string>>;
-  /** The writable container path compared with `expect`; default the preset's. */
-  readonly output?: string;
-  /** Empty writable container paths; default the preset's. */
-  readonly scratch?: readonly string[];
-  /** Set on top of the image's Env; values may contain `{model}` and vars. */
-  readonly env?: Readonly<Record<string, string>>;
-  /** Replaces the image's WorkingDir. */
-  readonly workdir?: string;
   /** Directory of expected outputs; may contain `{model}` and vars. */
   readonly expect?: string;
   readonly runtimes: readonly Runtime[];
