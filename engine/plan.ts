@@ -129,10 +129,10 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     } else {
       reasons = whyNoEntry(ctx.cache, id, key, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
     }
-    const unavailable = status === 'run' && ctx.hostResources ? unavailableHere(node, ctx.hostResources) : undefined;
+    const unavailable = status === 'run' ? unavailableHere(node, ctx.hostResources) : undefined;
     if (unavailable) reasons = [unavailable.required ? `will fail: ${unavailable.reason}` : `will be skipped: ${unavailable.reason}`];
-    // How the host will run it (or that it cannot: the build skips it), after why it runs.
-    if (status === 'run' && (node.skip !== undefined || node.note !== undefined)) reasons = [...reasons, node.skip !== undefined ? `will be skipped: ${node.skip}` : (node.note as string)];
+    // How the host runs it (a foreign platform under emulation), after why it runs.
+    else if (status === 'run' && node.note !== undefined) reasons = [...reasons, node.note];
     const planned: PlannedNode =
       status === 'run'
         ? { node, key, record, recordText, status, reasons, cached: undefined, ...(unavailable ? { unavailable } : {}) }
@@ -143,8 +143,13 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
   return { graph, nodes, byId };
 }
 
-/** Why `node` cannot run on this host (it claims more devices of a token than were found), or undefined. */
-function unavailableHere(node: NodeDef, host: Readonly<Record<string, HostResource>>): PlannedNode['unavailable'] {
+/**
+ * Why `node` cannot run on this host, or undefined: its rule says so (`NodeDef.skip`: a foreign
+ * platform without emulation), or it claims more devices of a token than were found (`host`).
+ */
+function unavailableHere(node: NodeDef, host: Readonly<Record<string, HostResource>> | undefined): PlannedNode['unavailable'] {
+  if (node.skip !== undefined) return { reason: node.skip, required: false };
+  if (!host) return undefined;
   for (const [token, amount] of Object.entries(node.resources)) {
     const found = host[token];
     if (found && amount > found.ids.length) return { reason: found.unavailable(amount), required: found.required };

@@ -62,8 +62,9 @@ export interface NodeDef<D extends Json = Json> {
   readonly request?: { readonly cpus?: number; readonly memoryMb?: number };
   /**
    * Set when this host cannot run the node (a test of a foreign platform without QEMU user
-   * emulation): the reason. The plan shows it, and the build ends the node `skipped` with it,
-   * without running it (its dependents are skipped too). Not in the key: nothing is recorded.
+   * emulation): the reason. The plan treats it as unavailable here (engine/plan.ts), like a test
+   * claiming GPUs the host lacks: the build ends it `skipped` with the reason, without running it,
+   * and its dependents too. Not in the key: nothing is recorded.
    */
   readonly skip?: string;
   /**

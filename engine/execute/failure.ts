@@ -33,15 +33,11 @@ export type Failure =
    */
   | { readonly type: 'cluster'; readonly state: string; readonly job: string; readonly host?: string; readonly code?: number; readonly message: string; readonly cause?: Failure }
   /**
-   * Never started: this host lacks what the node claims (`message`, e.g. "no GPU on this host").
-   * The node is `skipped`, or `failed` when the user `required` it to run (`--require-gpu`).
+   * Never started: this host cannot run the node (`message`: "no GPU on this host", or its rule's
+   * `NodeDef.skip`, e.g. no QEMU user emulation for a foreign platform). The node is `skipped`,
+   * or `failed` when the user `required` it to run (`--require-gpu`).
    */
   | { readonly type: 'unavailable'; readonly message: string; readonly required: boolean }
-  /**
-   * Never started: this host cannot run the node (`NodeDef.skip`: a foreign platform without
-   * emulation); the node ends `skipped`, not failed, and so does everything downstream.
-   */
-  | { readonly type: 'unsupported'; readonly message: string }
   /** Never started: the run stopped first (`--fail-fast` after `after` failed, or an interrupt). */
   | { readonly type: 'not-started'; readonly why: 'fail-fast' | 'interrupted'; readonly after?: NodeId };
 
@@ -54,7 +50,6 @@ export function describeFailure(f: Failure): string {
     case 'cluster':
     case 'sandbox':
     case 'error':
-    case 'unsupported':
       return f.message;
     case 'timeout':
       return `timed out after ${formatMs(f.limit_ms)}`;
@@ -67,7 +62,6 @@ export function describeFailure(f: Failure): string {
     case 'dependency':
       if (f.cause.type === 'interrupted') return 'interrupted';
       if (f.cause.type === 'unavailable') return `dependency ${f.dependency} cannot run on this host: ${f.cause.message}`;
-      if (f.cause.type === 'unsupported') return `dependency ${f.dependency} skipped: ${f.cause.message}`;
       return f.cause.type === 'record'
         ? `dependency ${f.dependency} failed (could not record its result: ${f.cause.message})`
         : `dependency ${f.dependency} failed`;

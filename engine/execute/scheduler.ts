@@ -22,7 +22,8 @@
  * Tokens that stand for host devices (`devices`: GPUs) are also handed out by id
  * (engine/execute/devices.ts): a node starts only when distinct devices are free for it, holds
  * them until it ends, and its `node-start` event and result name them. A node the plan found
- * `unavailable` on this host (it claims more GPUs than there are) never starts: it ends `skipped`
+ * `unavailable` on this host (it claims more GPUs than there are, or its rule set
+ * `NodeDef.skip`: a foreign platform without emulation) never starts: it ends `skipped`
  * with the reason, or `failed` when it was required (`--require-gpu`).
  */
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -231,8 +232,6 @@ export async function executePlan(plan: Plan, options: ExecuteOptions): Promise<
 
   const start = (p: PlannedNode) => {
     const { node } = p;
-    // A node this host cannot run ends skipped with the rule's reason, and so do its dependents.
-    if (node.skip !== undefined) return fail(p, 'skipped', { type: 'unsupported', message: node.skip }, 0);
     const controller = new AbortController();
     running.set(node.id, controller);
     kindRunning.set(node.kind, (kindRunning.get(node.kind) ?? 0) + 1);

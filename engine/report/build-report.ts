@@ -21,8 +21,8 @@
  *
  * `failure` is the typed reason of a failed, interrupted or skipped node (engine/execute/failure.ts):
  * `type` is one of exit, timeout, interrupted, sandbox, error, outputs, record, cluster, dependency,
- * not-started, unavailable (this host lacks what the node claims: `{message, required}`),
- * unsupported (this host cannot run it: a foreign platform without emulation).
+ * not-started, unavailable (this host cannot run it: it lacks the GPUs the node claims, or a
+ * foreign platform has no emulation; `{message, required}`).
  *
  * JUnit: one `<testsuite>` per node kind that has nodes, one `<testcase>` per node (classname =
  * the kind, name = the node id, time in seconds), `<failure>` with the reason and the end of the

@@ -95,15 +95,16 @@ test('with QEMU: one SIF and one test per platform, the foreign tests noted in t
 test('without QEMU: the foreign tests end skipped with the reason (the plan says so), and so does the publish that needs them; nothing fails', async () => {
   const run = await runWith(binfmt({}));
   const reason = 'no QEMU user emulation for linux/arm64 on this host';
-  assert.equal(run.plan.byId.get('test:arch/uname@oci@linux/arm64' as never)?.reasons, ['no previous record', `will be skipped: ${reason}`]);
+  assert.equal(run.plan.byId.get('test:arch/uname@oci@linux/arm64' as never)?.reasons, [`will be skipped: ${reason}`]);
+  assert.equal(run.plan.byId.get('test:arch/uname@oci@linux/arm64' as never)?.unavailable, { reason, required: false });
   const byId = new Map(run.summary.results.map((r) => [r.id, r]));
   for (const id of ['test:arch/uname@oci@linux/arm64', 'test:arch/uname@sif@linux/arm64']) {
     assert.is(byId.get(id as never)?.status, 'skipped', id);
     assert.equal(byId.get(id as never)?.reasons, [reason]);
-    assert.equal(byId.get(id as never)?.failure, { type: 'unsupported', message: reason });
+    assert.equal(byId.get(id as never)?.failure, { type: 'unavailable', message: reason, required: false });
   }
   assert.is(byId.get('publish:app' as never)?.status, 'skipped');
-  assert.equal(byId.get('publish:app' as never)?.reasons, [`dependency test:arch/uname@oci@linux/arm64 skipped: ${reason}`]);
+  assert.equal(byId.get('publish:app' as never)?.reasons, [`dependency test:arch/uname@oci@linux/arm64 cannot run on this host: ${reason}`]);
   // The arm64 SIF is still made: converting needs no emulation.
   assert.is(byId.get('convert:app@linux/arm64' as never)?.status, 'ran');
   assert.equal(run.summary.counts, { ran: 7, cached: 0, failed: 0, interrupted: 0, skipped: 3 });
