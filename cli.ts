@@ -425,7 +425,7 @@ async function main(argv: string[]): Promise<number> {
       if (!(EXECUTORS as readonly string[]).includes(executorFlag)) throw new UsageError(`unknown --executor '${executorFlag}' (one of: ${EXECUTORS.join(', ')})`);
       overrides.executor = executorFlag;
     }
-    return await command.run(() => openWorkspace(dir, defaultRules, overrides), values, positionals);
+    return await command.run(() => openWorkspace(dir, defaultRules, overrides, { compiledCache: true }), values, positionals);
   } catch (e) {
     if (e instanceof DiagnosticError) {
       process.stderr.write(`${e.diagnostics.map(formatDiagnostic).join('\n\n')}\n\n${e.diagnostics.length} error${e.diagnostics.length === 1 ? '' : 's'}\n`);

@@ -8,7 +8,8 @@ import path from 'node:path';
 import type { ActionCache, CacheEntry, RemoteCache } from './cache/action-cache.js';
 import { expandInputs, type FileDigester } from './key/files.js';
 import type { BuildGraph } from './compile/graph.js';
-import { canonicalJson, explainChange, Keyer, shortDigest, type KeyRecord } from './key/key.js';
+import { canonicalJson, explainChange, Keyer, shortDigest, type KeyedRecord, type KeyRecord } from './key/key.js';
+import { InputsDigest, KeyMemo } from './key/key-memo.js';
 import type { Json, NodeDef, NodeId, Rule, RuleWorkspace } from './rule.js';
 import type { ContentStore } from './cache/store.js';
 import type { ToolIdentities } from './key/tools.js';
@@ -63,6 +64,11 @@ export interface PlanContext {
   readonly tools?: ToolIdentities;
   /** Tokens that stand for host devices (`Settings.hostResources`): nodes claiming more than were found are `unavailable`. */
   readonly hostResources?: Readonly<Record<string, HostResource>>;
+  /**
+   * Where this graph's keys are kept for the next plan (`.graph/keys.bin`, engine/key/key-memo.ts);
+   * used only for a graph from the compiled-graph cache (`BuildGraph.key`).
+   */
+  readonly keyMemo?: string;
 }
 
 /** The reasons of a node that has none (shared, never changed). */
@@ -86,18 +92,45 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
   const expanded = new Map<string, string[]>();
   // A model's tests in each runtime share one inputs array: its JSON is made once.
   const specKeys = new Map<readonly unknown[], string>();
-
-  for (const id of graph.order) {
-    if (!selection.has(id)) continue;
-    const node = graph.node(id);
+  const inputsOf = (node: NodeDef): { files: string[]; specKey: string } => {
     // Rules build input specs in a fixed order, so plain JSON identifies them.
     let specKey = specKeys.get(node.inputs);
     if (specKey === undefined) specKeys.set(node.inputs, (specKey = JSON.stringify(node.inputs)));
     let files = expanded.get(specKey);
     if (!files) expanded.set(specKey, (files = expandInputs(ctx.root, node.inputs)));
+    return { files, specKey };
+  };
+
+  // The keys of the last plan of this compiled graph, when everything else they hold is unchanged.
+  const memo = ctx.keyMemo !== undefined && graph.key !== undefined ? new KeyMemo(ctx.keyMemo, graph.key) : undefined;
+  let inputs: string | undefined;
+  let remembered: string[] | undefined;
+  if (memo) {
+    const digest = new InputsDigest();
+    graph.order.forEach((id, position) => {
+      if (!selection.has(id)) return;
+      const node = graph.node(id);
+      const { files, specKey } = inputsOf(node);
+      const parts = keyer.parts(node, files, specKey);
+      digest.add(position, parts.files.text, parts.envText, parts.tool);
+    });
+    inputs = digest.digest();
+    remembered = memo.read(inputs, selection.size);
+  }
+
+  for (const id of graph.order) {
+    if (!selection.has(id)) continue;
+    const node = graph.node(id);
+    const { files, specKey } = inputsOf(node);
     const rule = graph.rules.get(node.kind);
-    const { record, text: recordText, key } = keyer.key(node, rule?.version ?? 0, files, specKey, keys);
+    const version = rule?.version ?? 0;
+    let key: string;
+    let keyed: KeyedRecord | undefined;
+    if (remembered) key = remembered[nodes.length];
+    else ({ key } = keyed = keyer.key(node, version, files, specKey, keys));
     keys.set(id, key);
+    // With a remembered key the record is made when asked for: a cached node's seldom is.
+    const keyedRecord = (): KeyedRecord => (keyed ??= keyer.key(node, version, files, specKey, keys));
 
     const entry = ctx.cache.get(key, id);
     let status: PlanStatus = 'run';
@@ -127,19 +160,24 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     } else if (ctx.cache.isCorrupt(key, id)) {
       reasons = ['cache entry corrupt'];
     } else {
-      reasons = whyNoEntry(ctx.cache, id, key, record, (dep) => byId.get(dep as NodeId)?.status === 'run');
+      reasons = whyNoEntry(ctx.cache, id, key, keyedRecord().record, (dep) => byId.get(dep as NodeId)?.status === 'run');
     }
     const unavailable = status === 'run' ? unavailableHere(node, ctx.hostResources) : undefined;
     if (unavailable) reasons = [unavailable.required ? `will fail: ${unavailable.reason}` : `will be skipped: ${unavailable.reason}`];
     // How the host runs it (a foreign platform under emulation), after why it runs.
     else if (status === 'run' && node.note !== undefined) reasons = [...reasons, node.note];
-    const planned: PlannedNode =
-      status === 'run'
-        ? { node, key, record, recordText, status, reasons, cached: undefined, ...(unavailable ? { unavailable } : {}) }
-        : withLazyText({ node, key, record, status, reasons, cached: entry, ...(restore ? { restore } : {}) });
+    let planned: PlannedNode;
+    if (status === 'run') {
+      const { record, text: recordText } = keyedRecord();
+      planned = { node, key, record, recordText, status, reasons, cached: undefined, ...(unavailable ? { unavailable } : {}) };
+    } else {
+      const base = { node, key, status, reasons, cached: entry, ...(restore ? { restore } : {}) };
+      planned = keyed ? withLazyText({ ...base, record: keyed.record }) : withLazyRecord(base, keyedRecord);
+    }
     byId.set(id, planned);
     nodes.push(planned);
   }
+  if (memo && !remembered) memo.write(inputs as string, nodes.map((p) => p.key));
   return { graph, nodes, byId };
 }
 
@@ -167,6 +205,16 @@ function withLazyText(p: Omit<PlannedNode, 'recordText'>): PlannedNode {
 
 function recordTextOf(this: PlannedNode): string {
   return canonicalJson(this.record);
+}
+
+/**
+ * A cached node's planned form whose key came from the key memo: `record` (and `recordText`)
+ * enumerable getters, the record made on first use by `make`.
+ */
+function withLazyRecord(p: Omit<PlannedNode, 'record' | 'recordText'>, make: () => KeyedRecord): PlannedNode {
+  let record: KeyRecord | undefined;
+  Object.defineProperty(p, 'record', { get: () => (record ??= make().record), enumerable: true });
+  return withLazyText(p as Omit<PlannedNode, 'recordText'>);
 }
 
 /** A result's visible files that are not in the workspace at `root` (one stat each). */

@@ -173,8 +173,24 @@ export interface Rule<Decl extends Json = Json, Out = unknown> {
    * @throws NodeFailure when they are missing or malformed.
    */
   readonly outputs?: (id: NodeId, result: Pick<NodeOutputs, 'outputs'> | undefined) => Out;
-  /** Nodes for the validated declarations; edges may point at other rules' nodes. */
+  /**
+   * Nodes for the validated declarations; edges may point at other rules' nodes. Expansion reads
+   * the declarations, `GRAPH_*` environment variables and what `expandFacts` returns, nothing
+   * else: its nodes are cached on those (engine/compile/snapshot.ts).
+   */
   expand(decls: Declarations): NodeDef<Decl>[];
+  /**
+   * Optional, for a rule whose `expand` reads more than the declarations: what it reads of the
+   * host and the workspace at `root` (the binfmt_misc entries that decide whether a foreign
+   * platform's tests can run here, images.lock's text), as JSON. Part of the compiled graph's
+   * cache key: a rule that reads something it does not return here gets stale nodes.
+   */
+  expandFacts?(root: string): Json;
+  /**
+   * Optional, for a rule whose nodes name external tools (`NodeDef.tools`): every probe its nodes
+   * may name under `settings`, so that a cached graph's nodes get their probes back by name.
+   */
+  toolProbes?(settings: Settings): readonly ToolProbe[];
   /**
    * Produce the node's outputs.
    * @throws NodeFailure (or any Error) when the node fails; the message is shown as its reason.

@@ -8,6 +8,7 @@ import type { Declarations } from './validate/declarations.js';
 import { DiagnosticError } from './diagnostics.js';
 import { STATE_DIR } from './key/files.js';
 import { BuildGraph } from './compile/graph.js';
+import { compiledFile, compiledKey, readCompiled, writeCompiled } from './compile/snapshot.js';
 import { loadYamlFile, ParseCache, type LoadedFile } from './load.js';
 import type { Rule, RuleWorkspace } from './rule.js';
 import { validateDeclarations, type SettingsOverrides } from './validate/validate.js';
@@ -32,11 +33,21 @@ export interface Workspace {
   readonly graph: BuildGraph;
 }
 
+/** How `openWorkspace` compiles. */
+export interface OpenOptions {
+  /**
+   * Keep the compiled graph in `.graph/compiled.bin` and use it again while nothing it was
+   * expanded from changed (engine/compile/snapshot.ts). The command line sets it; callers that
+   * pass rules other than graph's own must not (the key knows rules by kind and version only).
+   */
+  readonly compiledCache?: boolean;
+}
+
 /**
  * Load, validate and compile the declarations in `root`.
  * @throws DiagnosticError for a missing images.yaml and for every problem in the declarations.
  */
-export function openWorkspace(root: string, rules: readonly Rule[], overrides: SettingsOverrides = {}): Workspace {
+export function openWorkspace(root: string, rules: readonly Rule[], overrides: SettingsOverrides = {}, options: OpenOptions = {}): Workspace {
   const abs = path.resolve(root);
   const imagesPath = path.join(abs, IMAGES_FILE);
   if (!existsSync(imagesPath)) {
@@ -48,7 +59,7 @@ export function openWorkspace(root: string, rules: readonly Rule[], overrides: S
   const imagesFile = loadYamlFile(imagesPath, IMAGES_FILE, parseCache);
   const modelsPath = path.join(abs, MODELS_FILE);
   const modelsFile = existsSync(modelsPath) ? loadYamlFile(modelsPath, MODELS_FILE, parseCache) : undefined;
-  const ws = compileWorkspace(abs, imagesFile, modelsFile, rules, overrides);
+  const ws = compileWorkspace(abs, imagesFile, modelsFile, rules, overrides, options);
   // Only declarations that compiled are remembered: bad input leaves .graph/ untouched.
   parseCache.put(imagesFile);
   if (modelsFile) parseCache.put(modelsFile);
@@ -56,10 +67,18 @@ export function openWorkspace(root: string, rules: readonly Rule[], overrides: S
 }
 
 /** As `openWorkspace`, for files already loaded (e.g. from another git revision). */
-export function compileWorkspace(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined, rules: readonly Rule[], overrides: SettingsOverrides = {}): Workspace {
+export function compileWorkspace(root: string, imagesFile: LoadedFile, modelsFile: LoadedFile | undefined, rules: readonly Rule[], overrides: SettingsOverrides = {}, options: OpenOptions = {}): Workspace {
   const decls = validateDeclarations(root, imagesFile, modelsFile, rules, overrides);
-  const graph = BuildGraph.compile(decls, rules);
   const stateDir = path.join(root, STATE_DIR);
+  const key = options.compiledCache ? compiledKey(decls, rules, overrides, process.env) : undefined;
+  let graph: BuildGraph;
+  if (key === undefined) graph = BuildGraph.compile(decls, rules);
+  else {
+    const file = compiledFile(stateDir);
+    const cached = readCompiled(file, key, rules, decls, () => BuildGraph.compile(decls, rules));
+    graph = cached ?? BuildGraph.compile(decls, rules, key);
+    if (!cached) writeCompiled(file, key, graph);
+  }
   const forRules: RuleWorkspace = { root: decls.root, boundary: decls.boundary, settings: decls.settings };
   return { root, stateDir, cacheDir: cacheDirFor(root, process.env), decls, forRules, graph };
 }

@@ -12,7 +12,7 @@ import { NodeFailure, type ExecContext, type NodeDef, type NodeOutputs, type Res
 import { parseReference } from '../engine/validate/reference.js';
 import { ACTION_KEY_ANNOTATION, annotateImage, composeIndex, imageBlobs, indexBlobs, loadImage, loadImageIndex, type StoredImage, type StoredIndex } from './oci/image.js';
 import { importLayout, writeIndexLayout, writeLayout } from './oci/layout.js';
-import { emulationFor, hostPlatform, imagePlatforms, PER_PLATFORM_RECIPES, platformArchitecture, platformsOf, PLATFORMS } from './build/platform.js';
+import { emulationFacts, emulationFor, hostPlatform, imagePlatforms, PER_PLATFORM_RECIPES, platformArchitecture, platformsOf, PLATFORMS } from './build/platform.js';
 import type { Diagnostic, Span } from '../engine/diagnostics.js';
 import { debianRecipe } from './build/debian.js';
 import { dockerfileRecipe } from './build/dockerfile.js';
@@ -254,6 +254,9 @@ export const buildRule: Rule<BuildNodeDecl, ReturnType<typeof imageOutputs>> = {
     ...RECIPES.flatMap((r) => (r.settings ? [r.settings] : [])),
   ],
   commands: RECIPES.flatMap((r) => r.commands ?? []),
+  // A multi-platform Dockerfile build is skipped without emulation; recipes read their files (images.lock).
+  expandFacts: (root) => ({ emulation: emulationFacts(), recipes: RECIPES.map((r) => r.expandFacts?.(root) ?? null) }),
+  toolProbes: (settings) => RECIPES.flatMap((r) => r.tools?.(settings) ?? []),
   expand(decls): NodeDef<BuildNodeDecl>[] {
     const expansion = newExpansion(decls.root, decls.images);
     return [...decls.images.values()].map((image: ImageDecl) => {

@@ -72,6 +72,7 @@ export const convertRule: Rule<ConvertDecl, ReturnType<typeof sifOutputs>> = {
       normalize: (raw) => ({ formats: (raw.convert as 'sif'[] | undefined) ?? [] }),
     }),
   ],
+  toolProbes: () => [SQUASHFS_TOOLS],
   expand(decls: Declarations): NodeDef<ConvertDecl>[] {
     return [...decls.images.values()].filter(convertsToSif).flatMap((image) => {
       const { platforms, multi } = imagePlatforms(image, decls);

@@ -30,7 +30,7 @@ import { loadImage } from './oci/image.js';
 import { sandboxProbe } from './runtime/probe.js';
 import { discoverGpus, noGpuReason, type GpuGrant, type GpuHost } from './runtime/gpu.js';
 import { buildId, platformManifest } from './build.js';
-import { emulationFor, hostPlatform, imagePlatforms, platformArchitecture, platformsOf, platformSuffix } from './build/platform.js';
+import { emulationFacts, emulationFor, hostPlatform, imagePlatforms, platformArchitecture, platformsOf, platformSuffix } from './build/platform.js';
 import { convertId, convertsToSif, sifOutputs } from './convert.js';
 import { buildOf } from './build/recipe.js';
 import { CONTRACT_PRESETS, contractArgv, contractBinds, contractProblems, resolveContract, type ContractDecl, type ContractField, type ContractPreset, type RunContract } from './runtime/contract.js';
@@ -459,6 +459,9 @@ export const testRule: Rule<TestNodeDecl> = {
       hostResources: (part) => ({ [GPU_TOKEN]: gpuResource(part.requireGpu) }),
     }),
   ],
+  // A foreign platform's tests run under QEMU user emulation, or are skipped without it.
+  expandFacts: () => emulationFacts(),
+  toolProbes: (settings) => [sandboxProbe(sandboxOf(settings))],
   expand(decls: Declarations): NodeDef<TestNodeDecl>[] {
     const nodes: NodeDef<TestNodeDecl>[] = [];
     const sandboxName = sandboxOf(decls.settings);

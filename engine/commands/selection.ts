@@ -13,6 +13,7 @@ import { affectedSince } from '../compile/changed.js';
 import { selectShard, type ShardSpec, type ShardSummary } from '../compile/shard.js';
 import { matchTargets } from '../compile/targets.js';
 import { FileDigester } from '../key/files.js';
+import { KEYS_FILE } from '../key/key-memo.js';
 import { resolveTools } from '../key/tools.js';
 import { checkRemote, checkUpToDate, planBuild, planSummary, type Plan } from '../plan.js';
 import { appendStepSummary } from '../report/step-summary.js';
@@ -70,7 +71,7 @@ export async function makePlan(ws: Workspace, values: SelectionValues, positiona
   const selection = ws.graph.withDependencies(selected);
   // The external tools' identities go into the keys (memoized by their executables' stat).
   const tools = await resolveTools([...selection].map((id) => ws.graph.node(id)), path.join(ws.stateDir, 'tools.json'));
-  let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools, hostResources: localHostResources(ws.decls.settings) });
+  let plan: Plan = planBuild(ws.graph, selection, { root: ws.root, cache, store, digester, env: process.env, tools, hostResources: localHostResources(ws.decls.settings), keyMemo: path.join(ws.stateDir, KEYS_FILE) });
   // Split before asking registries or remote caches: their answers change while shards run (one
   // shard's upload is another's hit), this machine's cache as it was does not.
   let shardSummary: ShardSummary | undefined;

@@ -18,6 +18,11 @@ export class BuildGraph {
     /** Nodes in a topological order: every node after all of its dependencies (ties by id). */
     readonly order: readonly NodeId[],
     readonly rules: ReadonlyMap<string, Rule>,
+    /**
+     * The compiled-graph cache's key of the declarations this graph was compiled from
+     * (engine/compile/snapshot.ts); undefined when it was not cached. Equal keys, equal nodes.
+     */
+    readonly key?: string,
   ) {
     // forEach, not for…of: a one-shot loop over every node runs unoptimized, and each step of a
     // Map iterator then allocates its result.
@@ -32,10 +37,10 @@ export class BuildGraph {
   }
 
   /**
-   * Expand every rule over the declarations and seal the graph.
+   * Expand every rule over the declarations and seal the graph (`key`: its compiled-graph cache key, if any).
    * @throws DiagnosticError for duplicate node ids, dangling edges and cycles (with the whole path).
    */
-  static compile(decls: Declarations, rules: readonly Rule[]): BuildGraph {
+  static compile(decls: Declarations, rules: readonly Rule[], key?: string): BuildGraph {
     const diagnostics: Diagnostic[] = [];
     const nodes = new Map<NodeId, NodeDef>();
     for (const rule of rules) {
@@ -59,7 +64,15 @@ export class BuildGraph {
     const order = topologicalOrder(nodes);
     // Nodes left out of the order sit on or behind a cycle; only then is graphlib's SCC search needed.
     if (order.length < nodes.size) throw new DiagnosticError(cycleDiagnostics(nodes));
-    return new BuildGraph(nodes, order, new Map(rules.map((r) => [r.kind, r])));
+    return new BuildGraph(nodes, order, new Map(rules.map((r) => [r.kind, r])), key);
+  }
+
+  /**
+   * A graph compiled before (engine/compile/snapshot.ts): `nodes` and `order` exactly as
+   * `compile` made them from the same declarations, so nothing is checked again.
+   */
+  static restore(nodes: ReadonlyMap<NodeId, NodeDef>, order: readonly NodeId[], rules: readonly Rule[], key: string): BuildGraph {
+    return new BuildGraph(nodes, order, new Map(rules.map((r) => [r.kind, r])), key);
   }
 
   get size(): number {

@@ -131,6 +131,27 @@ export class Keyer {
    * @param depKeys the key of every dependency, already computed (callers go in topological order).
    */
   key(node: NodeDef, ruleVersion: number, files: readonly string[], filesId: string, depKeys: ReadonlyMap<NodeId, string>): KeyedRecord {
+    const { files: part, env: envMap, envText, tool } = this.parts(node, files, filesId);
+    const deps: Record<string, string> = {};
+    for (const id of node.deps.length > 1 ? node.deps.map((d) => d.id).sort() : node.deps.map((d) => d.id)) deps[id] = depKeys.get(id) as string;
+    // The common shape written directly (canonicalJson's bytes, without its key lists and sorts):
+    // one dependency (every test, convert and publish node).
+    const only = node.deps.length === 1 ? deps[node.deps[0].id] : undefined;
+    const depsText = only === undefined ? canonicalJson(deps) : `{${JSON.stringify(node.deps[0].id)}:${JSON.stringify(only)}}`;
+    const record: KeyRecord = { rule: node.kind, ruleVersion, decl: node.decl, files: part.map, env: envMap, tool, deps };
+    // Fields in sorted order, as canonicalJson writes them.
+    const text =
+      `{"decl":${canonicalJson(node.decl)},"deps":${depsText},"env":${envText},` +
+      `"files":${part.text},"rule":${JSON.stringify(node.kind)},"ruleVersion":${canonicalJson(ruleVersion)},"tool":${JSON.stringify(tool)}}`;
+    return { record, text, key: hash('sha256', text, 'hex') };
+  }
+
+  /**
+   * The parts of a node's record that come from outside the graph (its files' fingerprints, its
+   * environment variables' values, its tools' identities), each text shared by the nodes that
+   * have it: equal parts of equal nodes, equal records (what `KeyMemo` relies on).
+   */
+  parts(node: NodeDef, files: readonly string[], filesId: string): { files: { map: Record<string, string>; text: string }; env: Record<string, string | null>; envText: string; tool: string } {
     let part = this.fileParts.get(filesId);
     if (!part) {
       const map: Record<string, string> = {};
@@ -139,25 +160,13 @@ export class Keyer {
       this.fileParts.set(filesId, part);
     }
     // Most nodes read no environment variable: they share one empty map.
-    const envMap: Record<string, string | null> = node.env.length ? {} : NO_ENV;
-    for (const name of node.env.length > 1 ? [...node.env].sort() : node.env) envMap[name] = this.env[name] ?? null;
-    const deps: Record<string, string> = {};
-    for (const id of node.deps.length > 1 ? node.deps.map((d) => d.id).sort() : node.deps.map((d) => d.id)) deps[id] = depKeys.get(id) as string;
-    // The common shapes written directly (canonicalJson's bytes, without its key lists and sorts):
-    // no environment variable, and one dependency (every test, convert and publish node).
-    const envText = envMap === NO_ENV ? '{}' : canonicalJson(envMap);
-    const only = node.deps.length === 1 ? deps[node.deps[0].id] : undefined;
-    const depsText = only === undefined ? canonicalJson(deps) : `{${JSON.stringify(node.deps[0].id)}:${JSON.stringify(only)}}`;
+    const env: Record<string, string | null> = node.env.length ? {} : NO_ENV;
+    for (const name of node.env.length > 1 ? [...node.env].sort() : node.env) env[name] = this.env[name] ?? null;
     let tool = toolField(node, this.tools);
     const known = this.toolFields.get(tool);
     if (known === undefined) this.toolFields.set(tool, tool);
     else tool = known;
-    const record: KeyRecord = { rule: node.kind, ruleVersion, decl: node.decl, files: part.map, env: envMap, tool, deps };
-    // Fields in sorted order, as canonicalJson writes them.
-    const text =
-      `{"decl":${canonicalJson(node.decl)},"deps":${depsText},"env":${envText},` +
-      `"files":${part.text},"rule":${JSON.stringify(node.kind)},"ruleVersion":${canonicalJson(ruleVersion)},"tool":${JSON.stringify(tool)}}`;
-    return { record, text, key: hash('sha256', text, 'hex') };
+    return { files: part, env, envText: env === NO_ENV ? '{}' : canonicalJson(env), tool };
   }
 }
 

@@ -4,6 +4,7 @@
  * Its key holds its own images.lock entry (versions and SHA-256 of every package), so re-locking
  * one image rebuilds that image only; `graph lock` (a command of this recipe) writes the entries.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { didYouMean } from '../../engine/diagnostics.js';
 import { UsageError, type Json, type RuleCommand } from '../../engine/rule.js';
@@ -98,6 +99,8 @@ export const debianRecipe: Recipe<DebianRecipe> = {
   inputs: () => [],
   // 3: alternatives links from postinst scripts (rules/debian/alternatives.ts).
   tool: () => 'graph-debian/3',
+  // keyFields reads images.lock.
+  expandFacts: (root) => readTextOrNull(path.join(root, LOCK_FILE)),
   keyFields(_recipe, image, expansion) {
     const lock = expansion.once('debian-lock', (): ImagesLock | undefined => {
       try {
@@ -134,3 +137,12 @@ export const debianRecipe: Recipe<DebianRecipe> = {
   },
   commands: [lockCommand],
 };
+
+/** A file's text, or null when it cannot be read. */
+function readTextOrNull(file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+}

@@ -84,6 +84,22 @@ export function platformSuffix(platform: Platform | null | undefined): string {
 const QEMU_ARCH: Readonly<Record<string, string>> = { arm64: 'aarch64', amd64: 'x86_64', arm: 'arm', ppc64le: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
 
 /**
+ * What `emulationFor` reads of this host, for every architecture it knows: each binfmt_misc
+ * entry's text, or null when absent (`Rule.expandFacts` of the rules whose expansion asks it).
+ */
+export function emulationFacts(binfmtDir = process.env.GRAPH_BINFMT_MISC || '/proc/sys/fs/binfmt_misc'): Record<string, string | null> {
+  const out: Record<string, string | null> = {};
+  for (const qemu of Object.values(QEMU_ARCH)) {
+    try {
+      out[qemu] = readFileSync(`${binfmtDir}/qemu-${qemu}`, 'utf8');
+    } catch {
+      out[qemu] = null;
+    }
+  }
+  return out;
+}
+
+/**
  * How this host runs binaries of `platform`: `native` for its own platform; `qemu` when the kernel
  * has the binfmt_misc entry `qemu-ARCH` enabled with the `F` flag (the interpreter is opened at
  * registration, so it works inside bubblewrap's new root, where the interpreter's path is absent);

@@ -181,6 +181,8 @@ export interface Recipe<D extends RecipeDecl = RecipeDecl> {
   tools?(settings: Settings): ToolProbe[];
   /** Extra fields of the node's decl (the lock entry of a `debian:` image). */
   keyFields?(recipe: D, image: ImageDecl, expansion: Expansion): Readonly<Record<string, Json>>;
+  /** What `keyFields` reads besides the declarations (images.lock's text), as `Rule.expandFacts`. */
+  expandFacts?(root: string): Json;
   /** Build the image (its config changes applied), for `job.platform`. @throws NodeFailure when it fails. */
   build(job: RecipeBuild<D>): Promise<StoredImage>;
   /** Settings the recipe owns (`builder`). */
