@@ -4,7 +4,7 @@
  * writing the same path leave one whole version.
  */
 import { randomBytes } from 'node:crypto';
-import { constants, copyFileSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -15,19 +15,29 @@ export function tempPathFor(target: string): string {
 }
 
 /**
- * Write `data` to `target` atomically, creating parent directories.
+ * Write `data` to `target` atomically, creating parent directories. `data` may be a list of
+ * chunks, written one after the other (no copy joins them first).
  * @throws the fs error if the write or rename fails; the temp file is removed first.
  */
-export function writeFileAtomic(target: string, data: string | Uint8Array): void {
+export function writeFileAtomic(target: string, data: string | Uint8Array | readonly Uint8Array[]): void {
   const tmp = tempPathFor(target);
+  const write = () => {
+    if (typeof data === 'string' || data instanceof Uint8Array) return writeFileSync(tmp, data);
+    const fd = openSync(tmp, 'w');
+    try {
+      for (const chunk of data) for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at);
+    } finally {
+      closeSync(fd);
+    }
+  };
   try {
     try {
-      writeFileSync(tmp, data);
+      write();
     } catch (e) {
       // The directory is usually there; create it only when it is not (saves a syscall per write).
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       mkdirSync(path.dirname(target), { recursive: true });
-      writeFileSync(tmp, data);
+      write();
     }
     renameSync(tmp, target);
   } catch (e) {

@@ -92,14 +92,20 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
   const expanded = new Map<string, string[]>();
   // A model's tests in each runtime share one inputs array: its JSON is made once.
   const specKeys = new Map<readonly unknown[], string>();
-  const inputsOf = (node: NodeDef): { files: string[]; specKey: string } => {
+  // The selected nodes in order, each with its expanded input files.
+  const selected: Array<{ readonly node: NodeDef; readonly files: string[]; readonly specKey: string }> = [];
+  const positions: number[] = [];
+  graph.order.forEach((id, position) => {
+    if (!selection.has(id)) return;
+    const node = graph.node(id);
     // Rules build input specs in a fixed order, so plain JSON identifies them.
     let specKey = specKeys.get(node.inputs);
     if (specKey === undefined) specKeys.set(node.inputs, (specKey = JSON.stringify(node.inputs)));
     let files = expanded.get(specKey);
     if (!files) expanded.set(specKey, (files = expandInputs(ctx.root, node.inputs)));
-    return { files, specKey };
-  };
+    selected.push({ node, files, specKey });
+    positions.push(position);
+  });
 
   // The keys of the last plan of this compiled graph, when everything else they hold is unchanged.
   const memo = ctx.keyMemo !== undefined && graph.key !== undefined ? new KeyMemo(ctx.keyMemo, graph.key) : undefined;
@@ -107,21 +113,16 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
   let remembered: string[] | undefined;
   if (memo) {
     const digest = new InputsDigest();
-    graph.order.forEach((id, position) => {
-      if (!selection.has(id)) return;
-      const node = graph.node(id);
-      const { files, specKey } = inputsOf(node);
+    selected.forEach(({ node, files, specKey }, i) => {
       const parts = keyer.parts(node, files, specKey);
-      digest.add(position, parts.files.text, parts.envText, parts.tool);
+      digest.add(positions[i], parts.files.text, parts.envText, parts.tool);
     });
     inputs = digest.digest();
-    remembered = memo.read(inputs, selection.size);
+    remembered = memo.read(inputs, selected.length);
   }
 
-  for (const id of graph.order) {
-    if (!selection.has(id)) continue;
-    const node = graph.node(id);
-    const { files, specKey } = inputsOf(node);
+  for (const { node, files, specKey } of selected) {
+    const id = node.id;
     const rule = graph.rules.get(node.kind);
     const version = rule?.version ?? 0;
     let key: string;

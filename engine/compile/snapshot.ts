@@ -16,7 +16,10 @@
  *
  * Validation itself always runs (its diagnostics, the boundary checks, the settings are never
  * cached), so only declarations that validate reach the cache. The file is one JSON header line
- * (`{"format", "key", "sum"}`, `sum` the SHA-256 of the body) and the nodes as `v8.serialize` data.
+ * (`{"format", "key", "nodes", "sum"}`), then the nodes without their declarations, then the
+ * declarations in the same order (each part `v8.serialize` data; `nodes` the first part's length
+ * in bytes, `sum` the SHA-256 of both). The declarations are deserialized only when one is first
+ * asked for, which a plan whose keys come from the key memo never does.
  * Anything that does not match (another key, a torn or edited file, a tool probe no rule knows now)
  * is a miss: the graph is compiled as before and the file written again (temp file, rename). A
  * file that cannot be written is left out silently: the cache only saves time.
@@ -94,15 +97,6 @@ export function compiledKey(decls: Declarations, rules: readonly Rule[], overrid
 /** A node as stored: no closures, no declaration (kept apart, in order); tool probes by name. */
 type StoredNode = Omit<NodeDef, 'at' | 'deps' | 'tools' | 'decl'> & { readonly deps: ReadonlyArray<{ readonly id: NodeId }>; readonly tools?: readonly string[] };
 
-/**
- * The nodes in topological order, and their declarations (`NodeDef.decl`) in the same order as a
- * separate `v8.serialize` buffer: read only when a node's declaration is first asked for, which a
- * plan whose keys come from the key memo never does.
- */
-interface StoredGraph {
-  readonly nodes: readonly StoredNode[];
-  readonly decls: Uint8Array;
-}
 
 /**
  * The graph stored under `key` in `file`, its nodes' probes and spans restored (module comment);
@@ -118,13 +112,16 @@ export function readCompiled(file: string, key: string, rules: readonly Rule[], 
   }
   const nl = bytes.indexOf(10);
   if (nl < 0) return undefined;
-  let stored: StoredGraph;
+  let stored: readonly StoredNode[];
+  let declBytes: Buffer;
   try {
-    const header = JSON.parse(bytes.subarray(0, nl).toString('utf8')) as { format?: string; key?: string; sum?: string };
-    if (header.format !== FORMAT || header.key !== key) return undefined;
+    const header = JSON.parse(bytes.subarray(0, nl).toString('utf8')) as { format?: string; key?: string; nodes?: number; sum?: string };
+    if (header.format !== FORMAT || header.key !== key || typeof header.nodes !== 'number') return undefined;
     const body = bytes.subarray(nl + 1);
-    if (header.sum !== hash('sha256', body, 'hex')) return undefined;
-    stored = deserialize(body) as StoredGraph;
+    if (header.nodes > body.length || header.sum !== hash('sha256', body, 'hex')) return undefined;
+    stored = deserialize(body.subarray(0, header.nodes)) as StoredNode[];
+    // A copy: the file's bytes are not kept for the declarations' sake.
+    declBytes = Buffer.from(body.subarray(header.nodes));
   } catch {
     return undefined;
   }
@@ -135,10 +132,10 @@ export function readCompiled(file: string, key: string, rules: readonly Rule[], 
   let fresh: BuildGraph | undefined;
   const spanOf = (id: NodeId) => (): Span => (fresh ??= compile()).node(id).at();
   let storedDecls: readonly Json[] | undefined;
-  const declOf = (i: number) => (): Json => (storedDecls ??= deserialize(stored.decls) as Json[])[i];
+  const declOf = (i: number) => (): Json => (storedDecls ??= deserialize(declBytes) as Json[])[i];
   const nodes = new Map<NodeId, NodeDef>();
   const order: NodeId[] = [];
-  for (const s of stored.nodes) {
+  for (const s of stored) {
     const node = s as unknown as { -readonly [K in keyof NodeDef]: NodeDef[K] };
     if (s.tools) {
       let list = toolLists.get(s.tools);
@@ -179,9 +176,11 @@ export function writeCompiled(file: string, key: string, graph: BuildGraph): voi
       }
       nodes.push({ ...data, deps: deps.map((d) => ({ id: d.id })), ...(toolNames ? { tools: toolNames } : {}) });
     }
-    const body = serialize({ nodes, decls: serialize(decls) } satisfies StoredGraph);
-    const header = JSON.stringify({ format: FORMAT, key, sum: hash('sha256', body, 'hex') });
-    writeFileAtomic(file, Buffer.concat([Buffer.from(`${header}\n`), body]));
+    const nodesBytes = serialize(nodes);
+    const declBytes = serialize(decls);
+    const sum = createHash('sha256').update(nodesBytes).update(declBytes).digest('hex');
+    const header = JSON.stringify({ format: FORMAT, key, nodes: nodesBytes.length, sum });
+    writeFileAtomic(file, [Buffer.from(`${header}\n`), nodesBytes, declBytes]);
   } catch {
     // only time lost (module comment)
   }

@@ -12,7 +12,7 @@
  * version, a changed variable) is a miss: keys are computed as without a memo, and stored again.
  *
  * The file is one JSON header line (`{"format", "graph", "inputs", "sum"}`, `sum` the SHA-256 of
- * the body) and the keys as 32 bytes each, in the selection's order. A file that does not match is
+ * the body) and the keys' 64 hex digits each, one after the other, in the selection's order. A file that does not match is
  * a miss; one that cannot be written is left out (the memo only saves time).
  */
 import { createHash, hash } from 'node:crypto';
@@ -79,10 +79,11 @@ export class KeyMemo {
     try {
       const header = JSON.parse(bytes.subarray(0, nl).toString('utf8')) as { format?: string; graph?: string; inputs?: string; sum?: string };
       const body = bytes.subarray(nl + 1);
-      if (header.format !== FORMAT || header.graph !== this.graph || header.inputs !== inputs || body.length !== count * 32) return undefined;
+      if (header.format !== FORMAT || header.graph !== this.graph || header.inputs !== inputs || body.length !== count * 64) return undefined;
       if (header.sum !== hash('sha256', body, 'hex')) return undefined;
+      const text = body.toString('latin1');
       const keys = new Array<string>(count);
-      for (let i = 0; i < count; i++) keys[i] = body.toString('hex', i * 32, i * 32 + 32);
+      for (let i = 0; i < count; i++) keys[i] = text.slice(i * 64, i * 64 + 64);
       return keys;
     } catch {
       return undefined;
@@ -92,8 +93,8 @@ export class KeyMemo {
   /** Store `keys` (64 hex digits each, the selection's order) under `inputs`. Never throws. */
   write(inputs: string, keys: readonly string[]): void {
     try {
-      const body = Buffer.from(keys.join(''), 'hex');
-      if (body.length !== keys.length * 32) return;
+      const body = Buffer.from(keys.join(''), 'latin1');
+      if (body.length !== keys.length * 64 || !/^[0-9a-f]*$/.test(body.toString('latin1'))) return;
       const header = JSON.stringify({ format: FORMAT, graph: this.graph, inputs, sum: hash('sha256', body, 'hex') });
       writeFileAtomic(this.file, Buffer.concat([Buffer.from(`${header}\n`), body]));
     } catch {
