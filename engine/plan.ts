@@ -121,17 +121,18 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     remembered = memo.read(inputs, selected.length);
   }
 
+  // With remembered keys, records are made when asked for: a cached node's seldom is.
+  const records = remembered ? new LazyRecords(keyer, selected, keys, graph) : undefined;
   for (const { node, files, specKey } of selected) {
     const id = node.id;
     const rule = graph.rules.get(node.kind);
-    const version = rule?.version ?? 0;
+    const index = nodes.length;
     let key: string;
     let keyed: KeyedRecord | undefined;
-    if (remembered) key = remembered[nodes.length];
-    else ({ key } = keyed = keyer.key(node, version, files, specKey, keys));
+    if (remembered) key = remembered[index];
+    else ({ key } = keyed = keyer.key(node, rule?.version ?? 0, files, specKey, keys));
     keys.set(id, key);
-    // With a remembered key the record is made when asked for: a cached node's seldom is.
-    const keyedRecord = (): KeyedRecord => (keyed ??= keyer.key(node, version, files, specKey, keys));
+    const keyedRecord = (): KeyedRecord => (keyed ??= (records as LazyRecords).make(index));
 
     const entry = ctx.cache.get(key, id);
     let status: PlanStatus = 'run';
@@ -173,7 +174,7 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
       planned = { node, key, record, recordText, status, reasons, cached: undefined, ...(unavailable ? { unavailable } : {}) };
     } else {
       const base = { node, key, status, reasons, cached: entry, ...(restore ? { restore } : {}) };
-      planned = keyed ? withLazyText({ ...base, record: keyed.record }) : withLazyRecord(base, keyedRecord);
+      planned = keyed ? withLazyText({ ...base, record: keyed.record }) : withLazyRecord(base, records as LazyRecords, index);
     }
     byId.set(id, planned);
     nodes.push(planned);
@@ -208,13 +209,42 @@ function recordTextOf(this: PlannedNode): string {
   return canonicalJson(this.record);
 }
 
+/** The records of a plan whose keys came from the key memo, made when asked for (node by selection index). */
+class LazyRecords {
+  private readonly made = new Map<number, KeyedRecord>();
+  constructor(
+    private readonly keyer: Keyer,
+    private readonly selected: ReadonlyArray<{ readonly node: NodeDef; readonly files: string[]; readonly specKey: string }>,
+    private readonly keys: ReadonlyMap<NodeId, string>,
+    private readonly graph: BuildGraph,
+  ) {}
+
+  make(i: number): KeyedRecord {
+    let made = this.made.get(i);
+    if (!made) {
+      const { node, files, specKey } = this.selected[i];
+      this.made.set(i, (made = this.keyer.key(node, this.graph.rules.get(node.kind)?.version ?? 0, files, specKey, this.keys)));
+    }
+    return made;
+  }
+}
+
+const RECORDS = Symbol('records');
+const RECORD_INDEX = Symbol('record index');
+
+/** `PlannedNode.record` of a node whose key came from the key memo. */
+function lazyRecord(this: { [RECORDS]: LazyRecords; [RECORD_INDEX]: number }): KeyRecord {
+  return this[RECORDS].make(this[RECORD_INDEX]).record;
+}
+
 /**
  * A cached node's planned form whose key came from the key memo: `record` (and `recordText`)
- * enumerable getters, the record made on first use by `make`.
+ * enumerable getters, one function for every node (so they share their hidden class).
  */
-function withLazyRecord(p: Omit<PlannedNode, 'record' | 'recordText'>, make: () => KeyedRecord): PlannedNode {
-  let record: KeyRecord | undefined;
-  Object.defineProperty(p, 'record', { get: () => (record ??= make().record), enumerable: true });
+function withLazyRecord(p: Omit<PlannedNode, 'record' | 'recordText'>, records: LazyRecords, index: number): PlannedNode {
+  Object.defineProperty(p, RECORDS, { value: records });
+  Object.defineProperty(p, RECORD_INDEX, { value: index });
+  Object.defineProperty(p, 'record', { get: lazyRecord, enumerable: true });
   return withLazyText(p as Omit<PlannedNode, 'recordText'>);
 }
 

@@ -6,7 +6,7 @@ import { shardCountFor, type ShardSpec } from '../compile/shard.js';
 import { matchTargets } from '../compile/targets.js';
 import { executorOf } from '../execute/executor-settings.js';
 import { explainNode, explainText } from '../report/explain.js';
-import { renderPlan, renderShardMatrix, type PlanFormat } from '../report/plan.js';
+import { renderPlanChunks, renderShardMatrix, type PlanFormat } from '../report/plan.js';
 import { planMarkdown } from '../report/step-summary.js';
 import { UsageError, type NodeId } from '../rule.js';
 import type { CommandContext, CommandOutcome } from './command.js';
@@ -41,7 +41,8 @@ export async function planCommand(c: CommandContext, r: PlanRequest): Promise<Co
     const where = executorOf(ws.decls.settings.executor, kind);
     return where === 'local' ? undefined : where;
   };
-  c.io.out(renderPlan(plan, r.format, r.verbose, notes, shard, elsewhere));
+  // In pieces: a large JSON plan is never held whole.
+  for (const chunk of renderPlanChunks(plan, r.format, r.verbose, notes, shard, elsewhere)) c.io.out(chunk);
   // A matrix job only feeds the build jobs, whose summaries say more.
   if (r.format !== 'matrix') stepSummary(planMarkdown(plan), c.io.err);
   return 'ok';

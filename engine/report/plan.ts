@@ -31,11 +31,41 @@ export const PLAN_FORMATS: readonly PlanFormat[] = ['text', 'json', 'dot', 'merm
  *   has `shard: {index, count, split, groups, dependencies}`.
  */
 export function renderPlan(plan: Plan, format: PlanFormat, verbose = false, notes: readonly PlanNote[] = [], shard?: ShardSummary, executorOf?: (kind: string) => string | undefined): string {
+  return [...renderPlanChunks(plan, format, verbose, notes, shard, executorOf)].join('');
+}
+
+/** Most characters in one chunk of `renderPlanChunks`. */
+const CHUNK = 1 << 18;
+
+/**
+ * As `renderPlan`, in pieces whose concatenation is its text: the JSON plan of a large graph
+ * (≈40 MB at 100k nodes) is written piece by piece, never held whole, nor its object form.
+ */
+export function* renderPlanChunks(plan: Plan, format: PlanFormat, verbose = false, notes: readonly PlanNote[] = [], shard?: ShardSummary, executorOf?: (kind: string) => string | undefined): Generator<string> {
+  if (format !== 'json') {
+    yield renderWhole(plan, format, verbose, notes, shard, executorOf);
+    return;
+  }
+  // JSON.stringify(…, null, 2)'s bytes, one node at a time: each node's lines are indented by
+  // its depth (a JSON string never holds a raw newline, so every '\n' starts a line).
+  const rest: Record<string, unknown> = { summary: planSummary(plan), ...(shard ? { shard } : {}), ...Object.fromEntries(notes.map((n) => [n.jsonKey, n.lines])) };
+  let out = `{\n  "version": 1,\n  "nodes": [`;
+  for (let i = 0; i < plan.nodes.length; i++) {
+    out += `${i ? ',' : ''}\n    ${JSON.stringify(nodeJson(plan.nodes[i], executorOf), null, 2).replace(/\n/g, '\n    ')}`;
+    if (out.length >= CHUNK) {
+      yield out;
+      out = '';
+    }
+  }
+  out += plan.nodes.length ? '\n  ]' : ']';
+  for (const [k, v] of Object.entries(rest)) if (v !== undefined) out += `,\n  ${JSON.stringify(k)}: ${JSON.stringify(v, null, 2).replace(/\n/g, '\n  ')}`;
+  yield `${out}\n}\n`;
+}
+
+function renderWhole(plan: Plan, format: Exclude<PlanFormat, 'json'>, verbose: boolean, notes: readonly PlanNote[], shard: ShardSummary | undefined, executorOf: ((kind: string) => string | undefined) | undefined): string {
   switch (format) {
     case 'text':
       return (shard ? `${shardLine(shard, plan.nodes.length)}\n` : '') + planText(plan, verbose, executorOf) + notes.map((n) => `${n.heading}:\n${n.lines.map((l) => `  ${l}\n`).join('')}`).join('');
-    case 'json':
-      return `${JSON.stringify({ ...planJson(plan, executorOf), ...(shard ? { shard } : {}), ...Object.fromEntries(notes.map((n) => [n.jsonKey, n.lines])) }, null, 2)}\n`;
     case 'dot':
       return planDot(plan);
     case 'mermaid':
@@ -69,19 +99,22 @@ function planText(plan: Plan, verbose: boolean, executorOf?: (kind: string) => s
 export function planJson(plan: Plan, executorOf?: (kind: string) => string | undefined) {
   return {
     version: 1,
-    nodes: plan.nodes.map((p: PlannedNode) => {
-      const executor = executorOf?.(p.node.kind);
-      return {
-        id: p.node.id,
-        kind: p.node.kind,
-        deps: p.node.deps.map((d) => d.id).sort(),
-        key: p.key,
-        status: shownStatus(p),
-        reasons: p.reasons,
-        ...(executor ? { executor } : {}),
-      };
-    }),
+    nodes: plan.nodes.map((p: PlannedNode) => nodeJson(p, executorOf)),
     summary: planSummary(plan),
+  };
+}
+
+/** One node of the JSON plan. */
+function nodeJson(p: PlannedNode, executorOf?: (kind: string) => string | undefined) {
+  const executor = executorOf?.(p.node.kind);
+  return {
+    id: p.node.id,
+    kind: p.node.kind,
+    deps: p.node.deps.map((d) => d.id).sort(),
+    key: p.key,
+    status: shownStatus(p),
+    reasons: p.reasons,
+    ...(executor ? { executor } : {}),
   };
 }
 

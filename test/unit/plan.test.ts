@@ -8,11 +8,11 @@ import { ActionCache } from '../../engine/cache/action-cache.js';
 import { FileDigester } from '../../engine/key/files.js';
 import { canonicalJson, keyOf } from '../../engine/key/key.js';
 import { planBuild, type Plan } from '../../engine/plan.js';
-import { renderPlan } from '../../engine/report/plan.js';
+import { planJson, renderPlan, renderPlanChunks } from '../../engine/report/plan.js';
 import { ContentStore } from '../../engine/cache/store.js';
 import { resolveTools, type ToolIdentities } from '../../engine/key/tools.js';
 import { openWorkspace } from '../../engine/workspace.js';
-import { FakeRunner, fakeRules, REPO, runEngine, SMALL_ZOO, workspace, writeFiles } from '../helpers.js';
+import { FakeRunner, fakeRules, REPO, runEngine, SMALL_ZOO, wideZoo, workspace, writeFiles } from '../helpers.js';
 
 const test = suite('plan');
 
@@ -257,6 +257,22 @@ test('plan --format json matches the golden file', async () => {
   const golden = path.join(REPO, 'test', 'golden', 'small-zoo.plan.json');
   if (process.env.UPDATE_GOLDEN) writeFileSync(golden, actual);
   assert.fixture(actual, readFileSync(golden, 'utf8'));
+});
+
+test('the JSON plan, written in pieces, is JSON.stringify\'s text: nodes, executors, a shard, notes, no nodes', async () => {
+  const made = await plan(workspace(wideZoo(400)));
+  const notes = [{ heading: 'stale', jsonKey: 'stale_published', lines: ['a "quoted"\nline', 'b'] }];
+  const shard = { index: 1, count: 2, split: 'groups', groups: ['g0'], dependencies: 3 } as unknown as Parameters<typeof renderPlan>[4];
+  const elsewhere = (kind: string) => (kind === 'test' ? 'slurm' : undefined);
+  const whole = (p: Plan, withNotes: boolean, withShard: boolean) =>
+    `${JSON.stringify({ ...planJson(p, elsewhere), ...(withShard ? { shard } : {}), ...(withNotes ? Object.fromEntries(notes.map((n) => [n.jsonKey, n.lines])) : {}) }, null, 2)}\n`;
+  assert.ok(made.nodes.length > 800, 'enough nodes for several pieces');
+  const chunks = [...renderPlanChunks(made, 'json', false, notes, shard, elsewhere)];
+  assert.ok(chunks.length > 1, `${chunks.length} piece(s)`);
+  assert.is(chunks.join(''), whole(made, true, true));
+  assert.is(renderPlan(made, 'json', false, [], undefined, elsewhere), whole(made, false, false));
+  const empty = { ...made, nodes: [], byId: new Map() };
+  assert.is(renderPlan(empty, 'json', false, notes, undefined, elsewhere), whole(empty, true, false));
 });
 
 test('planning writes nothing into .graph but its own caches: the parsed declarations and the tool identities', async () => {

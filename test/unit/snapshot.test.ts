@@ -181,12 +181,24 @@ test('a torn or edited cache file is a miss, never a wrong graph', () => {
     const base = dumpGraph(open(repo).graph);
     const file = compiledAt(repo);
     const bytes = readFileSync(file);
-    // A flipped byte in the body, then a cut one: both compiled again, and written whole again.
+    // A flipped byte in the nodes' part: compiled again, and written whole again.
+    const header = JSON.parse(bytes.subarray(0, bytes.indexOf(10)).toString()) as { nodes: { length: number } };
     const flipped = Buffer.from(bytes);
-    flipped[flipped.length - 10] ^= 0xff;
+    flipped[bytes.indexOf(10) + 10] ^= 0xff;
     writeFileSync(file, flipped);
     assert.equal(dumpGraph(open(repo).graph), base);
     assert.equal(readFileSync(file), bytes);
+    // In the declarations' part (read when a declaration is first asked for): those come from
+    // compiling again; the same when the file is replaced after the nodes were read.
+    const inDecls = Buffer.from(bytes);
+    inDecls[bytes.indexOf(10) + 1 + header.nodes.length + 5] ^= 0xff;
+    writeFileSync(file, inDecls);
+    assert.equal(dumpGraph(open(repo).graph), base);
+    writeFileSync(file, bytes);
+    const restored = open(repo).graph;
+    writeFileSync(file, 'replaced');
+    assert.equal(dumpGraph(restored), base);
+    writeFileSync(file, bytes);
     writeFileSync(file, bytes.subarray(0, bytes.length >> 1));
     assert.equal(dumpGraph(open(repo).graph), base);
     writeFileSync(file, 'not a cache');
