@@ -2,7 +2,7 @@
  * Two builds of graph side by side, interleaved (A, B, A, B, …), so the machine's drift touches
  * both alike: for measuring a change against the commit before it on a shared, noisy machine.
  *
- *     node out/bench/ab.js engine OUT_A OUT_B [NODES] [RUNS] [--no-leases]
+ *     node out/bench/ab.js engine OUT_A OUT_B [NODES] [RUNS] [--no-leases] [--bare]
  *     node out/bench/ab.js plan|noop OUT_A OUT_B [NODES] [RUNS]
  *
  * OUT_A and OUT_B are `out/` directories of two checkouts (each with its `package.json` and
@@ -11,7 +11,9 @@
  *
  * - engine: every node of a fresh zoo of ≈NODES nodes (default 1000) is run by an instant rule at
  *   --jobs 8, as bench/plan-once.ts fills a cache, with leases as `graph build` takes them (none
- *   with --no-leases); per side and run, a fresh copy of the zoo. Figure: ms per node.
+ *   with --no-leases); with --bare, by a rule that does nothing and produces nothing (the engine
+ *   alone, bench/plan-once.ts `bareRules`); per side and run, a fresh copy of the zoo. Figure: ms
+ *   per node.
  * - plan, noop: `graph plan --format json` or `graph build` on a zoo of ≈NODES nodes (default
  *   4500) whose cache each side filled itself (a warm-up run first). Figures: wall ms, CPU ms
  *   (user + system) and peak RSS (GNU time).
@@ -29,13 +31,13 @@ import { modelsForNodes, writeZoo } from './zoo.js';
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
 /** `fill OUT DIR leases|none`, in a child process: run every node with OUT's modules; prints {nodes, executeMs}. */
-async function fillChild(out: string, dir: string, leases: boolean): Promise<void> {
+async function fillChild(out: string, dir: string, leases: boolean, bare: boolean): Promise<void> {
   // A module by its path in this layout, else by its path before engine/ was grouped into stage folders.
   const im = (m: string) => {
     const [now, before = now] = m.split('|');
     return import(path.join(out, existsSync(path.join(out, now)) ? now : before));
   };
-  const [{ ActionCache }, { executePlan }, { KeyLeases }, { systemClock }, { FileDigester }, { planBuild }, { ContentStore }, { resolveTools }, { openWorkspace }, { instantRules }] = await Promise.all(
+  const [{ ActionCache }, { executePlan }, { KeyLeases }, { systemClock }, { FileDigester }, { planBuild }, { ContentStore }, { resolveTools }, { openWorkspace }, { instantRules, bareRules }] = await Promise.all(
     [
       'engine/cache/action-cache.js|engine/cache.js',
       'engine/execute/scheduler.js',
@@ -49,7 +51,7 @@ async function fillChild(out: string, dir: string, leases: boolean): Promise<voi
       'bench/plan-once.js',
     ].map(im),
   );
-  const ws = openWorkspace(dir, instantRules);
+  const ws = openWorkspace(dir, bare ? bareRules : instantRules);
   const cache = new ActionCache(ws.cacheDir);
   const store = new ContentStore(path.join(ws.cacheDir, 'cas'));
   const digester = new FileDigester(ws.root, path.join(ws.stateDir, 'stat-memo.json'));
@@ -74,8 +76,8 @@ async function fillChild(out: string, dir: string, leases: boolean): Promise<voi
   process.stdout.write(`${JSON.stringify({ nodes: ws.graph.size, executeMs: performance.now() - t0 })}\n`);
 }
 
-function fill(out: string, dir: string, leases: boolean): { nodes: number; executeMs: number } {
-  return JSON.parse(execFileSync(process.execPath, [path.join(HERE, 'ab.js'), 'fill', out, dir, leases ? 'leases' : 'none'], { encoding: 'utf8' })) as { nodes: number; executeMs: number };
+function fill(out: string, dir: string, leases: boolean, bare = false): { nodes: number; executeMs: number } {
+  return JSON.parse(execFileSync(process.execPath, [path.join(HERE, 'ab.js'), 'fill', out, dir, leases ? 'leases' : 'none', ...(bare ? ['bare'] : [])], { encoding: 'utf8' })) as { nodes: number; executeMs: number };
 }
 
 const report = (label: string, a: number[], b: number[], unit: string, digits = 0) => {
@@ -86,7 +88,7 @@ const report = (label: string, a: number[], b: number[], unit: string, digits = 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const [mode, a, b] = args;
-  if (mode === 'fill') return fillChild(a, b, args[3] === 'leases');
+  if (mode === 'fill') return fillChild(a, b, args[3] === 'leases', args[4] === 'bare');
   if (!['engine', 'plan', 'noop'].includes(mode) || !a || !b) {
     process.stderr.write('usage: node out/bench/ab.js engine|plan|noop OUT_A OUT_B [NODES] [RUNS] [--no-leases]\n');
     process.exitCode = 2;
@@ -97,6 +99,7 @@ async function main(): Promise<void> {
   const nodes = numbers[0] ?? (mode === 'engine' ? 1000 : 4500);
   const runs = numbers[1] ?? 11;
   const leases = !args.includes('--no-leases');
+  const bare = args.includes('--bare');
   const work = mkdtempSync(path.join(tmpdir(), 'graph-ab-'));
   try {
     const template = path.join(work, 'zoo');
@@ -107,12 +110,12 @@ async function main(): Promise<void> {
         outs.forEach((out, side) => {
           const dir = path.join(work, `run-${r}-${side}`);
           cpSync(template, dir, { recursive: true });
-          const f = fill(out, dir, leases);
+          const f = fill(out, dir, leases, bare);
           perNode[side].push(f.executeMs / f.nodes);
         });
       }
       // The runs' files are removed at the end, not between runs: freeing blocks costs this disk as much as writing them.
-      report(`engine, ≈${nodes} nodes, instant rule, --jobs 8, ${leases ? 'leases as graph build' : 'no leases'}`, perNode[0], perNode[1], 'ms per node', 3);
+      report(`engine, ≈${nodes} nodes, ${bare ? 'a rule that does nothing' : 'instant rule'}, --jobs 8, ${leases ? 'leases as graph build' : 'no leases'}`, perNode[0], perNode[1], 'ms per node', 3);
       return;
     }
     const dirs = outs.map((out, side) => {

@@ -31,6 +31,18 @@ export const instantRules: Rule[] = defaultRules.map(({ outputs: _reader, ...r }
 }));
 
 /**
+ * Rules whose nodes do nothing and produce nothing (no blob, no artifact): what is left of a
+ * node's run is the engine's own work (scheduling, the log, the record): bench/run.ts's second
+ * engine row.
+ */
+export const bareRules: Rule[] = defaultRules.map(({ outputs: _reader, ...r }) => ({
+  ...r,
+  async execute() {
+    return { outputs: {}, artifacts: [] };
+  },
+}));
+
+/**
  * Run every node of the zoo in `dir` with `rules`, recording into its cache and, with `remote`, also
  * uploading to that remote cache; returns the node count and the wall time of the execution (ms).
  */
@@ -65,9 +77,10 @@ export async function fillCache(dir: string, rules: Rule[], jobs = 8, remote?: R
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  if (process.argv[2] === '--fill') {
+  if (process.argv[2] === '--fill' || process.argv[2] === '--fill-bare') {
     // `--fill DIR`: the zoo is already there; print {nodes, executeMs} as JSON (bench/run.ts).
-    const r = await fillCache(process.argv[3], instantRules);
+    // `--fill-bare DIR`: the same with `bareRules`.
+    const r = await fillCache(process.argv[3], process.argv[2] === '--fill' ? instantRules : bareRules);
     process.stdout.write(`${JSON.stringify(r)}\n`);
   } else {
     const [dir, nodes] = process.argv.slice(2);

@@ -9,9 +9,19 @@ import { hostname } from 'node:os';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
-/** A unique temp path beside `target` (same directory, so rename stays on one file system). */
+/**
+ * This process's part of temp names: its pid, then a random word (pids repeat across hosts sharing
+ * a directory) to which a counter is appended (one random draw per process, not per file).
+ */
+const TEMP_TAG = `${process.pid}-${randomBytes(4).toString('hex')}`;
+let tempCount = 0;
+
+/**
+ * A unique temp path beside `target` (same directory, so rename stays on one file system):
+ * `.tmp-NAME-PID-HEX`, the form the temp sweep (engine/tmp.ts) knows.
+ */
 export function tempPathFor(target: string): string {
-  return path.join(path.dirname(target), `.tmp-${path.basename(target)}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  return path.join(path.dirname(target), `.tmp-${path.basename(target)}-${TEMP_TAG}${(tempCount++).toString(16)}`);
 }
 
 /**

@@ -100,8 +100,33 @@ export class ContentStore {
     } catch {
       return 'missing';
     }
+    return this.checkStat(digest, file, statSync(file, { throwIfNoEntry: false }));
+  }
+
+  /**
+   * `check` with the stat on libuv's thread pool: for the scheduler's nodes, whose blobs are
+   * written on the pool meanwhile (a stat waits for the directory while a create or rename in it
+   * is under way: ≈0.3 ms each on this machine's ext4 when done on the event loop).
+   */
+  async checkAsync(digest: string): Promise<'intact' | 'missing' | 'corrupt'> {
+    let file: string;
+    try {
+      file = this.pathOf(digest);
+    } catch {
+      return 'missing';
+    }
+    let st: Stats | undefined;
+    try {
+      st = await stat(file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    return this.checkStat(digest, file, st);
+  }
+
+  /** `check`'s verdict from the blob's stat (undefined: absent). */
+  private checkStat(digest: string, file: string, st: Stats | undefined): 'intact' | 'missing' | 'corrupt' {
     const hex = digest.slice('sha256:'.length);
-    const st = statSync(file, { throwIfNoEntry: false });
     if (!st) return this.removed.has(hex) ? 'corrupt' : 'missing';
     const line = statLine(st);
     if (this.loadMemo().get(hex) === line) return 'intact';
@@ -142,7 +167,7 @@ export class ContentStore {
   /** `putBytes` with the write on libuv's thread pool (for the scheduler's bookkeeping). */
   async putBytesAsync(data: string | Uint8Array): Promise<{ digest: string; size: number }> {
     const { bytes, digest, target } = this.blobOf(data);
-    if (!this.has(digest)) {
+    if ((await this.checkAsync(digest)) !== 'intact') {
       await writeFileAtomicAsync(target, bytes);
       await this.rememberAsync(digest.slice(7), statLine(await stat(target)));
     }

@@ -13,7 +13,7 @@
  * thing a node's run does here, ≈ the rest of the engine's work per node), and an earlier run's
  * log of the node is removed, so `.graph/logs` never shows a stale one.
  */
-import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { ProcessRunner } from '../process.js';
@@ -48,9 +48,8 @@ export class LocalExecutor implements Executor {
     const node = p.node;
     const t0 = clock.now();
     let tmpDir: string | undefined;
-    const signals = [job.signal];
-    if (node.timeoutMs !== undefined) signals.push(clock.timeout(node.timeoutMs));
-    const signal = AbortSignal.any(signals);
+    // A combined signal only with a timeout (AbortSignal.any costs a listener per node).
+    const signal = node.timeoutMs === undefined ? job.signal : AbortSignal.any([job.signal, clock.timeout(node.timeoutMs)]);
     const log = new NodeLog(job.log, logHeader(p));
     try {
       const rule = options.rules.get(node.kind);
@@ -133,7 +132,12 @@ class NodeLog implements LogSink {
   close(skipHeaderOnly = false): { text: string | undefined; written: boolean } {
     const text = this.pending;
     if (skipHeaderOnly && text === this.header) {
-      rmSync(this.file, { force: true });
+      // One unlink (rmSync stats twice first): there is seldom an earlier log to remove.
+      try {
+        unlinkSync(this.file);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
       this.pending = undefined;
       return { text, written: false };
     }
