@@ -170,7 +170,9 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     else if (status === 'run' && node.note !== undefined) reasons = [...reasons, node.note];
     let planned: PlannedNode;
     if (status === 'run') {
-      const { record, text: recordText } = keyedRecord();
+      const { record, text: recordText, key: made } = keyedRecord();
+      // A remembered key is the key of the same record; were it ever not, the memo is not used.
+      if (made !== key) return planBuild(graph, selection, { ...ctx, keyMemo: undefined });
       planned = { node, key, record, recordText, status, reasons, cached: undefined, ...(unavailable ? { unavailable } : {}) };
     } else {
       const base = { node, key, status, reasons, cached: entry, ...(restore ? { restore } : {}) };
