@@ -7,7 +7,7 @@
  * What the key covers (`compiledKey`), which is everything expansion reads:
  * - graph's own code (`out/build-id`, written by `npm run build`: a SHA-256 of every module; without
  *   it there is no cache) and each rule's kind and version;
- * - the workspace's absolute path and the working directory;
+ * - the workspace's absolute path (expansion never reads the working directory: a test checks);
  * - the declaration files' bytes and the command line's setting overrides;
  * - the validated settings (the signing key's fingerprint, the GPUs found, the builder and sandbox
  *   chosen, …), every `GRAPH_*` environment variable, `process.arch` and `process.platform`;
@@ -84,7 +84,6 @@ export function compiledKey(decls: Declarations, rules: readonly Rule[], overrid
   part('build', build);
   part('rules', JSON.stringify(rules.map((r) => [r.kind, r.version, r.expandFacts?.(decls.root) ?? null])));
   part('root', decls.root);
-  part('cwd', process.cwd());
   part('host', `${process.platform}/${process.arch}`);
   part('images', decls.imagesFile.digest);
   part('models', decls.modelsFile?.digest ?? '');

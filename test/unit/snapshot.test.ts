@@ -59,7 +59,8 @@ function dump(n: NodeDef): unknown {
 const dumpGraph = (g: BuildGraph) => g.order.map((id) => dump(g.node(id)));
 
 /**
- * Every file path and environment variable `fn` reads through node:fs and process.env (paths
+ * Every file path and environment variable `fn` reads through node:fs and process.env, and whether
+ * it asks for the working directory (noted as a variable named `(the working directory)`; paths
  * under the repository's build and node_modules, where lazily loaded modules live, left out).
  */
 function watchReads<T>(fn: () => T): { result: T; paths: Set<string>; env: Set<string> } {
@@ -79,7 +80,12 @@ function watchReads<T>(fn: () => T): { result: T; paths: Set<string>; env: Set<s
   });
   syncBuiltinESMExports();
   const realEnv = process.env;
+  const realCwd = process.cwd;
   const env = new Set<string>();
+  process.cwd = () => {
+    env.add('(the working directory)');
+    return realCwd();
+  };
   process.env = new Proxy(realEnv, {
     get(t, k) {
       if (typeof k === 'string') env.add(k);
@@ -92,6 +98,7 @@ function watchReads<T>(fn: () => T): { result: T; paths: Set<string>; env: Set<s
     names.forEach((n, i) => (f[n] = saved[i]));
     syncBuiltinESMExports();
     process.env = realEnv;
+    process.cwd = realCwd;
   }
 }
 
@@ -103,7 +110,7 @@ function zoos(): string[] {
   return [repo, arch];
 }
 
-test('expansion reads only what the rules name in expandFacts, and GRAPH_* variables', () => {
+test('expansion reads only what the rules name in expandFacts, and GRAPH_* variables, never the working directory', () => {
   for (const dir of zoos()) {
     withBinfmt(binfmt(dir, 'F'), () => {
       const imagesFile = loadYamlFile(path.join(dir, 'images.yaml'), 'images.yaml');
