@@ -68,12 +68,21 @@ function factsText(v: unknown): string {
 }
 
 /**
- * The key of the compiled graph of `decls` (module comment), or undefined when graph has no build id.
+ * The key of the compiled graph of `decls` (module comment), or undefined when there is none to
+ * use: graph has no build id, or a part of the key cannot be made (then nothing is cached).
  * @param env the environment (`GRAPH_*` variables are part of the key).
  */
 export function compiledKey(decls: Declarations, rules: readonly Rule[], overrides: Readonly<Record<string, string | undefined>>, env: NodeJS.ProcessEnv): string | undefined {
   const build = buildId();
   if (!build) return undefined;
+  try {
+    return keyOf(build, decls, rules, overrides, env);
+  } catch {
+    return undefined;
+  }
+}
+
+function keyOf(build: string, decls: Declarations, rules: readonly Rule[], overrides: Readonly<Record<string, string | undefined>>, env: NodeJS.ProcessEnv): string {
   const graphEnv = Object.keys(env)
     .filter((k) => k.startsWith('GRAPH_'))
     .sort()
@@ -95,7 +104,6 @@ export function compiledKey(decls: Declarations, rules: readonly Rule[], overrid
 
 /** A node as stored: no closures, no declaration (kept apart, in order); tool probes by name. */
 type StoredNode = Omit<NodeDef, 'at' | 'deps' | 'tools' | 'decl'> & { readonly deps: ReadonlyArray<{ readonly id: NodeId }>; readonly tools?: readonly string[] };
-
 
 const DECLS = Symbol('decls');
 const DECL_INDEX = Symbol('decl index');
