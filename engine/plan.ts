@@ -9,7 +9,7 @@ import type { ActionCache, CacheEntry, RemoteCache } from './cache/action-cache.
 import { expandInputs, type FileDigester } from './key/files.js';
 import type { BuildGraph } from './compile/graph.js';
 import { canonicalJson, explainChange, Keyer, shortDigest, type KeyedRecord, type KeyRecord } from './key/key.js';
-import { InputsDigest, KeyMemo } from './key/key-memo.js';
+import { KeyMemo, TextTable } from './key/key-memo.js';
 import type { Json, NodeDef, NodeId, Rule, RuleWorkspace } from './rule.js';
 import type { ContentStore } from './cache/store.js';
 import type { ToolIdentities } from './key/tools.js';
@@ -107,32 +107,41 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     positions.push(position);
   });
 
-  // The keys of the last plan of this compiled graph, when everything else they hold is unchanged.
-  const memo = ctx.keyMemo !== undefined && graph.key !== undefined ? new KeyMemo(ctx.keyMemo, graph.key) : undefined;
-  let inputs: string | undefined;
-  let remembered: string[] | undefined;
+  // The keys of earlier plans of this compiled graph (engine/key/key-memo.ts): a node whose parts
+  // from outside the graph and whose dependencies' keys are what they were keeps its key.
+  const memo = ctx.keyMemo !== undefined && graph.key !== undefined ? new KeyMemo(ctx.keyMemo, graph.key, graph.order.length) : undefined;
+  const earlier = memo?.read();
+  const table = new TextTable();
+  const parts = memo ? new Uint32Array(selected.length * 3) : undefined;
+  let current: Int32Array | undefined;
   if (memo) {
-    const digest = new InputsDigest();
     selected.forEach(({ node, files, specKey }, i) => {
-      const parts = keyer.parts(node, files, specKey);
-      digest.add(positions[i], parts.files.text, parts.envText, parts.tool);
+      const p = keyer.parts(node, files, specKey);
+      const at = parts as Uint32Array;
+      at[i * 3] = table.add(p.files.text);
+      at[i * 3 + 1] = table.add(p.envText);
+      at[i * 3 + 2] = table.add(p.tool);
     });
-    inputs = digest.digest();
-    remembered = memo.read(inputs, selected.length);
+    if (earlier) current = Int32Array.from(earlier.texts, (t) => table.find(t));
   }
+  /** Nodes whose key is the remembered one (their dependents may keep theirs). */
+  const remembered = new Set<NodeId>();
 
   // With remembered keys, records are made when asked for: a cached node's seldom is.
-  const records = remembered ? new LazyRecords(keyer, selected, keys, graph) : undefined;
+  const records = new LazyRecords(keyer, selected, keys, graph);
   for (const { node, files, specKey } of selected) {
     const id = node.id;
     const rule = graph.rules.get(node.kind);
     const index = nodes.length;
-    let key: string;
+    let key: string | undefined;
     let keyed: KeyedRecord | undefined;
-    if (remembered) key = remembered[index];
-    else ({ key } = keyed = keyer.key(node, rule?.version ?? 0, files, specKey, keys));
+    if (earlier && parts && current && depsRemembered(node, remembered)) {
+      key = earlier.keyIf(positions[index], parts[index * 3], parts[index * 3 + 1], parts[index * 3 + 2], current);
+      if (key !== undefined) remembered.add(id);
+    }
+    if (key === undefined) ({ key } = keyed = keyer.key(node, rule?.version ?? 0, files, specKey, keys));
     keys.set(id, key);
-    const keyedRecord = (): KeyedRecord => (keyed ??= (records as LazyRecords).make(index));
+    const keyedRecord = (): KeyedRecord => (keyed ??= records.make(index));
 
     const entry = ctx.cache.get(key, id);
     let status: PlanStatus = 'run';
@@ -176,13 +185,26 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
       planned = { node, key, record, recordText, status, reasons, cached: undefined, ...(unavailable ? { unavailable } : {}) };
     } else {
       const base = { node, key, status, reasons, cached: entry, ...(restore ? { restore } : {}) };
-      planned = keyed ? withLazyText({ ...base, record: keyed.record }) : withLazyRecord(base, records as LazyRecords, index);
+      planned = keyed ? withLazyText({ ...base, record: keyed.record }) : withLazyRecord(base, records, index);
     }
     byId.set(id, planned);
     nodes.push(planned);
   }
-  if (memo && !remembered) memo.write(inputs as string, nodes.map((p) => p.key));
+  // Written again unless every node kept its remembered key (nodes not selected are kept).
+  if (memo && parts && (remembered.size < nodes.length || !earlier)) {
+    memo.write(
+      table,
+      nodes.map((p, i) => ({ position: positions[i], files: parts[i * 3], env: parts[i * 3 + 1], tool: parts[i * 3 + 2], key: p.key })),
+      earlier,
+    );
+  }
   return { graph, nodes, byId };
+}
+
+/** Whether every dependency of `node` kept its remembered key. */
+function depsRemembered(node: NodeDef, remembered: ReadonlySet<NodeId>): boolean {
+  for (const d of node.deps) if (!remembered.has(d.id)) return false;
+  return true;
 }
 
 /**
