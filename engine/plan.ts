@@ -190,12 +190,24 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     byId.set(id, planned);
     nodes.push(planned);
   }
-  // Written again unless every node kept its remembered key (nodes not selected are kept).
+  // Written again unless every node kept its remembered key. Nodes not selected keep theirs, but
+  // for those downstream of a node keyed again: their keys were made with its old key.
   if (memo && parts && (remembered.size < nodes.length || !earlier)) {
+    const stale = new Set<NodeId>();
+    const stack = nodes.filter((p) => !remembered.has(p.node.id)).map((p) => p.node.id);
+    while (stack.length) {
+      for (const d of graph.dependents(stack.pop() as NodeId)) {
+        if (!selection.has(d) && !stale.has(d)) {
+          stale.add(d);
+          stack.push(d);
+        }
+      }
+    }
     memo.write(
       table,
       nodes.map((p, i) => ({ position: positions[i], files: parts[i * 3], env: parts[i * 3 + 1], tool: parts[i * 3 + 2], key: p.key })),
       earlier,
+      (position) => !stale.has(graph.order[position]),
     );
   }
   return { graph, nodes, byId };

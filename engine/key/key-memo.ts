@@ -10,7 +10,10 @@
  * outside the graph (`Keyer.parts`: its input files' fingerprints, its environment variables'
  * values, its tools' identities) and its dependencies' keys. A node's key is remembered with its
  * three parts; a plan uses it when the node's three parts are the same texts as then and every
- * dependency's key is its remembered one (dependencies come first in topological order).
+ * dependency's key is its remembered one (dependencies come first in topological order). That
+ * holds because every key in the file was made with its dependencies' keys as the file holds them:
+ * a plan writes the nodes it planned, and keeps the earlier keys of nodes it did not select only
+ * where none of their dependencies was keyed again (`write`'s `keep`).
  *
  * The file is one JSON header line (`{"format", "graph", "count", "texts", "sum"}`: the graph's
  * key, how many nodes, the byte length of the texts' part, the SHA-256 of everything after the
@@ -140,15 +143,17 @@ export class KeyMemo {
 
   /**
    * Store the keys of the nodes planned (`nodes`: position, part numbers in `table`, key), and
-   * those of `earlier` at other positions (nodes this plan did not select). Never throws.
+   * those of `earlier` at other positions (nodes this plan did not select) that `keep` says are
+   * still good: not downstream of a node this plan keyed again (their keys hold its old key).
+   * Never throws.
    */
-  write(table: TextTable, nodes: ReadonlyArray<{ position: number; files: number; env: number; tool: number; key: string }>, earlier?: RememberedKeys): void {
+  write(table: TextTable, nodes: ReadonlyArray<{ position: number; files: number; env: number; tool: number; key: string }>, earlier?: RememberedKeys, keep: (position: number) => boolean = () => true): void {
     try {
       const all = [...nodes];
       if (earlier) {
         const planned = new Set(nodes.map((n) => n.position));
         for (const e of earlier.entries()) {
-          if (planned.has(e.position) || e.position >= this.size) continue;
+          if (planned.has(e.position) || e.position >= this.size || !keep(e.position)) continue;
           all.push({ position: e.position, files: table.add(e.files), env: table.add(e.env), tool: table.add(e.tool), key: e.key });
         }
       }
