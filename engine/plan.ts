@@ -3,7 +3,7 @@
  * run, and record why, the way ninja's `-d explain` does: no previous record; input X changed
  * (old → new digest); dependency Y will run; output missing; output corrupt; cache entry corrupt.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { ActionCache, CacheEntry, RemoteCache } from './cache/action-cache.js';
 import { expandInputs, type FileDigester } from './key/files.js';
@@ -144,6 +144,9 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     const keyedRecord = (): KeyedRecord => (keyed ??= records.make(index));
 
     const entry = ctx.cache.get(key, id);
+    // A remembered key whose entry is another node's is a memo gone wrong (module key-memo.ts):
+    // dropped, and the plan made without it.
+    if (entry && entry.id !== id && remembered.has(id)) return planBuild(graph, selection, { ...ctx, keyMemo: dropMemo(ctx.keyMemo) });
     let status: PlanStatus = 'run';
     // Arrays are made only when there is something to put in them: most nodes of a no-op plan
     // have no reason, no missing artifact and no gone file.
@@ -180,8 +183,9 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     let planned: PlannedNode;
     if (status === 'run') {
       const { record, text: recordText, key: made } = keyedRecord();
-      // A remembered key is the key of the same record; were it ever not, the memo is not used.
-      if (made !== key) return planBuild(graph, selection, { ...ctx, keyMemo: undefined });
+      // A remembered key is the key of the same record; were it ever not, the memo is dropped
+      // and the plan made without it (writing a new one).
+      if (made !== key) return planBuild(graph, selection, { ...ctx, keyMemo: dropMemo(ctx.keyMemo) });
       planned = { node, key, record, recordText, status, reasons, cached: undefined, ...(unavailable ? { unavailable } : {}) };
     } else {
       const base = { node, key, status, reasons, cached: entry, ...(restore ? { restore } : {}) };
@@ -211,6 +215,16 @@ export function planBuild(graph: BuildGraph, selection: ReadonlySet<NodeId>, ctx
     );
   }
   return { graph, nodes, byId };
+}
+
+/** Remove the key memo `file`; returns it, or undefined when it could not be removed (then it is not used). */
+function dropMemo(file: string | undefined): string | undefined {
+  try {
+    if (file !== undefined) rmSync(file, { force: true });
+    return file;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Whether every dependency of `node` kept its remembered key. */

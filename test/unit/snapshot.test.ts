@@ -304,8 +304,11 @@ test('the key memo gives the keys computed without it, and misses on each thing 
     writeFileSync(memoFile, readFileSync(memoFile).subarray(0, 100));
     assert.equal(keysOf(planAll(ws, true)), now);
     // A memo whose keys are not its records' (written by hand, its sum made to match): the first
-    // node that runs shows it, and the plan is made without the memo.
-    keysOf(planAll(ws, true));
+    // node's key is the second's, both cached. The entry found is the other node's, which shows
+    // it: the memo is dropped and the plan made without it (a node that runs would show it too:
+    // its record is made).
+    for (const n of planAll(ws, false).nodes) await cache.put(n.node.id, n.key, n.recordText, { outputs: {}, artifacts: [], duration_ms: 0 });
+    assert.ok(planAll(ws, true).nodes.every((n) => n.status === 'cached'));
     const bytes = readFileSync(memoFile);
     const nl = bytes.indexOf(10);
     const header = JSON.parse(bytes.subarray(0, nl).toString()) as { count: number; texts: number; sum: string };
@@ -313,7 +316,12 @@ test('the key memo gives the keys computed without it, and misses on each thing 
     const keysAt = header.texts + header.count * 16;
     body.copy(body, keysAt, keysAt + 64, keysAt + 128); // the first node's key is now the second's
     header.sum = createHash('sha256').update(body).digest('hex');
-    writeFileSync(memoFile, Buffer.concat([Buffer.from(`${JSON.stringify(header)}\n`), body]));
+    const forged = Buffer.concat([Buffer.from(`${JSON.stringify(header)}\n`), body]);
+    writeFileSync(memoFile, forged);
+    const afterForge = planAll(ws, true);
+    assert.equal(keysOf(afterForge), now);
+    assert.ok(afterForge.nodes.every((n) => n.cached?.id === n.node.id));
+    assert.not.equal(readFileSync(memoFile), forged, 'the forged memo is replaced');
     assert.equal(keysOf(planAll(ws, true)), now);
     rmSync(memoFile);
   });
