@@ -19,10 +19,13 @@
  * (`{"format", "key", "nodes", "decls"}`, each part's length and SHA-256), then the nodes without
  * their declarations, then the declarations in the same order (each part `v8.serialize` data). The
  * declarations are read and deserialized only when one is first asked for, which a plan whose
- * keys come from the key memo never does.
+ * keys come from the key memo never does (a declarations' part that no longer matches then gives
+ * them by compiling again).
+ *
  * Anything that does not match (another key, a torn or edited file, a tool probe no rule knows now)
  * is a miss: the graph is compiled as before and the file written again (temp file, rename). A
- * file that cannot be written is left out silently: the cache only saves time.
+ * file that cannot be written, or a key that cannot be made, is left out silently: the cache only
+ * saves time.
  *
  * Restored nodes are the rules' nodes without their closures: `at` (source spans) compiles the
  * declarations once more when first asked for (only diagnostics need a span), and each tool probe
