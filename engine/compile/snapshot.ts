@@ -141,7 +141,13 @@ class StoredDecls {
 
   private read(): Json[] | undefined {
     try {
-      const bytes = readPart(this.file, this.offset, this.part.length);
+      const fd = openSync(this.file, 'r');
+      let bytes: Buffer | undefined;
+      try {
+        bytes = readPart(fd, this.offset, this.part.length);
+      } finally {
+        closeSync(fd);
+      }
       return bytes && hash('sha256', bytes, 'hex') === this.part.sum ? (deserialize(bytes) as Json[]) : undefined;
     } catch {
       return undefined;
@@ -149,21 +155,16 @@ class StoredDecls {
   }
 }
 
-/** `length` bytes of `file` from `offset`; undefined when the file is shorter or unreadable. */
-function readPart(file: string, offset: number, length: number): Buffer | undefined {
-  const fd = openSync(file, 'r');
-  try {
-    const out = Buffer.allocUnsafe(length);
-    let got = 0;
-    while (got < length) {
-      const n = readSync(fd, out, got, length - got, offset + got);
-      if (n === 0) return undefined;
-      got += n;
-    }
-    return out;
-  } finally {
-    closeSync(fd);
+/** `length` bytes of the open file `fd` from `offset`; undefined when the file is shorter. */
+function readPart(fd: number, offset: number, length: number): Buffer | undefined {
+  const out = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, out, got, length - got, offset + got);
+    if (n === 0) return undefined;
+    got += n;
   }
+  return out;
 }
 
 /** `NodeDef.decl` of a restored node. */
@@ -173,24 +174,21 @@ function storedDecl(this: NodeDef & { [DECLS]: StoredDecls; [DECL_INDEX]: number
 
 /** The header and the nodes' part of `file` when its header says `key`; undefined otherwise. */
 function readNodes(file: string, key: string): { header: Header; offset: number; nodes: readonly StoredNode[] } | undefined {
+  let fd: number | undefined;
   try {
-    const fd = openSync(file, 'r');
-    let head: Buffer;
-    try {
-      head = Buffer.allocUnsafe(4096);
-      head = head.subarray(0, readSync(fd, head, 0, head.length, 0));
-    } finally {
-      closeSync(fd);
-    }
-    const nl = head.indexOf(10);
+    fd = openSync(file, 'r');
+    const head = Buffer.allocUnsafe(4096);
+    const nl = head.subarray(0, readSync(fd, head, 0, head.length, 0)).indexOf(10);
     if (nl < 0) return undefined;
     const header = JSON.parse(head.subarray(0, nl).toString('utf8')) as Partial<Header>;
     if (header.format !== FORMAT || header.key !== key || !header.nodes || !header.decls) return undefined;
-    const bytes = readPart(file, nl + 1, header.nodes.length);
+    const bytes = readPart(fd, nl + 1, header.nodes.length);
     if (!bytes || hash('sha256', bytes, 'hex') !== header.nodes.sum) return undefined;
     return { header: header as Header, offset: nl + 1 + header.nodes.length, nodes: deserialize(bytes) as StoredNode[] };
   } catch {
     return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
